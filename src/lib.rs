@@ -1,0 +1,10 @@
+//! `cft`: a declarative orchestrator for Critical Token Fine-tuning.
+//!
+//! The layers follow `DESIGN.md`; each uses only those listed after it:
+//! `exec` → `plan` → `cache` → `stages` → `cft` / `generate` / `train` / `eval` → `model`
+//! → `manifest`. The binary (`src/main.rs`, `src/cli/`) is the only place that prints or
+//! uses `anyhow`.
+
+pub mod eval;
+pub mod generate;
+pub mod model;
