@@ -5,6 +5,13 @@
 //! → `manifest`. The binary (`src/main.rs`, `src/cli/`) is the only place that prints or
 //! uses `anyhow`.
 
+pub mod cache;
 pub mod eval;
+pub mod exec;
+pub mod manifest;
 pub mod generate;
 pub mod model;
+pub mod plan;
+pub mod rng;
+pub mod stages;
+pub mod toy;

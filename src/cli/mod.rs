@@ -1,20 +1,99 @@
 //! Command-line interface: clap commands, exit codes, progress display.
+//!
+//! Exit codes: 0 success, 1 a failed run or another runtime error, 2 a bad manifest (or bad
+//! command line), 130 interrupted by Ctrl-C.
 
+mod cache;
+mod plan;
+mod progress;
+mod run;
+mod status;
+
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+
+use cft::manifest::{Experiment, ManifestError};
 
 /// Declarative experiment orchestrator for Critical Token Fine-tuning.
 #[derive(Parser, Debug)]
 #[command(name = "cft", version, about)]
 pub struct Cli {
+    /// The cache directory (stage records, artifacts, checkpoints).
+    #[arg(long, global = true, default_value = "cache", value_name = "DIR")]
+    pub cache: PathBuf,
     #[command(subcommand)]
     pub command: Command,
 }
 
 #[derive(Subcommand, Debug)]
-pub enum Command {}
+pub enum Command {
+    /// Resolve a manifest into its DAG of stages: what is cached, what will run, and why.
+    Plan(plan::PlanArgs),
+    /// Run every pending stage of a manifest, resuming what was cut off.
+    Run(run::RunArgs),
+    /// Progress of a manifest's sweep, per cell.
+    Status(status::StatusArgs),
+    /// Inspect and maintain the cache.
+    #[command(subcommand)]
+    Cache(cache::CacheCommand),
+}
+
+/// A bad manifest: exit code 2.
+#[derive(Debug)]
+pub struct BadManifest(pub String);
+
+impl std::fmt::Display for BadManifest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for BadManifest {}
+
+/// An interrupted run: exit code 130.
+#[derive(Debug)]
+pub struct Interrupted;
+
+impl std::fmt::Display for Interrupted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("interrupted; run the same command again to resume")
+    }
+}
+
+impl std::error::Error for Interrupted {}
 
 pub fn run(cli: Cli) -> ExitCode {
-    match cli.command {}
+    let cache = cli.cache;
+    let result = match cli.command {
+        Command::Plan(args) => plan::run(&cache, args),
+        Command::Run(args) => run::run(&cache, args),
+        Command::Status(args) => status::run(&cache, args),
+        Command::Cache(cmd) => cache::run(&cache, cmd),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            let code = if err.downcast_ref::<ManifestError>().is_some() || err.downcast_ref::<BadManifest>().is_some() {
+                2
+            } else if err.downcast_ref::<Interrupted>().is_some() {
+                130
+            } else {
+                1
+            };
+            eprintln!("error: {err:#}");
+            ExitCode::from(code)
+        }
+    }
+}
+
+/// Loads a manifest; its errors keep their type so `run` maps them to exit code 2.
+pub fn load(path: &Path) -> anyhow::Result<Experiment> {
+    Ok(cft::manifest::load(path)?)
+}
+
+/// The command line as one string, for the lock file.
+pub fn command_line() -> String {
+    std::env::args().collect::<Vec<_>>().join(" ")
 }

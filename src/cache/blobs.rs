@@ -1,0 +1,111 @@
+//! Content-addressed blob files for checkpoints: written under a temporary name, synced, and
+//! renamed to their hash, so a reader never sees a partial blob.
+
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+
+use super::CacheError;
+
+pub struct Blobs {
+    dir: PathBuf,
+}
+
+/// What `verify` found for one blob.
+#[derive(Debug, PartialEq, Eq)]
+pub enum BlobState {
+    Ok,
+    Missing,
+    Corrupt { actual: String },
+}
+
+impl Blobs {
+    pub fn open(dir: PathBuf) -> Result<Self, CacheError> {
+        fs::create_dir_all(&dir).map_err(|e| CacheError::io(&dir, e))?;
+        Ok(Blobs { dir })
+    }
+
+    pub fn path(&self, hash: &str) -> PathBuf {
+        self.dir.join(hash)
+    }
+
+    /// Moves a finished file into the store; returns its hash and size.
+    pub fn put_file(&self, file: &Path) -> Result<(String, u64), CacheError> {
+        let (hash, size) = hash_file(file).map_err(|e| CacheError::io(file, e))?;
+        let target = self.path(&hash);
+        if target.exists() {
+            fs::remove_file(file).map_err(|e| CacheError::io(file, e))?;
+        } else {
+            File::open(file).and_then(|f| f.sync_all()).map_err(|e| CacheError::io(file, e))?;
+            fs::rename(file, &target).map_err(|e| CacheError::io(&target, e))?;
+        }
+        Ok((hash, size))
+    }
+
+    /// Stores bytes as a blob.
+    pub fn put_bytes(&self, bytes: &[u8]) -> Result<(String, u64), CacheError> {
+        let tmp = self.temp_path();
+        let mut f = File::create(&tmp).map_err(|e| CacheError::io(&tmp, e))?;
+        f.write_all(bytes).map_err(|e| CacheError::io(&tmp, e))?;
+        drop(f);
+        self.put_file(&tmp)
+    }
+
+    /// A fresh temporary path inside the store (same filesystem, so the rename is atomic).
+    pub fn temp_path(&self) -> PathBuf {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        self.dir.join(format!("tmp-{}-{n}", std::process::id()))
+    }
+
+    pub fn verify(&self, hash: &str) -> BlobState {
+        match hash_file(&self.path(hash)) {
+            Err(_) => BlobState::Missing,
+            Ok((actual, _)) if actual == hash => BlobState::Ok,
+            Ok((actual, _)) => BlobState::Corrupt { actual },
+        }
+    }
+
+    pub fn exists(&self, hash: &str) -> bool {
+        self.path(hash).is_file()
+    }
+
+    /// Every stored blob (name, size), leftover temporary files included.
+    pub fn list(&self) -> Result<Vec<(String, u64)>, CacheError> {
+        let mut out = Vec::new();
+        for entry in fs::read_dir(&self.dir).map_err(|e| CacheError::io(&self.dir, e))? {
+            let entry = entry.map_err(|e| CacheError::io(&self.dir, e))?;
+            let size = entry.metadata().map(|m| m.len()).unwrap_or(0);
+            out.push((entry.file_name().to_string_lossy().into_owned(), size));
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    pub fn remove(&self, name: &str) -> Result<(), CacheError> {
+        let p = self.dir.join(name);
+        fs::remove_file(&p).map_err(|e| CacheError::io(&p, e))
+    }
+}
+
+/// blake3 of a file's bytes, hex, with its size.
+pub fn hash_file(path: &Path) -> io::Result<(String, u64)> {
+    let mut f = File::open(path)?;
+    let mut hasher = blake3::Hasher::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut size = 0u64;
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        size += n as u64;
+        hasher.update(&buf[..n]);
+    }
+    Ok((hasher.finalize().to_hex().to_string(), size))
+}
+
+pub fn hash_bytes(bytes: &[u8]) -> String {
+    blake3::hash(bytes).to_hex().to_string()
+}

@@ -1,0 +1,85 @@
+//! `cft run FILE [--keep-going] [--quiet]`.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use cft::cache::Cache;
+use cft::exec::{self, Options};
+use cft::plan::{self, Status};
+
+use super::progress::{Display, human};
+use super::{BadManifest, Interrupted};
+
+#[derive(clap::Args, Debug)]
+pub struct RunArgs {
+    /// The manifest.
+    pub file: PathBuf,
+    /// Run every stage that does not depend on a failed one, instead of stopping at the first
+    /// failure.
+    #[arg(long)]
+    pub keep_going: bool,
+    /// No progress display; only errors and the final line.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+pub fn run(cache_dir: &Path, args: RunArgs) -> anyhow::Result<ExitCode> {
+    let started = Instant::now();
+    let exp = super::load(&args.file)?;
+    let missing = exp.missing_inputs();
+    if !missing.is_empty() {
+        let lines: Vec<String> = missing
+            .iter()
+            .map(|m| format!("{}: `{}`: `{}` does not exist (resolved to {})", m.loc, m.key, m.written, m.path.display()))
+            .collect();
+        return Err(BadManifest(format!("missing inputs:\n  {}", lines.join("\n  "))).into());
+    }
+    let cache = Cache::open(cache_dir, &super::command_line())?;
+    let plan = plan::build(&exp, &cache)?;
+    let status = plan::statuses(&plan, &cache, false)?;
+    let pending = status.values().filter(|s| s.status != Status::Cached).count();
+    if pending == 0 {
+        println!("nothing to do: all {} stages of `{}` are cached ({})", plan.len(), exp.name, human(started.elapsed().as_secs_f64()));
+        return Ok(ExitCode::SUCCESS);
+    }
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    // First Ctrl-C: finish the item in flight, flush, stop. Second: leave at once.
+    let _ = ctrlc::set_handler(move || {
+        if flag.swap(true, Ordering::SeqCst) {
+            std::process::exit(130);
+        }
+        eprintln!("\nstopping after the current item (Ctrl-C again to quit at once)");
+    });
+
+    let display = Display::new(args.quiet);
+    let summary = exec::run(&plan, &cache, &cft::stages::registry(), display.events(), &stop, Options { keep_going: args.keep_going })?;
+    drop(display);
+    let took = human(started.elapsed().as_secs_f64());
+    if summary.interrupted {
+        eprintln!("ran {} stages before the interruption ({took})", summary.ran);
+        return Err(Interrupted.into());
+    }
+    if !summary.failed.is_empty() {
+        for (label, error) in &summary.failed {
+            eprintln!("failed: {label}: {error}");
+        }
+        let not_run = pending - summary.ran - summary.failed.len() - summary.skipped;
+        eprintln!(
+            "{} stages ran, {} failed, {} skipped because they depend on a failure, {} not started, {} cached ({took}); `cft status {}` shows the errors",
+            summary.ran,
+            summary.failed.len(),
+            summary.skipped,
+            not_run,
+            summary.cached,
+            args.file.display()
+        );
+        return Ok(ExitCode::from(1));
+    }
+    println!("done: {} stages ran, {} cached ({took})", summary.ran, summary.cached);
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,91 @@
+//! `cft status FILE`: where a sweep stands, per model and per cell — annotation stages with
+//! their item progress, each cell's training and evaluation, and every failure with its error.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use cft::plan::{StageSpec, StageStatus, Status};
+
+#[derive(clap::Args, Debug)]
+pub struct StatusArgs {
+    /// The manifest.
+    pub file: PathBuf,
+}
+
+pub fn run(cache: &Path, args: StatusArgs) -> anyhow::Result<ExitCode> {
+    let (exp, view, plan, status) = super::plan::resolve(cache, &args.file)?;
+    let by_label: HashMap<&str, &StageSpec> = plan.graph.node_weights().map(|s| (s.label.as_str(), s)).collect();
+    let show = |label: &str| -> String {
+        match by_label.get(label).map(|s| &status[&s.key]) {
+            Some(st) => describe(st),
+            None => "-".into(),
+        }
+    };
+    let done = status.values().filter(|s| s.status == Status::Cached).count();
+    println!("experiment `{}`: {done}/{} stages done (cache {})", exp.name, plan.len(), cache.display());
+    if let Some(owner) = view.live() {
+        println!("a run is in progress: pid {}, `{}`", owner.pid, owner.command);
+    }
+    for model in &exp.models {
+        let name = &model.name;
+        println!("\nmodel {name}");
+        let mut annotation: Vec<String> = Vec::new();
+        for spec in plan.order() {
+            let is_model_stage = ["pretrain", "greedy", "rollout", "criticality", "token-stats", "selection"].contains(&spec.kind)
+                && spec.label.split(' ').nth(1) == Some(name.as_str());
+            if is_model_stage {
+                annotation.push(format!("  {:<44} {}", spec.label, describe(&status[&spec.key])));
+            }
+        }
+        for line in annotation {
+            println!("{line}");
+        }
+        let benches: Vec<&str> = exp.eval.benchmarks.iter().map(|b| b.name.as_str()).collect();
+        println!("  {:<12} {:<24} {:<28} eval", "method", "cell", "train");
+        for method in &exp.methods {
+            for cell in &method.cells {
+                let train = show(&format!("train {name} {} {}", method.name, cell.label));
+                let evals: Vec<&StageStatus> = benches
+                    .iter()
+                    .filter_map(|b| by_label.get(format!("eval {name} {} {} {b}", method.name, cell.label).as_str()))
+                    .map(|s| &status[&s.key])
+                    .collect();
+                let evaluated = evals.iter().filter(|s| s.status == Status::Cached).count();
+                let failed = evals.iter().filter(|s| s.status == Status::Failed).count();
+                let eval = if failed > 0 {
+                    format!("{evaluated}/{} done, {failed} failed", evals.len())
+                } else {
+                    format!("{evaluated}/{} done", evals.len())
+                };
+                println!("  {:<12} {:<24} {:<28} {eval}", method.name, cell.label, train);
+            }
+        }
+    }
+    let failures: Vec<(&StageSpec, &StageStatus)> = plan
+        .order()
+        .into_iter()
+        .map(|s| (s, &status[&s.key]))
+        .filter(|(_, st)| st.status == Status::Failed)
+        .collect();
+    if !failures.is_empty() {
+        println!("\nfailures ({}):", failures.len());
+        for (spec, st) in failures {
+            println!("  {}: {}", spec.label, st.why.trim_start_matches("failed: "));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn describe(st: &StageStatus) -> String {
+    let progress = st.progress.map(|(d, t)| format!(" {d}/{t}")).unwrap_or_default();
+    match st.status {
+        Status::Cached => "done".into(),
+        Status::Running => format!("running{progress}"),
+        Status::Failed => "FAILED".into(),
+        Status::Pending if st.why.starts_with("interrupted") => format!("interrupted{progress}"),
+        Status::Pending if st.why.starts_with("stale") => "stale".into(),
+        Status::Pending if st.why.starts_with("missing") => "missing input".into(),
+        Status::Pending => "pending".into(),
+    }
+}

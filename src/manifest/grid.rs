@@ -1,0 +1,202 @@
+//! Hyper-parameter sweeps: any `[train]` value may be a list; lists expand into the cartesian
+//! product, in the order the fields are declared below, so cell order is stable.
+
+use super::error::{Loc, ManifestError};
+use super::node::{Node, Table, Value};
+use super::read::as_float;
+use super::types::{TrainCell, TrainParams};
+
+type Result<T> = std::result::Result<T, ManifestError>;
+
+#[derive(Clone, Debug, PartialEq)]
+enum V {
+    Int(u64),
+    Float(f64),
+    Str(String),
+}
+
+enum Check {
+    /// An integer at least this large.
+    Int(u64),
+    Positive,
+    /// In [0, 1).
+    Ratio,
+    NonNegative,
+    Choice(&'static [&'static str]),
+}
+
+/// (key, short name used in cell labels, check, default).
+fn fields(seed: u64) -> Vec<(&'static str, &'static str, Check, V)> {
+    vec![
+        ("epochs", "ep", Check::Int(1), V::Int(3)),
+        ("learning_rate", "lr", Check::Positive, V::Float(1e-5)),
+        ("batch_size", "bs", Check::Int(1), V::Int(32)),
+        ("micro_batch_size", "mbs", Check::Int(1), V::Int(4)),
+        ("warmup_ratio", "wu", Check::Ratio, V::Float(0.03)),
+        ("schedule", "", Check::Choice(&["cosine", "linear", "constant"]), V::Str("cosine".into())),
+        ("precision", "", Check::Choice(&["f32", "bf16", "f16"]), V::Str("bf16".into())),
+        ("max_length", "len", Check::Int(8), V::Int(1024)),
+        ("optimizer", "", Check::Choice(&["adamw", "adam"]), V::Str("adamw".into())),
+        ("weight_decay", "wd", Check::NonNegative, V::Float(0.0)),
+        ("grad_clip", "clip", Check::NonNegative, V::Float(1.0)),
+        ("adam_beta1", "b1", Check::Ratio, V::Float(0.9)),
+        ("adam_beta2", "b2", Check::Ratio, V::Float(0.999)),
+        ("adam_eps", "eps", Check::Positive, V::Float(1e-8)),
+        ("seed", "seed", Check::Int(0), V::Int(seed)),
+    ]
+}
+
+/// Expands a (merged) `[train]` table into sweep cells.
+pub fn expand(table: &Table, owner: &Loc, seed: u64) -> Result<Vec<TrainCell>> {
+    let fields = fields(seed);
+    for entry in &table.entries {
+        if !fields.iter().any(|f| f.0 == entry.key) {
+            let known: Vec<&str> = fields.iter().map(|f| f.0).collect();
+            let hint = super::error::did_you_mean(&entry.key, &known)
+                .map_or_else(|| format!("; known keys here: {}", known.join(", ")), |m| format!("; did you mean `{m}`?"));
+            return Err(ManifestError::invalid(&entry.key_loc, &format!("train.{}", entry.key), format!("unknown key{hint}")));
+        }
+    }
+    let mut axes: Vec<Vec<V>> = Vec::with_capacity(fields.len());
+    for (key, _, check, default) in &fields {
+        let values = match table.get(key) {
+            None => vec![default.clone()],
+            Some(entry) => {
+                let name = format!("train.{key}");
+                let items: Vec<&Node> = match &entry.node.value {
+                    Value::Array(items) if items.is_empty() => {
+                        return Err(ManifestError::invalid(&entry.node.loc, &name, "empty grid: give a value or a non-empty list"));
+                    }
+                    Value::Array(items) => items.iter().collect(),
+                    _ => vec![&entry.node],
+                };
+                let mut values = Vec::with_capacity(items.len());
+                for item in items {
+                    let v = read_value(item, check, &name)?;
+                    if values.contains(&v) {
+                        return Err(ManifestError::invalid(&item.loc, &name, "value listed twice in the grid"));
+                    }
+                    values.push(v);
+                }
+                values
+            }
+        };
+        axes.push(values);
+    }
+
+    let mut cells = Vec::new();
+    let total: usize = axes.iter().map(Vec::len).product();
+    for index in 0..total {
+        // Mixed-radix decomposition, last field fastest.
+        let mut rest = index;
+        let mut pick = vec![0usize; axes.len()];
+        for (i, axis) in axes.iter().enumerate().rev() {
+            pick[i] = rest % axis.len();
+            rest /= axis.len();
+        }
+        let value = |i: usize| &axes[i][pick[i]];
+        let params = TrainParams {
+            epochs: int(value(0)),
+            learning_rate: float(value(1)),
+            batch_size: int(value(2)),
+            micro_batch_size: int(value(3)),
+            warmup_ratio: float(value(4)),
+            schedule: string(value(5)),
+            precision: string(value(6)),
+            max_length: int(value(7)),
+            optimizer: string(value(8)),
+            weight_decay: float(value(9)),
+            grad_clip: float(value(10)),
+            adam_beta1: float(value(11)),
+            adam_beta2: float(value(12)),
+            adam_eps: float(value(13)),
+            seed: int(value(14)),
+        };
+        if params.batch_size % params.micro_batch_size.min(params.batch_size) != 0 {
+            let loc = table.get("micro_batch_size").map_or(owner, |e| &e.node.loc);
+            return Err(ManifestError::invalid(
+                loc,
+                "train.micro_batch_size",
+                format!("batch_size {} is not a multiple of micro_batch_size {}", params.batch_size, params.micro_batch_size),
+            ));
+        }
+        let label: Vec<String> = fields
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| axes[*i].len() > 1)
+            .map(|(i, (key, short, _, _))| {
+                let prefix = if short.is_empty() { *key } else { short };
+                format!("{prefix}{}", show(value(i)))
+            })
+            .collect();
+        cells.push(TrainCell {
+            label: if label.is_empty() { "default".into() } else { label.join("-") },
+            params,
+        });
+    }
+    Ok(cells)
+}
+
+fn read_value(node: &Node, check: &Check, key: &str) -> Result<V> {
+    let bad = |m: String| ManifestError::invalid(&node.loc, key, m);
+    match check {
+        Check::Int(min) => match node.value {
+            Value::Integer(i) if i >= 0 && i as u64 >= *min => Ok(V::Int(i as u64)),
+            Value::Integer(i) => Err(bad(format!("must be at least {min}, got {i}"))),
+            _ => Err(bad(format!("expected an integer or a list of integers, found {}", node.value.type_name()))),
+        },
+        Check::Positive | Check::Ratio | Check::NonNegative => {
+            let Some(x) = as_float(node) else {
+                return Err(bad(format!("expected a number or a list of numbers, found {}", node.value.type_name())));
+            };
+            let ok = match check {
+                Check::Positive => x > 0.0 && x.is_finite(),
+                Check::Ratio => (0.0..1.0).contains(&x),
+                _ => x >= 0.0 && x.is_finite(),
+            };
+            let rule = match check {
+                Check::Positive => "a positive number",
+                Check::Ratio => "in [0, 1)",
+                _ => "a non-negative number",
+            };
+            if ok { Ok(V::Float(x)) } else { Err(bad(format!("must be {rule}, got {x}"))) }
+        }
+        Check::Choice(choices) => match &node.value {
+            Value::String(s) if choices.contains(&s.as_str()) => Ok(V::Str(s.clone())),
+            Value::String(s) => Err(bad(format!("`{s}` is not one of {}", choices.join(", ")))),
+            _ => Err(bad(format!("expected a string or a list of strings, found {}", node.value.type_name()))),
+        },
+    }
+}
+
+fn int(v: &V) -> u64 {
+    match v {
+        V::Int(i) => *i,
+        V::Float(f) => *f as u64,
+        V::Str(_) => 0,
+    }
+}
+
+fn float(v: &V) -> f64 {
+    match v {
+        V::Float(f) => *f,
+        V::Int(i) => *i as f64,
+        V::Str(_) => 0.0,
+    }
+}
+
+fn string(v: &V) -> String {
+    match v {
+        V::Str(s) => s.clone(),
+        V::Int(i) => i.to_string(),
+        V::Float(f) => f.to_string(),
+    }
+}
+
+fn show(v: &V) -> String {
+    match v {
+        V::Int(i) => i.to_string(),
+        V::Float(f) => format!("{f:e}"),
+        V::Str(s) => s.clone(),
+    }
+}

@@ -1,0 +1,221 @@
+//! The resolved experiment: what the planner sees. Every required value is present and
+//! valid; sweeps are already expanded into cells. Serialisable, because stage parameters are
+//! built from these values and hashed into stage keys.
+
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+use super::error::Loc;
+
+#[derive(Clone, Debug)]
+pub struct Experiment {
+    pub name: String,
+    pub seed: u64,
+    /// The manifest and everything it includes, in load order.
+    pub files: Vec<PathBuf>,
+    pub models: Vec<ModelSpec>,
+    pub train_data: DataSource,
+    pub annotate: Annotate,
+    pub methods: Vec<Method>,
+    pub adapter: Adapter,
+    pub eval: Eval,
+    pub report: Report,
+}
+
+#[derive(Clone, Debug)]
+pub struct ModelSpec {
+    pub name: String,
+    pub source: ModelSource,
+}
+
+#[derive(Clone, Debug)]
+pub enum ModelSource {
+    /// An HF-format directory (config.json, safetensors, tokenizer files).
+    Dir(InputPath),
+    /// The built-in toy family, trained from scratch by a `pretrain` stage.
+    Toy(ToyModel),
+}
+
+/// A file or directory the experiment reads, with where the manifest named it.
+#[derive(Clone, Debug)]
+pub struct InputPath {
+    pub path: PathBuf,
+    /// As written in the manifest (relative paths stay relative: keys never hold absolute paths).
+    pub written: String,
+    pub loc: Loc,
+    pub key: String,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ToyModel {
+    pub architecture: String,
+    pub hidden_size: u64,
+    pub num_layers: u64,
+    pub num_heads: u64,
+    pub num_kv_heads: u64,
+    pub intermediate_size: u64,
+    pub max_position: u64,
+    pub vocab_size: u64,
+    pub pretrain: Pretrain,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Pretrain {
+    #[serde(skip)]
+    pub corpus: DataSource,
+    pub steps: u64,
+    pub batch_size: u64,
+    pub learning_rate: f64,
+    pub warmup_ratio: f64,
+    pub seed: u64,
+}
+
+#[derive(Clone, Debug)]
+pub enum DataSource {
+    /// A JSONL file; `format` says how to read question and gold answer.
+    File {
+        input: InputPath,
+        format: String,
+        limit: Option<u64>,
+    },
+    /// The built-in generator of GSM8K-format arithmetic word problems.
+    Synthetic(Synthetic),
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Synthetic {
+    pub split: String,
+    pub n: u64,
+    pub seed: u64,
+    pub min_steps: u64,
+    pub max_steps: u64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Annotate {
+    pub template: String,
+    pub max_new_tokens: u64,
+    pub limit: Option<u64>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Method {
+    pub name: String,
+    pub label: String,
+    pub kind: MethodKind,
+    pub cells: Vec<TrainCell>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum MethodKind {
+    /// Eq. 1: every response token.
+    Sft,
+    /// Wu et al. 2025a: each token's loss scaled by its (stopped) probability.
+    Dft,
+    /// Eq. 6/8: tokens whose substitutions by ranks 2..k fail (Strict), any fails (Union),
+    /// or weighted by the number of failures (Graded).
+    Cft { rule: Rule, k: u64 },
+    /// Highest-entropy tokens, as many as the matched CFT method selects.
+    Entropy { matched: String },
+    /// Tokens receiving the most attention, as many as the matched CFT method selects.
+    Attention { matched: String },
+    /// Random tokens, as many as the matched CFT method selects.
+    Random { matched: String },
+    /// Numeric tokens (SFT-Number), or numeric tokens among a CFT method's critical ones
+    /// (CFT-Number), paper Appendix C.3.
+    Number { within: Option<String> },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Rule {
+    Strict,
+    Union,
+    Graded,
+}
+
+/// One cell of a method's hyper-parameter sweep.
+#[derive(Clone, Debug, Serialize)]
+pub struct TrainCell {
+    /// The varying values only, e.g. `bs16-lr2e-6`; `default` when nothing varies.
+    pub label: String,
+    pub params: TrainParams,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct TrainParams {
+    pub epochs: u64,
+    pub learning_rate: f64,
+    pub batch_size: u64,
+    pub micro_batch_size: u64,
+    pub warmup_ratio: f64,
+    pub schedule: String,
+    pub precision: String,
+    pub max_length: u64,
+    pub optimizer: String,
+    pub weight_decay: f64,
+    pub grad_clip: f64,
+    pub adam_beta1: f64,
+    pub adam_beta2: f64,
+    pub adam_eps: f64,
+    pub seed: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Adapter {
+    Full,
+    Lora {
+        rank: u64,
+        alpha: f64,
+        dropout: f64,
+        target_modules: Vec<String>,
+    },
+}
+
+#[derive(Clone, Debug)]
+pub struct Eval {
+    pub benchmarks: Vec<BenchmarkSpec>,
+    pub template: String,
+    pub max_new_tokens: u64,
+    pub limit: Option<u64>,
+    pub include_base: bool,
+    pub sampling: Option<Sampling>,
+}
+
+#[derive(Clone, Debug)]
+pub struct BenchmarkSpec {
+    pub name: String,
+    pub source: DataSource,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Sampling {
+    pub n: u64,
+    pub temperature: f64,
+    pub top_p: f64,
+    pub top_k: u64,
+    pub seed: u64,
+    pub benchmarks: Vec<String>,
+    pub pass_at: Vec<u64>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    /// The method every delta is measured against.
+    pub baseline: String,
+    pub select: Select,
+    pub bootstrap: u64,
+    pub confidence: f64,
+}
+
+/// How the report picks one cell of a method's sweep (the paper reports each method's best).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(tag = "by", content = "value", rename_all = "kebab-case")]
+pub enum Select {
+    BestAverage,
+    BestOn(String),
+    Cell(String),
+}

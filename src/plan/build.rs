@@ -1,0 +1,300 @@
+//! Manifest → DAG. For each model: its training data, one greedy pass, one rollout stage per
+//! alternative rank j, one criticality stage per (rule, k), token statistics and selections
+//! for the baselines, one train stage per method and sweep cell, one eval per checkpoint and
+//! benchmark, and a report over all of them.
+
+use std::collections::BTreeSet;
+
+use serde_json::{Value, json};
+
+use crate::cache::Store;
+use crate::manifest::{DataSource, Experiment, InputPath, MethodKind, ModelSource, ModelSpec, Rule};
+use crate::stages::version;
+
+use super::{MissingInput, Plan, PlanError, StageSpec};
+
+struct Builder<'a> {
+    exp: &'a Experiment,
+    store: &'a dyn Store,
+    plan: Plan,
+}
+
+/// How a model enters the stages that use it.
+struct ModelRef {
+    /// In params: the content fingerprint, or the pretrain stage for the toy family.
+    param: Value,
+    /// Stage inputs (the pretrain stage, for the toy family).
+    inputs: Vec<String>,
+    binding: Value,
+}
+
+pub fn build(exp: &Experiment, store: &dyn Store) -> Result<Plan, PlanError> {
+    let mut b = Builder {
+        exp,
+        store,
+        plan: Plan::default(),
+    };
+    let train_data = b.dataset("train", &exp.train_data)?;
+    let benchmarks: Vec<(String, String)> = exp
+        .eval
+        .benchmarks
+        .iter()
+        .map(|bench| Ok((bench.name.clone(), b.dataset(&bench.name, &bench.source)?)))
+        .collect::<Result<_, PlanError>>()?;
+    let mut report_inputs = Vec::new();
+    for model in &exp.models {
+        report_inputs.extend(b.model_stages(model, &train_data, &benchmarks)?);
+    }
+    let report = &exp.report;
+    let methods: Vec<Value> = exp
+        .methods
+        .iter()
+        .map(|m| json!({"name": m.name, "label": m.label, "kind": m.kind, "cells": m.cells.iter().map(|c| &c.label).collect::<Vec<_>>()}))
+        .collect();
+    let params = json!({
+        "experiment": exp.name,
+        "models": exp.models.iter().map(|m| &m.name).collect::<Vec<_>>(),
+        "methods": methods,
+        "benchmarks": benchmarks.iter().map(|(n, _)| n).collect::<Vec<_>>(),
+        "report": report,
+    });
+    b.add("report", format!("report {}", exp.name), params, report_inputs, Value::Null);
+    Ok(b.plan)
+}
+
+impl Builder<'_> {
+    fn add(&mut self, kind: &'static str, label: String, params: Value, inputs: Vec<String>, bindings: Value) -> String {
+        let spec = StageSpec::new(&self.exp.name, kind, version(kind), label, params, inputs, bindings);
+        self.plan.add(spec)
+    }
+
+    /// The fingerprint of an external input, or a marker naming it as missing.
+    fn fingerprint(&mut self, what: String, input: &InputPath) -> Result<String, PlanError> {
+        match self.store.fingerprint(&input.path)? {
+            Some(fp) => Ok(fp),
+            None => {
+                if !self.plan.missing.iter().any(|m| m.written == input.written) {
+                    self.plan.missing.push(MissingInput {
+                        what,
+                        written: input.written.clone(),
+                        at: format!("{} `{}`", input.loc, input.key),
+                    });
+                }
+                Ok(format!("missing:{}", input.written))
+            }
+        }
+    }
+
+    fn dataset(&mut self, name: &str, source: &DataSource) -> Result<String, PlanError> {
+        let (params, bindings) = match source {
+            DataSource::File { input, format, limit } => {
+                let fp = self.fingerprint(format!("data `{name}`"), input)?;
+                (
+                    json!({"source": "file", "format": format, "fingerprint": fp, "limit": limit}),
+                    json!({"path": input.path}),
+                )
+            }
+            DataSource::Synthetic(s) => (json!({"source": "synthetic", "synthetic": s}), Value::Null),
+        };
+        Ok(self.add("dataset", format!("dataset {name}"), params, Vec::new(), bindings))
+    }
+
+    fn model(&mut self, model: &ModelSpec) -> Result<ModelRef, PlanError> {
+        match &model.source {
+            ModelSource::Dir(input) => {
+                let fp = self.fingerprint(format!("model `{}`", model.name), input)?;
+                Ok(ModelRef {
+                    param: json!({"fingerprint": fp}),
+                    inputs: Vec::new(),
+                    binding: json!({"model_dir": input.path}),
+                })
+            }
+            ModelSource::Toy(toy) => {
+                let corpus = self.dataset(&format!("{} corpus", model.name), &toy.pretrain.corpus)?;
+                let key = self.add(
+                    "pretrain",
+                    format!("pretrain {}", model.name),
+                    json!({"toy": toy}),
+                    vec![corpus],
+                    Value::Null,
+                );
+                Ok(ModelRef {
+                    param: json!({"pretrained": true}),
+                    inputs: vec![key],
+                    binding: Value::Null,
+                })
+            }
+        }
+    }
+
+    /// Every stage of one model; returns the keys the report reads.
+    fn model_stages(&mut self, model: &ModelSpec, train_data: &str, benchmarks: &[(String, String)]) -> Result<Vec<String>, PlanError> {
+        let exp = self.exp;
+        let name = &model.name;
+        let m = self.model(model)?;
+        let with_model = |extra: &[String]| -> Vec<String> { m.inputs.iter().chain(extra).cloned().collect() };
+        let annotate = &exp.annotate;
+        let mut report_inputs = Vec::new();
+
+        // Eq. 3-4: one greedy pass over the training questions.
+        let greedy = self.add(
+            "greedy",
+            format!("greedy {name}"),
+            json!({"model": m.param, "template": annotate.template, "max_new_tokens": annotate.max_new_tokens, "limit": annotate.limit}),
+            with_model(&[train_data.to_string()]),
+            m.binding.clone(),
+        );
+        report_inputs.push(greedy.clone());
+
+        // Eq. 5-7: rollouts per alternative rank j, shared by every rule that needs rank j.
+        let cft_rules: Vec<(Rule, u64)> = exp
+            .methods
+            .iter()
+            .filter_map(|me| match me.kind {
+                MethodKind::Cft { rule, k } => Some((rule, k)),
+                _ => None,
+            })
+            .collect();
+        let max_k = cft_rules.iter().map(|(_, k)| *k).max().unwrap_or(1);
+        // A success at rank j already makes a token non-critical under Strict, so when only
+        // Strict rules are asked for, rank j+1 runs only where rank j failed.
+        let strict_only = cft_rules.iter().all(|(r, _)| *r == Rule::Strict);
+        let mut rollouts: Vec<String> = Vec::new();
+        for j in 2..=max_k {
+            let mut inputs = with_model(&[greedy.clone()]);
+            if strict_only && let Some(prev) = rollouts.last() {
+                inputs.push(prev.clone());
+            }
+            let key = self.add(
+                "rollout",
+                format!("rollout {name} j={j}"),
+                json!({"model": m.param, "j": j, "only_where_previous_failed": strict_only && j > 2, "template": annotate.template, "max_new_tokens": annotate.max_new_tokens}),
+                inputs,
+                m.binding.clone(),
+            );
+            rollouts.push(key);
+        }
+
+        let mut criticality = std::collections::HashMap::new();
+        for me in &exp.methods {
+            if let MethodKind::Cft { rule, k } = me.kind {
+                let inputs: Vec<String> = rollouts[..(k as usize - 1)].to_vec();
+                let key = self.add(
+                    "criticality",
+                    format!("criticality {name} {}-k{k}", rule_name(rule)),
+                    json!({"rule": rule, "k": k}),
+                    inputs,
+                    Value::Null,
+                );
+                report_inputs.push(key.clone());
+                criticality.insert(me.name.clone(), key);
+            }
+        }
+
+        // Entropy and attention share one token-statistics pass.
+        let needs_stats = exp
+            .methods
+            .iter()
+            .any(|me| matches!(me.kind, MethodKind::Entropy { .. } | MethodKind::Attention { .. }));
+        let token_stats = if needs_stats {
+            let key = self.add("token-stats", format!("token-stats {name}"), json!({"model": m.param}), with_model(&[greedy.clone()]), m.binding.clone());
+            report_inputs.push(key.clone());
+            Some(key)
+        } else {
+            None
+        };
+
+        let mut checkpoints: Vec<(String, String, String)> = Vec::new(); // (method, cell, key)
+        for me in &exp.methods {
+            let (objective, weights) = match &me.kind {
+                MethodKind::Sft => ("sft", None),
+                MethodKind::Dft => ("dft", None),
+                MethodKind::Cft { .. } => ("weighted", criticality.get(&me.name).cloned()),
+                MethodKind::Entropy { matched } | MethodKind::Attention { matched } | MethodKind::Random { matched } => {
+                    let (kind, source) = match &me.kind {
+                        MethodKind::Entropy { .. } => ("entropy", token_stats.clone()),
+                        MethodKind::Attention { .. } => ("attention", token_stats.clone()),
+                        _ => ("random", Some(greedy.clone())),
+                    };
+                    let mut inputs: Vec<String> = source.into_iter().collect();
+                    inputs.extend(criticality.get(matched).cloned());
+                    let key = self.add(
+                        "selection",
+                        format!("selection {name} {}", me.name),
+                        json!({"selection": kind, "seed": exp.seed}),
+                        inputs,
+                        Value::Null,
+                    );
+                    ("weighted", Some(key))
+                }
+                MethodKind::Number { within } => {
+                    let mut inputs = with_model(&[greedy.clone()]);
+                    if let Some(w) = within {
+                        inputs.extend(criticality.get(w).cloned());
+                    }
+                    let key = self.add(
+                        "selection",
+                        format!("selection {name} {}", me.name),
+                        json!({"selection": "number", "model": m.param, "within_critical": within.is_some()}),
+                        inputs,
+                        m.binding.clone(),
+                    );
+                    ("weighted", Some(key))
+                }
+            };
+            if let Some(w) = &weights {
+                report_inputs.push(w.clone());
+            }
+            for cell in &me.cells {
+                let mut inputs = with_model(&[greedy.clone()]);
+                inputs.extend(weights.clone());
+                let key = self.add(
+                    "train",
+                    format!("train {name} {} {}", me.name, cell.label),
+                    json!({"model": m.param, "objective": objective, "adapter": exp.adapter, "hparams": cell.params}),
+                    inputs,
+                    m.binding.clone(),
+                );
+                report_inputs.push(key.clone());
+                checkpoints.push((me.name.clone(), cell.label.clone(), key));
+            }
+        }
+
+        // Evaluation of each checkpoint (and of the base model) on each benchmark.
+        let eval = &exp.eval;
+        let mut subjects: Vec<(String, Vec<String>, Value)> = Vec::new();
+        if eval.include_base {
+            subjects.push(("base".into(), m.inputs.clone(), json!({"base": m.param})));
+        }
+        for (method, cell, key) in &checkpoints {
+            subjects.push((format!("{method} {cell}"), vec![key.clone()], json!({"checkpoint": true})));
+        }
+        let mut seen = BTreeSet::new();
+        for (subject, inputs, model_param) in subjects {
+            for (bench, data) in benchmarks {
+                let sampling = eval.sampling.as_ref().filter(|s| s.benchmarks.contains(bench));
+                let mut all = inputs.clone();
+                all.push(data.clone());
+                let key = self.add(
+                    "eval",
+                    format!("eval {name} {subject} {bench}"),
+                    json!({"model": model_param, "benchmark": bench, "template": eval.template, "max_new_tokens": eval.max_new_tokens, "sampling": sampling}),
+                    all,
+                    m.binding.clone(),
+                );
+                if seen.insert(key.clone()) {
+                    report_inputs.push(key);
+                }
+            }
+        }
+        Ok(report_inputs)
+    }
+}
+
+fn rule_name(rule: Rule) -> &'static str {
+    match rule {
+        Rule::Strict => "strict",
+        Rule::Union => "union",
+        Rule::Graded => "graded",
+    }
+}

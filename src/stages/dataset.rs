@@ -1,0 +1,135 @@
+//! `dataset`: reads a training or benchmark source into normalised problems
+//! (`problems.jsonl`: one `{idx, question, gold, solution}` per line).
+//!
+//! A file enters the plan by content fingerprint; if it changed between planning and running,
+//! the stage refuses rather than silently producing results under the wrong key.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::{Output, StageCtx, StageError, StageImpl, StageOutput};
+use crate::toy::problems;
+
+pub const VERSION: u32 = 1;
+
+/// One normalised problem.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Problem {
+    pub idx: u64,
+    pub question: String,
+    /// The gold final answer, as the harness takes it (GSM8K: the text after `####`).
+    pub gold: String,
+    /// The reference solution, when the source has one.
+    #[serde(default)]
+    pub solution: Option<String>,
+}
+
+pub struct Dataset;
+
+impl StageImpl for Dataset {
+    fn run(&self, ctx: &mut StageCtx<'_>) -> Result<StageOutput, StageError> {
+        let params = ctx.params().clone();
+        ctx.set_total(1);
+        let problems = match params["source"].as_str() {
+            Some("synthetic") => synthetic(&params["synthetic"])?,
+            Some("file") => file(ctx, &params)?,
+            other => return Err(StageError::Failed(format!("unknown dataset source {other:?}"))),
+        };
+        let mut bytes = Vec::new();
+        for p in &problems {
+            let line = serde_json::to_string(p).map_err(|e| StageError::Failed(e.to_string()))?;
+            bytes.extend_from_slice(line.as_bytes());
+            bytes.push(b'\n');
+        }
+        ctx.advance(1);
+        Ok(StageOutput {
+            outputs: vec![("problems.jsonl".into(), Output::Bytes(bytes))],
+            metrics: json!({"count": problems.len()}),
+        })
+    }
+}
+
+/// Reads a dataset stage's output.
+pub fn parse_problems(bytes: &[u8]) -> Result<Vec<Problem>, StageError> {
+    bytes
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .enumerate()
+        .map(|(i, l)| serde_json::from_slice(l).map_err(|e| StageError::Failed(format!("problems.jsonl line {}: {e}", i + 1))))
+        .collect()
+}
+
+fn synthetic(s: &Value) -> Result<Vec<Problem>, StageError> {
+    let num = |k: &str| s[k].as_u64().ok_or_else(|| StageError::Failed(format!("synthetic.{k} missing")));
+    let split = s["split"].as_str().unwrap_or("train");
+    let generated = problems::generate(num("seed")?, split, num("n")?, num("min_steps")?, num("max_steps")?);
+    generated
+        .into_iter()
+        .enumerate()
+        .map(|(i, p)| {
+            Ok(Problem {
+                idx: i as u64,
+                gold: gsm8k_gold(&p.answer).ok_or_else(|| StageError::Failed("generator produced no `####` line".into()))?,
+                question: p.question,
+                solution: Some(p.answer),
+            })
+        })
+        .collect()
+}
+
+fn file(ctx: &StageCtx<'_>, params: &Value) -> Result<Vec<Problem>, StageError> {
+    let path: PathBuf = serde_json::from_value(ctx.bindings()["path"].clone())
+        .map_err(|_| StageError::Failed("dataset stage has no file binding".into()))?;
+    let expected = params["fingerprint"].as_str().unwrap_or_default();
+    if let Some(missing) = expected.strip_prefix("missing:") {
+        return Err(StageError::Failed(format!("data file `{missing}` does not exist")));
+    }
+    let actual = ctx.fingerprint(&path)?;
+    if actual.as_deref() != Some(expected) {
+        return Err(StageError::Failed(format!(
+            "{} changed since the plan was made; run again to re-plan",
+            path.display()
+        )));
+    }
+    let limit = params["limit"].as_u64();
+    let format = params["format"].as_str().unwrap_or("gsm8k");
+    let text = std::fs::read_to_string(&path).map_err(|e| StageError::Failed(format!("{}: {e}", path.display())))?;
+    let mut out = match format {
+        "gsm8k" => read_gsm8k(&path, &text)?,
+        other => crate::stages::benchmark::load(other, &path, &text)?,
+    };
+    if let Some(n) = limit {
+        out.truncate(n as usize);
+    }
+    Ok(out)
+}
+
+/// GSM8K JSONL: `{"question", "answer"}`, the gold answer after `####`, commas removed.
+fn read_gsm8k(path: &std::path::Path, text: &str) -> Result<Vec<Problem>, StageError> {
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let at = |m: String| StageError::Failed(format!("{}:{}: {m}", path.display(), i + 1));
+        let v: Value = serde_json::from_str(line).map_err(|e| at(format!("not JSON: {e}")))?;
+        let question = v["question"].as_str().ok_or_else(|| at("missing string `question`".into()))?;
+        let answer = v["answer"].as_str().ok_or_else(|| at("missing string `answer`".into()))?;
+        let gold = gsm8k_gold(answer).ok_or_else(|| at("`answer` has no `#### N` line".into()))?;
+        out.push(Problem {
+            idx: out.len() as u64,
+            question: question.to_string(),
+            gold,
+            solution: Some(answer.to_string()),
+        });
+    }
+    Ok(out)
+}
+
+/// The text after the last `####`, trimmed, with thousands separators removed.
+pub fn gsm8k_gold(answer: &str) -> Option<String> {
+    let (_, tail) = answer.rsplit_once("####")?;
+    Some(tail.trim().replace(',', ""))
+}
