@@ -8,8 +8,8 @@
 pub mod cache;
 pub mod eval;
 pub mod exec;
-pub mod manifest;
 pub mod generate;
+pub mod manifest;
 pub mod model;
 pub mod plan;
 pub mod rng;

@@ -36,7 +36,9 @@ impl Blobs {
         if target.exists() {
             fs::remove_file(file).map_err(|e| CacheError::io(file, e))?;
         } else {
-            File::open(file).and_then(|f| f.sync_all()).map_err(|e| CacheError::io(file, e))?;
+            File::open(file)
+                .and_then(|f| f.sync_all())
+                .map_err(|e| CacheError::io(file, e))?;
             fs::rename(file, &target).map_err(|e| CacheError::io(&target, e))?;
         }
         Ok((hash, size))

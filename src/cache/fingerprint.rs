@@ -9,8 +9,8 @@ use super::CacheError;
 use super::blobs::hash_file;
 
 /// `memo(key, compute)` returns the memoised value for `key` or computes and stores it.
-pub type Memo<'a> =
-    dyn FnMut(&str, &mut dyn FnMut() -> Result<String, CacheError>) -> Result<String, CacheError> + 'a;
+pub type Memo<'a> = dyn FnMut(&str, &mut dyn FnMut() -> Result<String, CacheError>) -> Result<String, CacheError>
+    + 'a;
 
 pub fn of_path(path: &Path, memo: &mut Memo<'_>) -> Result<Option<String>, CacheError> {
     let Ok(meta) = fs::metadata(path) else {

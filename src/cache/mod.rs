@@ -43,7 +43,10 @@ fn locked_message(root: &Path, owner: &Option<Owner>) -> String {
             o.pid,
             o.command
         ),
-        None => format!("the cache {} is in use by another cft process", root.display()),
+        None => format!(
+            "the cache {} is in use by another cft process",
+            root.display()
+        ),
     }
 }
 
@@ -82,6 +85,7 @@ pub struct Cache {
     fingerprints: sled::Tree,
     slots: sled::Tree,
     blobs: blobs::Blobs,
+    last_snapshot: std::sync::Mutex<Option<std::time::Instant>>,
     _lock: lock::RunLock,
 }
 
@@ -100,6 +104,7 @@ impl Cache {
             blobs: blobs::Blobs::open(root.join("blobs"))?,
             root: root.to_path_buf(),
             db,
+            last_snapshot: std::sync::Mutex::new(None),
             _lock: lock,
         })
     }
@@ -167,7 +172,10 @@ impl Cache {
 
     /// A saved in-stage item (`stage key` + item name), if any.
     pub fn progress_get(&self, key: &str, item: &str) -> Result<Option<Vec<u8>>, CacheError> {
-        Ok(self.progress.get(progress_key(key, item))?.map(|v| v.to_vec()))
+        Ok(self
+            .progress
+            .get(progress_key(key, item))?
+            .map(|v| v.to_vec()))
     }
 
     pub fn progress_put(&self, key: &str, item: &str, bytes: &[u8]) -> Result<(), CacheError> {
@@ -192,8 +200,22 @@ impl Cache {
         Ok(())
     }
 
+    /// Writes `view.json` unless one was written in the last second (the snapshot holds every
+    /// record, so writing it on every change would make a long sweep quadratic).
+    pub fn write_snapshot_soon(&self) -> Result<(), CacheError> {
+        let due = self
+            .last_snapshot
+            .lock()
+            .map(|t| t.is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(1)))
+            .unwrap_or(true);
+        if due { self.write_snapshot() } else { Ok(()) }
+    }
+
     /// Writes `view.json` for readers while this process holds the database.
     pub fn write_snapshot(&self) -> Result<(), CacheError> {
+        if let Ok(mut t) = self.last_snapshot.lock() {
+            *t = Some(std::time::Instant::now());
+        }
         let mut snap = Snapshot::default();
         for r in self.records()? {
             snap.records.insert(r.key.clone(), r);
@@ -213,7 +235,9 @@ impl Cache {
             );
         }
         let path = self.root.join("view.json");
-        let tmp = self.root.join(format!("view.json.tmp-{}", std::process::id()));
+        let tmp = self
+            .root
+            .join(format!("view.json.tmp-{}", std::process::id()));
         let bytes = serde_json::to_vec(&snap).map_err(|e| CacheError::Corrupt {
             what: "view.json".into(),
             message: e.to_string(),
@@ -259,7 +283,8 @@ impl Store for Cache {
                 return Ok(String::from_utf8_lossy(&v).into_owned());
             }
             let value = compute()?;
-            self.fingerprints.insert(memo_key.as_bytes(), value.as_bytes())?;
+            self.fingerprints
+                .insert(memo_key.as_bytes(), value.as_bytes())?;
             Ok(value)
         })
     }
@@ -299,14 +324,19 @@ impl Store for Snapshot {
     }
 
     fn blob_exists(&self, hash: &str) -> bool {
-        self.blob_dir.as_ref().is_some_and(|d| d.join(hash).is_file())
+        self.blob_dir
+            .as_ref()
+            .is_some_and(|d| d.join(hash).is_file())
     }
 
     fn fingerprint(&self, path: &Path) -> Result<Option<String>, CacheError> {
-        fingerprint::of_path(path, &mut |memo_key, compute| match self.fingerprints.get(memo_key) {
-            Some(v) => Ok(v.clone()),
-            None => compute(),
-        })
+        fingerprint::of_path(
+            path,
+            &mut |memo_key, compute| match self.fingerprints.get(memo_key) {
+                Some(v) => Ok(v.clone()),
+                None => compute(),
+            },
+        )
     }
 
     fn records(&self) -> Result<Vec<Record>, CacheError> {
@@ -330,10 +360,12 @@ impl View {
             Err(CacheError::Locked { owner, .. }) => {
                 let path = root.join("view.json");
                 let mut snap: Snapshot = match std::fs::read(&path) {
-                    Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| CacheError::Corrupt {
-                        what: path.display().to_string(),
-                        message: e.to_string(),
-                    })?,
+                    Ok(bytes) => {
+                        serde_json::from_slice(&bytes).map_err(|e| CacheError::Corrupt {
+                            what: path.display().to_string(),
+                            message: e.to_string(),
+                        })?
+                    }
                     Err(_) => Snapshot::default(),
                 };
                 snap.blob_dir = Some(root.join("blobs"));

@@ -40,7 +40,10 @@ pub fn run(root: &Path, cmd: CacheCommand) -> anyhow::Result<ExitCode> {
 fn ls(cache: &Cache) -> anyhow::Result<ExitCode> {
     let mut records = cache.records()?;
     records.sort_by(|a, b| a.slot.cmp(&b.slot));
-    println!("{:<8} {:<10} {:<12} {:>10}  stage", "key", "status", "kind", "size");
+    println!(
+        "{:<8} {:<10} {:<12} {:>10}  stage",
+        "key", "status", "kind", "size"
+    );
     for r in &records {
         let size: u64 = r
             .outputs
@@ -50,7 +53,14 @@ fn ls(cache: &Cache) -> anyhow::Result<ExitCode> {
             })
             .sum();
         let status = format!("{:?}", r.status).to_lowercase();
-        println!("{:<8} {:<10} {:<12} {:>10}  {}", &r.key[..8.min(r.key.len())], status, r.kind, bytes(size), r.slot);
+        println!(
+            "{:<8} {:<10} {:<12} {:>10}  {}",
+            &r.key[..8.min(r.key.len())],
+            status,
+            r.kind,
+            bytes(size),
+            r.slot
+        );
     }
     let artifacts = cache.artifact_hashes()?;
     let blobs = cache.blobs().list()?;
@@ -78,14 +88,22 @@ fn verify(cache: &Cache) -> anyhow::Result<ExitCode> {
             match out {
                 OutputRef::Blob { hash, .. } => match cache.blobs().verify(hash) {
                     BlobState::Ok => {}
-                    BlobState::Missing => problems.push(format!("blob `{name}` ({}) is missing", &hash[..12])),
+                    BlobState::Missing => {
+                        problems.push(format!("blob `{name}` ({}) is missing", &hash[..12]))
+                    }
                     BlobState::Corrupt { actual } => {
-                        problems.push(format!("blob `{name}` is corrupt: expected {}, found {}", &hash[..12], &actual[..12]));
+                        problems.push(format!(
+                            "blob `{name}` is corrupt: expected {}, found {}",
+                            &hash[..12],
+                            &actual[..12]
+                        ));
                         cache.blobs().remove(hash)?;
                     }
                 },
                 OutputRef::Artifact { hash, .. } => match cache.artifact(hash)? {
-                    None => problems.push(format!("artifact `{name}` ({}) is missing", &hash[..12])),
+                    None => {
+                        problems.push(format!("artifact `{name}` ({}) is missing", &hash[..12]))
+                    }
                     Some(b) if hash_bytes(&b) != *hash => {
                         problems.push(format!("artifact `{name}` is corrupt"));
                         cache.remove_artifact(hash)?;
@@ -123,10 +141,23 @@ fn gc(cache: &Cache, manifests: &[PathBuf], yes: bool) -> anyhow::Result<ExitCod
         keep.extend(plan.graph.node_weights().map(|s| s.key.clone()));
     }
     let records = cache.records()?;
-    let (kept, dropped): (Vec<_>, Vec<_>) = records.into_iter().partition(|r| keep.contains(&r.key));
-    let live: HashSet<&str> = kept.iter().flat_map(|r| r.outputs.values().map(|o| o.hash())).collect();
-    let artifacts: Vec<(String, u64)> = cache.artifact_hashes()?.into_iter().filter(|(h, _)| !live.contains(h.as_str())).collect();
-    let blobs: Vec<(String, u64)> = cache.blobs().list()?.into_iter().filter(|(h, _)| !live.contains(h.as_str())).collect();
+    let (kept, dropped): (Vec<_>, Vec<_>) =
+        records.into_iter().partition(|r| keep.contains(&r.key));
+    let live: HashSet<&str> = kept
+        .iter()
+        .flat_map(|r| r.outputs.values().map(|o| o.hash()))
+        .collect();
+    let artifacts: Vec<(String, u64)> = cache
+        .artifact_hashes()?
+        .into_iter()
+        .filter(|(h, _)| !live.contains(h.as_str()))
+        .collect();
+    let blobs: Vec<(String, u64)> = cache
+        .blobs()
+        .list()?
+        .into_iter()
+        .filter(|(h, _)| !live.contains(h.as_str()))
+        .collect();
     for r in &dropped {
         println!("stage    {:<8} {}", &r.key[..8], r.slot);
     }
@@ -158,7 +189,13 @@ fn gc(cache: &Cache, manifests: &[PathBuf], yes: bool) -> anyhow::Result<ExitCod
         cache.blobs().remove(h)?;
     }
     cache.flush()?;
-    println!("removed {} stages, {} artifacts, {} blobs ({})", dropped.len(), artifacts.len(), blobs.len(), bytes(freed));
+    println!(
+        "removed {} stages, {} artifacts, {} blobs ({})",
+        dropped.len(),
+        artifacts.len(),
+        blobs.len(),
+        bytes(freed)
+    );
     Ok(ExitCode::SUCCESS)
 }
 

@@ -75,7 +75,9 @@ pub fn run(cli: Cli) -> ExitCode {
     match result {
         Ok(code) => code,
         Err(err) => {
-            let code = if err.downcast_ref::<ManifestError>().is_some() || err.downcast_ref::<BadManifest>().is_some() {
+            let code = if err.downcast_ref::<ManifestError>().is_some()
+                || err.downcast_ref::<BadManifest>().is_some()
+            {
                 2
             } else if err.downcast_ref::<Interrupted>().is_some() {
                 130

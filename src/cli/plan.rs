@@ -25,7 +25,15 @@ pub struct PlanArgs {
 }
 
 /// Loads the manifest, opens the cache for reading and plans.
-pub fn resolve(cache: &Path, file: &Path) -> anyhow::Result<(cft::manifest::Experiment, View, Plan, HashMap<String, StageStatus>)> {
+pub fn resolve(
+    cache: &Path,
+    file: &Path,
+) -> anyhow::Result<(
+    cft::manifest::Experiment,
+    View,
+    Plan,
+    HashMap<String, StageStatus>,
+)> {
     let exp = super::load(file)?;
     let view = View::open(cache, &super::command_line())?;
     let plan = plan::build(&exp, view.store())?;
@@ -44,12 +52,20 @@ pub fn run(cache: &Path, args: PlanArgs) -> anyhow::Result<ExitCode> {
                 json!({"key": s.key, "kind": s.kind, "label": s.label, "status": st.status, "deps": s.inputs, "why": st.why, "progress": st.progress})
             })
             .collect();
-        let missing: Vec<_> = plan.missing.iter().map(|m| json!({"what": m.what, "path": m.written, "at": m.at})).collect();
-        println!("{}", json!({"experiment": exp.name, "stages": stages, "missing": missing}));
+        let missing: Vec<_> = plan
+            .missing
+            .iter()
+            .map(|m| json!({"what": m.what, "path": m.written, "at": m.at}))
+            .collect();
+        println!(
+            "{}",
+            json!({"experiment": exp.name, "stages": stages, "missing": missing})
+        );
         return Ok(ExitCode::SUCCESS);
     }
     if args.dot {
-        let simple: HashMap<String, Status> = status.iter().map(|(k, v)| (k.clone(), v.status)).collect();
+        let simple: HashMap<String, Status> =
+            status.iter().map(|(k, v)| (k.clone(), v.status)).collect();
         print!("{}", plan.dot(&simple));
         return Ok(ExitCode::SUCCESS);
     }
@@ -66,7 +82,10 @@ pub fn run(cache: &Path, args: PlanArgs) -> anyhow::Result<ExitCode> {
         count(Status::Failed)
     );
     if let Some(owner) = view.live() {
-        println!("live view: a run is in progress (pid {}, `{}`)", owner.pid, owner.command);
+        println!(
+            "live view: a run is in progress (pid {}, `{}`)",
+            owner.pid, owner.command
+        );
     }
     if !plan.missing.is_empty() {
         println!("\nmissing inputs (`cft run` needs them):");
@@ -76,7 +95,10 @@ pub fn run(cache: &Path, args: PlanArgs) -> anyhow::Result<ExitCode> {
     }
     let mut by_kind: BTreeMap<usize, (&str, usize, usize)> = BTreeMap::new();
     for s in plan.order() {
-        let pos = plan::KINDS.iter().position(|k| *k == s.kind).unwrap_or(plan::KINDS.len());
+        let pos = plan::KINDS
+            .iter()
+            .position(|k| *k == s.kind)
+            .unwrap_or(plan::KINDS.len());
         let e = by_kind.entry(pos).or_insert((s.kind, 0, 0));
         e.1 += 1;
         if status[&s.key].status == Status::Cached {
@@ -87,13 +109,21 @@ pub fn run(cache: &Path, args: PlanArgs) -> anyhow::Result<ExitCode> {
     for (kind, n, cached) in by_kind.values() {
         println!("{kind:<12} {n:>7} {cached:>7}");
     }
-    let todo: Vec<_> = plan.order().into_iter().filter(|s| status[&s.key].status != Status::Cached).collect();
+    let todo: Vec<_> = plan
+        .order()
+        .into_iter()
+        .filter(|s| status[&s.key].status != Status::Cached)
+        .collect();
     if todo.is_empty() {
         println!("\nnothing to run: every stage is cached");
         return Ok(ExitCode::SUCCESS);
     }
     println!("\n{:<8} {:<12} {:<50} why", "key", "status", "stage");
-    let shown = if args.all { todo.len() } else { todo.len().min(40) };
+    let shown = if args.all {
+        todo.len()
+    } else {
+        todo.len().min(40)
+    };
     for s in &todo[..shown] {
         let st = &status[&s.key];
         let state = match st.status {
@@ -103,10 +133,19 @@ pub fn run(cache: &Path, args: PlanArgs) -> anyhow::Result<ExitCode> {
             Status::Failed => "failed",
             Status::Cached => "cached",
         };
-        println!("{:<8} {:<12} {:<50} {}", &s.key[..8], state, s.label, st.why);
+        println!(
+            "{:<8} {:<12} {:<50} {}",
+            &s.key[..8],
+            state,
+            s.label,
+            st.why
+        );
     }
     if shown < todo.len() {
-        println!("... and {} more (--all lists every stage)", todo.len() - shown);
+        println!(
+            "... and {} more (--all lists every stage)",
+            todo.len() - shown
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -47,9 +47,11 @@ impl Bars {
         let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
         let overall = multi.add(ProgressBar::new(0));
         overall.set_style(
-            ProgressStyle::with_template("{prefix:>8} [{bar:30.cyan/blue}] {pos}/{len} stages, {elapsed_precise} elapsed")
-                .unwrap_or_else(|_| ProgressStyle::default_bar())
-                .progress_chars("=> "),
+            ProgressStyle::with_template(
+                "{prefix:>8} [{bar:30.cyan/blue}] {pos}/{len} stages, {elapsed_precise} elapsed",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
         );
         overall.set_prefix("run");
         Bars {
@@ -67,9 +69,11 @@ impl Progress for Bars {
         {
             bar.set_length(total);
             bar.set_style(
-                ProgressStyle::with_template("{prefix:>8} [{bar:30.green/white}] {pos}/{len} {msg} ({per_sec}, ETA {eta})")
-                    .unwrap_or_else(|_| ProgressStyle::default_bar())
-                    .progress_chars("=> "),
+                ProgressStyle::with_template(
+                    "{prefix:>8} [{bar:30.green/white}] {pos}/{len} {msg} ({per_sec}, ETA {eta})",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
             );
         }
     }
@@ -93,9 +97,16 @@ impl Events for Bars {
 
     fn stage_begin(&self, spec: &StageSpec, _index: usize, _of: usize, resumed: bool) {
         let bar = self.multi.add(ProgressBar::new_spinner());
-        bar.set_style(ProgressStyle::with_template("{prefix:>8} {spinner} {msg} {elapsed}").unwrap_or_else(|_| ProgressStyle::default_spinner()));
+        bar.set_style(
+            ProgressStyle::with_template("{prefix:>8} {spinner} {msg} {elapsed}")
+                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+        );
         bar.set_prefix(spec.kind);
-        bar.set_message(format!("{}{}", spec.label, if resumed { " (resumed)" } else { "" }));
+        bar.set_message(format!(
+            "{}{}",
+            spec.label,
+            if resumed { " (resumed)" } else { "" }
+        ));
         bar.enable_steady_tick(Duration::from_millis(200));
         if let Ok(mut guard) = self.stage.lock() {
             *guard = Some(bar);
@@ -143,11 +154,18 @@ impl Progress for Lines {
         }
         s.last = Some(now);
         let elapsed = s.started.map_or(0.0, |t| (now - t).as_secs_f64());
-        let rate = if elapsed > 0.0 { done as f64 / elapsed } else { 0.0 };
+        let rate = if elapsed > 0.0 {
+            done as f64 / elapsed
+        } else {
+            0.0
+        };
         match s.total {
             Some(total) if rate > 0.0 => {
                 let eta = (total.saturating_sub(done)) as f64 / rate;
-                eprintln!("         {done}/{total} items, {rate:.1}/s, ETA {}", human(eta));
+                eprintln!(
+                    "         {done}/{total} items, {rate:.1}/s, ETA {}",
+                    human(eta)
+                );
             }
             _ => eprintln!("         {done} items"),
         }
@@ -167,7 +185,11 @@ impl Events for Lines {
                 total: None,
             };
         }
-        eprintln!("[{index}/{of}] {}{}", spec.label, if resumed { " (resuming)" } else { "" });
+        eprintln!(
+            "[{index}/{of}] {}{}",
+            spec.label,
+            if resumed { " (resuming)" } else { "" }
+        );
     }
 
     fn stage_end(&self, spec: &StageSpec, end: &StageEnd) {
@@ -188,8 +210,16 @@ pub fn human(seconds: f64) -> String {
     if seconds < 60.0 {
         format!("{seconds:.1}s")
     } else if seconds < 3600.0 {
-        format!("{}m{:02}s", (seconds / 60.0) as u64, (seconds % 60.0) as u64)
+        format!(
+            "{}m{:02}s",
+            (seconds / 60.0) as u64,
+            (seconds % 60.0) as u64
+        )
     } else {
-        format!("{}h{:02}m", (seconds / 3600.0) as u64, ((seconds % 3600.0) / 60.0) as u64)
+        format!(
+            "{}h{:02}m",
+            (seconds / 3600.0) as u64,
+            ((seconds % 3600.0) / 60.0) as u64
+        )
     }
 }

@@ -33,16 +33,32 @@ pub fn run(cache_dir: &Path, args: RunArgs) -> anyhow::Result<ExitCode> {
     if !missing.is_empty() {
         let lines: Vec<String> = missing
             .iter()
-            .map(|m| format!("{}: `{}`: `{}` does not exist (resolved to {})", m.loc, m.key, m.written, m.path.display()))
+            .map(|m| {
+                format!(
+                    "{}: `{}`: `{}` does not exist (resolved to {})",
+                    m.loc,
+                    m.key,
+                    m.written,
+                    m.path.display()
+                )
+            })
             .collect();
         return Err(BadManifest(format!("missing inputs:\n  {}", lines.join("\n  "))).into());
     }
     let cache = Cache::open(cache_dir, &super::command_line())?;
     let plan = plan::build(&exp, &cache)?;
     let status = plan::statuses(&plan, &cache, false)?;
-    let pending = status.values().filter(|s| s.status != Status::Cached).count();
+    let pending = status
+        .values()
+        .filter(|s| s.status != Status::Cached)
+        .count();
     if pending == 0 {
-        println!("nothing to do: all {} stages of `{}` are cached ({})", plan.len(), exp.name, human(started.elapsed().as_secs_f64()));
+        println!(
+            "nothing to do: all {} stages of `{}` are cached ({})",
+            plan.len(),
+            exp.name,
+            human(started.elapsed().as_secs_f64())
+        );
         return Ok(ExitCode::SUCCESS);
     }
 
@@ -57,11 +73,23 @@ pub fn run(cache_dir: &Path, args: RunArgs) -> anyhow::Result<ExitCode> {
     });
 
     let display = Display::new(args.quiet);
-    let summary = exec::run(&plan, &cache, &cft::stages::registry(), display.events(), &stop, Options { keep_going: args.keep_going })?;
+    let summary = exec::run(
+        &plan,
+        &cache,
+        &cft::stages::registry(),
+        display.events(),
+        &stop,
+        Options {
+            keep_going: args.keep_going,
+        },
+    )?;
     drop(display);
     let took = human(started.elapsed().as_secs_f64());
     if summary.interrupted {
-        eprintln!("ran {} stages before the interruption ({took})", summary.ran);
+        eprintln!(
+            "ran {} stages before the interruption ({took})",
+            summary.ran
+        );
         return Err(Interrupted.into());
     }
     if !summary.failed.is_empty() {
@@ -80,6 +108,9 @@ pub fn run(cache_dir: &Path, args: RunArgs) -> anyhow::Result<ExitCode> {
         );
         return Ok(ExitCode::from(1));
     }
-    println!("done: {} stages ran, {} cached ({took})", summary.ran, summary.cached);
+    println!(
+        "done: {} stages ran, {} cached ({took})",
+        summary.ran, summary.cached
+    );
     Ok(ExitCode::SUCCESS)
 }

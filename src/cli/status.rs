@@ -15,40 +15,75 @@ pub struct StatusArgs {
 
 pub fn run(cache: &Path, args: StatusArgs) -> anyhow::Result<ExitCode> {
     let (exp, view, plan, status) = super::plan::resolve(cache, &args.file)?;
-    let by_label: HashMap<&str, &StageSpec> = plan.graph.node_weights().map(|s| (s.label.as_str(), s)).collect();
+    let by_label: HashMap<&str, &StageSpec> = plan
+        .graph
+        .node_weights()
+        .map(|s| (s.label.as_str(), s))
+        .collect();
     let show = |label: &str| -> String {
         match by_label.get(label).map(|s| &status[&s.key]) {
             Some(st) => describe(st),
             None => "-".into(),
         }
     };
-    let done = status.values().filter(|s| s.status == Status::Cached).count();
-    println!("experiment `{}`: {done}/{} stages done (cache {})", exp.name, plan.len(), cache.display());
+    let done = status
+        .values()
+        .filter(|s| s.status == Status::Cached)
+        .count();
+    println!(
+        "experiment `{}`: {done}/{} stages done (cache {})",
+        exp.name,
+        plan.len(),
+        cache.display()
+    );
     if let Some(owner) = view.live() {
-        println!("a run is in progress: pid {}, `{}`", owner.pid, owner.command);
+        println!(
+            "a run is in progress: pid {}, `{}`",
+            owner.pid, owner.command
+        );
     }
     for model in &exp.models {
         let name = &model.name;
         println!("\nmodel {name}");
         let mut annotation: Vec<String> = Vec::new();
         for spec in plan.order() {
-            let is_model_stage = ["pretrain", "greedy", "rollout", "criticality", "token-stats", "selection"].contains(&spec.kind)
+            let is_model_stage = [
+                "pretrain",
+                "greedy",
+                "rollout",
+                "criticality",
+                "token-stats",
+                "selection",
+            ]
+            .contains(&spec.kind)
                 && spec.label.split(' ').nth(1) == Some(name.as_str());
             if is_model_stage {
-                annotation.push(format!("  {:<44} {}", spec.label, describe(&status[&spec.key])));
+                annotation.push(format!(
+                    "  {:<44} {}",
+                    spec.label,
+                    describe(&status[&spec.key])
+                ));
             }
         }
         for line in annotation {
             println!("{line}");
         }
-        let benches: Vec<&str> = exp.eval.benchmarks.iter().map(|b| b.name.as_str()).collect();
+        let benches: Vec<&str> = exp
+            .eval
+            .benchmarks
+            .iter()
+            .map(|b| b.name.as_str())
+            .collect();
         println!("  {:<12} {:<24} {:<28} eval", "method", "cell", "train");
         for method in &exp.methods {
             for cell in &method.cells {
                 let train = show(&format!("train {name} {} {}", method.name, cell.label));
                 let evals: Vec<&StageStatus> = benches
                     .iter()
-                    .filter_map(|b| by_label.get(format!("eval {name} {} {} {b}", method.name, cell.label).as_str()))
+                    .filter_map(|b| {
+                        by_label
+                            .get(format!("eval {name} {} {} {b}", method.name, cell.label).as_str())
+                    })
                     .map(|s| &status[&s.key])
                     .collect();
                 let evaluated = evals.iter().filter(|s| s.status == Status::Cached).count();
@@ -58,7 +93,10 @@ pub fn run(cache: &Path, args: StatusArgs) -> anyhow::Result<ExitCode> {
                 } else {
                     format!("{evaluated}/{} done", evals.len())
                 };
-                println!("  {:<12} {:<24} {:<28} {eval}", method.name, cell.label, train);
+                println!(
+                    "  {:<12} {:<24} {:<28} {eval}",
+                    method.name, cell.label, train
+                );
             }
         }
     }
@@ -71,14 +109,21 @@ pub fn run(cache: &Path, args: StatusArgs) -> anyhow::Result<ExitCode> {
     if !failures.is_empty() {
         println!("\nfailures ({}):", failures.len());
         for (spec, st) in failures {
-            println!("  {}: {}", spec.label, st.why.trim_start_matches("failed: "));
+            println!(
+                "  {}: {}",
+                spec.label,
+                st.why.trim_start_matches("failed: ")
+            );
         }
     }
     Ok(ExitCode::SUCCESS)
 }
 
 fn describe(st: &StageStatus) -> String {
-    let progress = st.progress.map(|(d, t)| format!(" {d}/{t}")).unwrap_or_default();
+    let progress = st
+        .progress
+        .map(|(d, t)| format!(" {d}/{t}"))
+        .unwrap_or_default();
     match st.status {
         Status::Cached => "done".into(),
         Status::Running => format!("running{progress}"),

@@ -86,7 +86,11 @@ pub fn run(
     let to_run: Vec<&StageSpec> = order
         .iter()
         .copied()
-        .filter(|s| status.get(&s.key).is_none_or(|st| st.status != Status::Cached))
+        .filter(|s| {
+            status
+                .get(&s.key)
+                .is_none_or(|st| st.status != Status::Cached)
+        })
         .collect();
     let mut summary = Summary {
         cached: order.len() - to_run.len(),
@@ -102,7 +106,10 @@ pub fn run(
             break;
         }
         if let Some(dep) = spec.inputs.iter().find(|k| broken.contains(k.as_str())) {
-            let because = format!("depends on `{}`, which failed", plan.get(dep).map_or(dep.as_str(), |s| &s.label));
+            let because = format!(
+                "depends on `{}`, which failed",
+                plan.get(dep).map_or(dep.as_str(), |s| &s.label)
+            );
             events.stage_end(spec, &StageEnd::Skipped { because });
             broken.insert(&spec.key);
             summary.skipped += 1;
@@ -133,7 +140,6 @@ pub fn run(
     Ok(summary)
 }
 
-
 fn run_stage(
     spec: &StageSpec,
     cache: &Cache,
@@ -160,9 +166,9 @@ fn run_stage(
         started_at: now_secs(),
         elapsed_s: 0.0,
     };
+    // Not flushed: until the stage saves an item there is nothing a crash could lose.
     cache.put_record(&record)?;
-    cache.flush()?;
-    cache.write_snapshot()?;
+    cache.write_snapshot_soon()?;
 
     let mut inputs = Vec::with_capacity(spec.inputs.len());
     for key in &spec.inputs {
@@ -174,7 +180,11 @@ fn run_stage(
         }
     }
     let Some(imp) = registry.get(spec.kind) else {
-        return fail(cache, record, format!("this build of cft cannot run `{}` stages yet", spec.kind));
+        return fail(
+            cache,
+            record,
+            format!("this build of cft cannot run `{}` stages yet", spec.kind),
+        );
     };
     let mut ctx = StageCtx {
         spec,
@@ -187,15 +197,16 @@ fn run_stage(
         total: None,
         last_write: Instant::now(),
     };
-    let result = catch_unwind(AssertUnwindSafe(|| imp.run(&mut ctx)))
-        .unwrap_or_else(|panic| {
-            let message = panic
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_default();
-            Err(StageError::Failed(format!("stage panicked (a bug in cft): {message}")))
-        });
+    let result = catch_unwind(AssertUnwindSafe(|| imp.run(&mut ctx))).unwrap_or_else(|panic| {
+        let message = panic
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_default();
+        Err(StageError::Failed(format!(
+            "stage panicked (a bug in cft): {message}"
+        )))
+    });
     record.progress = ctx.total.map(|t| (ctx.done, t));
     record.elapsed_s = started.elapsed().as_secs_f64();
     match result {
@@ -219,10 +230,9 @@ fn run_stage(
             cache.flush()?;
             cache.put_record(&record)?;
             cache.set_slot(&spec.slot, &spec.key)?;
-            cache.flush()?;
             cache.progress_clear(&spec.key)?;
             cache.flush()?;
-            cache.write_snapshot()?;
+            cache.write_snapshot_soon()?;
             Ok(StageEnd::Done {
                 elapsed_s: record.elapsed_s,
             })
@@ -231,7 +241,7 @@ fn run_stage(
             record.status = RecordStatus::Interrupted;
             cache.put_record(&record)?;
             cache.flush()?;
-            cache.write_snapshot()?;
+            cache.write_snapshot_soon()?;
             Ok(StageEnd::Interrupted)
         }
         Err(StageError::Failed(error)) => fail(cache, record, error),
@@ -243,6 +253,6 @@ fn fail(cache: &Cache, mut record: Record, error: String) -> Result<StageEnd, Ca
     record.error = Some(error.clone());
     cache.put_record(&record)?;
     cache.flush()?;
-    cache.write_snapshot()?;
+    cache.write_snapshot_soon()?;
     Ok(StageEnd::Failed { error })
 }

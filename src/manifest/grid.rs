@@ -33,10 +33,25 @@ fn fields(seed: u64) -> Vec<(&'static str, &'static str, Check, V)> {
         ("batch_size", "bs", Check::Int(1), V::Int(32)),
         ("micro_batch_size", "mbs", Check::Int(1), V::Int(4)),
         ("warmup_ratio", "wu", Check::Ratio, V::Float(0.03)),
-        ("schedule", "", Check::Choice(&["cosine", "linear", "constant"]), V::Str("cosine".into())),
-        ("precision", "", Check::Choice(&["f32", "bf16", "f16"]), V::Str("bf16".into())),
+        (
+            "schedule",
+            "",
+            Check::Choice(&["cosine", "linear", "constant"]),
+            V::Str("cosine".into()),
+        ),
+        (
+            "precision",
+            "",
+            Check::Choice(&["f32", "bf16", "f16"]),
+            V::Str("bf16".into()),
+        ),
         ("max_length", "len", Check::Int(8), V::Int(1024)),
-        ("optimizer", "", Check::Choice(&["adamw", "adam"]), V::Str("adamw".into())),
+        (
+            "optimizer",
+            "",
+            Check::Choice(&["adamw", "adam"]),
+            V::Str("adamw".into()),
+        ),
         ("weight_decay", "wd", Check::NonNegative, V::Float(0.0)),
         ("grad_clip", "clip", Check::NonNegative, V::Float(1.0)),
         ("adam_beta1", "b1", Check::Ratio, V::Float(0.9)),
@@ -52,9 +67,15 @@ pub fn expand(table: &Table, owner: &Loc, seed: u64) -> Result<Vec<TrainCell>> {
     for entry in &table.entries {
         if !fields.iter().any(|f| f.0 == entry.key) {
             let known: Vec<&str> = fields.iter().map(|f| f.0).collect();
-            let hint = super::error::did_you_mean(&entry.key, &known)
-                .map_or_else(|| format!("; known keys here: {}", known.join(", ")), |m| format!("; did you mean `{m}`?"));
-            return Err(ManifestError::invalid(&entry.key_loc, &format!("train.{}", entry.key), format!("unknown key{hint}")));
+            let hint = super::error::did_you_mean(&entry.key, &known).map_or_else(
+                || format!("; known keys here: {}", known.join(", ")),
+                |m| format!("; did you mean `{m}`?"),
+            );
+            return Err(ManifestError::invalid(
+                &entry.key_loc,
+                &format!("train.{}", entry.key),
+                format!("unknown key{hint}"),
+            ));
         }
     }
     let mut axes: Vec<Vec<V>> = Vec::with_capacity(fields.len());
@@ -65,7 +86,11 @@ pub fn expand(table: &Table, owner: &Loc, seed: u64) -> Result<Vec<TrainCell>> {
                 let name = format!("train.{key}");
                 let items: Vec<&Node> = match &entry.node.value {
                     Value::Array(items) if items.is_empty() => {
-                        return Err(ManifestError::invalid(&entry.node.loc, &name, "empty grid: give a value or a non-empty list"));
+                        return Err(ManifestError::invalid(
+                            &entry.node.loc,
+                            &name,
+                            "empty grid: give a value or a non-empty list",
+                        ));
                     }
                     Value::Array(items) => items.iter().collect(),
                     _ => vec![&entry.node],
@@ -74,7 +99,11 @@ pub fn expand(table: &Table, owner: &Loc, seed: u64) -> Result<Vec<TrainCell>> {
                 for item in items {
                     let v = read_value(item, check, &name)?;
                     if values.contains(&v) {
-                        return Err(ManifestError::invalid(&item.loc, &name, "value listed twice in the grid"));
+                        return Err(ManifestError::invalid(
+                            &item.loc,
+                            &name,
+                            "value listed twice in the grid",
+                        ));
                     }
                     values.push(v);
                 }
@@ -112,12 +141,18 @@ pub fn expand(table: &Table, owner: &Loc, seed: u64) -> Result<Vec<TrainCell>> {
             adam_eps: float(value(13)),
             seed: int(value(14)),
         };
-        if params.batch_size % params.micro_batch_size.min(params.batch_size) != 0 {
+        if !params
+            .batch_size
+            .is_multiple_of(params.micro_batch_size.min(params.batch_size))
+        {
             let loc = table.get("micro_batch_size").map_or(owner, |e| &e.node.loc);
             return Err(ManifestError::invalid(
                 loc,
                 "train.micro_batch_size",
-                format!("batch_size {} is not a multiple of micro_batch_size {}", params.batch_size, params.micro_batch_size),
+                format!(
+                    "batch_size {} is not a multiple of micro_batch_size {}",
+                    params.batch_size, params.micro_batch_size
+                ),
             ));
         }
         let label: Vec<String> = fields
@@ -130,7 +165,11 @@ pub fn expand(table: &Table, owner: &Loc, seed: u64) -> Result<Vec<TrainCell>> {
             })
             .collect();
         cells.push(TrainCell {
-            label: if label.is_empty() { "default".into() } else { label.join("-") },
+            label: if label.is_empty() {
+                "default".into()
+            } else {
+                label.join("-")
+            },
             params,
         });
     }
@@ -143,11 +182,17 @@ fn read_value(node: &Node, check: &Check, key: &str) -> Result<V> {
         Check::Int(min) => match node.value {
             Value::Integer(i) if i >= 0 && i as u64 >= *min => Ok(V::Int(i as u64)),
             Value::Integer(i) => Err(bad(format!("must be at least {min}, got {i}"))),
-            _ => Err(bad(format!("expected an integer or a list of integers, found {}", node.value.type_name()))),
+            _ => Err(bad(format!(
+                "expected an integer or a list of integers, found {}",
+                node.value.type_name()
+            ))),
         },
         Check::Positive | Check::Ratio | Check::NonNegative => {
             let Some(x) = as_float(node) else {
-                return Err(bad(format!("expected a number or a list of numbers, found {}", node.value.type_name())));
+                return Err(bad(format!(
+                    "expected a number or a list of numbers, found {}",
+                    node.value.type_name()
+                )));
             };
             let ok = match check {
                 Check::Positive => x > 0.0 && x.is_finite(),
@@ -159,12 +204,19 @@ fn read_value(node: &Node, check: &Check, key: &str) -> Result<V> {
                 Check::Ratio => "in [0, 1)",
                 _ => "a non-negative number",
             };
-            if ok { Ok(V::Float(x)) } else { Err(bad(format!("must be {rule}, got {x}"))) }
+            if ok {
+                Ok(V::Float(x))
+            } else {
+                Err(bad(format!("must be {rule}, got {x}")))
+            }
         }
         Check::Choice(choices) => match &node.value {
             Value::String(s) if choices.contains(&s.as_str()) => Ok(V::Str(s.clone())),
             Value::String(s) => Err(bad(format!("`{s}` is not one of {}", choices.join(", ")))),
-            _ => Err(bad(format!("expected a string or a list of strings, found {}", node.value.type_name()))),
+            _ => Err(bad(format!(
+                "expected a string or a list of strings, found {}",
+                node.value.type_name()
+            ))),
         },
     }
 }

@@ -36,7 +36,11 @@ pub fn load(path: &Path) -> Result<Experiment, ManifestError> {
 }
 
 /// Reads one file and merges its includes beneath it (depth first, in the order listed).
-fn load_tree(path: &Path, files: &mut Vec<PathBuf>, stack: &mut Vec<PathBuf>) -> Result<Table, ManifestError> {
+fn load_tree(
+    path: &Path,
+    files: &mut Vec<PathBuf>,
+    stack: &mut Vec<PathBuf>,
+) -> Result<Table, ManifestError> {
     let text = std::fs::read_to_string(path).map_err(|source| ManifestError::Read {
         path: path.to_path_buf(),
         source,
@@ -50,20 +54,42 @@ fn load_tree(path: &Path, files: &mut Vec<PathBuf>, stack: &mut Vec<PathBuf>) ->
             Value::String(_) => vec![entry.node.clone()],
             Value::Array(items) => items.clone(),
             other => {
-                return Err(ManifestError::invalid(&entry.node.loc, "include", format!("expected a path or a list of paths, found {}", other.type_name())));
+                return Err(ManifestError::invalid(
+                    &entry.node.loc,
+                    "include",
+                    format!(
+                        "expected a path or a list of paths, found {}",
+                        other.type_name()
+                    ),
+                ));
             }
         };
         for item in items {
             let Value::String(written) = &item.value else {
-                return Err(ManifestError::invalid(&item.loc, "include", format!("expected a path, found {}", item.value.type_name())));
+                return Err(ManifestError::invalid(
+                    &item.loc,
+                    "include",
+                    format!("expected a path, found {}", item.value.type_name()),
+                ));
             };
             let target = node::resolve_path(written, &item.loc, "include")?;
             if !target.is_file() {
-                return Err(ManifestError::invalid(&item.loc, "include", format!("included manifest `{written}` does not exist (looked at {})", target.display())));
+                return Err(ManifestError::invalid(
+                    &item.loc,
+                    "include",
+                    format!(
+                        "included manifest `{written}` does not exist (looked at {})",
+                        target.display()
+                    ),
+                ));
             }
             let id = std::fs::canonicalize(&target).unwrap_or_else(|_| target.clone());
             if stack.contains(&id) {
-                return Err(ManifestError::invalid(&item.loc, "include", format!("`{written}` includes itself (directly or through another file)")));
+                return Err(ManifestError::invalid(
+                    &item.loc,
+                    "include",
+                    format!("`{written}` includes itself (directly or through another file)"),
+                ));
             }
             merged.merge(load_tree(&target, files, stack)?);
         }

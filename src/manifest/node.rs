@@ -172,7 +172,10 @@ impl<'a> LineIndex<'a> {
         let line = self.starts.partition_point(|s| *s <= offset).max(1);
         let start = self.starts[line - 1];
         let end = offset.min(self.text.len());
-        let col = self.text.get(start..end).map_or(1, |s| s.chars().count() + 1);
+        let col = self
+            .text
+            .get(start..end)
+            .map_or(1, |s| s.chars().count() + 1);
         Loc {
             file: file.clone(),
             line,

@@ -81,7 +81,11 @@ impl<'a> Reader<'a> {
     }
 
     /// A string that must be one of `choices`.
-    pub fn choice(&mut self, key: &'static str, choices: &[&'static str]) -> Result<Option<At<String>>> {
+    pub fn choice(
+        &mut self,
+        key: &'static str,
+        choices: &[&'static str],
+    ) -> Result<Option<At<String>>> {
         let Some(s) = self.string(key)? else {
             return Ok(None);
         };
@@ -98,7 +102,11 @@ impl<'a> Reader<'a> {
             format!(
                 "`{}` is not one of {}{hint}",
                 s.value,
-                choices.iter().map(|c| format!("`{c}`")).collect::<Vec<_>>().join(", ")
+                choices
+                    .iter()
+                    .map(|c| format!("`{c}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
         ))
     }
@@ -221,15 +229,25 @@ impl<'a> Reader<'a> {
 
     /// Rejects every key that no accessor asked for.
     pub fn finish(self) -> Result<()> {
+        self.reject_unknown(&self.known)
+    }
+
+    /// Rejects every key not in `known`, now (a misspelt table is reported as such, not as
+    /// the required table it was meant to be).
+    pub fn reject_unknown(&self, known: &[&'static str]) -> Result<()> {
         for entry in &self.table.entries {
-            if self.known.contains(&entry.key.as_str()) {
+            if known.contains(&entry.key.as_str()) {
                 continue;
             }
-            let hint = match did_you_mean(&entry.key, &self.known) {
+            let hint = match did_you_mean(&entry.key, known) {
                 Some(m) => format!("; did you mean `{m}`?"),
                 None => format!(
                     "; known keys here: {}",
-                    self.known.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", ")
+                    known
+                        .iter()
+                        .map(|k| format!("`{k}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ),
             };
             return Err(ManifestError::invalid(

@@ -31,13 +31,35 @@ pub const BENCHMARKS: [&str; 11] = [
 pub const TEMPLATES: [&str; 5] = ["cot", "qwen25-math-cot", "qwen-boxed", "chat", "plain"];
 
 pub const LORA_TARGETS: [&str; 7] = [
-    "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj",
+    "q_proj",
+    "k_proj",
+    "v_proj",
+    "o_proj",
+    "gate_proj",
+    "up_proj",
+    "down_proj",
 ];
 
 const SPLITS: [&str; 3] = ["train", "test", "hard"];
 
-pub fn resolve(root: &Table, files: Vec<std::path::PathBuf>, root_loc: super::Loc) -> Result<Experiment> {
+pub fn resolve(
+    root: &Table,
+    files: Vec<std::path::PathBuf>,
+    root_loc: super::Loc,
+) -> Result<Experiment> {
     let mut r = Reader::new(root, "", root_loc);
+    r.reject_unknown(&[
+        "include",
+        "experiment",
+        "model",
+        "data",
+        "annotate",
+        "method",
+        "adapter",
+        "train",
+        "eval",
+        "report",
+    ])?;
     r.node("include"); // consumed by the loader
 
     let (name, seed) = match r.table("experiment")? {
@@ -48,7 +70,12 @@ pub fn resolve(root: &Table, files: Vec<std::path::PathBuf>, root_loc: super::Lo
             t.finish()?;
             (name.value, seed)
         }
-        None => return Err(r.error("experiment", "missing required table `[experiment]` (with `name`)")),
+        None => {
+            return Err(r.error(
+                "experiment",
+                "missing required table `[experiment]` (with `name`)",
+            ));
+        }
     };
 
     let models = read_models(&mut r, seed)?;
@@ -110,7 +137,10 @@ fn check_name(name: &At<String>) -> Result<()> {
         Err(ManifestError::invalid(
             &name.loc,
             &name.key,
-            format!("`{}` must be non-empty and use only letters, digits, `-`, `_` and `.`", name.value),
+            format!(
+                "`{}` must be non-empty and use only letters, digits, `-`, `_` and `.`",
+                name.value
+            ),
         ))
     }
 }
@@ -126,7 +156,11 @@ fn read_models(r: &mut Reader<'_>, seed: u64) -> Result<Vec<ModelSpec>> {
         let name = t.require_string("name")?;
         check_name(&name)?;
         if !seen.insert(name.value.clone()) {
-            return Err(ManifestError::invalid(&name.loc, &name.key, format!("model `{}` is defined twice", name.value)));
+            return Err(ManifestError::invalid(
+                &name.loc,
+                &name.key,
+                format!("model `{}` is defined twice", name.value),
+            ));
         }
         let path = t.path("path")?;
         let written = t.string("path")?;
@@ -139,8 +173,15 @@ fn read_models(r: &mut Reader<'_>, seed: u64) -> Result<Vec<ModelSpec>> {
                 key: p.key,
             }),
             (None, _, Some(toy)) => ModelSource::Toy(read_toy(toy, seed)?),
-            (Some(_), _, Some(_)) => return Err(t.error("toy", "a model has either `path` or `toy`, not both")),
-            _ => return Err(t.error("path", "missing: give `path` (an HF model directory) or a `toy` table")),
+            (Some(_), _, Some(_)) => {
+                return Err(t.error("toy", "a model has either `path` or `toy`, not both"));
+            }
+            _ => {
+                return Err(t.error(
+                    "path",
+                    "missing: give `path` (an HF model directory) or a `toy` table",
+                ));
+            }
         };
         t.finish()?;
         models.push(ModelSpec {
@@ -152,7 +193,9 @@ fn read_models(r: &mut Reader<'_>, seed: u64) -> Result<Vec<ModelSpec>> {
 }
 
 fn read_toy(mut t: Reader<'_>, seed: u64) -> Result<ToyModel> {
-    let architecture = t.choice("architecture", &["llama", "qwen2"])?.map_or("llama".into(), |a| a.value);
+    let architecture = t
+        .choice("architecture", &["llama", "qwen2"])?
+        .map_or("llama".into(), |a| a.value);
     let hidden_size = t.count("hidden_size", 8)?.map_or(128, |v| v.value);
     let num_heads = t.count("num_heads", 1)?.map_or(4, |v| v.value);
     let heads_at = t.loc().clone();
@@ -161,7 +204,9 @@ fn read_toy(mut t: Reader<'_>, seed: u64) -> Result<ToyModel> {
         return Err(ManifestError::invalid(
             &heads_at,
             &t.key_path("num_heads"),
-            format!("hidden_size {hidden_size} must divide by num_heads {num_heads}, which must divide by num_kv_heads {num_kv_heads}"),
+            format!(
+                "hidden_size {hidden_size} must divide by num_heads {num_heads}, which must divide by num_kv_heads {num_kv_heads}"
+            ),
         ));
     }
     let model = ToyModel {
@@ -170,7 +215,9 @@ fn read_toy(mut t: Reader<'_>, seed: u64) -> Result<ToyModel> {
         num_layers: t.count("num_layers", 1)?.map_or(4, |v| v.value),
         num_heads,
         num_kv_heads,
-        intermediate_size: t.count("intermediate_size", 1)?.map_or(hidden_size * 3, |v| v.value),
+        intermediate_size: t
+            .count("intermediate_size", 1)?
+            .map_or(hidden_size * 3, |v| v.value),
         max_position: t.count("max_position", 16)?.map_or(512, |v| v.value),
         vocab_size: t.count("vocab_size", 32)?.map_or(512, |v| v.value),
         pretrain: match t.table("pretrain")? {
@@ -224,7 +271,9 @@ fn read_source(mut t: Reader<'_>, seed: u64, default_split: &str) -> Result<Data
         (Some(p), Some(w), None) => {
             let mut formats = vec!["gsm8k"];
             formats.extend(BENCHMARKS);
-            let format = t.choice("format", &formats)?.map_or("gsm8k".into(), |f| f.value);
+            let format = t
+                .choice("format", &formats)?
+                .map_or("gsm8k".into(), |f| f.value);
             DataSource::File {
                 input: InputPath {
                     path: p.value,
@@ -237,18 +286,28 @@ fn read_source(mut t: Reader<'_>, seed: u64, default_split: &str) -> Result<Data
             }
         }
         (None, _, Some(mut s)) => {
-            let split = s.choice("split", &SPLITS)?.map_or(default_split.to_string(), |v| v.value);
+            let split = s
+                .choice("split", &SPLITS)?
+                .map_or(default_split.to_string(), |v| v.value);
             let hard = split == "hard";
             let min_steps = s.count("min_steps", 1)?;
             let max_steps = s.count("max_steps", 1)?;
             let (lo, hi) = (
-                min_steps.as_ref().map_or(if hard { 5 } else { 1 }, |v| v.value),
-                max_steps.as_ref().map_or(if hard { 7 } else { 4 }, |v| v.value),
+                min_steps
+                    .as_ref()
+                    .map_or(if hard { 5 } else { 1 }, |v| v.value),
+                max_steps
+                    .as_ref()
+                    .map_or(if hard { 7 } else { 4 }, |v| v.value),
             );
             if lo > hi {
                 let at = max_steps.or(min_steps).map(|v| (v.loc, v.key));
                 let (loc, key) = at.unwrap_or((s.loc().clone(), s.key_path("max_steps")));
-                return Err(ManifestError::invalid(&loc, &key, format!("min_steps {lo} exceeds max_steps {hi}")));
+                return Err(ManifestError::invalid(
+                    &loc,
+                    &key,
+                    format!("min_steps {lo} exceeds max_steps {hi}"),
+                ));
             }
             let out = Synthetic {
                 // Splits draw from disjoint streams so test problems are not training problems.
@@ -260,12 +319,25 @@ fn read_source(mut t: Reader<'_>, seed: u64, default_split: &str) -> Result<Data
             };
             s.finish()?;
             if let Some(n) = limit {
-                return Err(t.error("limit", format!("use `synthetic.n` instead of `limit` ({n}) for generated data")));
+                return Err(t.error(
+                    "limit",
+                    format!("use `synthetic.n` instead of `limit` ({n}) for generated data"),
+                ));
             }
             DataSource::Synthetic(out)
         }
-        (Some(_), _, Some(_)) => return Err(t.error("synthetic", "a data source has either `path` or `synthetic`, not both")),
-        _ => return Err(t.error("path", "missing: give `path` (a JSONL file) or a `synthetic` table")),
+        (Some(_), _, Some(_)) => {
+            return Err(t.error(
+                "synthetic",
+                "a data source has either `path` or `synthetic`, not both",
+            ));
+        }
+        _ => {
+            return Err(t.error(
+                "path",
+                "missing: give `path` (a JSONL file) or a `synthetic` table",
+            ));
+        }
     };
     t.finish()?;
     Ok(source)
@@ -294,7 +366,9 @@ fn read_adapter(t: Option<Reader<'_>>) -> Result<Adapter> {
     let Some(mut t) = t else {
         return Ok(Adapter::Full);
     };
-    let kind = t.choice("kind", &["full", "lora"])?.map_or("full".into(), |k| k.value);
+    let kind = t
+        .choice("kind", &["full", "lora"])?
+        .map_or("full".into(), |k| k.value);
     let adapter = if kind == "full" {
         Adapter::Full
     } else {
@@ -307,8 +381,13 @@ fn read_adapter(t: Option<Reader<'_>>) -> Result<Adapter> {
                 let mut names = Vec::new();
                 for m in list {
                     if !LORA_TARGETS.contains(&m.value.as_str()) {
-                        let hint = did_you_mean(&m.value, &LORA_TARGETS).map_or(String::new(), |s| format!("; did you mean `{s}`?"));
-                        return Err(ManifestError::invalid(&m.loc, &m.key, format!("`{}` is not a projection of the decoder{hint}", m.value)));
+                        let hint = did_you_mean(&m.value, &LORA_TARGETS)
+                            .map_or(String::new(), |s| format!("; did you mean `{s}`?"));
+                        return Err(ManifestError::invalid(
+                            &m.loc,
+                            &m.key,
+                            format!("`{}` is not a projection of the decoder{hint}", m.value),
+                        ));
                     }
                     names.push(m.value);
                 }
@@ -342,9 +421,23 @@ fn read_methods(r: &mut Reader<'_>, global_train: &Table, seed: u64) -> Result<V
     for mut t in tables {
         let name = t.require_string("name")?;
         check_name(&name)?;
-        let kind = t.choice("kind", &["sft", "dft", "cft", "entropy", "attention", "number", "random"])?;
+        let kind = t.choice(
+            "kind",
+            &[
+                "sft",
+                "dft",
+                "cft",
+                "entropy",
+                "attention",
+                "number",
+                "random",
+            ],
+        )?;
         let Some(kind) = kind else {
-            return Err(t.error("kind", "missing required key (one of sft, dft, cft, entropy, attention, number, random)"));
+            return Err(t.error(
+                "kind",
+                "missing required key (one of sft, dft, cft, entropy, attention, number, random)",
+            ));
         };
         let rule = t.choice("rule", &["strict", "union", "graded"])?;
         let k = t.integer("k")?;
@@ -353,13 +446,25 @@ fn read_methods(r: &mut Reader<'_>, global_train: &Table, seed: u64) -> Result<V
         if kind.value != "cft" {
             for (key, present) in [("rule", rule.is_some()), ("k", k.is_some())] {
                 if present {
-                    return Err(t.error(key, format!("only `cft` methods take `{key}` (this one is `{}`)", kind.value)));
+                    return Err(t.error(
+                        key,
+                        format!(
+                            "only `cft` methods take `{key}` (this one is `{}`)",
+                            kind.value
+                        ),
+                    ));
                 }
             }
         }
         let needs_match = ["entropy", "attention", "random"].contains(&kind.value.as_str());
         if matched.is_some() && !needs_match {
-            return Err(t.error("match", format!("only entropy, attention and random selections take `match` (this one is `{}`)", kind.value)));
+            return Err(t.error(
+                "match",
+                format!(
+                    "only entropy, attention and random selections take `match` (this one is `{}`)",
+                    kind.value
+                ),
+            ));
         }
         if within.is_some() && kind.value != "number" {
             return Err(t.error("within", "only `number` methods take `within`"));
@@ -369,22 +474,44 @@ fn read_methods(r: &mut Reader<'_>, global_train: &Table, seed: u64) -> Result<V
             "dft" => MethodKind::Dft,
             "cft" => {
                 let Some(rule) = rule else {
-                    return Err(t.error("rule", "a `cft` method needs `rule` (strict, union or graded) and `k`"));
+                    return Err(t.error(
+                        "rule",
+                        "a `cft` method needs `rule` (strict, union or graded) and `k`",
+                    ));
                 };
                 let Some(k) = k else {
-                    return Err(ManifestError::invalid(&rule.loc, &t.key_path("k"), format!("rule `{}` needs `k`, the number of ranks tried (2..k)", rule.value)));
+                    return Err(ManifestError::invalid(
+                        &rule.loc,
+                        &t.key_path("k"),
+                        format!(
+                            "rule `{}` needs `k`, the number of ranks tried (2..k)",
+                            rule.value
+                        ),
+                    ));
                 };
                 if k.value < 2 {
-                    return Err(ManifestError::invalid(&k.loc, &k.key, format!("k must be at least 2 (alternatives are ranks 2..k), got {}", k.value)));
+                    return Err(ManifestError::invalid(
+                        &k.loc,
+                        &k.key,
+                        format!(
+                            "k must be at least 2 (alternatives are ranks 2..k), got {}",
+                            k.value
+                        ),
+                    ));
                 }
                 let rule = match rule.value.as_str() {
                     "strict" => Rule::Strict,
                     "union" => Rule::Union,
                     _ => Rule::Graded,
                 };
-                MethodKind::Cft { rule, k: k.value as u64 }
+                MethodKind::Cft {
+                    rule,
+                    k: k.value as u64,
+                }
             }
-            "number" => MethodKind::Number { within: within.as_ref().map(|w| w.value.clone()) },
+            "number" => MethodKind::Number {
+                within: within.as_ref().map(|w| w.value.clone()),
+            },
             other => {
                 let Some(m) = &matched else {
                     return Err(t.error("match", format!("a `{other}` selection needs `match`, the CFT method whose token fraction it copies")));
@@ -410,16 +537,32 @@ fn read_methods(r: &mut Reader<'_>, global_train: &Table, seed: u64) -> Result<V
     let names: Vec<&str> = pending.iter().map(|p| p.name.value.as_str()).collect();
     for (i, p) in pending.iter().enumerate() {
         if names[..i].contains(&p.name.value.as_str()) {
-            return Err(ManifestError::invalid(&p.name.loc, &p.name.key, format!("method `{}` is defined twice", p.name.value)));
+            return Err(ManifestError::invalid(
+                &p.name.loc,
+                &p.name.key,
+                format!("method `{}` is defined twice", p.name.value),
+            ));
         }
         if let Some(m) = &p.matched {
             match pending.iter().find(|q| q.name.value == m.value) {
                 None => {
-                    let hint = did_you_mean(&m.value, &names).map_or(String::new(), |s| format!("; did you mean `{s}`?"));
-                    return Err(ManifestError::invalid(&m.loc, &m.key, format!("no method named `{}`{hint}", m.value)));
+                    let hint = did_you_mean(&m.value, &names)
+                        .map_or(String::new(), |s| format!("; did you mean `{s}`?"));
+                    return Err(ManifestError::invalid(
+                        &m.loc,
+                        &m.key,
+                        format!("no method named `{}`{hint}", m.value),
+                    ));
                 }
                 Some(q) if !matches!(q.kind, MethodKind::Cft { .. }) => {
-                    return Err(ManifestError::invalid(&m.loc, &m.key, format!("`{}` is not a `cft` method, so it has no critical tokens to match", m.value)));
+                    return Err(ManifestError::invalid(
+                        &m.loc,
+                        &m.key,
+                        format!(
+                            "`{}` is not a `cft` method, so it has no critical tokens to match",
+                            m.value
+                        ),
+                    ));
                 }
                 Some(_) => {}
             }
@@ -428,13 +571,20 @@ fn read_methods(r: &mut Reader<'_>, global_train: &Table, seed: u64) -> Result<V
 
     let mut methods = Vec::new();
     for mut p in pending {
-        let label = p.reader.string("label")?.map_or_else(|| p.name.value.clone(), |l| l.value);
+        let label = p
+            .reader
+            .string("label")?
+            .map_or_else(|| p.name.value.clone(), |l| l.value);
         let mut train = global_train.clone();
         if let Some(node) = p.reader.node("train") {
             match &node.value {
                 Value::Table(over) => train.merge(over.clone()),
                 other => {
-                    return Err(ManifestError::invalid(&node.loc, &p.reader.key_path("train"), format!("expected a table, found {}", other.type_name())));
+                    return Err(ManifestError::invalid(
+                        &node.loc,
+                        &p.reader.key_path("train"),
+                        format!("expected a table, found {}", other.type_name()),
+                    ));
                 }
             }
         }
@@ -467,26 +617,50 @@ fn read_eval(t: Option<Reader<'_>>, seed: u64) -> Result<Eval> {
     let mut benchmarks: Vec<BenchmarkSpec> = Vec::new();
     if let Some(node) = t.node("benchmarks") {
         let Value::Array(items) = &node.value else {
-            return Err(ManifestError::invalid(&node.loc, &t.key_path("benchmarks"), format!("expected an array, found {}", node.value.type_name())));
+            return Err(ManifestError::invalid(
+                &node.loc,
+                &t.key_path("benchmarks"),
+                format!("expected an array, found {}", node.value.type_name()),
+            ));
         };
         for (i, item) in items.iter().enumerate() {
             let key = format!("{}[{i}]", t.key_path("benchmarks"));
             let spec = match &item.value {
                 Value::String(name) => {
                     if !BENCHMARKS.contains(&name.as_str()) {
-                        let hint = did_you_mean(name, &BENCHMARKS).map_or(String::new(), |s| format!("; did you mean `{s}`?"));
-                        return Err(ManifestError::invalid(&item.loc, &key, format!("`{name}` is not one of the eleven benchmarks{hint}; use a table `{{ name = \"...\", path = \"...\" }}` or `{{ name = \"...\", synthetic = {{...}} }}` for others")));
+                        let hint = did_you_mean(name, &BENCHMARKS)
+                            .map_or(String::new(), |s| format!(" (did you mean `{s}`?)"));
+                        return Err(ManifestError::invalid(
+                            &item.loc,
+                            &key,
+                            format!(
+                                "`{name}` is not one of the eleven benchmarks{hint}; for other data use a table `{{ name = \"...\", path = \"...\" }}` or `{{ name = \"...\", synthetic = {{...}} }}` for others"
+                            ),
+                        ));
                     }
                     let (Some(dir), Some(written)) = (&data_dir, &data_dir_written) else {
-                        return Err(ManifestError::invalid(&item.loc, &key, format!("benchmark `{name}` is read from `eval.data_dir`, which is not set")));
+                        return Err(ManifestError::invalid(
+                            &item.loc,
+                            &key,
+                            format!(
+                                "benchmark `{name}` is read from `eval.data_dir`, which is not set"
+                            ),
+                        ));
                     };
-                    let file = if name == "tabmwp" { "problems_test1k.json" } else { "test.jsonl" };
+                    let file = if name == "tabmwp" {
+                        "problems_test1k.json"
+                    } else {
+                        "test.jsonl"
+                    };
                     BenchmarkSpec {
                         name: name.clone(),
                         source: DataSource::File {
                             input: InputPath {
                                 path: dir.value.join(name).join(file),
-                                written: format!("{}/{name}/{file}", super::node::expanded(&written.value).trim_end_matches('/')),
+                                written: format!(
+                                    "{}/{name}/{file}",
+                                    super::node::expanded(&written.value).trim_end_matches('/')
+                                ),
                                 loc: item.loc.clone(),
                                 key: key.clone(),
                             },
@@ -502,29 +676,54 @@ fn read_eval(t: Option<Reader<'_>>, seed: u64) -> Result<Eval> {
                     // The source keys live beside `name` in the same table.
                     let mut rest = table.clone();
                     rest.remove("name");
-                    let source = read_source(Reader::new(&rest, &key, item.loc.clone()), seed, "test")?;
+                    let source =
+                        read_source(Reader::new(&rest, &key, item.loc.clone()), seed, "test")?;
                     let _ = b.node("path");
                     let _ = b.node("format");
                     let _ = b.node("synthetic");
                     let _ = b.node("limit");
                     b.finish()?;
                     let source = match source {
-                        DataSource::File { input, format, limit: own } => DataSource::File { input, format, limit: own.or(limit) },
+                        DataSource::File {
+                            input,
+                            format,
+                            limit: own,
+                        } => DataSource::File {
+                            input,
+                            format,
+                            limit: own.or(limit),
+                        },
                         s => s,
                     };
-                    BenchmarkSpec { name: name.value, source }
+                    BenchmarkSpec {
+                        name: name.value,
+                        source,
+                    }
                 }
                 other => {
-                    return Err(ManifestError::invalid(&item.loc, &key, format!("expected a benchmark name or a table, found {}", other.type_name())));
+                    return Err(ManifestError::invalid(
+                        &item.loc,
+                        &key,
+                        format!(
+                            "expected a benchmark name or a table, found {}",
+                            other.type_name()
+                        ),
+                    ));
                 }
             };
             if benchmarks.iter().any(|b| b.name == spec.name) {
-                return Err(ManifestError::invalid(&item.loc, &key, format!("benchmark `{}` is listed twice", spec.name)));
+                return Err(ManifestError::invalid(
+                    &item.loc,
+                    &key,
+                    format!("benchmark `{}` is listed twice", spec.name),
+                ));
             }
             benchmarks.push(spec);
         }
     }
-    let template = t.choice("template", &TEMPLATES)?.map_or("qwen25-math-cot".into(), |v| v.value);
+    let template = t
+        .choice("template", &TEMPLATES)?
+        .map_or("qwen25-math-cot".into(), |v| v.value);
     let max_new_tokens = t.count("max_new_tokens", 1)?.map_or(1024, |v| v.value);
     let include_base = t.boolean("include_base")?.unwrap_or(true);
     let names: Vec<&str> = benchmarks.iter().map(|b| b.name.as_str()).collect();
@@ -535,7 +734,11 @@ fn read_eval(t: Option<Reader<'_>>, seed: u64) -> Result<Eval> {
             let top_p = s.float("top_p")?;
             let top_p = match top_p {
                 Some(p) if !(p.value > 0.0 && p.value <= 1.0) => {
-                    return Err(ManifestError::invalid(&p.loc, &p.key, format!("top_p must be in (0, 1], got {}", p.value)));
+                    return Err(ManifestError::invalid(
+                        &p.loc,
+                        &p.key,
+                        format!("top_p must be in (0, 1], got {}", p.value),
+                    ));
                 }
                 Some(p) => p.value,
                 None => 1.0,
@@ -546,8 +749,13 @@ fn read_eval(t: Option<Reader<'_>>, seed: u64) -> Result<Eval> {
                     let mut out = Vec::new();
                     for b in list {
                         if !names.contains(&b.value.as_str()) {
-                            let hint = did_you_mean(&b.value, &names).map_or(String::new(), |m| format!("; did you mean `{m}`?"));
-                            return Err(ManifestError::invalid(&b.loc, &b.key, format!("`{}` is not in `eval.benchmarks`{hint}", b.value)));
+                            let hint = did_you_mean(&b.value, &names)
+                                .map_or(String::new(), |m| format!("; did you mean `{m}`?"));
+                            return Err(ManifestError::invalid(
+                                &b.loc,
+                                &b.key,
+                                format!("`{}` is not in `eval.benchmarks`{hint}", b.value),
+                            ));
                         }
                         out.push(b.value);
                     }
@@ -558,16 +766,33 @@ fn read_eval(t: Option<Reader<'_>>, seed: u64) -> Result<Eval> {
             let pass_at = match s.node("pass_at") {
                 Some(node) => {
                     let Value::Array(items) = &node.value else {
-                        return Err(ManifestError::invalid(&node.loc, &s.key_path("pass_at"), "expected an array of integers"));
+                        return Err(ManifestError::invalid(
+                            &node.loc,
+                            &s.key_path("pass_at"),
+                            "expected an array of integers",
+                        ));
                     };
                     let mut out = Vec::new();
                     for item in items {
                         match item.value {
                             Value::Integer(v) if v >= 1 && (v as u64) <= n => out.push(v as u64),
                             Value::Integer(v) => {
-                                return Err(ManifestError::invalid(&item.loc, &s.key_path("pass_at"), format!("Pass@{v} needs 1 <= N <= n = {n}")));
+                                return Err(ManifestError::invalid(
+                                    &item.loc,
+                                    &s.key_path("pass_at"),
+                                    format!("Pass@{v} needs 1 <= N <= n = {n}"),
+                                ));
                             }
-                            _ => return Err(ManifestError::invalid(&item.loc, &s.key_path("pass_at"), format!("expected an integer, found {}", item.value.type_name()))),
+                            _ => {
+                                return Err(ManifestError::invalid(
+                                    &item.loc,
+                                    &s.key_path("pass_at"),
+                                    format!(
+                                        "expected an integer, found {}",
+                                        item.value.type_name()
+                                    ),
+                                ));
+                            }
                         }
                     }
                     out
@@ -617,8 +842,13 @@ fn read_report(t: Option<Reader<'_>>, methods: &[Method], eval: &Eval) -> Result
     };
     let baseline = match t.string("baseline")? {
         Some(b) if !names.contains(&b.value.as_str()) => {
-            let hint = did_you_mean(&b.value, &names).map_or(String::new(), |m| format!("; did you mean `{m}`?"));
-            return Err(ManifestError::invalid(&b.loc, &b.key, format!("no method named `{}`{hint}", b.value)));
+            let hint = did_you_mean(&b.value, &names)
+                .map_or(String::new(), |m| format!("; did you mean `{m}`?"));
+            return Err(ManifestError::invalid(
+                &b.loc,
+                &b.key,
+                format!("no method named `{}`{hint}", b.value),
+            ));
         }
         Some(b) => b.value,
         None => default_baseline,
@@ -627,26 +857,54 @@ fn read_report(t: Option<Reader<'_>>, methods: &[Method], eval: &Eval) -> Result
         None => Select::BestAverage,
         Some(s) if s.value == "best-average" => Select::BestAverage,
         Some(s) => match s.value.split_once(':') {
-            Some(("best", bench)) if eval.benchmarks.iter().any(|b| b.name == bench) => Select::BestOn(bench.to_string()),
+            Some(("best", bench)) if eval.benchmarks.iter().any(|b| b.name == bench) => {
+                Select::BestOn(bench.to_string())
+            }
             Some(("best", bench)) => {
-                return Err(ManifestError::invalid(&s.loc, &s.key, format!("`{bench}` is not in `eval.benchmarks`")));
+                return Err(ManifestError::invalid(
+                    &s.loc,
+                    &s.key,
+                    format!("`{bench}` is not in `eval.benchmarks`"),
+                ));
             }
             Some(("cell", label)) => {
-                if !methods.iter().any(|m| m.cells.iter().any(|c| c.label == label)) {
-                    let labels: Vec<&str> = methods[0].cells.iter().map(|c| c.label.as_str()).collect();
-                    return Err(ManifestError::invalid(&s.loc, &s.key, format!("no sweep cell is labelled `{label}` (cells: {})", labels.join(", "))));
+                if !methods
+                    .iter()
+                    .any(|m| m.cells.iter().any(|c| c.label == label))
+                {
+                    let labels: Vec<&str> =
+                        methods[0].cells.iter().map(|c| c.label.as_str()).collect();
+                    return Err(ManifestError::invalid(
+                        &s.loc,
+                        &s.key,
+                        format!(
+                            "no sweep cell is labelled `{label}` (cells: {})",
+                            labels.join(", ")
+                        ),
+                    ));
                 }
                 Select::Cell(label.to_string())
             }
             _ => {
-                return Err(ManifestError::invalid(&s.loc, &s.key, format!("`{}` is not `best-average`, `best:<benchmark>` or `cell:<label>`", s.value)));
+                return Err(ManifestError::invalid(
+                    &s.loc,
+                    &s.key,
+                    format!(
+                        "`{}` is not `best-average`, `best:<benchmark>` or `cell:<label>`",
+                        s.value
+                    ),
+                ));
             }
         },
     };
     let bootstrap = t.count("bootstrap", 0)?.map_or(1000, |v| v.value);
     let confidence = match t.float("confidence")? {
         Some(c) if !(c.value > 0.0 && c.value < 1.0) => {
-            return Err(ManifestError::invalid(&c.loc, &c.key, format!("must be in (0, 1), got {}", c.value)));
+            return Err(ManifestError::invalid(
+                &c.loc,
+                &c.key,
+                format!("must be in (0, 1), got {}", c.value),
+            ));
         }
         Some(c) => c.value,
         None => 0.95,
@@ -662,14 +920,22 @@ fn read_report(t: Option<Reader<'_>>, methods: &[Method], eval: &Eval) -> Result
 
 pub(super) fn positive(v: Option<At<f64>>) -> Result<Option<f64>> {
     match v {
-        Some(x) if !(x.value > 0.0 && x.value.is_finite()) => Err(ManifestError::invalid(&x.loc, &x.key, format!("must be a positive number, got {}", x.value))),
+        Some(x) if !(x.value > 0.0 && x.value.is_finite()) => Err(ManifestError::invalid(
+            &x.loc,
+            &x.key,
+            format!("must be a positive number, got {}", x.value),
+        )),
         other => Ok(other.map(|x| x.value)),
     }
 }
 
 pub(super) fn ratio(v: Option<At<f64>>) -> Result<Option<f64>> {
     match v {
-        Some(x) if !(0.0..1.0).contains(&x.value) => Err(ManifestError::invalid(&x.loc, &x.key, format!("must be in [0, 1), got {}", x.value))),
+        Some(x) if !(0.0..1.0).contains(&x.value) => Err(ManifestError::invalid(
+            &x.loc,
+            &x.key,
+            format!("must be in [0, 1), got {}", x.value),
+        )),
         other => Ok(other.map(|x| x.value)),
     }
 }

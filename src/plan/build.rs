@@ -8,7 +8,9 @@ use std::collections::BTreeSet;
 use serde_json::{Value, json};
 
 use crate::cache::Store;
-use crate::manifest::{DataSource, Experiment, InputPath, MethodKind, ModelSource, ModelSpec, Rule};
+use crate::manifest::{
+    DataSource, Experiment, InputPath, MethodKind, ModelSource, ModelSpec, Rule,
+};
 use crate::stages::version;
 
 use super::{MissingInput, Plan, PlanError, StageSpec};
@@ -58,13 +60,34 @@ pub fn build(exp: &Experiment, store: &dyn Store) -> Result<Plan, PlanError> {
         "benchmarks": benchmarks.iter().map(|(n, _)| n).collect::<Vec<_>>(),
         "report": report,
     });
-    b.add("report", format!("report {}", exp.name), params, report_inputs, Value::Null);
+    b.add(
+        "report",
+        format!("report {}", exp.name),
+        params,
+        report_inputs,
+        Value::Null,
+    );
     Ok(b.plan)
 }
 
 impl Builder<'_> {
-    fn add(&mut self, kind: &'static str, label: String, params: Value, inputs: Vec<String>, bindings: Value) -> String {
-        let spec = StageSpec::new(&self.exp.name, kind, version(kind), label, params, inputs, bindings);
+    fn add(
+        &mut self,
+        kind: &'static str,
+        label: String,
+        params: Value,
+        inputs: Vec<String>,
+        bindings: Value,
+    ) -> String {
+        let spec = StageSpec::new(
+            &self.exp.name,
+            kind,
+            version(kind),
+            label,
+            params,
+            inputs,
+            bindings,
+        );
         self.plan.add(spec)
     }
 
@@ -87,16 +110,28 @@ impl Builder<'_> {
 
     fn dataset(&mut self, name: &str, source: &DataSource) -> Result<String, PlanError> {
         let (params, bindings) = match source {
-            DataSource::File { input, format, limit } => {
+            DataSource::File {
+                input,
+                format,
+                limit,
+            } => {
                 let fp = self.fingerprint(format!("data `{name}`"), input)?;
                 (
                     json!({"source": "file", "format": format, "fingerprint": fp, "limit": limit}),
                     json!({"path": input.path}),
                 )
             }
-            DataSource::Synthetic(s) => (json!({"source": "synthetic", "synthetic": s}), Value::Null),
+            DataSource::Synthetic(s) => {
+                (json!({"source": "synthetic", "synthetic": s}), Value::Null)
+            }
         };
-        Ok(self.add("dataset", format!("dataset {name}"), params, Vec::new(), bindings))
+        Ok(self.add(
+            "dataset",
+            format!("dataset {name}"),
+            params,
+            Vec::new(),
+            bindings,
+        ))
     }
 
     fn model(&mut self, model: &ModelSpec) -> Result<ModelRef, PlanError> {
@@ -110,7 +145,8 @@ impl Builder<'_> {
                 })
             }
             ModelSource::Toy(toy) => {
-                let corpus = self.dataset(&format!("{} corpus", model.name), &toy.pretrain.corpus)?;
+                let corpus =
+                    self.dataset(&format!("{} corpus", model.name), &toy.pretrain.corpus)?;
                 let key = self.add(
                     "pretrain",
                     format!("pretrain {}", model.name),
@@ -128,11 +164,17 @@ impl Builder<'_> {
     }
 
     /// Every stage of one model; returns the keys the report reads.
-    fn model_stages(&mut self, model: &ModelSpec, train_data: &str, benchmarks: &[(String, String)]) -> Result<Vec<String>, PlanError> {
+    fn model_stages(
+        &mut self,
+        model: &ModelSpec,
+        train_data: &str,
+        benchmarks: &[(String, String)],
+    ) -> Result<Vec<String>, PlanError> {
         let exp = self.exp;
         let name = &model.name;
         let m = self.model(model)?;
-        let with_model = |extra: &[String]| -> Vec<String> { m.inputs.iter().chain(extra).cloned().collect() };
+        let with_model =
+            |extra: &[String]| -> Vec<String> { m.inputs.iter().chain(extra).cloned().collect() };
         let annotate = &exp.annotate;
         let mut report_inputs = Vec::new();
 
@@ -161,7 +203,7 @@ impl Builder<'_> {
         let strict_only = cft_rules.iter().all(|(r, _)| *r == Rule::Strict);
         let mut rollouts: Vec<String> = Vec::new();
         for j in 2..=max_k {
-            let mut inputs = with_model(&[greedy.clone()]);
+            let mut inputs = with_model(std::slice::from_ref(&greedy));
             if strict_only && let Some(prev) = rollouts.last() {
                 inputs.push(prev.clone());
             }
@@ -192,12 +234,20 @@ impl Builder<'_> {
         }
 
         // Entropy and attention share one token-statistics pass.
-        let needs_stats = exp
-            .methods
-            .iter()
-            .any(|me| matches!(me.kind, MethodKind::Entropy { .. } | MethodKind::Attention { .. }));
+        let needs_stats = exp.methods.iter().any(|me| {
+            matches!(
+                me.kind,
+                MethodKind::Entropy { .. } | MethodKind::Attention { .. }
+            )
+        });
         let token_stats = if needs_stats {
-            let key = self.add("token-stats", format!("token-stats {name}"), json!({"model": m.param}), with_model(&[greedy.clone()]), m.binding.clone());
+            let key = self.add(
+                "token-stats",
+                format!("token-stats {name}"),
+                json!({"model": m.param}),
+                with_model(std::slice::from_ref(&greedy)),
+                m.binding.clone(),
+            );
             report_inputs.push(key.clone());
             Some(key)
         } else {
@@ -210,7 +260,9 @@ impl Builder<'_> {
                 MethodKind::Sft => ("sft", None),
                 MethodKind::Dft => ("dft", None),
                 MethodKind::Cft { .. } => ("weighted", criticality.get(&me.name).cloned()),
-                MethodKind::Entropy { matched } | MethodKind::Attention { matched } | MethodKind::Random { matched } => {
+                MethodKind::Entropy { matched }
+                | MethodKind::Attention { matched }
+                | MethodKind::Random { matched } => {
                     let (kind, source) = match &me.kind {
                         MethodKind::Entropy { .. } => ("entropy", token_stats.clone()),
                         MethodKind::Attention { .. } => ("attention", token_stats.clone()),
@@ -228,7 +280,7 @@ impl Builder<'_> {
                     ("weighted", Some(key))
                 }
                 MethodKind::Number { within } => {
-                    let mut inputs = with_model(&[greedy.clone()]);
+                    let mut inputs = with_model(std::slice::from_ref(&greedy));
                     if let Some(w) = within {
                         inputs.extend(criticality.get(w).cloned());
                     }
@@ -246,7 +298,7 @@ impl Builder<'_> {
                 report_inputs.push(w.clone());
             }
             for cell in &me.cells {
-                let mut inputs = with_model(&[greedy.clone()]);
+                let mut inputs = with_model(std::slice::from_ref(&greedy));
                 inputs.extend(weights.clone());
                 let key = self.add(
                     "train",
@@ -267,12 +319,19 @@ impl Builder<'_> {
             subjects.push(("base".into(), m.inputs.clone(), json!({"base": m.param})));
         }
         for (method, cell, key) in &checkpoints {
-            subjects.push((format!("{method} {cell}"), vec![key.clone()], json!({"checkpoint": true})));
+            subjects.push((
+                format!("{method} {cell}"),
+                vec![key.clone()],
+                json!({"checkpoint": true}),
+            ));
         }
         let mut seen = BTreeSet::new();
         for (subject, inputs, model_param) in subjects {
             for (bench, data) in benchmarks {
-                let sampling = eval.sampling.as_ref().filter(|s| s.benchmarks.contains(bench));
+                let sampling = eval
+                    .sampling
+                    .as_ref()
+                    .filter(|s| s.benchmarks.contains(bench));
                 let mut all = inputs.clone();
                 all.push(data.clone());
                 let key = self.add(

@@ -46,7 +46,11 @@ impl Plan {
             return self.graph[i].key.clone();
         }
         let key = spec.key.clone();
-        let deps: Vec<NodeIndex> = spec.inputs.iter().filter_map(|k| self.index.get(k).copied()).collect();
+        let deps: Vec<NodeIndex> = spec
+            .inputs
+            .iter()
+            .filter_map(|k| self.index.get(k).copied())
+            .collect();
         let node = self.graph.add_node(spec);
         for dep in deps {
             self.graph.add_edge(dep, node, ());
@@ -77,7 +81,11 @@ impl Plan {
         let mut indegree: Vec<usize> = self
             .graph
             .node_indices()
-            .map(|n| self.graph.neighbors_directed(n, petgraph::Direction::Incoming).count())
+            .map(|n| {
+                self.graph
+                    .neighbors_directed(n, petgraph::Direction::Incoming)
+                    .count()
+            })
             .collect();
         let mut ready: std::collections::BTreeSet<usize> =
             (0..indegree.len()).filter(|&i| indegree[i] == 0).collect();
@@ -85,7 +93,10 @@ impl Plan {
         while let Some(i) = ready.pop_first() {
             let n = NodeIndex::new(i);
             out.push(&self.graph[n]);
-            for next in self.graph.neighbors_directed(n, petgraph::Direction::Outgoing) {
+            for next in self
+                .graph
+                .neighbors_directed(n, petgraph::Direction::Outgoing)
+            {
                 indegree[next.index()] -= 1;
                 if indegree[next.index()] == 0 {
                     ready.insert(next.index());
@@ -97,7 +108,9 @@ impl Plan {
 
     /// Graphviz, for `cft plan --dot`.
     pub fn dot(&self, status: &HashMap<String, Status>) -> String {
-        let mut out = String::from("digraph plan {\n  rankdir=LR;\n  node [shape=box, style=filled, fontname=\"Helvetica\"];\n");
+        let mut out = String::from(
+            "digraph plan {\n  rankdir=LR;\n  node [shape=box, style=filled, fontname=\"Helvetica\"];\n",
+        );
         for spec in self.graph.node_weights() {
             let color = match status.get(&spec.key) {
                 Some(Status::Cached) => "palegreen",
@@ -114,7 +127,10 @@ impl Plan {
         }
         for e in self.graph.edge_indices() {
             if let Some((a, b)) = self.graph.edge_endpoints(e) {
-                out.push_str(&format!("  \"{}\" -> \"{}\";\n", self.graph[a].key, self.graph[b].key));
+                out.push_str(&format!(
+                    "  \"{}\" -> \"{}\";\n",
+                    self.graph[a].key, self.graph[b].key
+                ));
             }
         }
         out.push_str("}\n");

@@ -83,9 +83,18 @@ mod tests {
         let a = serde_json::from_str::<Value>(r#"{"lr": 2e-6, "bs": 16}"#).unwrap();
         let b = serde_json::from_str::<Value>(r#"{"bs": 16, "lr": 2e-6}"#).unwrap();
         let c = serde_json::from_str::<Value>(r#"{"bs": 16, "lr": 5e-6}"#).unwrap();
-        assert_eq!(stage_key("train", 1, &a, &[]), stage_key("train", 1, &b, &[]));
-        assert_ne!(stage_key("train", 1, &a, &[]), stage_key("train", 1, &c, &[]));
-        assert_ne!(stage_key("train", 1, &a, &[]), stage_key("train", 2, &a, &[]));
+        assert_eq!(
+            stage_key("train", 1, &a, &[]),
+            stage_key("train", 1, &b, &[])
+        );
+        assert_ne!(
+            stage_key("train", 1, &a, &[]),
+            stage_key("train", 1, &c, &[])
+        );
+        assert_ne!(
+            stage_key("train", 1, &a, &[]),
+            stage_key("train", 2, &a, &[])
+        );
         assert_ne!(
             stage_key("train", 1, &a, &[]),
             stage_key("train", 1, &a, &["x".to_string()])

@@ -29,7 +29,11 @@ pub struct StageStatus {
 
 /// The status of every stage. `live` says the store is the view of a running process, so a
 /// `running` record is really running rather than left behind by a dead one.
-pub fn statuses(plan: &Plan, store: &dyn Store, live: bool) -> Result<HashMap<String, StageStatus>, PlanError> {
+pub fn statuses(
+    plan: &Plan,
+    store: &dyn Store,
+    live: bool,
+) -> Result<HashMap<String, StageStatus>, PlanError> {
     let mut out: HashMap<String, StageStatus> = HashMap::new();
     for spec in plan.order() {
         let record = store.record(&spec.key)?;
@@ -44,7 +48,11 @@ pub fn statuses(plan: &Plan, store: &dyn Store, live: bool) -> Result<HashMap<St
                 if missing.is_empty() {
                     (Status::Cached, "cached".to_string(), None)
                 } else {
-                    (Status::Pending, format!("output blob missing: {}", missing.join(", ")), None)
+                    (
+                        Status::Pending,
+                        format!("output blob missing: {}", missing.join(", ")),
+                        None,
+                    )
                 }
             }
             Some(r) if r.status == RecordStatus::Failed => (
@@ -52,18 +60,29 @@ pub fn statuses(plan: &Plan, store: &dyn Store, live: bool) -> Result<HashMap<St
                 format!("failed: {}", r.error.as_deref().unwrap_or("unknown error")),
                 r.progress,
             ),
-            Some(r) if r.status == RecordStatus::Running && live => (Status::Running, "running".to_string(), r.progress),
+            Some(r) if r.status == RecordStatus::Running && live => {
+                (Status::Running, "running".to_string(), r.progress)
+            }
             Some(r) => (
                 Status::Pending,
                 match r.progress {
-                    Some((done, total)) => format!("interrupted at {done}/{total} items; resumes from there"),
+                    Some((done, total)) => {
+                        format!("interrupted at {done}/{total} items; resumes from there")
+                    }
                     None => "interrupted; resumes from its saved items".to_string(),
                 },
                 r.progress,
             ),
             None => (Status::Pending, why_pending(plan, spec, store, &out)?, None),
         };
-        out.insert(spec.key.clone(), StageStatus { status, why, progress });
+        out.insert(
+            spec.key.clone(),
+            StageStatus {
+                status,
+                why,
+                progress,
+            },
+        );
     }
     Ok(out)
 }
@@ -97,7 +116,9 @@ fn why_pending(
     }
     for (i, new_input) in spec.inputs.iter().enumerate() {
         if old.inputs.get(i) != Some(new_input) {
-            let label = plan.get(new_input).map_or(new_input.as_str(), |s| s.label.as_str());
+            let label = plan
+                .get(new_input)
+                .map_or(new_input.as_str(), |s| s.label.as_str());
             let state = match known.get(new_input).map(|s| s.status) {
                 Some(Status::Cached) => "",
                 _ => ", not yet rebuilt",
@@ -106,7 +127,11 @@ fn why_pending(
         }
     }
     if old.inputs.len() != spec.inputs.len() {
-        reasons.push(format!("{} inputs instead of {}", spec.inputs.len(), old.inputs.len()));
+        reasons.push(format!(
+            "{} inputs instead of {}",
+            spec.inputs.len(),
+            old.inputs.len()
+        ));
     }
     if reasons.is_empty() {
         reasons.push("key changed".into());
@@ -122,8 +147,17 @@ fn diff(old: &Value, new: &Value, path: String, out: &mut Vec<String>) {
             keys.sort();
             keys.dedup();
             for k in keys {
-                let p = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
-                diff(a.get(k).unwrap_or(&Value::Null), b.get(k).unwrap_or(&Value::Null), p, out);
+                let p = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}.{k}")
+                };
+                diff(
+                    a.get(k).unwrap_or(&Value::Null),
+                    b.get(k).unwrap_or(&Value::Null),
+                    p,
+                    out,
+                );
             }
         }
         (a, b) if a != b => out.push(format!("{path} {} → {}", short(a), short(b))),

@@ -77,23 +77,31 @@ impl<'a> StageCtx<'a> {
 
     /// The first input of a kind.
     pub fn input(&self, kind: &str) -> Result<&Record, StageError> {
-        self.inputs
-            .iter()
-            .find(|r| r.kind == kind)
-            .ok_or_else(|| StageError::Failed(format!("stage `{}` has no `{kind}` input", self.spec.label)))
+        self.inputs.iter().find(|r| r.kind == kind).ok_or_else(|| {
+            StageError::Failed(format!("stage `{}` has no `{kind}` input", self.spec.label))
+        })
     }
 
     /// The bytes of an input's output.
     pub fn read(&self, record: &Record, output: &str) -> Result<Vec<u8>, StageError> {
-        let missing = || StageError::Failed(format!("input `{}` has no output `{output}`", record.label));
+        let missing =
+            || StageError::Failed(format!("input `{}` has no output `{output}`", record.label));
         match record.outputs.get(output).ok_or_else(missing)? {
-            OutputRef::Artifact { hash, .. } => self
-                .cache
-                .artifact(hash)?
-                .ok_or_else(|| StageError::Failed(format!("artifact {hash} of `{}` is missing from the cache; run `cft cache verify`", record.label))),
+            OutputRef::Artifact { hash, .. } => self.cache.artifact(hash)?.ok_or_else(|| {
+                StageError::Failed(format!(
+                    "artifact {hash} of `{}` is missing from the cache; run `cft cache verify`",
+                    record.label
+                ))
+            }),
             OutputRef::Blob { hash, .. } => {
                 let path = self.cache.blobs().path(hash);
-                std::fs::read(&path).map_err(|e| StageError::Failed(format!("blob {} of `{}`: {e}", path.display(), record.label)))
+                std::fs::read(&path).map_err(|e| {
+                    StageError::Failed(format!(
+                        "blob {} of `{}`: {e}",
+                        path.display(),
+                        record.label
+                    ))
+                })
             }
         }
     }
@@ -102,7 +110,10 @@ impl<'a> StageCtx<'a> {
     pub fn blob_path(&self, record: &Record, output: &str) -> Result<PathBuf, StageError> {
         match record.outputs.get(output) {
             Some(OutputRef::Blob { hash, .. }) => Ok(self.cache.blobs().path(hash)),
-            _ => Err(StageError::Failed(format!("input `{}` has no blob output `{output}`", record.label))),
+            _ => Err(StageError::Failed(format!(
+                "input `{}` has no blob output `{output}`",
+                record.label
+            ))),
         }
     }
 
@@ -159,6 +170,6 @@ impl<'a> StageCtx<'a> {
         self.record.progress = self.total.map(|t| (self.done, t));
         // Progress display is best effort; a failing write shows up at the next flush.
         let _ = self.cache.put_record(&self.record);
-        let _ = self.cache.write_snapshot();
+        let _ = self.cache.write_snapshot_soon();
     }
 }

@@ -35,7 +35,11 @@ impl StageImpl for Dataset {
         let problems = match params["source"].as_str() {
             Some("synthetic") => synthetic(&params["synthetic"])?,
             Some("file") => file(ctx, &params)?,
-            other => return Err(StageError::Failed(format!("unknown dataset source {other:?}"))),
+            other => {
+                return Err(StageError::Failed(format!(
+                    "unknown dataset source {other:?}"
+                )));
+            }
         };
         let mut bytes = Vec::new();
         for p in &problems {
@@ -57,21 +61,35 @@ pub fn parse_problems(bytes: &[u8]) -> Result<Vec<Problem>, StageError> {
         .split(|b| *b == b'\n')
         .filter(|l| !l.is_empty())
         .enumerate()
-        .map(|(i, l)| serde_json::from_slice(l).map_err(|e| StageError::Failed(format!("problems.jsonl line {}: {e}", i + 1))))
+        .map(|(i, l)| {
+            serde_json::from_slice(l)
+                .map_err(|e| StageError::Failed(format!("problems.jsonl line {}: {e}", i + 1)))
+        })
         .collect()
 }
 
 fn synthetic(s: &Value) -> Result<Vec<Problem>, StageError> {
-    let num = |k: &str| s[k].as_u64().ok_or_else(|| StageError::Failed(format!("synthetic.{k} missing")));
+    let num = |k: &str| {
+        s[k].as_u64()
+            .ok_or_else(|| StageError::Failed(format!("synthetic.{k} missing")))
+    };
     let split = s["split"].as_str().unwrap_or("train");
-    let generated = problems::generate(num("seed")?, split, num("n")?, num("min_steps")?, num("max_steps")?);
+    let generated = problems::generate(
+        num("seed")?,
+        split,
+        num("n")?,
+        num("min_steps")?,
+        num("max_steps")?,
+    );
     generated
         .into_iter()
         .enumerate()
         .map(|(i, p)| {
             Ok(Problem {
                 idx: i as u64,
-                gold: gsm8k_gold(&p.answer).ok_or_else(|| StageError::Failed("generator produced no `####` line".into()))?,
+                gold: gsm8k_gold(&p.answer).ok_or_else(|| {
+                    StageError::Failed("generator produced no `####` line".into())
+                })?,
                 question: p.question,
                 solution: Some(p.answer),
             })
@@ -84,7 +102,9 @@ fn file(ctx: &StageCtx<'_>, params: &Value) -> Result<Vec<Problem>, StageError> 
         .map_err(|_| StageError::Failed("dataset stage has no file binding".into()))?;
     let expected = params["fingerprint"].as_str().unwrap_or_default();
     if let Some(missing) = expected.strip_prefix("missing:") {
-        return Err(StageError::Failed(format!("data file `{missing}` does not exist")));
+        return Err(StageError::Failed(format!(
+            "data file `{missing}` does not exist"
+        )));
     }
     let actual = ctx.fingerprint(&path)?;
     if actual.as_deref() != Some(expected) {
@@ -95,7 +115,8 @@ fn file(ctx: &StageCtx<'_>, params: &Value) -> Result<Vec<Problem>, StageError> 
     }
     let limit = params["limit"].as_u64();
     let format = params["format"].as_str().unwrap_or("gsm8k");
-    let text = std::fs::read_to_string(&path).map_err(|e| StageError::Failed(format!("{}: {e}", path.display())))?;
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| StageError::Failed(format!("{}: {e}", path.display())))?;
     let mut out = match format {
         "gsm8k" => read_gsm8k(&path, &text)?,
         other => crate::stages::benchmark::load(other, &path, &text)?,
@@ -115,8 +136,12 @@ fn read_gsm8k(path: &std::path::Path, text: &str) -> Result<Vec<Problem>, StageE
         }
         let at = |m: String| StageError::Failed(format!("{}:{}: {m}", path.display(), i + 1));
         let v: Value = serde_json::from_str(line).map_err(|e| at(format!("not JSON: {e}")))?;
-        let question = v["question"].as_str().ok_or_else(|| at("missing string `question`".into()))?;
-        let answer = v["answer"].as_str().ok_or_else(|| at("missing string `answer`".into()))?;
+        let question = v["question"]
+            .as_str()
+            .ok_or_else(|| at("missing string `question`".into()))?;
+        let answer = v["answer"]
+            .as_str()
+            .ok_or_else(|| at("missing string `answer`".into()))?;
         let gold = gsm8k_gold(answer).ok_or_else(|| at("`answer` has no `#### N` line".into()))?;
         out.push(Problem {
             idx: out.len() as u64,

@@ -32,7 +32,8 @@ const NAMES: [(&str, &str); 12] = [
 ];
 
 const ITEMS: [&str; 10] = [
-    "apples", "marbles", "stickers", "books", "coins", "pencils", "cookies", "stamps", "shells", "cards",
+    "apples", "marbles", "stickers", "books", "coins", "pencils", "cookies", "stamps", "shells",
+    "cards",
 ];
 
 #[derive(Clone, Copy)]
@@ -46,7 +47,9 @@ enum Op {
 /// Generates `n` problems of a split. The same (seed, split, n, steps) gives the same problems.
 pub fn generate(seed: u64, split: &str, n: u64, min_steps: u64, max_steps: u64) -> Vec<Problem> {
     let mut rng = Rng::stream(seed, &format!("toy-problems/{split}"));
-    (0..n).map(|_| one(&mut rng, min_steps, max_steps)).collect()
+    (0..n)
+        .map(|_| one(&mut rng, min_steps, max_steps))
+        .collect()
 }
 
 fn one(rng: &mut Rng, min_steps: u64, max_steps: u64) -> Problem {
@@ -77,7 +80,7 @@ fn one(rng: &mut Rng, min_steps: u64, max_steps: u64) -> Problem {
                 Op::Add => true,
                 Op::Sub => value >= 2,
                 Op::Mul => value <= 150,
-                Op::Div => (2..=5).any(|d| value % d == 0 && value / d >= 1),
+                Op::Div => (2..=5).any(|d| value.is_multiple_of(d)),
             };
             if ok {
                 break op;
@@ -93,7 +96,9 @@ fn one(rng: &mut Rng, min_steps: u64, max_steps: u64) -> Problem {
                     _ => format!("A friend gives {name} {b} {items}."),
                 };
                 let s = match rng.range(0, 1) {
-                    0 => format!("After getting {b} more, {he} has {value} + {b} = {next} {items}."),
+                    0 => {
+                        format!("After getting {b} more, {he} has {value} + {b} = {next} {items}.")
+                    }
                     _ => format!("{value} + {b} = {next}, so {he} now has {next} {items}."),
                 };
                 (q, s, next)
@@ -131,12 +136,14 @@ fn one(rng: &mut Rng, min_steps: u64, max_steps: u64) -> Problem {
                 (q, s, next)
             }
             Op::Div => {
-                let choices: Vec<u64> = (2..=5).filter(|d| value % d == 0).collect();
+                let choices: Vec<u64> = (2..=5).filter(|d| value.is_multiple_of(*d)).collect();
                 let b = *rng.pick(&choices);
                 let next = value / b;
                 let q = match rng.range(0, 1) {
                     0 => format!("Then {he} splits them equally into {b} bags and keeps one bag."),
-                    _ => format!("{name} shares them equally among {b} friends, keeping one share."),
+                    _ => {
+                        format!("{name} shares them equally among {b} friends, keeping one share.")
+                    }
                 };
                 let s = match rng.range(0, 1) {
                     0 => format!("One share is {value} / {b} = {next} {items}."),

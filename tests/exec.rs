@@ -1,0 +1,398 @@
+//! The executor's semantics: order, failure policy, resume after `kill -9`, locking,
+//! corrupt-blob detection. Test-only stage kinds live in `common`.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use cft::cache::{Cache, RecordStatus, Store};
+use cft::exec::{self, Events, Options, Progress, StageEnd};
+use cft::plan::{self, StageSpec, Status};
+
+#[derive(Default)]
+struct Log(Mutex<Vec<String>>);
+impl Progress for Log {}
+impl Events for Log {
+    fn stage_begin(&self, spec: &StageSpec, _: usize, _: usize, _: bool) {
+        self.0.lock().unwrap().push(format!("begin {}", spec.label));
+    }
+    fn stage_end(&self, spec: &StageSpec, end: &StageEnd) {
+        let what = match end {
+            StageEnd::Done { .. } => "done",
+            StageEnd::Failed { .. } => "failed",
+            StageEnd::Interrupted => "interrupted",
+            StageEnd::Skipped { .. } => "skipped",
+        };
+        self.0
+            .lock()
+            .unwrap()
+            .push(format!("{what} {}", spec.label));
+    }
+}
+
+fn run(cache: &Cache, plan: &plan::Plan, keep_going: bool) -> (exec::Summary, Vec<String>) {
+    let (echo, slow) = (common::leak_counter(), common::leak_counter());
+    let log = Log::default();
+    let stop = AtomicBool::new(false);
+    let s = exec::run(
+        plan,
+        cache,
+        &common::test_registry(echo, slow),
+        &log,
+        &stop,
+        Options { keep_going },
+    )
+    .unwrap();
+    (s, log.0.into_inner().unwrap())
+}
+
+#[test]
+fn stages_run_after_their_inputs_in_a_stable_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = Cache::open(dir.path(), "test").unwrap();
+    let (summary, log) = run(&cache, &common::diamond(3, 0, false), false);
+    assert_eq!(summary.ran, 5);
+    let begins: Vec<&str> = log
+        .iter()
+        .filter_map(|l| l.strip_prefix("begin "))
+        .collect();
+    // Among ready stages, the one planned first runs first.
+    assert_eq!(begins, ["a", "b", "c", "d", "e"]);
+    let (again, _) = run(&cache, &common::diamond(3, 0, false), false);
+    assert_eq!((again.ran, again.cached), (0, 5));
+}
+
+#[test]
+fn a_failure_stops_the_run_unless_keep_going() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = Cache::open(dir.path(), "test").unwrap();
+    let plan = common::diamond(2, 0, true);
+    let (s, log) = run(&cache, &plan, false);
+    assert_eq!(s.failed.len(), 1);
+    assert!(s.failed[0].1.contains("c failed on purpose"));
+    assert!(
+        !log.iter().any(|l| l.ends_with(" e")),
+        "stops at the first failure: {log:?}"
+    );
+
+    // The failure is recorded with its error, for `cft status`.
+    let c = plan.graph.node_weights().find(|s| s.label == "c").unwrap();
+    let rec = cache.record(&c.key).unwrap().unwrap();
+    assert_eq!(rec.status, RecordStatus::Failed);
+    assert!(rec.error.unwrap().contains("on purpose"));
+
+    let (s, log) = run(&cache, &plan, true);
+    assert_eq!((s.ran, s.failed.len(), s.skipped), (1, 1, 1), "{log:?}");
+    assert!(log.contains(&"done e".to_string()) && log.contains(&"skipped d".to_string()));
+}
+
+/// The child side of the kill test: runs the diamond slowly on the cache named by the
+/// environment, printing `saved i` per item, until the parent kills it.
+#[test]
+#[ignore = "run by kill_9_loses_at_most_the_item_in_flight as a child process"]
+fn child_runs_until_killed() {
+    let dir = std::env::var("CFT_TEST_CHILD_CACHE").expect("set by the parent test");
+    let cache = Cache::open(std::path::Path::new(&dir), "child").unwrap();
+    run(&cache, &common::diamond(40, 40, false), false);
+}
+
+#[test]
+fn kill_9_loses_at_most_the_item_in_flight() {
+    // Reference: an uninterrupted run.
+    let reference_dir = tempfile::tempdir().unwrap();
+    let reference = {
+        let cache = Cache::open(reference_dir.path(), "test").unwrap();
+        run(&cache, &common::diamond(40, 0, false), false);
+        common::results(&cache)
+    };
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "child_runs_until_killed",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("CFT_TEST_CHILD_CACHE", dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut saved = 0;
+    while let Some(Ok(line)) = lines.next() {
+        if line.starts_with("saved ") {
+            saved += 1;
+            if saved == 7 {
+                break;
+            }
+        }
+    }
+    assert_eq!(saved, 7, "the child reported its progress");
+    child.kill().unwrap(); // SIGKILL: no chance to clean up
+    child.wait().unwrap();
+
+    let cache = Cache::open(dir.path(), "test").unwrap();
+    let plan = common::diamond(40, 0, false);
+    let a = plan.graph.node_weights().find(|s| s.label == "a").unwrap();
+    // The record the dead process left says "running"; with the lock ours, it is stale.
+    assert_eq!(
+        cache.record(&a.key).unwrap().unwrap().status,
+        RecordStatus::Running
+    );
+    let st = plan::statuses(&plan, &cache, false).unwrap();
+    assert_eq!(st[&a.key].status, Status::Pending);
+    assert!(
+        st[&a.key].why.starts_with("interrupted"),
+        "{}",
+        st[&a.key].why
+    );
+
+    let (echo, slow) = (common::leak_counter(), common::leak_counter());
+    let stop = AtomicBool::new(false);
+    exec::run(
+        &plan,
+        &cache,
+        &common::test_registry(echo, slow),
+        &cft::exec::NoEvents,
+        &stop,
+        Options::default(),
+    )
+    .unwrap();
+    let recomputed = slow.load(Ordering::SeqCst);
+    assert!(
+        recomputed <= 40 - 7,
+        "items saved before the kill are not recomputed ({recomputed} were)"
+    );
+    assert_eq!(
+        common::results(&cache),
+        reference,
+        "resumed results equal an uninterrupted run"
+    );
+}
+
+#[test]
+fn a_second_run_on_the_same_cache_is_refused_naming_the_holder() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = common::toy_manifest(dir.path(), "1e-3");
+    let cache_dir = dir.path().join("cache");
+    let cache = Cache::open(&cache_dir, "cft run held-by-test").unwrap();
+    cache.write_snapshot().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_cft"))
+        .args([
+            "run",
+            manifest.to_str().unwrap(),
+            "--cache",
+            cache_dir.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("pid {}", std::process::id())) && stderr.contains("held-by-test"),
+        "{stderr}"
+    );
+
+    // Readers still work, through the live view.
+    let out = Command::new(env!("CARGO_BIN_EXE_cft"))
+        .args([
+            "plan",
+            manifest.to_str().unwrap(),
+            "--cache",
+            cache_dir.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("a run is in progress"));
+    drop(cache);
+}
+
+#[test]
+fn cache_verify_finds_a_corrupt_blob_and_marks_its_stage_for_rerun() {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = common::diamond(3, 0, false);
+    let b = plan
+        .graph
+        .node_weights()
+        .find(|s| s.label == "b")
+        .unwrap()
+        .key
+        .clone();
+    {
+        let cache = Cache::open(dir.path(), "test").unwrap();
+        run(&cache, &plan, false);
+        let rec = cache.record(&b).unwrap().unwrap();
+        let path = cache.blobs().path(rec.outputs["blob"].hash());
+        std::fs::write(path, b"bit rot").unwrap();
+    }
+    let verify = || {
+        Command::new(env!("CARGO_BIN_EXE_cft"))
+            .args(["cache", "verify", "--cache"])
+            .arg(dir.path())
+            .output()
+            .unwrap()
+    };
+    let out = verify();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("b (")
+            && stdout.contains("corrupt")
+            && stdout.contains("1 stages marked for re-run"),
+        "{stdout}"
+    );
+
+    let cache = Cache::open(dir.path(), "test").unwrap();
+    let st = plan::statuses(&plan, &cache, false).unwrap();
+    let pending: Vec<&str> = plan
+        .graph
+        .node_weights()
+        .filter(|s| st[&s.key].status != Status::Cached)
+        .map(|s| s.label.as_str())
+        .collect();
+    assert_eq!(pending, ["b"]);
+    let (s, _) = run(&cache, &plan, false);
+    assert_eq!(s.ran, 1);
+    drop(cache);
+    assert!(verify().status.success());
+}
+
+#[test]
+fn the_real_binary_runs_dataset_stages_and_reports_failures() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("model");
+    std::fs::create_dir_all(&model).unwrap();
+    std::fs::write(model.join("config.json"), "{}").unwrap();
+    let data = common::write(
+        dir.path(),
+        "train.jsonl",
+        "{\"question\": \"1+1?\", \"answer\": \"1+1=2\\n#### 2\"}\n{\"question\": \"2*3?\", \"answer\": \"#### 6\"}\n",
+    );
+    let manifest = common::write(
+        dir.path(),
+        "m.toml",
+        &format!(
+            "[experiment]\nname = \"real\"\n[[model]]\nname = \"broken\"\npath = \"model\"\n[data.train]\npath = \"{}\"\n[[method]]\nname = \"sft\"\nkind = \"sft\"\n[eval]\ninclude_base = false\nbenchmarks = [{{ name = \"toy\", synthetic = {{ n = 5 }} }}]\n",
+            data.display()
+        ),
+    );
+    let cache_dir = dir.path().join("cache");
+    let cft = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_cft"))
+            .args(args)
+            .args([
+                manifest.to_str().unwrap(),
+                "--cache",
+                cache_dir.to_str().unwrap(),
+            ])
+            .output()
+            .unwrap()
+    };
+    let out = cft(&["run", "--keep-going", "--quiet"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("failed: greedy broken"), "{stderr}");
+
+    // Both dataset stages ran for real and are cached; the greedy failure is recorded.
+    let out = cft(&["plan", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let status = |kind: &str| -> Vec<String> {
+        v["stages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| s["kind"] == kind)
+            .map(|s| s["status"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(status("dataset"), ["cached", "cached"]);
+    assert_eq!(status("greedy"), ["failed"]);
+    let out = cft(&["status"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("failures (1)") && stdout.contains("greedy broken"),
+        "{stdout}"
+    );
+
+    let cache = Cache::open(&cache_dir, "test").unwrap();
+    let problems = cache
+        .records()
+        .unwrap()
+        .into_iter()
+        .find(|r| r.label == "dataset train")
+        .map(|r| {
+            cache
+                .artifact(r.outputs["problems.jsonl"].hash())
+                .unwrap()
+                .unwrap()
+        })
+        .unwrap();
+    let parsed = cft::stages::dataset::parse_problems(&problems).unwrap();
+    assert_eq!(
+        parsed.iter().map(|p| p.gold.as_str()).collect::<Vec<_>>(),
+        ["2", "6"]
+    );
+}
+
+/// Sets the stop flag (what Ctrl-C does) once a stage has done `after` items.
+struct StopAfter<'a> {
+    after: u64,
+    stop: &'a AtomicBool,
+}
+impl Progress for StopAfter<'_> {
+    fn stage_progress(&self, done: u64) {
+        if done >= self.after {
+            self.stop.store(true, Ordering::SeqCst);
+        }
+    }
+}
+impl Events for StopAfter<'_> {}
+
+#[test]
+fn ctrl_c_stops_after_the_current_item_and_the_run_resumes() {
+    let reference_dir = tempfile::tempdir().unwrap();
+    let reference = {
+        let cache = Cache::open(reference_dir.path(), "test").unwrap();
+        run(&cache, &common::diamond(20, 0, false), false);
+        common::results(&cache)
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let cache = Cache::open(dir.path(), "test").unwrap();
+    let plan = common::diamond(20, 0, false);
+    let (echo, slow) = (common::leak_counter(), common::leak_counter());
+    let stop = AtomicBool::new(false);
+    let events = StopAfter {
+        after: 5,
+        stop: &stop,
+    };
+    let s = exec::run(
+        &plan,
+        &cache,
+        &common::test_registry(echo, slow),
+        &events,
+        &stop,
+        Options::default(),
+    )
+    .unwrap();
+    assert!(s.interrupted);
+    assert_eq!(
+        slow.load(Ordering::SeqCst),
+        5,
+        "stops right after the item in flight"
+    );
+    let a = plan.graph.node_weights().find(|s| s.label == "a").unwrap();
+    let rec = cache.record(&a.key).unwrap().unwrap();
+    assert_eq!(rec.status, RecordStatus::Interrupted);
+    assert_eq!(rec.progress, Some((5, 20)));
+
+    let (s, _) = run(&cache, &plan, false);
+    assert_eq!(s.ran, 5);
+    assert_eq!(common::results(&cache), reference);
+}

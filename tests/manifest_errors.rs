@@ -1,0 +1,303 @@
+//! Every manifest error a user can make names the file, line, column and key, before
+//! anything runs; `cft plan`/`cft run` exit with code 2 on them.
+
+mod common;
+
+use std::process::Command;
+
+use common::write;
+
+const VALID: &str = r#"
+[experiment]
+name = "t"
+seed = 1
+
+[[model]]
+name = "m"
+path = "model"
+
+[data.train]
+synthetic = { split = "train", n = 10 }
+
+[[method]]
+name = "sft"
+kind = "sft"
+
+[[method]]
+name = "strict3"
+kind = "cft"
+rule = "strict"
+k = 3
+
+[train]
+learning_rate = [1e-5, 2e-5]
+batch_size = 8
+"#;
+
+/// Loads `text` as `m.toml` and returns the error message.
+fn error_of(text: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(dir.path(), "m.toml", text);
+    match cft::manifest::load(&path) {
+        Ok(_) => panic!("manifest unexpectedly valid:\n{text}"),
+        Err(e) => e
+            .to_string()
+            .replace(&dir.path().display().to_string(), "DIR"),
+    }
+}
+
+#[test]
+fn the_base_manifest_is_valid_and_expands_its_grid() {
+    let dir = tempfile::tempdir().unwrap();
+    let exp = cft::manifest::load(&write(dir.path(), "m.toml", VALID)).unwrap();
+    assert_eq!(exp.methods.len(), 2);
+    let labels: Vec<&str> = exp.methods[0]
+        .cells
+        .iter()
+        .map(|c| c.label.as_str())
+        .collect();
+    assert_eq!(labels, ["lr1e-5", "lr2e-5"]);
+}
+
+#[test]
+fn unknown_key_suggests_the_closest() {
+    let msg = error_of(&VALID.replace("batch_size = 8", "batch_size = 8\nlerning_rate = 1"));
+    assert!(msg.contains("DIR/m.toml:26:1"), "{msg}");
+    assert!(msg.contains("`train.lerning_rate`"), "{msg}");
+    assert!(msg.contains("did you mean `learning_rate`?"), "{msg}");
+
+    let msg = error_of(&VALID.replace("kind = \"sft\"", "kind = \"sft\"\nrulle = \"strict\""));
+    assert!(
+        msg.contains("m.toml:16:1")
+            && msg.contains("`method[0].rulle`")
+            && msg.contains("did you mean `rule`?"),
+        "{msg}"
+    );
+
+    let msg = error_of(&VALID.replace("[experiment]", "[experimnt]"));
+    assert!(
+        msg.contains("m.toml:2:2")
+            && msg.contains("`experimnt`")
+            && msg.contains("did you mean `experiment`?"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn wrong_types_name_the_expected_type() {
+    let msg = error_of(&VALID.replace("batch_size = 8", "batch_size = \"eight\""));
+    assert!(
+        msg.contains("m.toml:25:14") && msg.contains("`train.batch_size`"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("expected an integer") && msg.contains("found a string"),
+        "{msg}"
+    );
+
+    let msg = error_of(&VALID.replace("seed = 1", "seed = 1.5"));
+    assert!(
+        msg.contains("m.toml:4:8")
+            && msg.contains("`experiment.seed`")
+            && msg.contains("found a float"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn k_below_two_is_rejected() {
+    let msg = error_of(&VALID.replace("k = 3", "k = 1"));
+    assert!(
+        msg.contains("m.toml:21:5") && msg.contains("`method[1].k`") && msg.contains("at least 2"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn empty_grid_is_rejected() {
+    let msg = error_of(&VALID.replace("learning_rate = [1e-5, 2e-5]", "learning_rate = []"));
+    assert!(
+        msg.contains("m.toml:24:17")
+            && msg.contains("`train.learning_rate`")
+            && msg.contains("empty grid"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn rule_without_k_is_rejected() {
+    let msg = error_of(&VALID.replace("k = 3\n", ""));
+    assert!(
+        msg.contains("m.toml:20:8") && msg.contains("`method[1].k`") && msg.contains("needs `k`"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn rule_on_a_non_cft_method_is_rejected() {
+    let msg = error_of(&VALID.replace("kind = \"sft\"", "kind = \"sft\"\nrule = \"union\""));
+    assert!(
+        msg.contains("`method[0].rule`") && msg.contains("only `cft` methods"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn selection_matched_to_a_missing_method_is_rejected() {
+    let text =
+        format!("{VALID}\n[[method]]\nname = \"ent\"\nkind = \"entropy\"\nmatch = \"strict2\"\n");
+    let msg = error_of(&text);
+    assert!(
+        msg.contains("m.toml:30:9") && msg.contains("`method[2].match`"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("no method named `strict2`") && msg.contains("did you mean `strict3`?"),
+        "{msg}"
+    );
+
+    let text =
+        format!("{VALID}\n[[method]]\nname = \"ent\"\nkind = \"entropy\"\nmatch = \"sft\"\n");
+    let msg = error_of(&text);
+    assert!(
+        msg.contains("`method[2].match`") && msg.contains("not a `cft` method"),
+        "{msg}"
+    );
+
+    let text = format!("{VALID}\n[[method]]\nname = \"ent\"\nkind = \"entropy\"\n");
+    let msg = error_of(&text);
+    assert!(
+        msg.contains("`method[2].match`") && msg.contains("needs `match`"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn unknown_choices_and_benchmarks_suggest() {
+    let msg = error_of(&VALID.replace("rule = \"strict\"", "rule = \"strictt\""));
+    assert!(
+        msg.contains("m.toml:20:8") && msg.contains("did you mean `strict`?"),
+        "{msg}"
+    );
+    let msg = error_of(&format!(
+        "{VALID}\n[eval]\ndata_dir = \".\"\nbenchmarks = [\"gsm8k\", \"gsmk8\"]\n"
+    ));
+    assert!(
+        msg.contains("m.toml:29:24")
+            && msg.contains("`eval.benchmarks[1]`")
+            && msg.contains("(did you mean `gsm8k`?)"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn missing_include_is_an_error_at_the_include_line() {
+    let msg = error_of(&format!("include = \"base.toml\"\n{VALID}"));
+    assert!(
+        msg.contains("m.toml:1:11") && msg.contains("`include`") && msg.contains("does not exist"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn syntax_errors_have_positions() {
+    let msg = error_of("[experiment]\nname = \"t\nseed = 1\n");
+    assert!(msg.contains("m.toml:2:"), "{msg}");
+}
+
+#[test]
+fn errors_in_an_included_file_name_that_file() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "base.toml", "[train]\nepochs = 0\n");
+    let path = write(
+        dir.path(),
+        "m.toml",
+        &format!("include = \"base.toml\"\n{}", VALID),
+    );
+    let msg = cft::manifest::load(&path).unwrap_err().to_string();
+    assert!(
+        msg.contains("base.toml:2:10")
+            && msg.contains("`train.epochs`")
+            && msg.contains("at least 1"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn includes_merge_with_later_values_winning() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "base.toml",
+        "[train]\nepochs = 5\nbatch_size = [16, 32]\nlearning_rate = 1e-4\n",
+    );
+    let path = write(
+        dir.path(),
+        "m.toml",
+        &format!("include = \"base.toml\"\n{VALID}"),
+    );
+    let exp = cft::manifest::load(&path).unwrap();
+    let cells = &exp.methods[0].cells;
+    // m.toml overrides learning_rate (a list) and batch_size; epochs comes from base.toml.
+    assert_eq!(cells.len(), 2);
+    assert!(
+        cells
+            .iter()
+            .all(|c| c.params.epochs == 5 && c.params.batch_size == 8)
+    );
+}
+
+#[test]
+fn include_cycles_are_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "a.toml", "include = \"b.toml\"\n");
+    write(dir.path(), "b.toml", "include = \"a.toml\"\n");
+    let msg = cft::manifest::load(&dir.path().join("a.toml"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("b.toml:1:11") && msg.contains("includes itself"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn bad_manifest_exits_2_and_missing_inputs_block_run_but_not_plan() {
+    let dir = tempfile::tempdir().unwrap();
+    let cft = env!("CARGO_BIN_EXE_cft");
+    let bad = write(dir.path(), "bad.toml", &VALID.replace("k = 3", "k = 0"));
+    let out = Command::new(cft)
+        .args(["plan", bad.to_str().unwrap(), "--cache"])
+        .arg(dir.path().join("c"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("bad.toml:21:5"));
+
+    // `path = "model"` does not exist: plan lists it, run refuses with exit 2 naming it.
+    let good = write(dir.path(), "good.toml", VALID);
+    let out = Command::new(cft)
+        .args(["plan", good.to_str().unwrap(), "--cache"])
+        .arg(dir.path().join("c"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("missing inputs") && stdout.contains("good.toml:8:8 `model[0].path`"),
+        "{stdout}"
+    );
+    let out = Command::new(cft)
+        .args(["run", good.to_str().unwrap(), "--cache"])
+        .arg(dir.path().join("c"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("good.toml:8:8")
+            && stderr.contains("`model[0].path`")
+            && stderr.contains("does not exist"),
+        "{stderr}"
+    );
+}

@@ -1,0 +1,206 @@
+//! Planning: deduplication on the shipped manifests, and exact invalidation after an edit.
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use cft::cache::{Cache, Snapshot};
+use cft::exec::{self, NoEvents, Options};
+use cft::plan::{self, Plan, Status};
+
+fn plan_of(path: &Path) -> Plan {
+    let exp = cft::manifest::load(path).unwrap();
+    plan::build(&exp, &Snapshot::default()).unwrap()
+}
+
+#[test]
+fn table2_shares_one_greedy_pass_and_two_rollout_stages() {
+    let plan = plan_of(Path::new("experiments/table2.toml"));
+    assert_eq!(plan.count("greedy"), 1);
+    assert_eq!(
+        plan.count("rollout"),
+        2,
+        "Strict-3, Union and Graded need j=2,3; Strict-2 reuses j=2"
+    );
+    assert_eq!(plan.count("criticality"), 4);
+    assert_eq!(plan.count("train"), 5 * 9);
+    assert_eq!(plan.count("dataset"), 1 + 11);
+    assert_eq!(plan.count("eval"), (5 * 9 + 1) * 11);
+    assert_eq!(plan.count("report"), 1);
+    // Union and Graded are present, so rank 3 is rolled out everywhere, not only where 2 failed.
+    let r3 = plan
+        .graph
+        .node_weights()
+        .find(|s| s.label.ends_with("j=3"))
+        .unwrap();
+    assert_eq!(r3.params["only_where_previous_failed"], false);
+    // The manifests name models that are not here: the plan says so instead of failing.
+    assert!(
+        plan.missing
+            .iter()
+            .any(|m| m.written == "../models/Qwen2.5-7B")
+    );
+}
+
+#[test]
+fn table1_shares_token_statistics_between_entropy_and_attention() {
+    let plan = plan_of(Path::new("experiments/table1.toml"));
+    assert_eq!(plan.count("greedy"), 5);
+    assert_eq!(plan.count("token-stats"), 5);
+    assert_eq!(plan.count("selection"), 10);
+    assert_eq!(plan.count("train"), 5 * 5 * 9);
+    // Only Strict rules: rank 3 runs only where rank 2 failed, so it reads rank 2's output.
+    for r3 in plan
+        .graph
+        .node_weights()
+        .filter(|s| s.label.ends_with("j=3"))
+    {
+        assert_eq!(r3.params["only_where_previous_failed"], true);
+        let inputs: Vec<&str> = r3
+            .inputs
+            .iter()
+            .map(|k| plan.get(k).unwrap().kind)
+            .collect();
+        assert_eq!(inputs, ["greedy", "rollout"]);
+    }
+}
+
+#[test]
+fn table6_differs_from_table1_only_in_training_and_what_follows() {
+    let t1 = plan_of(Path::new("experiments/table1.toml"));
+    let t6 = plan_of(Path::new("experiments/table6-lora.toml"));
+    let keys = |p: &Plan, kind: &str| -> HashSet<String> {
+        p.graph
+            .node_weights()
+            .filter(|s| s.kind == kind)
+            .map(|s| s.key.clone())
+            .collect()
+    };
+    for kind in [
+        "dataset",
+        "greedy",
+        "rollout",
+        "criticality",
+        "token-stats",
+        "selection",
+    ] {
+        assert_eq!(keys(&t1, kind), keys(&t6, kind), "{kind} stages are shared");
+    }
+    assert!(keys(&t1, "train").is_disjoint(&keys(&t6, "train")));
+    let train = t6.graph.node_weights().find(|s| s.kind == "train").unwrap();
+    assert_eq!(train.params["adapter"]["kind"], "lora");
+    assert_eq!(train.params["adapter"]["rank"], 16);
+}
+
+#[test]
+fn plan_json_has_the_documented_shape() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cft"))
+        .args(["plan", "experiments/table2.toml", "--json", "--cache"])
+        .arg(tempfile::tempdir().unwrap().path().join("c"))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let stages = v["stages"].as_array().unwrap();
+    assert_eq!(stages.len(), 571);
+    let kinds: HashSet<&str> = plan::KINDS.into_iter().collect();
+    let keys: HashSet<&str> = stages.iter().map(|s| s["key"].as_str().unwrap()).collect();
+    for s in stages {
+        assert!(kinds.contains(s["kind"].as_str().unwrap()));
+        assert!(
+            ["cached", "pending", "running", "failed"].contains(&s["status"].as_str().unwrap())
+        );
+        assert!(s["label"].is_string());
+        for d in s["deps"].as_array().unwrap() {
+            assert!(
+                keys.contains(d.as_str().unwrap()),
+                "deps name stages of the plan"
+            );
+        }
+    }
+}
+
+/// Runs a manifest's plan with echo stages; returns how many stages ran.
+fn run_echo(cache: &Cache, manifest: &Path) -> usize {
+    let counter = common::leak_counter();
+    let exp = cft::manifest::load(manifest).unwrap();
+    let plan = plan::build(&exp, cache).unwrap();
+    let stop = AtomicBool::new(false);
+    let summary = exec::run(
+        &plan,
+        cache,
+        &common::echo_registry(counter),
+        &NoEvents,
+        &stop,
+        Options::default(),
+    )
+    .unwrap();
+    assert!(summary.failed.is_empty(), "{:?}", summary.failed);
+    assert_eq!(summary.ran, counter.load(Ordering::SeqCst));
+    summary.ran
+}
+
+fn status_by_label(cache: &Cache, manifest: &Path) -> HashMap<String, (Status, String)> {
+    let exp = cft::manifest::load(manifest).unwrap();
+    let plan = plan::build(&exp, cache).unwrap();
+    let st = plan::statuses(&plan, cache, false).unwrap();
+    plan.graph
+        .node_weights()
+        .map(|s| (s.label.clone(), (st[&s.key].status, st[&s.key].why.clone())))
+        .collect()
+}
+
+#[test]
+fn a_parameter_change_invalidates_exactly_what_depends_on_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = common::toy_manifest(dir.path(), "[1e-3, 2e-3]");
+    let cache = Cache::open(&dir.path().join("cache"), "test").unwrap();
+    let total = run_echo(&cache, &manifest);
+    assert_eq!(
+        run_echo(&cache, &manifest),
+        0,
+        "a finished manifest runs nothing"
+    );
+
+    // A scalar change (epochs) makes every training cell stale, with the reason, and their
+    // evaluations and the report; nothing upstream of training.
+    let text = std::fs::read_to_string(&manifest)
+        .unwrap()
+        .replace("[train]\n", "[train]\nepochs = 4\n");
+    std::fs::write(&manifest, text).unwrap();
+    let st = status_by_label(&cache, &manifest);
+    let pending: Vec<&String> = st
+        .iter()
+        .filter(|(_, (s, _))| *s != Status::Cached)
+        .map(|(l, _)| l)
+        .collect();
+    let trains = pending.iter().filter(|l| l.starts_with("train ")).count();
+    let evals = pending.iter().filter(|l| l.starts_with("eval ")).count();
+    assert_eq!(
+        (trains, evals, pending.len()),
+        (12, 12, 12 + 12 + 1),
+        "{pending:?}"
+    );
+    let (_, why) = &st["train tiny sft lr1e-3-bs4"];
+    assert_eq!(why, "stale: params changed: hparams.epochs 3 → 4");
+    let (_, why) = &st["eval tiny sft lr1e-3-bs4 toy-test"];
+    assert!(
+        why.starts_with("stale: input `train tiny sft lr1e-3-bs4` changed"),
+        "{why}"
+    );
+    assert_eq!(st["eval tiny base toy-test"].0, Status::Cached);
+    assert_eq!(run_echo(&cache, &manifest), 25);
+
+    // A grid change: only the new cells (2 per method), their evals and the report run.
+    let text = std::fs::read_to_string(&manifest)
+        .unwrap()
+        .replace("[1e-3, 2e-3]", "[1e-3, 5e-3]");
+    std::fs::write(&manifest, text).unwrap();
+    let st = status_by_label(&cache, &manifest);
+    assert_eq!(st["train tiny strict3 lr5e-3-bs8"].1, "not run yet");
+    assert_eq!(st["train tiny strict3 lr1e-3-bs8"].0, Status::Cached);
+    assert_eq!(run_echo(&cache, &manifest), 3 * 2 + 3 * 2 + 1);
+    assert!(total > 25);
+}
