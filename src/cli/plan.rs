@@ -128,6 +128,7 @@ pub fn run(cache: &Path, args: PlanArgs) -> anyhow::Result<ExitCode> {
         let st = &status[&s.key];
         let state = match st.status {
             Status::Pending if st.why.starts_with("stale") => "stale",
+            Status::Pending if st.why.starts_with("blocked") => "blocked",
             Status::Pending => "pending",
             Status::Running => "running",
             Status::Failed => "failed",

@@ -131,6 +131,7 @@ fn describe(st: &StageStatus) -> String {
         Status::Pending if st.why.starts_with("interrupted") => format!("interrupted{progress}"),
         Status::Pending if st.why.starts_with("stale") => "stale".into(),
         Status::Pending if st.why.starts_with("missing") => "missing input".into(),
+        Status::Pending if st.why.starts_with("blocked") => "blocked by a failure".into(),
         Status::Pending => "pending".into(),
     }
 }
