@@ -6,6 +6,7 @@
 //! uses `anyhow`.
 
 pub mod cache;
+pub mod cft;
 pub mod eval;
 pub mod exec;
 pub mod generate;

@@ -216,11 +216,21 @@ fn cache_gc_keeps_what_the_named_manifests_reference() {
     {
         let cache = Cache::open(&cache_dir, "test").unwrap();
         run_echo(&cache, &a);
-        assert_eq!(run_echo(&cache, &b), 3 * 2 + 3 * 2 + 1, "b shares all but its new cells");
+        assert_eq!(
+            run_echo(&cache, &b),
+            3 * 2 + 3 * 2 + 1,
+            "b shares all but its new cells"
+        );
     }
     let gc = |yes: bool| {
         let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_cft"));
-        cmd.args(["cache", "gc", a.to_str().unwrap(), "--cache", cache_dir.to_str().unwrap()]);
+        cmd.args([
+            "cache",
+            "gc",
+            a.to_str().unwrap(),
+            "--cache",
+            cache_dir.to_str().unwrap(),
+        ]);
         if yes {
             cmd.arg("--yes");
         }
@@ -230,13 +240,22 @@ fn cache_gc_keeps_what_the_named_manifests_reference() {
     };
     let listing = gc(false);
     assert!(listing.contains("dry run: 13 stages"), "{listing}");
-    assert!(listing.contains("toy/train tiny sft lr5e-3-bs4"), "{listing}");
+    assert!(
+        listing.contains("toy/train tiny sft lr5e-3-bs4"),
+        "{listing}"
+    );
     let removed = gc(true);
     assert!(removed.contains("removed 13 stages"), "{removed}");
 
     let cache = Cache::open(&cache_dir, "test").unwrap();
     let st_a = status_by_label(&cache, &a);
-    assert!(st_a.values().all(|(s, _)| *s == Status::Cached), "a keeps everything");
+    assert!(
+        st_a.values().all(|(s, _)| *s == Status::Cached),
+        "a keeps everything"
+    );
     let st_b = status_by_label(&cache, &b);
-    assert_eq!(st_b.values().filter(|(s, _)| *s != Status::Cached).count(), 13);
+    assert_eq!(
+        st_b.values().filter(|(s, _)| *s != Status::Cached).count(),
+        13
+    );
 }

@@ -99,8 +99,14 @@ fn why_pending(
         let path = rest.split('"').next().unwrap_or(rest);
         return Ok(format!("missing input: {path}"));
     }
-    if let Some(failed) = spec.inputs.iter().find(|k| known.get(*k).is_some_and(|s| s.status == Status::Failed || s.why.starts_with("blocked"))) {
-        let label = plan.get(failed).map_or(failed.as_str(), |s| s.label.as_str());
+    if let Some(failed) = spec.inputs.iter().find(|k| {
+        known
+            .get(*k)
+            .is_some_and(|s| s.status == Status::Failed || s.why.starts_with("blocked"))
+    }) {
+        let label = plan
+            .get(failed)
+            .map_or(failed.as_str(), |s| s.label.as_str());
         return Ok(format!("blocked: `{label}` failed or is blocked"));
     }
     let Some(old_key) = store.slot(&spec.slot)? else {
