@@ -19,6 +19,7 @@ Not run by CI. Needs `pip install torch transformers safetensors tokenizers`.
 Run from the repository root: `python3 scripts/make_model_fixtures.py`.
 """
 
+import copy
 import json
 import math
 import os
@@ -260,9 +261,12 @@ def main():
                 # bf16 on disk; the reference is the same model with bf16-rounded weights in f32.
                 bf16_dir = os.path.join(OUT, "qwen2-bf16")
                 shutil.rmtree(bf16_dir, ignore_errors=True)
-                model.to(torch.bfloat16).save_pretrained(bf16_dir)
+                copy.deepcopy(model).to(torch.bfloat16).save_pretrained(bf16_dir)
                 tokenizer.save_pretrained(bf16_dir)
-                model = model.float()
+                # Round the parameters only: `.to(bf16)` would also round the rope buffer.
+                with torch.no_grad():
+                    for p in model.parameters():
+                        p.copy_(p.to(torch.bfloat16).float())
                 write_reference(model, bf16_dir, None, pad_id)
             print(family, sum(p.numel() for p in model.parameters()), "parameters")
 
