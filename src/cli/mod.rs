@@ -1,5 +1,10 @@
 //! Command-line interface: clap commands, exit codes, progress display.
 
+mod bench;
+mod device;
+mod generate;
+mod score;
+
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -13,8 +18,27 @@ pub struct Cli {
 }
 
 #[derive(Subcommand, Debug)]
-pub enum Command {}
+pub enum Command {
+    /// Continue prompts with a model (batched; greedy or sampled).
+    Generate(generate::GenerateArgs),
+    /// Per-position log-probs, entropies and top-k of a token sequence.
+    Score(score::ScoreArgs),
+    /// Speed measurements.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
+}
 
 pub fn run(cli: Cli) -> ExitCode {
-    match cli.command {}
+    let result = match cli.command {
+        Command::Generate(args) => generate::run(args),
+        Command::Score(args) => score::run(args),
+        Command::Bench(cmd) => bench::run(cmd),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -23,12 +23,12 @@ pub use tokenizer::{ChatMessage, TextTokenizer};
 /// Errors of reading a model directory. Each names the file or tensor at fault.
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
-    #[error("{}: {source}", path.display())]
+    #[error("{}", path.display())]
     Io {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("{}: {source}", path.display())]
+    #[error("{}", path.display())]
     Json {
         path: PathBuf,
         source: serde_json::Error,
