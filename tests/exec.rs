@@ -1,7 +1,7 @@
 //! The executor's semantics: order, failure policy, resume after `kill -9`, locking,
 //! corrupt-blob detection. Test-only stage kinds live in `common`.
 
-mod common;
+mod support;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -34,13 +34,13 @@ impl Events for Log {
 }
 
 fn run(cache: &Cache, plan: &plan::Plan, keep_going: bool) -> (exec::Summary, Vec<String>) {
-    let (echo, slow) = (common::leak_counter(), common::leak_counter());
+    let (echo, slow) = (support::leak_counter(), support::leak_counter());
     let log = Log::default();
     let stop = AtomicBool::new(false);
     let s = exec::run(
         plan,
         cache,
-        &common::test_registry(echo, slow),
+        &support::test_registry(echo, slow),
         &log,
         &stop,
         Options { keep_going },
@@ -53,7 +53,7 @@ fn run(cache: &Cache, plan: &plan::Plan, keep_going: bool) -> (exec::Summary, Ve
 fn stages_run_after_their_inputs_in_a_stable_order() {
     let dir = tempfile::tempdir().unwrap();
     let cache = Cache::open(dir.path(), "test").unwrap();
-    let (summary, log) = run(&cache, &common::diamond(3, 0, false), false);
+    let (summary, log) = run(&cache, &support::diamond(3, 0, false), false);
     assert_eq!(summary.ran, 5);
     let begins: Vec<&str> = log
         .iter()
@@ -61,7 +61,7 @@ fn stages_run_after_their_inputs_in_a_stable_order() {
         .collect();
     // Among ready stages, the one planned first runs first.
     assert_eq!(begins, ["a", "b", "c", "d", "e"]);
-    let (again, _) = run(&cache, &common::diamond(3, 0, false), false);
+    let (again, _) = run(&cache, &support::diamond(3, 0, false), false);
     assert_eq!((again.ran, again.cached), (0, 5));
 }
 
@@ -69,7 +69,7 @@ fn stages_run_after_their_inputs_in_a_stable_order() {
 fn a_failure_stops_the_run_unless_keep_going() {
     let dir = tempfile::tempdir().unwrap();
     let cache = Cache::open(dir.path(), "test").unwrap();
-    let plan = common::diamond(2, 0, true);
+    let plan = support::diamond(2, 0, true);
     let (s, log) = run(&cache, &plan, false);
     assert_eq!(s.failed.len(), 1);
     assert!(s.failed[0].1.contains("c failed on purpose"));
@@ -96,7 +96,7 @@ fn a_failure_stops_the_run_unless_keep_going() {
 fn child_runs_until_killed() {
     let dir = std::env::var("CFT_TEST_CHILD_CACHE").expect("set by the parent test");
     let cache = Cache::open(std::path::Path::new(&dir), "child").unwrap();
-    run(&cache, &common::diamond(40, 40, false), false);
+    run(&cache, &support::diamond(40, 40, false), false);
 }
 
 #[test]
@@ -105,8 +105,8 @@ fn kill_9_loses_at_most_the_item_in_flight() {
     let reference_dir = tempfile::tempdir().unwrap();
     let reference = {
         let cache = Cache::open(reference_dir.path(), "test").unwrap();
-        run(&cache, &common::diamond(40, 0, false), false);
-        common::results(&cache)
+        run(&cache, &support::diamond(40, 0, false), false);
+        support::results(&cache)
     };
 
     let dir = tempfile::tempdir().unwrap();
@@ -138,7 +138,7 @@ fn kill_9_loses_at_most_the_item_in_flight() {
     child.wait().unwrap();
 
     let cache = Cache::open(dir.path(), "test").unwrap();
-    let plan = common::diamond(40, 0, false);
+    let plan = support::diamond(40, 0, false);
     let a = plan.graph.node_weights().find(|s| s.label == "a").unwrap();
     // The record the dead process left says "running"; with the lock ours, it is stale.
     assert_eq!(
@@ -153,12 +153,12 @@ fn kill_9_loses_at_most_the_item_in_flight() {
         st[&a.key].why
     );
 
-    let (echo, slow) = (common::leak_counter(), common::leak_counter());
+    let (echo, slow) = (support::leak_counter(), support::leak_counter());
     let stop = AtomicBool::new(false);
     exec::run(
         &plan,
         &cache,
-        &common::test_registry(echo, slow),
+        &support::test_registry(echo, slow),
         &cft::exec::NoEvents,
         &stop,
         Options::default(),
@@ -170,7 +170,7 @@ fn kill_9_loses_at_most_the_item_in_flight() {
         "items saved before the kill are not recomputed ({recomputed} were)"
     );
     assert_eq!(
-        common::results(&cache),
+        support::results(&cache),
         reference,
         "resumed results equal an uninterrupted run"
     );
@@ -179,7 +179,7 @@ fn kill_9_loses_at_most_the_item_in_flight() {
 #[test]
 fn a_second_run_on_the_same_cache_is_refused_naming_the_holder() {
     let dir = tempfile::tempdir().unwrap();
-    let manifest = common::toy_manifest(dir.path(), "1e-3");
+    let manifest = support::toy_manifest(dir.path(), "1e-3");
     let cache_dir = dir.path().join("cache");
     let cache = Cache::open(&cache_dir, "cft run held-by-test").unwrap();
     cache.write_snapshot().unwrap();
@@ -217,7 +217,7 @@ fn a_second_run_on_the_same_cache_is_refused_naming_the_holder() {
 #[test]
 fn cache_verify_finds_a_corrupt_blob_and_marks_its_stage_for_rerun() {
     let dir = tempfile::tempdir().unwrap();
-    let plan = common::diamond(3, 0, false);
+    let plan = support::diamond(3, 0, false);
     let b = plan
         .graph
         .node_weights()
@@ -270,12 +270,12 @@ fn the_real_binary_runs_dataset_stages_and_reports_failures() {
     let model = dir.path().join("model");
     std::fs::create_dir_all(&model).unwrap();
     std::fs::write(model.join("config.json"), "{}").unwrap();
-    let data = common::write(
+    let data = support::write(
         dir.path(),
         "train.jsonl",
         "{\"question\": \"1+1?\", \"answer\": \"1+1=2\\n#### 2\"}\n{\"question\": \"2*3?\", \"answer\": \"#### 6\"}\n",
     );
-    let manifest = common::write(
+    let manifest = support::write(
         dir.path(),
         "m.toml",
         &format!(
@@ -360,13 +360,13 @@ fn ctrl_c_stops_after_the_current_item_and_the_run_resumes() {
     let reference_dir = tempfile::tempdir().unwrap();
     let reference = {
         let cache = Cache::open(reference_dir.path(), "test").unwrap();
-        run(&cache, &common::diamond(20, 0, false), false);
-        common::results(&cache)
+        run(&cache, &support::diamond(20, 0, false), false);
+        support::results(&cache)
     };
     let dir = tempfile::tempdir().unwrap();
     let cache = Cache::open(dir.path(), "test").unwrap();
-    let plan = common::diamond(20, 0, false);
-    let (echo, slow) = (common::leak_counter(), common::leak_counter());
+    let plan = support::diamond(20, 0, false);
+    let (echo, slow) = (support::leak_counter(), support::leak_counter());
     let stop = AtomicBool::new(false);
     let events = StopAfter {
         after: 5,
@@ -375,7 +375,7 @@ fn ctrl_c_stops_after_the_current_item_and_the_run_resumes() {
     let s = exec::run(
         &plan,
         &cache,
-        &common::test_registry(echo, slow),
+        &support::test_registry(echo, slow),
         &events,
         &stop,
         Options::default(),
@@ -394,5 +394,5 @@ fn ctrl_c_stops_after_the_current_item_and_the_run_resumes() {
 
     let (s, _) = run(&cache, &plan, false);
     assert_eq!(s.ran, 5);
-    assert_eq!(common::results(&cache), reference);
+    assert_eq!(support::results(&cache), reference);
 }

@@ -1,11 +1,11 @@
 //! Every manifest error a user can make names the file, line, column and key, before
 //! anything runs; `cft plan`/`cft run` exit with code 2 on them.
 
-mod common;
+mod support;
 
 use std::process::Command;
 
-use common::write;
+use support::write;
 
 const VALID: &str = r#"
 [experiment]

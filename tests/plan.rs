@@ -1,6 +1,6 @@
 //! Planning: deduplication on the shipped manifests, and exact invalidation after an edit.
 
-mod common;
+mod support;
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -124,14 +124,14 @@ fn plan_json_has_the_documented_shape() {
 
 /// Runs a manifest's plan with echo stages; returns how many stages ran.
 fn run_echo(cache: &Cache, manifest: &Path) -> usize {
-    let counter = common::leak_counter();
+    let counter = support::leak_counter();
     let exp = cft::manifest::load(manifest).unwrap();
     let plan = plan::build(&exp, cache).unwrap();
     let stop = AtomicBool::new(false);
     let summary = exec::run(
         &plan,
         cache,
-        &common::echo_registry(counter),
+        &support::echo_registry(counter),
         &NoEvents,
         &stop,
         Options::default(),
@@ -155,7 +155,7 @@ fn status_by_label(cache: &Cache, manifest: &Path) -> HashMap<String, (Status, S
 #[test]
 fn a_parameter_change_invalidates_exactly_what_depends_on_it() {
     let dir = tempfile::tempdir().unwrap();
-    let manifest = common::toy_manifest(dir.path(), "[1e-3, 2e-3]");
+    let manifest = support::toy_manifest(dir.path(), "[1e-3, 2e-3]");
     let cache = Cache::open(&dir.path().join("cache"), "test").unwrap();
     let total = run_echo(&cache, &manifest);
     assert_eq!(
@@ -210,8 +210,8 @@ fn cache_gc_keeps_what_the_named_manifests_reference() {
     let dir = tempfile::tempdir().unwrap();
     let a_dir = dir.path().join("a");
     let b_dir = dir.path().join("b");
-    let a = common::toy_manifest(&a_dir, "[1e-3, 2e-3]");
-    let b = common::toy_manifest(&b_dir, "[1e-3, 5e-3]");
+    let a = support::toy_manifest(&a_dir, "[1e-3, 2e-3]");
+    let b = support::toy_manifest(&b_dir, "[1e-3, 5e-3]");
     let cache_dir = dir.path().join("cache");
     {
         let cache = Cache::open(&cache_dir, "test").unwrap();

@@ -3,10 +3,14 @@
 //! Exit codes: 0 success, 1 a failed run or another runtime error, 2 a bad manifest (or bad
 //! command line), 130 interrupted by Ctrl-C.
 
+mod bench;
 mod cache;
+mod device;
+mod generate;
 mod plan;
 mod progress;
 mod run;
+mod score;
 mod status;
 
 use std::path::{Path, PathBuf};
@@ -38,6 +42,13 @@ pub enum Command {
     /// Inspect and maintain the cache.
     #[command(subcommand)]
     Cache(cache::CacheCommand),
+    /// Continue prompts with a model (batched; greedy or sampled).
+    Generate(generate::GenerateArgs),
+    /// Per-position log-probs, entropies and top-k of a token sequence.
+    Score(score::ScoreArgs),
+    /// Speed measurements.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
 }
 
 /// A bad manifest: exit code 2.
@@ -71,6 +82,9 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Run(args) => run::run(&cache, args),
         Command::Status(args) => status::run(&cache, args),
         Command::Cache(cmd) => cache::run(&cache, cmd),
+        Command::Generate(args) => generate::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Score(args) => score::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Bench(cmd) => bench::run(cmd).map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,107 @@
+//! `cft bench generate`: tokens per second of batched greedy decoding.
+//!
+//! Each batch size runs `--batch` prompts of `--prompt-len` fixed pseudo-random ids for
+//! `--new-tokens` steps (EOS ignored) after one untimed warm-up; the time includes prefill.
+//! `scripts/bench_transformers.py` measures the same thing with transformers on the same
+//! weights.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::Context;
+use burn::prelude::Backend;
+use clap::{Args, Subcommand};
+
+use cft::generate::sampling::SplitMix64;
+use cft::generate::{Engine, EngineOptions, Request, naive};
+use cft::model::{LanguageModel, LoadOptions};
+
+use super::device::{DeviceArg, OnDevice, dispatch};
+
+#[derive(Subcommand, Debug)]
+pub enum BenchCommand {
+    /// Batched greedy decoding throughput.
+    Generate(BenchGenerateArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct BenchGenerateArgs {
+    #[arg(long, value_name = "DIR")]
+    pub model: PathBuf,
+    /// Batch sizes, comma-separated.
+    #[arg(long, default_value = "1,8,64", value_delimiter = ',')]
+    pub batch: Vec<usize>,
+    #[arg(long, default_value_t = 32)]
+    pub prompt_len: usize,
+    #[arg(long, default_value_t = 64)]
+    pub new_tokens: usize,
+    /// Also time the naive reference decoder (one sequence, full recomputation) at batch 1.
+    #[arg(long)]
+    pub naive: bool,
+    #[arg(long, default_value = "cpu", value_name = "cpu|cuda[:N]")]
+    pub device: DeviceArg,
+}
+
+pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
+    match cmd {
+        BenchCommand::Generate(args) => dispatch(args.device, args),
+    }
+}
+
+impl OnDevice for BenchGenerateArgs {
+    fn run<B: Backend>(self, device: B::Device, load: LoadOptions) -> anyhow::Result<()> {
+        let model = LanguageModel::<B>::load(&self.model, &device, load)
+            .with_context(|| format!("loading {}", self.model.display()))?;
+        let vocab = model.lm.config.vocab_size as u64;
+        let mut rng = SplitMix64::new(0);
+        let mut prompt = || -> Vec<u32> {
+            (0..self.prompt_len.max(1))
+                .map(|_| (rng.next_u64() % vocab) as u32)
+                .collect()
+        };
+        let params: usize = burn::module::Module::num_params(&model.lm);
+        println!(
+            "model {} ({params} parameters), prompt {} tokens, {} new tokens, greedy",
+            self.model.display(),
+            self.prompt_len,
+            self.new_tokens
+        );
+        for &b in &self.batch {
+            let prompts: Vec<Vec<u32>> = (0..b.max(1)).map(|_| prompt()).collect();
+            let engine = Engine::new(
+                &model.lm,
+                EngineOptions {
+                    max_batch: b.max(1),
+                    top_alternatives: 0,
+                },
+            );
+            let requests = |n: usize| {
+                prompts
+                    .iter()
+                    .map(|p| Request::<B>::greedy(p.clone(), n))
+                    .collect::<Vec<_>>()
+            };
+            engine.generate(requests(2))?; // warm-up
+            let start = Instant::now();
+            let out = engine.generate(requests(self.new_tokens))?;
+            let seconds = start.elapsed().as_secs_f64();
+            let tokens: usize = out.iter().map(|c| c.tokens.len()).sum();
+            println!(
+                "batch {b:>3}: {tokens:>6} tokens in {seconds:>7.3} s = {:>9.1} tokens/s",
+                tokens as f64 / seconds
+            );
+        }
+        if self.naive {
+            let p = prompt();
+            let start = Instant::now();
+            let out = naive::greedy(&model.lm, &p, self.new_tokens, &[]);
+            let seconds = start.elapsed().as_secs_f64();
+            println!(
+                "naive (batch 1, no cache): {} tokens in {seconds:.3} s = {:.1} tokens/s",
+                out.len(),
+                out.len() as f64 / seconds
+            );
+        }
+        Ok(())
+    }
+}

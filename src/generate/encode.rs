@@ -1,0 +1,147 @@
+//! Running known sequences once: their KV state (to branch from any prefix later) and their
+//! logits at every position, with the per-position statistics `cft score` and the rollout and
+//! token-statistics stages read (next-token log-prob, entropy, top-k alternatives).
+
+use burn::prelude::*;
+use burn::tensor::Transaction;
+use burn::tensor::activation::log_softmax;
+
+use super::GenerateError;
+use super::state::{BatchState, SequenceState, valid_tensor};
+use crate::model::{CausalLm, KvCache, attention_bias};
+
+/// One sequence run through the model.
+#[derive(Debug, Clone)]
+pub struct Encoded<B: Backend> {
+    /// Keys and values of every token; `state.prefix(t)` is the state of `tokens[..t]`.
+    pub state: SequenceState<B>,
+    /// `[t, vocab]`: row `p` is the distribution of the token after `tokens[..=p]`.
+    pub logits: Tensor<B, 2>,
+}
+
+/// Runs `sequences` as one left-padded batch and splits the result per sequence.
+pub fn encode<B: Backend>(
+    lm: &CausalLm<B>,
+    sequences: &[Vec<u32>],
+) -> Result<Vec<Encoded<B>>, GenerateError> {
+    if let Some(i) = sequences.iter().position(Vec::is_empty) {
+        return Err(GenerateError::EmptyRequest(i));
+    }
+    let Some(width) = sequences.iter().map(Vec::len).max() else {
+        return Ok(Vec::new());
+    };
+    let device = lm.model.embed_tokens.weight.device();
+    let n = sequences.len();
+    let (mut ids, mut masks, mut first_valid) = (Vec::new(), Vec::new(), Vec::new());
+    for s in sequences {
+        let pad = width - s.len();
+        ids.extend(std::iter::repeat_n(0, pad).chain(s.iter().map(|&t| t as i32)));
+        masks.push([vec![false; pad], vec![true; s.len()]].concat());
+        first_valid.push(pad);
+    }
+    let ids = Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [n, width]), &device);
+    let valid = valid_tensor::<B>(&masks, &device);
+    let positions = crate::model::positions_from_valid(valid.clone());
+    let bias = attention_bias(valid, width);
+    let mut cache = KvCache::new(lm.model.layers.len());
+    let logits = lm.logits(lm.forward_hidden(ids, positions, bias, Some(&mut cache))); // [n, w, vocab]
+    let [_, _, vocab] = logits.dims();
+    let batch = BatchState {
+        cache,
+        valid: masks,
+        first_valid,
+    };
+    Ok(sequences
+        .iter()
+        .enumerate()
+        .map(|(row, s)| {
+            let pad = width - s.len();
+            Encoded {
+                state: batch.sequence(row),
+                logits: logits
+                    .clone()
+                    .slice([row..row + 1, pad..width, 0..vocab])
+                    .reshape([s.len(), vocab]),
+            }
+        })
+        .collect())
+}
+
+/// Statistics of one position `p` of a scored sequence.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct PositionScore {
+    pub pos: usize,
+    pub token: u32,
+    /// `log P(tokens[p + 1] | tokens[..=p])`; `None` at the last position.
+    pub next_logprob: Option<f32>,
+    /// Entropy in nats of `P(· | tokens[..=p])`.
+    pub entropy: f32,
+    /// The `k` most likely next tokens with their probabilities, most likely first.
+    pub top: Vec<(u32, f32)>,
+    /// The raw logits, when asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub logits: Option<Vec<f32>>,
+}
+
+/// Per-position statistics of `tokens` from their logits `[t, vocab]`, read in one transaction.
+pub fn score<B: Backend>(
+    logits: Tensor<B, 2>,
+    tokens: &[u32],
+    top_k: usize,
+    with_logits: bool,
+) -> Result<Vec<PositionScore>, GenerateError> {
+    let [t, vocab] = logits.dims();
+    let k = top_k.min(vocab);
+    let device = logits.device();
+    let logp = log_softmax(logits.clone(), 1); // [t, vocab]
+    let entropy = (logp.clone().exp() * logp.clone()).sum_dim(1).neg(); // [t, 1]
+    let mut tx = Transaction::default().register(entropy);
+    if t > 1 {
+        let next: Vec<i32> = tokens[1..t].iter().map(|&x| x as i32).collect();
+        let next = Tensor::<B, 2, Int>::from_data(TensorData::new(next, [t - 1, 1]), &device);
+        tx = tx.register(logp.clone().narrow(0, 0, t - 1).gather(1, next)); // [t-1, 1]
+    }
+    if k > 0 {
+        let (top_lp, top_ids) = logp.topk_with_indices(k, 1);
+        tx = tx.register(top_lp.exp()).register(top_ids);
+    }
+    if with_logits {
+        tx = tx.register(logits);
+    }
+    let data = tx
+        .try_execute()
+        .map_err(|e| GenerateError::Device(format!("{e:?}")))?;
+    let mut data = data.into_iter();
+    let mut next = || {
+        data.next()
+            .ok_or_else(|| GenerateError::Device("short read".into()))
+    };
+    let entropy: Vec<f32> = next()?.iter::<f32>().collect();
+    let next_lp: Vec<f32> = match t > 1 {
+        true => next()?.iter::<f32>().collect(),
+        false => Vec::new(),
+    };
+    let (top_p, top_ids): (Vec<f32>, Vec<i64>) = match k {
+        0 => (Vec::new(), Vec::new()),
+        _ => (
+            next()?.iter::<f32>().collect(),
+            next()?.iter::<i64>().collect(),
+        ),
+    };
+    let raw: Vec<f32> = match with_logits {
+        true => next()?.iter::<f32>().collect(),
+        false => Vec::new(),
+    };
+    Ok((0..t)
+        .map(|p| PositionScore {
+            pos: p,
+            token: tokens[p],
+            next_logprob: next_lp.get(p).copied(),
+            entropy: entropy[p],
+            top: (0..k)
+                .map(|j| (top_ids[p * k + j] as u32, top_p[p * k + j]))
+                .collect(),
+            logits: with_logits.then(|| raw[p * vocab..(p + 1) * vocab].to_vec()),
+        })
+        .collect())
+}

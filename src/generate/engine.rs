@@ -1,0 +1,399 @@
+//! The batched decoding loop with continuous batching.
+//!
+//! Requests wait in a queue; up to `max_batch` of them decode together. Each step reads the
+//! whole batch's choices back in one host synchronisation (a burn `Transaction`), records them,
+//! retires rows that hit EOS, their stop predicate or their length, and refills the freed rows
+//! from the queue. A request may start from the [`SequenceState`] of tokens already run
+//! (a prefix of another sequence); then only its own `tokens` are computed.
+
+use std::collections::VecDeque;
+
+use burn::prelude::*;
+use burn::tensor::Transaction;
+use burn::tensor::activation::log_softmax;
+
+use super::GenerateError;
+use super::sampling::{Decoding, SplitMix64, sample_from_logprobs};
+use super::state::{BatchState, SequenceState, stack_prefixes, valid_tensor};
+use crate::model::{CausalLm, KvCache, attention_bias};
+
+/// A caller's test on the tokens generated so far (not including the request's `tokens`).
+pub type StopPredicate<'a> = Box<dyn FnMut(&[u32]) -> bool + 'a>;
+
+/// One sequence to continue.
+pub struct Request<'a, B: Backend> {
+    /// Keys and values of tokens already run, which this request continues without
+    /// recomputing them (e.g. `SequenceState::prefix(t)` of an encoded `[Q, y]`).
+    pub prefix: Option<SequenceState<B>>,
+    /// Tokens fed after the prefix (a prompt, or forced tokens). Must not be empty.
+    pub tokens: Vec<u32>,
+    pub max_new_tokens: usize,
+    pub decoding: Decoding,
+    /// Generation ends after emitting one of these (it is kept in the output). Empty: never.
+    pub eos_token_ids: Vec<u32>,
+    /// Generation ends once this returns true (e.g. a stop string or a complete answer).
+    pub stop: Option<StopPredicate<'a>>,
+}
+
+impl<'a, B: Backend> Request<'a, B> {
+    pub fn greedy(tokens: Vec<u32>, max_new_tokens: usize) -> Self {
+        Self {
+            prefix: None,
+            tokens,
+            max_new_tokens,
+            decoding: Decoding::Greedy,
+            eos_token_ids: Vec::new(),
+            stop: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FinishReason {
+    Eos,
+    Stop,
+    Length,
+}
+
+/// What one request generated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Completion {
+    pub tokens: Vec<u32>,
+    /// Model log-probability of each emitted token (before temperature or truncation).
+    pub logprobs: Vec<f32>,
+    /// Per step, the `top_alternatives` most likely tokens with their probabilities.
+    pub alternatives: Vec<Vec<(u32, f32)>>,
+    pub finish: FinishReason,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct EngineOptions {
+    /// Rows decoded together.
+    pub max_batch: usize,
+    /// How many most likely tokens to report per step (0: none).
+    pub top_alternatives: usize,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        Self {
+            max_batch: 64,
+            top_alternatives: 0,
+        }
+    }
+}
+
+/// A row being decoded.
+struct Row<'a> {
+    index: usize,
+    next_pos: usize,
+    max_new_tokens: usize,
+    decoding: Decoding,
+    rng: SplitMix64,
+    eos: Vec<u32>,
+    stop: Option<StopPredicate<'a>>,
+    out: Completion,
+}
+
+/// What the device chose for one row in one step.
+struct Pick {
+    token: u32,
+    logprob: f32,
+    alternatives: Vec<(u32, f32)>,
+}
+
+pub struct Engine<'m, B: Backend> {
+    pub lm: &'m CausalLm<B>,
+    pub options: EngineOptions,
+}
+
+impl<'m, B: Backend> Engine<'m, B> {
+    pub fn new(lm: &'m CausalLm<B>, options: EngineOptions) -> Self {
+        Self { lm, options }
+    }
+
+    /// Runs all requests; completions in request order.
+    pub fn generate(
+        &self,
+        requests: Vec<Request<'_, B>>,
+    ) -> Result<Vec<Completion>, GenerateError> {
+        let mut out: Vec<Option<Completion>> = vec![None; requests.len()];
+        self.generate_each(requests, |i, c| out[i] = Some(c))?;
+        Ok(out.into_iter().flatten().collect())
+    }
+
+    /// Runs all requests, handing each completion to `on_done(request index, completion)` as
+    /// soon as it finishes (so a caller can save work item by item).
+    pub fn generate_each(
+        &self,
+        requests: Vec<Request<'_, B>>,
+        mut on_done: impl FnMut(usize, Completion),
+    ) -> Result<(), GenerateError> {
+        for (i, r) in requests.iter().enumerate() {
+            if r.tokens.is_empty() {
+                return Err(GenerateError::EmptyRequest(i));
+            }
+            r.decoding.validate()?;
+        }
+        let device = self.lm.model.embed_tokens.weight.device();
+        let max_batch = self.options.max_batch.max(1);
+        let mut queue: VecDeque<(usize, Request<'_, B>)> =
+            requests.into_iter().enumerate().collect();
+        let mut rows: Vec<Row<'_>> = Vec::new();
+        let mut active: Option<(BatchState<B>, Tensor<B, 2>)> = None;
+        loop {
+            // 1. refill free rows from the queue
+            let mut group = Vec::new();
+            while rows.len() + group.len() < max_batch {
+                let Some((i, r)) = queue.pop_front() else {
+                    break;
+                };
+                if r.max_new_tokens == 0 {
+                    on_done(i, empty_completion());
+                } else {
+                    group.push((i, r));
+                }
+            }
+            if !group.is_empty() {
+                let (state, logits, new_rows) = self.prefill(group, &device);
+                active = Some(match active.take() {
+                    Some((batch, old)) => (batch.stack(state), Tensor::cat(vec![old, logits], 0)),
+                    None => (state, logits),
+                });
+                rows.extend(new_rows);
+            }
+            let Some((batch, logits)) = active.take() else {
+                break;
+            };
+
+            // 2. choose every row's next token: one host synchronisation
+            let picks = self.choose(logits, &mut rows, &device)?;
+
+            // 3. record, retire finished rows
+            let mut keep = Vec::with_capacity(rows.len());
+            let mut feed = Vec::with_capacity(rows.len());
+            let mut still = Vec::with_capacity(rows.len());
+            for (r, (mut row, pick)) in rows.drain(..).zip(picks).enumerate() {
+                row.out.tokens.push(pick.token);
+                row.out.logprobs.push(pick.logprob);
+                if self.options.top_alternatives > 0 {
+                    row.out.alternatives.push(pick.alternatives);
+                }
+                let finish = if row.eos.contains(&pick.token) {
+                    Some(FinishReason::Eos)
+                } else if row.stop.as_mut().is_some_and(|stop| stop(&row.out.tokens)) {
+                    Some(FinishReason::Stop)
+                } else if row.out.tokens.len() >= row.max_new_tokens {
+                    Some(FinishReason::Length)
+                } else {
+                    None
+                };
+                match finish {
+                    Some(reason) => {
+                        row.out.finish = reason;
+                        on_done(row.index, row.out);
+                    }
+                    None => {
+                        keep.push(r);
+                        feed.push(pick.token);
+                        still.push(row);
+                    }
+                }
+            }
+            rows = still;
+            if rows.is_empty() {
+                continue;
+            }
+            let batch = match keep.len() == batch.rows() {
+                true => batch,
+                false => batch.select_rows(&keep),
+            };
+
+            // 4. feed the chosen tokens
+            active = Some(self.step(batch, &feed, &mut rows, &device));
+        }
+        Ok(())
+    }
+
+    /// Runs a group of new requests (prefix state + their tokens) as one left-padded batch.
+    /// Returns their batch state, the next-token logits `[g, vocab]` and their rows.
+    fn prefill<'a>(
+        &self,
+        group: Vec<(usize, Request<'a, B>)>,
+        device: &B::Device,
+    ) -> (BatchState<B>, Tensor<B, 2>, Vec<Row<'a>>) {
+        let num_layers = self.lm.model.layers.len();
+        let prefixes: Vec<Option<&SequenceState<B>>> =
+            group.iter().map(|(_, r)| r.prefix.as_ref()).collect();
+        let (cache, prefix_masks) = stack_prefixes(&prefixes, num_layers);
+        let width = prefix_masks.first().map_or(0, Vec::len);
+        let g = group.len();
+        let n_max = group.iter().map(|(_, r)| r.tokens.len()).max().unwrap_or(1);
+
+        let (mut ids, mut positions, mut masks, mut first_valid) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for ((_, r), mut mask) in group.iter().zip(prefix_masks) {
+            let p = r.prefix.as_ref().map_or(0, |s| s.len);
+            let pad = n_max - r.tokens.len();
+            ids.extend(std::iter::repeat_n(0, pad).chain(r.tokens.iter().map(|&t| t as i32)));
+            positions.extend(
+                std::iter::repeat_n(0, pad).chain((p..p + r.tokens.len()).map(|x| x as i32)),
+            );
+            mask.extend(
+                std::iter::repeat_n(false, pad).chain(std::iter::repeat_n(true, r.tokens.len())),
+            );
+            masks.push(mask);
+            first_valid.push(if p > 0 { width - p } else { width + pad });
+        }
+        let ids = Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [g, n_max]), device);
+        let positions =
+            Tensor::<B, 2, Int>::from_data(TensorData::new(positions, [g, n_max]), device);
+        let bias = attention_bias(valid_tensor::<B>(&masks, device), n_max);
+        let mut cache = cache.unwrap_or_else(|| KvCache::new(num_layers));
+        let hidden = self
+            .lm
+            .forward_hidden(ids, positions, bias, Some(&mut cache)); // [g, n, h]
+        let last = hidden.narrow(1, n_max - 1, 1); // [g, 1, h]
+        let logits = self.lm.logits(last); // [g, 1, vocab]
+        let [_, _, vocab] = logits.dims();
+
+        let rows = group
+            .into_iter()
+            .map(|(index, r)| {
+                let seed = match r.decoding {
+                    Decoding::Sample { seed, .. } => seed,
+                    Decoding::Greedy => 0,
+                };
+                Row {
+                    index,
+                    next_pos: r.prefix.as_ref().map_or(0, |s| s.len) + r.tokens.len(),
+                    max_new_tokens: r.max_new_tokens,
+                    decoding: r.decoding,
+                    rng: SplitMix64::new(seed),
+                    eos: r.eos_token_ids,
+                    stop: r.stop,
+                    out: empty_completion(),
+                }
+            })
+            .collect();
+        let state = BatchState {
+            cache,
+            valid: masks,
+            first_valid,
+        }
+        .trimmed();
+        (state, logits.reshape([g, vocab]), rows)
+    }
+
+    /// One decoding step: feeds each row's token, returns the next-token logits `[b, vocab]`.
+    fn step(
+        &self,
+        mut batch: BatchState<B>,
+        tokens: &[u32],
+        rows: &mut [Row<'_>],
+        device: &B::Device,
+    ) -> (BatchState<B>, Tensor<B, 2>) {
+        let b = rows.len();
+        let ids: Vec<i32> = tokens.iter().map(|&t| t as i32).collect();
+        let positions: Vec<i32> = rows.iter().map(|r| r.next_pos as i32).collect();
+        let ids = Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [b, 1]), device);
+        let positions = Tensor::<B, 2, Int>::from_data(TensorData::new(positions, [b, 1]), device);
+        for row in batch.valid.iter_mut() {
+            row.push(true);
+        }
+        let bias = attention_bias(valid_tensor::<B>(&batch.valid, device), 1); // [b, 1, 1, s + 1]
+        let hidden = self
+            .lm
+            .forward_hidden(ids, positions, bias, Some(&mut batch.cache));
+        let logits = self.lm.logits(hidden); // [b, 1, vocab]
+        let [_, _, vocab] = logits.dims();
+        for row in rows.iter_mut() {
+            row.next_pos += 1;
+        }
+        (batch, logits.reshape([b, vocab]))
+    }
+
+    /// Reads back what each row needs in one transaction and picks its token.
+    fn choose(
+        &self,
+        logits: Tensor<B, 2>,
+        rows: &mut [Row<'_>],
+        device: &B::Device,
+    ) -> Result<Vec<Pick>, GenerateError> {
+        let [b, vocab] = logits.dims();
+        let k = self.options.top_alternatives.min(vocab);
+        let logp = log_softmax(logits, 1); // [b, vocab]
+        let (best_lp, best) = logp.clone().max_dim_with_indices(1); // [b, 1]
+        let mut tx = Transaction::default().register(best_lp).register(best);
+        if k > 0 {
+            let (top_lp, top_ids) = logp.clone().topk_with_indices(k, 1); // [b, k]
+            tx = tx.register(top_lp.exp()).register(top_ids);
+        }
+        let sampled: Vec<usize> = (0..b).filter(|&r| !rows[r].decoding.is_greedy()).collect();
+        if !sampled.is_empty() {
+            let idx: Vec<i32> = sampled.iter().map(|&r| r as i32).collect();
+            let idx = Tensor::<B, 1, Int>::from_data(TensorData::new(idx, [sampled.len()]), device);
+            tx = tx.register(logp.select(0, idx));
+        }
+        let data = tx
+            .try_execute()
+            .map_err(|e| GenerateError::Device(format!("{e:?}")))?;
+        let mut data = data.into_iter();
+        let mut next = || {
+            data.next()
+                .ok_or_else(|| GenerateError::Device("short read".into()))
+        };
+        let best_lp: Vec<f32> = next()?.iter::<f32>().collect();
+        let best: Vec<i64> = next()?.iter::<i64>().collect();
+        let (top_p, top_ids): (Vec<f32>, Vec<i64>) = match k {
+            0 => (Vec::new(), Vec::new()),
+            _ => (
+                next()?.iter::<f32>().collect(),
+                next()?.iter::<i64>().collect(),
+            ),
+        };
+        let full: Vec<f32> = match sampled.is_empty() {
+            true => Vec::new(),
+            false => next()?.iter::<f32>().collect(),
+        };
+
+        let mut picks = Vec::with_capacity(b);
+        let mut sampled_row = 0;
+        for (r, row) in rows.iter_mut().enumerate() {
+            let alternatives = (0..k)
+                .map(|j| (top_ids[r * k + j] as u32, top_p[r * k + j]))
+                .collect();
+            let (token, logprob) = match row.decoding {
+                Decoding::Greedy => (best[r] as u32, best_lp[r]),
+                Decoding::Sample {
+                    temperature,
+                    top_p,
+                    top_k,
+                    ..
+                } => {
+                    let lp = &full[sampled_row * vocab..(sampled_row + 1) * vocab];
+                    sampled_row += 1;
+                    let u = row.rng.next_f64();
+                    let token = sample_from_logprobs(lp, temperature, top_k, top_p, u);
+                    (token, lp[token as usize])
+                }
+            };
+            picks.push(Pick {
+                token,
+                logprob,
+                alternatives,
+            });
+        }
+        Ok(picks)
+    }
+}
+
+fn empty_completion() -> Completion {
+    Completion {
+        tokens: Vec::new(),
+        logprobs: Vec::new(),
+        alternatives: Vec::new(),
+        finish: FinishReason::Length,
+    }
+}

@@ -1,0 +1,393 @@
+//! One pre-/post-norm decoder for Qwen2.5, Qwen3, Llama 3.x and OLMo2, read top to bottom:
+//! linear → RMSNorm → embedding → MLP → attention → decoder layer → model.
+//!
+//! The families differ by a few switches fixed in [`DecoderConfig`]: q/k/v bias (Qwen2),
+//! q/k RMSNorm per head (Qwen3) or over the whole projection (OLMo2), norms after each
+//! sublayer instead of before (OLMo2), tied embeddings. Module fields are named after the
+//! checkpoint keys (`model.layers.0.self_attn.q_proj.weight`), so `load.rs` needs no
+//! remapping table, and weights keep PyTorch's `[out, in]` layout so a trained module saves
+//! back to an HF checkpoint as is.
+//!
+//! The KV cache is not part of the module: [`KvCache`] is passed in by the caller, so the same
+//! [`CausalLm`] trains (no cache) and generates (with one).
+
+use burn::module::Param;
+use burn::prelude::*;
+use burn::tensor::DType;
+use burn::tensor::activation::{silu, softmax};
+
+use super::config::DecoderConfig;
+use super::rope::{Rope, apply_rotary};
+
+/// Added to the attention score of a masked key. Finite, so a fully masked (padding) query
+/// row stays finite, as with HF's `finfo.min`.
+const MASKED: f32 = -1.0e30;
+
+/// `y = x W^T + b`, with `W` stored `[out, in]` as in the checkpoint.
+#[derive(Module, Debug)]
+pub struct Linear<B: Backend> {
+    pub weight: Param<Tensor<B, 2>>,
+    pub bias: Option<Param<Tensor<B, 1>>>,
+}
+
+impl<B: Backend> Linear<B> {
+    /// # Shapes
+    /// - `x`: `[b, t, in]` → `[b, t, out]`
+    pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        let [b, t, d_in] = x.dims();
+        let w = self.weight.val(); // [out, in]
+        let [d_out, _] = w.dims();
+        let y = x.reshape([b * t, d_in]).matmul(w.transpose()); // [b*t, out]
+        let y = match &self.bias {
+            Some(bias) => y + bias.val().unsqueeze_dim(0),
+            None => y,
+        };
+        y.reshape([b, t, d_out])
+    }
+}
+
+/// `x / sqrt(mean(x^2) + eps) * weight`, computed in f32 as transformers does.
+#[derive(Module, Debug)]
+pub struct RmsNorm<B: Backend> {
+    pub weight: Param<Tensor<B, 1>>,
+    pub eps: f64,
+}
+
+impl<B: Backend> RmsNorm<B> {
+    pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+        let dtype = x.dtype();
+        let x = x.cast(DType::F32);
+        let variance = x.clone().square().mean_dim(D - 1);
+        let x = x * (variance + self.eps).sqrt().recip();
+        let weight = self.weight.val().unsqueeze::<D>();
+        weight * x.cast(dtype)
+    }
+}
+
+/// Token embedding table `[vocab, hidden]`.
+#[derive(Module, Debug)]
+pub struct Embedding<B: Backend> {
+    pub weight: Param<Tensor<B, 2>>,
+}
+
+impl<B: Backend> Embedding<B> {
+    /// # Shapes
+    /// - `ids`: `[b, t]` → `[b, t, hidden]`
+    pub fn forward(&self, ids: Tensor<B, 2, Int>) -> Tensor<B, 3> {
+        let [b, t] = ids.dims();
+        let w = self.weight.val();
+        let [_, d] = w.dims();
+        w.select(0, ids.reshape([b * t])).reshape([b, t, d])
+    }
+}
+
+/// SwiGLU: `down_proj(silu(gate_proj(x)) * up_proj(x))`.
+#[derive(Module, Debug)]
+pub struct Mlp<B: Backend> {
+    pub gate_proj: Linear<B>,
+    pub up_proj: Linear<B>,
+    pub down_proj: Linear<B>,
+}
+
+impl<B: Backend> Mlp<B> {
+    pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        let gate = silu(self.gate_proj.forward(x.clone()));
+        self.down_proj.forward(gate * self.up_proj.forward(x))
+    }
+}
+
+/// Keys and values of one layer for the tokens seen so far.
+#[derive(Debug, Clone)]
+pub struct LayerKv<B: Backend> {
+    /// `[b, kv_heads, s, head_dim]`, after RoPE.
+    pub k: Tensor<B, 4>,
+    /// `[b, kv_heads, s, head_dim]`.
+    pub v: Tensor<B, 4>,
+}
+
+/// Inference state kept outside the module: one [`LayerKv`] per layer, `None` before the
+/// first forward.
+#[derive(Debug, Clone)]
+pub struct KvCache<B: Backend> {
+    pub layers: Vec<Option<LayerKv<B>>>,
+}
+
+impl<B: Backend> KvCache<B> {
+    pub fn new(num_layers: usize) -> Self {
+        Self {
+            layers: vec![None; num_layers],
+        }
+    }
+
+    /// Cached sequence length (columns), 0 when empty.
+    pub fn len(&self) -> usize {
+        match self.layers.first() {
+            Some(Some(kv)) => {
+                let [_, _, s, _] = kv.k.dims();
+                s
+            }
+            _ => 0,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[derive(Module, Debug)]
+pub struct Attention<B: Backend> {
+    pub q_proj: Linear<B>,
+    pub k_proj: Linear<B>,
+    pub v_proj: Linear<B>,
+    pub o_proj: Linear<B>,
+    pub q_norm: Option<RmsNorm<B>>,
+    pub k_norm: Option<RmsNorm<B>>,
+    pub num_heads: usize,
+    pub num_kv_heads: usize,
+    pub head_dim: usize,
+    pub per_head_qk_norm: bool,
+}
+
+impl<B: Backend> Attention<B> {
+    /// # Shapes
+    /// - `x`: `[b, t, hidden]`; `cos`, `sin`: `[b, 1, t, head_dim]`
+    /// - `bias`: `[b, 1, t, s]` additive, `s` = cached + `t`
+    pub fn forward(
+        &self,
+        x: Tensor<B, 3>,
+        (cos, sin): (Tensor<B, 4>, Tensor<B, 4>),
+        bias: Tensor<B, 4>,
+        cache: Option<&mut Option<LayerKv<B>>>,
+    ) -> Tensor<B, 3> {
+        let [b, t, _] = x.dims();
+        let (h, kvh, d) = (self.num_heads, self.num_kv_heads, self.head_dim);
+
+        // 1. project; OLMo2 normalises the whole projection here
+        let mut q = self.q_proj.forward(x.clone()); // [b, t, h*d]
+        let mut k = self.k_proj.forward(x.clone()); // [b, t, kvh*d]
+        let v = self.v_proj.forward(x);
+        if !self.per_head_qk_norm {
+            if let Some(norm) = &self.q_norm {
+                q = norm.forward(q);
+            }
+            if let Some(norm) = &self.k_norm {
+                k = norm.forward(k);
+            }
+        }
+
+        // 2. split heads; Qwen3 normalises each head here
+        let mut q = q.reshape([b, t, h, d]);
+        let mut k = k.reshape([b, t, kvh, d]);
+        if self.per_head_qk_norm {
+            if let Some(norm) = &self.q_norm {
+                q = norm.forward(q);
+            }
+            if let Some(norm) = &self.k_norm {
+                k = norm.forward(k);
+            }
+        }
+        let q = q.swap_dims(1, 2); // [b, h, t, d]
+        let k = k.swap_dims(1, 2); // [b, kvh, t, d]
+        let v = v.reshape([b, t, kvh, d]).swap_dims(1, 2); // [b, kvh, t, d]
+
+        // 3. rotate q and k by their positions
+        let q = apply_rotary(q, cos.clone(), sin.clone());
+        let k = apply_rotary(k, cos, sin);
+
+        // 4. append to the cache
+        let (k, v) = match cache {
+            Some(slot) => {
+                let (k, v) = match slot.take() {
+                    Some(old) => (
+                        Tensor::cat(vec![old.k, k], 2),
+                        Tensor::cat(vec![old.v, v], 2),
+                    ),
+                    None => (k, v),
+                };
+                *slot = Some(LayerKv {
+                    k: k.clone(),
+                    v: v.clone(),
+                });
+                (k, v)
+            }
+            None => (k, v),
+        };
+
+        // 5. repeat key/value heads for GQA
+        let rep = h / kvh;
+        let k = repeat_kv(k, rep); // [b, h, s, d]
+        let v = repeat_kv(v, rep);
+
+        // 6. scaled dot-product attention, softmax in f32 as HF's eager path
+        let dtype = q.dtype();
+        let scores = q.matmul(k.swap_dims(2, 3)) / (d as f64).sqrt(); // [b, h, t, s]
+        let scores = scores.cast(DType::F32) + bias;
+        let probs = softmax(scores, 3).cast(dtype);
+        let out = probs.matmul(v); // [b, h, t, d]
+        let out = out.swap_dims(1, 2).reshape([b, t, h * d]);
+        self.o_proj.forward(out)
+    }
+}
+
+/// `[b, kvh, s, d]` → `[b, kvh * rep, s, d]`, each key/value head shared by `rep` query heads.
+fn repeat_kv<B: Backend>(x: Tensor<B, 4>, rep: usize) -> Tensor<B, 4> {
+    if rep == 1 {
+        return x;
+    }
+    let [b, kvh, s, d] = x.dims();
+    x.unsqueeze_dim::<5>(2)
+        .expand([b, kvh, rep, s, d])
+        .reshape([b, kvh * rep, s, d])
+}
+
+#[derive(Module, Debug)]
+pub struct DecoderLayer<B: Backend> {
+    pub self_attn: Attention<B>,
+    pub mlp: Mlp<B>,
+    /// Pre-attention norm; absent in OLMo2.
+    pub input_layernorm: Option<RmsNorm<B>>,
+    /// Pre-MLP norm, or (OLMo2) the norm applied to the attention output.
+    pub post_attention_layernorm: RmsNorm<B>,
+    /// OLMo2 only: the norm applied to the MLP output.
+    pub post_feedforward_layernorm: Option<RmsNorm<B>>,
+}
+
+impl<B: Backend> DecoderLayer<B> {
+    fn forward(
+        &self,
+        x: Tensor<B, 3>,
+        rope: (Tensor<B, 4>, Tensor<B, 4>),
+        bias: Tensor<B, 4>,
+        cache: Option<&mut Option<LayerKv<B>>>,
+    ) -> Tensor<B, 3> {
+        match &self.post_feedforward_layernorm {
+            // OLMo2: x + norm(attn(x)), then x + norm(mlp(x))
+            Some(post_ff) => {
+                let attn = self.self_attn.forward(x.clone(), rope, bias, cache);
+                let x = x + self.post_attention_layernorm.forward(attn);
+                let mlp = self.mlp.forward(x.clone());
+                x + post_ff.forward(mlp)
+            }
+            // Qwen2/Qwen3/Llama: x + attn(norm(x)), then x + mlp(norm(x))
+            None => {
+                let normed = match &self.input_layernorm {
+                    Some(norm) => norm.forward(x.clone()),
+                    None => x.clone(),
+                };
+                let x = x + self.self_attn.forward(normed, rope, bias, cache);
+                let mlp = self
+                    .mlp
+                    .forward(self.post_attention_layernorm.forward(x.clone()));
+                x + mlp
+            }
+        }
+    }
+}
+
+/// The `model.` part of the checkpoint: embedding, layers, final norm.
+#[derive(Module, Debug)]
+pub struct Model<B: Backend> {
+    pub embed_tokens: Embedding<B>,
+    pub layers: Vec<DecoderLayer<B>>,
+    pub norm: RmsNorm<B>,
+}
+
+/// A causal language model: [`Model`] plus `lm_head` (absent when tied to `embed_tokens`).
+#[derive(Module, Debug)]
+pub struct CausalLm<B: Backend> {
+    pub model: Model<B>,
+    pub lm_head: Option<Linear<B>>,
+    #[module(skip)]
+    pub rope: Rope,
+    #[module(skip)]
+    pub config: DecoderConfig,
+}
+
+impl<B: Backend> CausalLm<B> {
+    /// Final hidden states (after `model.norm`), updating `cache` when given.
+    ///
+    /// # Shapes
+    /// - `ids`, `positions`: `[b, t]`
+    /// - `bias`: `[b, 1, t, s]` additive attention bias, `s` = cached length + `t`
+    ///   (see [`attention_bias`]) → `[b, t, hidden]`
+    pub fn forward_hidden(
+        &self,
+        ids: Tensor<B, 2, Int>,
+        positions: Tensor<B, 2, Int>,
+        bias: Tensor<B, 4>,
+        mut cache: Option<&mut KvCache<B>>,
+    ) -> Tensor<B, 3> {
+        let mut x = self.model.embed_tokens.forward(ids); // [b, t, hidden]
+        let rope = self.rope.cos_sin(positions, x.dtype());
+        for (i, layer) in self.model.layers.iter().enumerate() {
+            let slot = cache.as_deref_mut().and_then(|c| c.layers.get_mut(i));
+            x = layer.forward(x, rope.clone(), bias.clone(), slot);
+        }
+        self.model.norm.forward(x)
+    }
+
+    /// Logits from hidden states, in f32.
+    ///
+    /// # Shapes
+    /// - `hidden`: `[b, t, hidden]` → `[b, t, vocab]`
+    pub fn logits(&self, hidden: Tensor<B, 3>) -> Tensor<B, 3> {
+        let logits = match &self.lm_head {
+            Some(head) => head.forward(hidden),
+            None => {
+                let [b, t, d] = hidden.dims();
+                let w = self.model.embed_tokens.weight.val(); // [vocab, hidden]
+                let [vocab, _] = w.dims();
+                hidden
+                    .reshape([b * t, d])
+                    .matmul(w.transpose())
+                    .reshape([b, t, vocab])
+            }
+        };
+        logits.cast(DType::F32)
+    }
+
+    /// Logits at every position: the training forward (no cache).
+    ///
+    /// # Shapes
+    /// - `ids`: `[b, t]`; `key_valid`: `[b, t]`, false on padding → `[b, t, vocab]`
+    pub fn forward(&self, ids: Tensor<B, 2, Int>, key_valid: Tensor<B, 2, Bool>) -> Tensor<B, 3> {
+        let [_, t] = ids.dims();
+        let positions = positions_from_valid(key_valid.clone());
+        let bias = attention_bias(key_valid, t);
+        self.logits(self.forward_hidden(ids, positions, bias, None))
+    }
+
+    /// The model's float dtype (that of its embedding table).
+    pub fn dtype(&self) -> DType {
+        self.model.embed_tokens.weight.val().dtype()
+    }
+}
+
+/// HF's left-padding positions: `cumsum(mask) - 1`, clamped at 0.
+///
+/// # Shapes
+/// - `key_valid`: `[b, t]` → `[b, t]`
+pub fn positions_from_valid<B: Backend>(key_valid: Tensor<B, 2, Bool>) -> Tensor<B, 2, Int> {
+    (key_valid.int().cumsum(1) - 1).clamp_min(0)
+}
+
+/// Additive causal attention bias (f32) for `t` new queries over `s` keys, the last `t` of
+/// which are the queries themselves: key `j` is visible to query `i` iff `j <= s - t + i` and
+/// `key_valid[j]`.
+///
+/// # Shapes
+/// - `key_valid`: `[b, s]` → `[b, 1, t, s]`
+pub fn attention_bias<B: Backend>(key_valid: Tensor<B, 2, Bool>, t: usize) -> Tensor<B, 4> {
+    let [b, s] = key_valid.dims();
+    let device = key_valid.device();
+    let offset = s - t.min(s);
+    let causal: Vec<bool> = (0..t)
+        .flat_map(|i| (0..s).map(move |j| j <= offset + i))
+        .collect();
+    let causal = Tensor::<B, 2, Bool>::from_data(TensorData::new(causal, [t, s]), &device)
+        .reshape([1, 1, t, s])
+        .expand([b, 1, t, s]);
+    let visible = causal.bool_and(key_valid.reshape([b, 1, 1, s]).expand([b, 1, t, s]));
+    Tensor::<B, 4>::zeros([b, 1, t, s], (&device, DType::F32)).mask_fill(visible.bool_not(), MASKED)
+}
