@@ -1,0 +1,246 @@
+#!/usr/bin/env python3
+"""Build the grader agreement fixture from the Qwen2.5-Math reference harness.
+
+Usage:
+    python scripts/grader_reference.py QWEN_EVAL_DIR DATA_DIR OUT_JSONL [--per-bench N] [--seed S]
+
+QWEN_EVAL_DIR is a checkout of Qwen2.5-Math's `evaluation/` folder (not vendored here);
+its `parser.py`, `grader.py` and `latex2sympy/` are imported from that path. It needs
+`sympy==1.12`, `antlr4-python3-runtime==4.11.1`, `word2number`, `regex` and `numpy`.
+DATA_DIR is the folder of benchmark files (see shared/data/README.md).
+
+For every benchmark the script draws problems, takes their gold answer exactly as the
+harness does (`parse_ground_truth`), writes realistic responses around it (worked
+solutions ending in `\\boxed{}` or "The answer is", Minerva's "final answer is $...$. I
+hope", equivalent rewritings, perturbed wrong answers, last-number-only endings) and asks
+the harness for `pred` (extract_answer + strip_string, as in `run_execute`) and `correct`
+(`math_equal(pred, gt)`, three-second limit as in `evaluate.py`). Each output line is
+`{"benchmark", "response", "answer", "pred", "correct"}` where `answer` is the parsed gold.
+"""
+
+import argparse
+import json
+import os
+import random
+import re
+import signal
+import sys
+
+
+def load(data_dir, name):
+    if name == "tabmwp":
+        path = os.path.join(data_dir, "tabmwp", "problems_test1k.json")
+        with open(path, encoding="utf-8") as f:
+            table = json.load(f)
+        return [dict(idx=i, **v) for i, (k, v) in enumerate(table.items())]
+    path = os.path.join(data_dir, name, "test.jsonl")
+    with open(path, encoding="utf-8") as f:
+        rows = [json.loads(line) for line in f if line.strip()]
+    return [dict(r, idx=r.get("idx", i)) for i, r in enumerate(rows)]
+
+
+BENCHMARKS = [
+    "gsm8k", "math", "svamp", "asdiv", "mawps", "carp_en", "tabmwp",
+    "minerva_math", "gaokao2023en", "olympiadbench", "college_math",
+]
+
+
+class Timeout(Exception):
+    pass
+
+
+def _alarm(signum, frame):
+    raise Timeout()
+
+
+def raw_gold(ex, name, P):
+    """A human-written form of the gold answer, before the harness normalises it."""
+    if name in ("math", "minerva_math"):
+        return P.find_box(ex["solution"])
+    if name == "gsm8k":
+        return ex["answer"].split("####")[-1].strip()
+    if name == "svamp":
+        return str(ex["Answer"])
+    if name == "asdiv":
+        return re.sub(r"\(.*?\)", "", ex["answer"]).strip()
+    if name == "mawps":
+        return str(ex["target"])
+    if name == "olympiadbench":
+        return ex["final_answer"][0].strip("$")
+    if name in ("gaokao2023en", "college_math"):
+        return ex["answer"].replace("$", "").strip()
+    return str(ex["answer"])
+
+
+def worked_solution(ex, name):
+    if name == "gsm8k":
+        return re.sub(r"<<.*?>>", "", ex["answer"].split("####")[0]).strip()
+    if name in ("math", "minerva_math"):
+        return ex["solution"]
+    if name == "tabmwp":
+        return ex.get("solution") or ""
+    if name == "carp_en":
+        return ex.get("steps") or ""
+    if name == "svamp":
+        return "We compute " + ex["Equation"].strip() + "."
+    if name == "asdiv":
+        return "We compute " + ex["formula"].strip() + "."
+    if name == "olympiadbench":
+        sol = ex.get("solution") or [""]
+        return sol[0][:1500]
+    return "Let us solve the problem step by step."
+
+
+NUM = re.compile(r"-?\d+(?:\.\d+)?")
+
+
+def perturb(ans, rng):
+    """A wrong answer that looks like the right one."""
+    nums = list(NUM.finditer(ans))
+    if nums:
+        m = rng.choice(nums)
+        val = m.group(0)
+        choice = rng.random()
+        if "." in val:
+            new = str(round(float(val) * rng.choice([2, 0.5, 1.1]) + 1, 3))
+        elif choice < 0.5:
+            new = str(int(val) + rng.choice([1, -1, 2, 10]))
+        else:
+            new = str(int(val) * 2 + 1)
+        return ans[: m.start()] + new + ans[m.end():]
+    if re.search(r"[a-z]", ans):
+        return ans.replace("x", "y", 1) if "x" in ans else ans + "+1"
+    return ans + "1"
+
+
+def equivalents(ans, rng):
+    """Differently written forms a model might give for the same answer."""
+    out = []
+    a = ans.strip()
+    try:
+        v = float(a.replace(",", ""))
+        if v.is_integer():
+            iv = int(v)
+            out += [f"{iv}.0", f"{iv:,}", f"\\${iv}", f"{iv}\\%", f"{iv} \\text{{ dollars}}",
+                    f"{iv}\\text{{ cm}}", f"{iv}^\\circ", f"x = {iv}", f"{iv*2}/2",
+                    f"\\frac{{{iv*3}}}{{3}}", f"{iv/100}", f"{iv} apples", f"{iv} meters"]
+        else:
+            out += [f"{v:.2f}", f"{v*100:g}\\%", f"{v:.6f}", f"{v:.1f}"]
+            for den in (2, 3, 4, 5, 6, 8, 10, 12, 20, 25, 100):
+                num = v * den
+                if abs(num - round(num)) < 1e-9:
+                    out.append(f"\\frac{{{int(round(num))}}}{{{den}}}")
+                    out.append(f"{int(round(num))}/{den}")
+                    break
+        return out
+    except ValueError:
+        pass
+    m = re.fullmatch(r"\\[dt]?frac\{(-?\d+)\}\{(\d+)\}", a)
+    if m:
+        p, q = int(m.group(1)), int(m.group(2))
+        out += [f"{p}/{q}", f"{p/q:.4f}", f"{p/q:.2f}", f"\\dfrac{{{p}}}{{{q}}}",
+                f"\\frac{{{2*p}}}{{{2*q}}}", f"{p/q:.6f}", f"\\frac{p}{q}" if p < 10 and q < 10 else f"{p}/{q}"]
+        return out
+    if a.startswith("(") and a.endswith(")") and "," in a:
+        parts = [s.strip() for s in a[1:-1].split(",")]
+        out += ["(" + ", ".join(parts) + ")", "[" + ",".join(parts) + "]",
+                "(" + ",".join(reversed(parts)) + ")", "(" + ",".join(parts) + "]",
+                "\\left(" + ",".join(parts) + "\\right)"]
+        return out
+    if "pmatrix" in a:
+        out += [a.replace("pmatrix", "bmatrix"), a.replace(" ", ""),
+                a.replace("\\frac", "\\dfrac")]
+        return out
+    if "+" in a and "=" not in a and "," not in a and "(" not in a:
+        parts = a.split("+")
+        if len(parts) == 2 and parts[0].strip() and parts[1].strip():
+            out.append(parts[1].strip() + "+" + parts[0].strip())
+    if "\\frac" in a:
+        out.append(a.replace("\\frac", "\\dfrac"))
+        m2 = re.search(r"\\frac\{([^{}]+)\}\{([^{}]+)\}", a)
+        if m2:
+            out.append(a.replace(m2.group(0), f"({m2.group(1)})/({m2.group(2)})"))
+    if "\\sqrt{" in a:
+        out.append(re.sub(r"\\sqrt\{(\w)\}", r"\\sqrt\1", a))
+    if "=" not in a and re.search(r"[a-z]", a):
+        out.append("y = " + a)
+    out.append(a.replace(" ", ""))
+    out.append("\\text{" + a + "}" if re.fullmatch(r"[A-Za-z ]+", a) else "$" + a + "$")
+    return out
+
+
+def responses(ex, name, gold_raw, rng):
+    sol = worked_solution(ex, name)
+    sol = re.sub(r"\\boxed", "", sol) if name not in ("math", "minerva_math") else sol
+    short = sol[-250:]
+    forms = [gold_raw] + equivalents(gold_raw, rng)
+    wrong = perturb(gold_raw, rng)
+    out = []
+    if name in ("math", "minerva_math") and len(sol) < 700:
+        out.append(sol)
+    out.append(f"{short}\n\nTherefore, the final answer is $\\boxed{{{gold_raw}}}$.")
+    out.append(f"{short}\nThe answer is {gold_raw}.")
+    out.append(f"Final Answer: The final answer is ${gold_raw}$. I hope it is correct.")
+    for f in rng.sample(forms[1:], min(3, len(forms) - 1)):
+        style = rng.random()
+        if style < 0.6:
+            out.append(f"{short}\n\nSo the answer is \\boxed{{{f}}}.")
+        elif style < 0.85:
+            out.append(f"Step by step: {short[:120]}\nThe answer is {f}")
+        else:
+            out.append(f"Final Answer: The final answer is ${f}$. I hope it is correct.")
+    out.append(f"{short}\n\nThus the answer is $\\boxed{{{wrong}}}$.")
+    out.append(f"{short}\nThe answer is {wrong}.")
+    nums = NUM.findall(gold_raw)
+    if nums:
+        out.append(f"We get {rng.randint(1, 99)} and then {nums[-1]} in total")
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("eval_dir")
+    ap.add_argument("data_dir")
+    ap.add_argument("out")
+    ap.add_argument("--per-bench", type=int, default=45)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+
+    sys.path.insert(0, os.path.join(args.eval_dir, "latex2sympy"))
+    sys.path.insert(0, args.eval_dir)
+    import parser as P  # noqa: E402  (the harness's parser.py)
+    import grader as G  # noqa: E402
+
+    rng = random.Random(args.seed)
+    signal.signal(signal.SIGALRM, _alarm)
+    n_lines = 0
+    with open(args.out, "w", encoding="utf-8") as out:
+        for name in BENCHMARKS:
+            rows = load(args.data_dir, name)
+            picks = rng.sample(rows, min(args.per_bench, len(rows)))
+            for ex in picks:
+                _, gt = P.parse_ground_truth(ex, name)
+                gt = str(gt)
+                gold_raw = raw_gold(ex, name, P)
+                for resp in responses(ex, name, gold_raw, rng):
+                    pred = ""
+                    signal.alarm(3)
+                    try:
+                        pred = P.extract_answer(resp, name)
+                        pred = P.strip_string(pred, skip_unit=name in P.STRIP_EXCEPTIONS)
+                        signal.alarm(3)
+                        correct = bool(G.math_equal(pred, gt))
+                    except Timeout:
+                        correct = False
+                    except Exception:
+                        correct = False
+                    finally:
+                        signal.alarm(0)
+                    row = dict(benchmark=name, response=resp, answer=gt, pred=pred, correct=correct)
+                    out.write(json.dumps(row, ensure_ascii=False) + "\n")
+                    n_lines += 1
+            print(name, n_lines, file=sys.stderr, flush=True)
+
+
+if __name__ == "__main__":
+    main()
