@@ -1,5 +1,7 @@
 //! Command-line interface: clap commands, exit codes, progress display.
 
+mod grade;
+
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -13,8 +15,20 @@ pub struct Cli {
 }
 
 #[derive(Subcommand, Debug)]
-pub enum Command {}
+pub enum Command {
+    /// Grade JSONL responses from stdin: {"benchmark", "response", "answer"} -> {"pred", "correct"}.
+    Grade(grade::GradeArgs),
+}
 
 pub fn run(cli: Cli) -> ExitCode {
-    match cli.command {}
+    let result = match cli.command {
+        Command::Grade(args) => grade::run(&args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
 }

@@ -1,0 +1,606 @@
+//! A recursive-descent reading of sympy's LaTeX grammar, with its permissive ending.
+//!
+//! sympy's start rule has no end-of-input anchor, so ANTLR parses the longest prefix it can
+//! and silently drops the rest: `1,2` is `1`, `x>1,y` is `x > 1`, `2\sqrt2` is `2`. Every
+//! optional continuation here (a `+`, a factor, a postfix `!`) is tried and rolled back if
+//! it does not parse, which reproduces that; only a failure of the first, mandatory piece
+//! fails the whole parse. The tree is built as sympy's `_parse_latex_antlr.py` builds it
+//! (`\log` is natural, `\lg` is base 10, `\sin^{-1}` is `asin`, an `x` between two
+//! symbol-free factors means times).
+
+use super::expr::{Expr, Func, Number, Parsed, RelOp};
+use super::lexer::{Tok, lex};
+
+type R<T> = Result<T, ()>;
+
+/// sympy's `parse_latex`; `None` where it raises.
+pub fn parse_latex(s: &str) -> Option<Parsed> {
+    let toks = lex(s);
+    let mut p = P { toks: &toks, pos: 0, hard: false };
+    let out = p.relation();
+    if p.hard { None } else { out.ok() }
+}
+
+/// The few inputs that only `latex2sympy` (the harness's third parser) accepts:
+/// `\begin{pmatrix}…\end{pmatrix}`, a trailing `\%`, a trailing `$`.
+pub fn parse_latex2sympy(s: &str) -> Option<Parsed> {
+    let t = s.trim();
+    if let Some(body) = t
+        .strip_prefix("\\begin{pmatrix}")
+        .and_then(|b| b.strip_suffix("\\end{pmatrix}"))
+    {
+        let mut rows = Vec::new();
+        for line in body.split("\\\\").map(str::trim).filter(|l| !l.is_empty()) {
+            let mut row = Vec::new();
+            for cell in line.split('&') {
+                match parse_latex(cell)? {
+                    Parsed::Expr(e) => row.push(e),
+                    _ => return None,
+                }
+            }
+            rows.push(row);
+        }
+        let width = rows.first().map(Vec::len)?;
+        return rows.iter().all(|r| r.len() == width).then_some(Parsed::Matrix(rows));
+    }
+    if let Some(num) = t.strip_suffix("\\%") {
+        return match parse_latex(num)? {
+            Parsed::Expr(e) => Some(Parsed::Expr(Expr::div(e, Expr::Num(Number::int(100))))),
+            _ => None,
+        };
+    }
+    if let Some(num) = t.strip_suffix('$') {
+        return parse_latex(num);
+    }
+    None
+}
+
+const FUNC_NORMAL: &[&str] = &[
+    "exp", "log", "lg", "ln", "sin", "cos", "tan", "csc", "sec", "cot", "arcsin", "arccos",
+    "arctan", "arccsc", "arcsec", "arccot", "sinh", "cosh", "tanh", "arsinh", "arcosh",
+    "artanh",
+];
+
+/// Commands that have their own token in the grammar, hence are not plain symbols.
+const RESERVED: &[&str] = &[
+    "frac", "dfrac", "tfrac", "binom", "dbinom", "tbinom", "sqrt", "overline", "times", "cdot",
+    "div", "mathit", "lim", "int", "sum", "prod", "lfloor", "rfloor", "lceil", "rceil", "langle",
+    "rangle", "to", "rightarrow", "Rightarrow", "longrightarrow", "Longrightarrow",
+];
+
+struct P<'a> {
+    toks: &'a [Tok],
+    pos: usize,
+    /// Set when the parser looks at a character the lexer could not read: sympy raises.
+    hard: bool,
+}
+
+impl P<'_> {
+    fn peek(&mut self) -> Option<&Tok> {
+        let t = self.toks.get(self.pos);
+        if matches!(t, Some(Tok::Error)) {
+            self.hard = true;
+        }
+        t
+    }
+
+    fn eat(&mut self, t: &Tok) -> bool {
+        if self.peek() == Some(t) {
+            self.pos += 1;
+            true
+        } else {
+            false
+        }
+    }
+
+    fn expect(&mut self, t: &Tok) -> R<()> {
+        if self.eat(t) { Ok(()) } else { Err(()) }
+    }
+
+    fn is_cmd(&mut self, names: &[&str]) -> Option<String> {
+        match self.peek() {
+            Some(Tok::Cmd(n)) if names.contains(&n.as_str()) => Some(n.clone()),
+            _ => None,
+        }
+    }
+
+    /// Runs `f`; on failure puts the position back and returns `None`.
+    fn attempt<T>(&mut self, f: impl FnOnce(&mut Self) -> R<T>) -> Option<T> {
+        let save = self.pos;
+        match f(self) {
+            Ok(v) => Some(v),
+            Err(()) => {
+                self.pos = save;
+                None
+            }
+        }
+    }
+
+    fn relation(&mut self) -> R<Parsed> {
+        let lhs = self.expr()?;
+        let op = match self.peek() {
+            Some(Tok::Rel(op)) => *op,
+            _ => return Ok(Parsed::Expr(lhs)),
+        };
+        let rhs = self.attempt(|p| {
+            p.pos += 1;
+            if op == RelOp::Eq {
+                p.eat(&Tok::Ampersand);
+            }
+            p.expr()
+        });
+        let Some(rhs) = rhs else {
+            return Ok(Parsed::Expr(lhs));
+        };
+        if matches!(self.peek(), Some(Tok::Rel(_))) {
+            // a chained relation: sympy cannot build it and raises
+            return Err(());
+        }
+        Ok(Parsed::Rel(op, lhs, rhs))
+    }
+
+    fn expr(&mut self) -> R<Expr> {
+        let mut terms = vec![self.mp(false)?];
+        loop {
+            let neg = match self.peek() {
+                Some(Tok::Plus) => false,
+                Some(Tok::Minus) => true,
+                _ => break,
+            };
+            match self.attempt(|p| {
+                p.pos += 1;
+                p.mp(false)
+            }) {
+                Some(t) if neg => terms.push(Expr::Neg(Box::new(t))),
+                Some(t) => terms.push(t),
+                None => break,
+            }
+        }
+        Ok(if terms.len() == 1 { terms.remove(0) } else { Expr::Add(terms) })
+    }
+
+    fn mp(&mut self, nofunc: bool) -> R<Expr> {
+        let mut acc = self.unary(nofunc)?;
+        loop {
+            let div = match self.peek() {
+                Some(Tok::Star) => false,
+                Some(Tok::Cmd(c)) if c == "times" || c == "cdot" => false,
+                Some(Tok::Slash) | Some(Tok::Colon) => true,
+                Some(Tok::Cmd(c)) if c == "div" => true,
+                _ => break,
+            };
+            match self.attempt(|p| {
+                p.pos += 1;
+                p.mp_operand(nofunc)
+            }) {
+                Some(r) if div => acc = Expr::div(acc, r),
+                Some(r) => acc = Expr::Mul(vec![acc, r]),
+                None => break,
+            }
+        }
+        Ok(acc)
+    }
+
+    fn mp_operand(&mut self, nofunc: bool) -> R<Expr> {
+        self.unary(nofunc)
+    }
+
+    fn unary(&mut self, nofunc: bool) -> R<Expr> {
+        match self.peek() {
+            Some(Tok::Plus) => {
+                self.pos += 1;
+                return self.unary(nofunc);
+            }
+            Some(Tok::Minus) => {
+                self.pos += 1;
+                return Ok(Expr::Neg(Box::new(self.unary(nofunc)?)));
+            }
+            _ => {}
+        }
+        let mut list = vec![self.postfix(true)?];
+        while let Some(next) = self.attempt(|p| p.postfix(!nofunc)) {
+            list.push(next);
+        }
+        Ok(postfix_list(list))
+    }
+
+    fn postfix(&mut self, func_ok: bool) -> R<Expr> {
+        let mut e = self.exp(func_ok)?;
+        while self.eat(&Tok::Bang) {
+            e = Expr::Call(Func::Factorial, vec![e]);
+        }
+        Ok(e)
+    }
+
+    fn exp(&mut self, func_ok: bool) -> R<Expr> {
+        let mut base = self.comp(func_ok)?;
+        while matches!(self.peek(), Some(Tok::Caret)) {
+            let Some(e) = self.attempt(|p| {
+                p.pos += 1;
+                p.atom_or_braced()
+            }) else {
+                break;
+            };
+            let _ = self.attempt(|p| p.subexpr());
+            base = Expr::pow(base, e);
+        }
+        Ok(base)
+    }
+
+    fn atom_or_braced(&mut self) -> R<Expr> {
+        if self.eat(&Tok::LBrace) {
+            let e = self.expr()?;
+            self.expect(&Tok::RBrace)?;
+            return Ok(e);
+        }
+        self.atom()
+    }
+
+    fn subexpr(&mut self) -> R<Expr> {
+        self.expect(&Tok::Underscore)?;
+        self.atom_or_braced()
+    }
+
+    fn supexpr(&mut self) -> R<Expr> {
+        self.expect(&Tok::Caret)?;
+        self.atom_or_braced()
+    }
+
+    fn comp(&mut self, func_ok: bool) -> R<Expr> {
+        if let Some(e) = self.attempt(|p| p.group()) {
+            return Ok(e);
+        }
+        if let Some(e) = self.attempt(|p| {
+            p.expect(&Tok::Bar)?;
+            let e = p.expr()?;
+            p.expect(&Tok::Bar)?;
+            Ok(Expr::Call(Func::Abs, vec![e]))
+        }) {
+            return Ok(e);
+        }
+        if func_ok {
+            if let Some(e) = self.attempt(|p| p.func()) {
+                return Ok(e);
+            }
+        }
+        if let Some(e) = self.attempt(|p| p.atom()) {
+            return Ok(e);
+        }
+        for (open, close, f) in [("lfloor", "rfloor", Func::Floor), ("lceil", "rceil", Func::Ceil)] {
+            if let Some(e) = self.attempt(|p| {
+                p.is_cmd(&[open]).ok_or(())?;
+                p.pos += 1;
+                let e = p.expr()?;
+                p.is_cmd(&[close]).ok_or(())?;
+                p.pos += 1;
+                Ok(Expr::Call(f, vec![e]))
+            }) {
+                return Ok(e);
+            }
+        }
+        Err(())
+    }
+
+    fn group(&mut self) -> R<Expr> {
+        let close = match self.peek() {
+            Some(Tok::LParen) => Tok::RParen,
+            Some(Tok::LBracket) => Tok::RBracket,
+            Some(Tok::LBrace) => Tok::RBrace,
+            Some(Tok::LBraceLit) => Tok::RBraceLit,
+            _ => return Err(()),
+        };
+        self.pos += 1;
+        let e = self.expr()?;
+        self.expect(&close)?;
+        Ok(e)
+    }
+
+    /// `(LETTER | SYMBOL)` with an optional subscript and primes, named as sympy names it.
+    fn symbol_name(&mut self) -> R<String> {
+        let mut name = match self.peek() {
+            Some(Tok::Letter(c)) => c.to_string(),
+            Some(Tok::Cmd(n))
+                if !RESERVED.contains(&n.as_str()) && !FUNC_NORMAL.contains(&n.as_str()) =>
+            {
+                n.clone()
+            }
+            _ => return Err(()),
+        };
+        self.pos += 1;
+        let quotes_first = self.quotes();
+        if let Some(sub) = self.attempt(|p| p.subexpr()) {
+            name.push_str(&format!("_{{{}}}", sub.print()));
+        }
+        let quotes = quotes_first + if quotes_first == 0 { self.quotes() } else { 0 };
+        name.push_str(&"'".repeat(quotes));
+        Ok(name)
+    }
+
+    fn quotes(&mut self) -> usize {
+        match self.peek() {
+            Some(Tok::Quotes(n)) => {
+                let n = *n;
+                self.pos += 1;
+                n
+            }
+            _ => 0,
+        }
+    }
+
+    fn func(&mut self) -> R<Expr> {
+        if let Some(name) = self.is_cmd(FUNC_NORMAL) {
+            self.pos += 1;
+            return self.func_normal(&name);
+        }
+        if let Some(name) = self.is_cmd(&["sqrt"]) {
+            let _ = name;
+            self.pos += 1;
+            let root = self.attempt(|p| {
+                p.expect(&Tok::LBracket)?;
+                let r = p.expr()?;
+                p.expect(&Tok::RBracket)?;
+                Ok(r)
+            });
+            self.expect(&Tok::LBrace)?;
+            let base = self.expr()?;
+            self.expect(&Tok::RBrace)?;
+            let exponent = match root {
+                Some(r) => Expr::recip(r),
+                None => Expr::div(Expr::Num(Number::int(1)), Expr::Num(Number::int(2))),
+            };
+            return Ok(Expr::pow(base, exponent));
+        }
+        if self.is_cmd(&["overline"]).is_some() {
+            self.pos += 1;
+            self.expect(&Tok::LBrace)?;
+            let base = self.expr()?;
+            self.expect(&Tok::RBrace)?;
+            return Ok(Expr::Call(Func::Conjugate, vec![base]));
+        }
+        // f(x), f_1'(x, y): a function sympy does not know
+        let name = self.symbol_name()?;
+        self.expect(&Tok::LParen)?;
+        let mut args = vec![self.expr()?];
+        while self.eat(&Tok::Comma) {
+            args.push(self.expr()?);
+        }
+        self.expect(&Tok::RParen)?;
+        Ok(Expr::Undefined(name, args))
+    }
+
+    fn func_normal(&mut self, name: &str) -> R<Expr> {
+        let mut sub = None;
+        let mut sup = None;
+        if let Some(s) = self.attempt(|p| p.subexpr()) {
+            sub = Some(s);
+            sup = self.attempt(|p| p.supexpr());
+        } else if let Some(s) = self.attempt(|p| p.supexpr()) {
+            sup = Some(s);
+            sub = self.attempt(|p| p.subexpr());
+        }
+        let arg = match self.attempt(|p| {
+            p.expect(&Tok::LParen)?;
+            let a = p.expr()?;
+            while p.eat(&Tok::Comma) {
+                p.expr()?;
+            }
+            p.expect(&Tok::RParen)?;
+            Ok(a)
+        }) {
+            Some(a) => a,
+            None => self.mp(true)?,
+        };
+        let inverse = matches!(&sup, Some(Expr::Neg(b)) if is_one(b));
+        let trig = |f: Func| Expr::Call(f, vec![arg.clone()]);
+        let mut e = match name {
+            "exp" => trig(Func::Exp),
+            "log" | "ln" | "lg" => {
+                let base = match (sub, name) {
+                    (Some(b), _) => b,
+                    (None, "lg") => Expr::Num(Number::int(10)),
+                    _ => Expr::Euler,
+                };
+                Expr::Call(Func::Log, vec![arg.clone(), base])
+            }
+            "sin" if inverse => trig(Func::Asin),
+            "cos" if inverse => trig(Func::Acos),
+            "tan" if inverse => trig(Func::Atan),
+            "csc" if inverse => trig(Func::Acsc),
+            "sec" if inverse => trig(Func::Asec),
+            "cot" if inverse => trig(Func::Acot),
+            "sinh" if inverse => trig(Func::Asinh),
+            "cosh" if inverse => trig(Func::Acosh),
+            "tanh" if inverse => trig(Func::Atanh),
+            "sin" => trig(Func::Sin),
+            "cos" => trig(Func::Cos),
+            "tan" => trig(Func::Tan),
+            "csc" => trig(Func::Csc),
+            "sec" => trig(Func::Sec),
+            "cot" => trig(Func::Cot),
+            "sinh" => trig(Func::Sinh),
+            "cosh" => trig(Func::Cosh),
+            "tanh" => trig(Func::Tanh),
+            "arcsin" => trig(Func::Asin),
+            "arccos" => trig(Func::Acos),
+            "arctan" => trig(Func::Atan),
+            "arccsc" => trig(Func::Acsc),
+            "arcsec" => trig(Func::Asec),
+            "arccot" => trig(Func::Acot),
+            "arsinh" => trig(Func::Asinh),
+            "arcosh" => trig(Func::Acosh),
+            "artanh" => trig(Func::Atanh),
+            _ => return Err(()),
+        };
+        let trig_name = matches!(
+            name,
+            "sin" | "cos" | "tan" | "csc" | "sec" | "cot" | "sinh" | "cosh" | "tanh"
+        );
+        if let Some(p) = sup {
+            if !(trig_name && inverse) {
+                e = Expr::pow(e, p);
+            }
+        }
+        Ok(e)
+    }
+
+    fn atom(&mut self) -> R<Expr> {
+        match self.peek().cloned() {
+            Some(Tok::Cmd(n)) if n == "infty" => {
+                self.pos += 1;
+                Ok(Expr::Infinity)
+            }
+            Some(Tok::Letter(_)) => Ok(Expr::Sym(self.symbol_name()?)),
+            Some(Tok::Cmd(n)) if n == "frac" || n == "dfrac" || n == "tfrac" => {
+                self.pos += 1;
+                let top = self.frac_part()?;
+                let bottom = self.frac_part()?;
+                Ok(if is_one(&top) {
+                    Expr::recip(bottom)
+                } else {
+                    Expr::div(top, bottom)
+                })
+            }
+            Some(Tok::Cmd(n)) if n == "binom" || n == "dbinom" || n == "tbinom" => {
+                self.pos += 1;
+                self.expect(&Tok::LBrace)?;
+                let a = self.expr()?;
+                self.expect(&Tok::RBrace)?;
+                self.expect(&Tok::LBrace)?;
+                let b = self.expr()?;
+                self.expect(&Tok::RBrace)?;
+                Ok(Expr::Call(Func::Binomial, vec![a, b]))
+            }
+            Some(Tok::Cmd(n)) if n == "mathit" => {
+                self.pos += 1;
+                self.expect(&Tok::LBrace)?;
+                let mut text = String::new();
+                while let Some(Tok::Letter(c)) = self.peek() {
+                    text.push(*c);
+                    self.pos += 1;
+                }
+                self.expect(&Tok::RBrace)?;
+                Ok(Expr::Sym(text))
+            }
+            Some(Tok::Cmd(_)) => Ok(Expr::Sym(self.symbol_name()?)),
+            Some(Tok::Differential(v)) => {
+                self.pos += 1;
+                Ok(Expr::Sym(format!("d{v}")))
+            }
+            Some(Tok::Digit(_)) => self.number(),
+            _ => Err(()),
+        }
+    }
+
+    fn frac_part(&mut self) -> R<Expr> {
+        if let Some(Tok::Digit(d)) = self.peek().cloned() {
+            self.pos += 1;
+            return Ok(Expr::Num(Number::int(i128::from(d.to_digit(10).unwrap_or(0)))));
+        }
+        self.expect(&Tok::LBrace)?;
+        let e = self.expr()?;
+        self.expect(&Tok::RBrace)?;
+        Ok(e)
+    }
+
+    /// `DIGIT+ (',' DIGIT DIGIT DIGIT)* ('.' DIGIT+)?`, commas dropped.
+    fn number(&mut self) -> R<Expr> {
+        let mut text = self.digits();
+        if text.is_empty() {
+            return Err(());
+        }
+        while let Some(group) = self.attempt(|p| {
+            p.expect(&Tok::Comma)?;
+            let mut g = String::new();
+            for _ in 0..3 {
+                match p.peek() {
+                    Some(Tok::Digit(d)) => {
+                        g.push(*d);
+                        p.pos += 1;
+                    }
+                    _ => return Err(()),
+                }
+            }
+            Ok(g)
+        }) {
+            text.push_str(&group);
+        }
+        if let Some(frac) = self.attempt(|p| {
+            p.expect(&Tok::Dot)?;
+            let f = p.digits();
+            if f.is_empty() { Err(()) } else { Ok(f) }
+        }) {
+            text.push('.');
+            text.push_str(&frac);
+        }
+        Number::from_decimal(&text).map(Expr::Num).ok_or(())
+    }
+
+    fn digits(&mut self) -> String {
+        let mut s = String::new();
+        while let Some(Tok::Digit(d)) = self.peek() {
+            s.push(*d);
+            self.pos += 1;
+        }
+        s
+    }
+}
+
+fn is_one(e: &Expr) -> bool {
+    matches!(e, Expr::Num(n) if n.exact == Some((1, 1)))
+}
+
+/// `convert_postfix_list`: implicit multiplication, except that a lone `x` between two
+/// symbol-free factors is read as a times sign (`2x3` is `2*3`).
+fn postfix_list(list: Vec<Expr>) -> Expr {
+    if list.len() == 1 {
+        return list.into_iter().next().unwrap_or(Expr::Num(Number::int(1)));
+    }
+    let mut out = Vec::with_capacity(list.len());
+    for (i, e) in list.iter().enumerate() {
+        let is_x = matches!(e, Expr::Sym(s) if s == "x");
+        if is_x && i > 0 && i + 1 < list.len() {
+            let (l, r) = (&list[i - 1], &list[i + 1]);
+            if !l.has_symbols() && !r.has_symbols() {
+                continue;
+            }
+        }
+        out.push(e.clone());
+    }
+    Expr::Mul(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok(s: &str) -> bool {
+        parse_latex(s).is_some()
+    }
+
+    #[test]
+    fn prefix_parsing_drops_the_rest() {
+        assert_eq!(parse_latex("1,2"), parse_latex("1"));
+        assert_eq!(parse_latex("x>1,y"), parse_latex("x>1"));
+        assert_eq!(parse_latex("1,000"), parse_latex("1000"));
+    }
+
+    #[test]
+    fn failures_match_sympy() {
+        assert!(!ok("(1,2)"));
+        assert!(!ok("\\sqrt2"));
+        assert!(!ok("5\\%"));
+        assert!(!ok("(2"));
+        assert!(ok("2)"));
+        assert!(ok("\\frac12"));
+        assert!(ok("x(x+1)"));
+    }
+
+    #[test]
+    fn functions_are_calls() {
+        assert!(matches!(parse_latex("f(x)"), Some(Parsed::Expr(Expr::Undefined(..)))));
+        assert!(matches!(
+            parse_latex("\\sin^{-1}x"),
+            Some(Parsed::Expr(Expr::Call(Func::Asin, _)))
+        ));
+    }
+}
