@@ -197,6 +197,31 @@ def responses(ex, name, gold_raw, rng):
     return out
 
 
+def fnv1a(text):
+    h = 0xCBF29CE484222325
+    for b in text.encode("utf-8"):
+        h = ((h ^ b) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
+    return f"{h:016x}"
+
+
+def write_golds(args, P):
+    """Digest of every gold answer and question, as parse_ground_truth / parse_question give them."""
+    full = open(args.golds_full, "w", encoding="utf-8") if args.golds_full else None
+    with open(args.golds, "w", encoding="utf-8") as out:
+        for name in BENCHMARKS:
+            rows = load(args.data_dir, name)
+            golds, questions = [], []
+            for ex in rows:
+                _, gt = P.parse_ground_truth(dict(ex), name)
+                golds.append(str(gt))
+                questions.append(P.parse_question(dict(ex), name))
+                if full:
+                    full.write(json.dumps(dict(benchmark=name, idx=len(golds) - 1, gold=str(gt)), ensure_ascii=False) + "\n")
+            row = dict(benchmark=name, n=len(golds), gold_fnv=fnv1a("\n".join(golds)),
+                       question_fnv=fnv1a("\n".join(questions)))
+            out.write(json.dumps(row) + "\n")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("eval_dir")
@@ -204,6 +229,8 @@ def main():
     ap.add_argument("out")
     ap.add_argument("--per-bench", type=int, default=45)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--golds", help="also write per-benchmark FNV-1a digests of every gold answer and question here")
+    ap.add_argument("--golds-full", help="also write every (benchmark, idx, gold) here, for diffing (not committed)")
     args = ap.parse_args()
 
     sys.path.insert(0, os.path.join(args.eval_dir, "latex2sympy"))
@@ -211,6 +238,8 @@ def main():
     import parser as P  # noqa: E402  (the harness's parser.py)
     import grader as G  # noqa: E402
 
+    if args.golds:
+        write_golds(args, P)
     rng = random.Random(args.seed)
     signal.signal(signal.SIGALRM, _alarm)
     n_lines = 0

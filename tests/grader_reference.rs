@@ -1,9 +1,9 @@
 //! Agreement with the Qwen2.5-Math reference grader on realistic (response, gold) pairs.
 //!
 //! `tests/fixtures/grader/reference.jsonl` is produced by `scripts/grader_reference.py` from
-//! the real benchmark files and the reference's own Python (`extract_answer` + `strip_string`
-//! + `math_equal`). This test re-grades every line and requires ≥ 99% agreement on the
-//! verdict overall; it prints the rate per benchmark and lists the disagreements.
+//! the real benchmark files and the reference's own Python (`extract_answer`, `strip_string`
+//! and `math_equal`). This test re-grades every line and requires at least 99% agreement on
+//! the verdict overall; it prints the rate per benchmark and lists the disagreements.
 
 use std::collections::BTreeMap;
 

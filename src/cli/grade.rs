@@ -24,7 +24,9 @@ struct Line {
 }
 
 pub fn run(args: &GradeArgs) -> Result<()> {
-    let rules = Rules { strict: args.strict };
+    let rules = Rules {
+        strict: args.strict,
+    };
     let stdin = std::io::stdin().lock();
     let mut out = BufWriter::new(std::io::stdout().lock());
     for (i, line) in stdin.lines().enumerate() {
@@ -33,8 +35,9 @@ pub fn run(args: &GradeArgs) -> Result<()> {
         if line.trim().is_empty() {
             continue;
         }
-        let rec: Line = serde_json::from_str(&line)
-            .with_context(|| format!("line {n}: expected {{\"benchmark\", \"response\", \"answer\"}}"))?;
+        let rec: Line = serde_json::from_str(&line).with_context(|| {
+            format!("line {n}: expected {{\"benchmark\", \"response\", \"answer\"}}")
+        })?;
         let benchmark: Benchmark = rec.benchmark.parse().with_context(|| format!("line {n}"))?;
         let gold = match rec.answer {
             serde_json::Value::String(s) => s,

@@ -91,7 +91,9 @@ impl fmt::Display for Benchmark {
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("unknown benchmark `{0}` (expected one of gsm8k, math, svamp, asdiv, mawps, carp_en, tabmwp, minerva_math, gaokao2023en, olympiadbench, college_math)")]
+#[error(
+    "unknown benchmark `{0}` (expected one of gsm8k, math, svamp, asdiv, mawps, carp_en, tabmwp, minerva_math, gaokao2023en, olympiadbench, college_math)"
+)]
 pub struct UnknownBenchmark(pub String);
 
 impl FromStr for Benchmark {
@@ -115,30 +117,52 @@ pub struct Problem {
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     #[error("cannot read {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}:{line}: not valid JSON: {source}")]
-    Json { path: PathBuf, line: usize, source: serde_json::Error },
+    Json {
+        path: PathBuf,
+        line: usize,
+        source: serde_json::Error,
+    },
     #[error("{path}:{line}: {benchmark} record lacks a usable `{field}`")]
-    Field { path: PathBuf, line: usize, benchmark: Benchmark, field: &'static str },
+    Field {
+        path: PathBuf,
+        line: usize,
+        benchmark: Benchmark,
+        field: &'static str,
+    },
 }
 
 /// Loads `benchmark` from `dir` (the folder holding `gsm8k/`, `math/`, …), in file order.
 pub fn load_benchmark(dir: &Path, benchmark: Benchmark) -> Result<Vec<Problem>, LoadError> {
     let path = dir.join(benchmark.file());
-    let text = std::fs::read_to_string(&path)
-        .map_err(|source| LoadError::Io { path: path.clone(), source })?;
+    let text = std::fs::read_to_string(&path).map_err(|source| LoadError::Io {
+        path: path.clone(),
+        source,
+    })?;
     let records: Vec<(usize, Value)> = if benchmark == Benchmark::Tabmwp {
-        let v: Value = serde_json::from_str(&text)
-            .map_err(|source| LoadError::Json { path: path.clone(), line: 1, source })?;
-        match v {
-            Value::Object(map) => map.into_iter().map(|(_, r)| r).enumerate().collect(),
-            _ => return Err(field_err(&path, 1, benchmark, "<object keyed by id>")),
-        }
+        // serde_json's map sorts keys; the harness keeps the file's order, and so must we.
+        let entries: InOrder = serde_json::from_str(&text).map_err(|source| LoadError::Json {
+            path: path.clone(),
+            line: 1,
+            source,
+        })?;
+        entries.0.into_iter().enumerate().collect()
     } else {
         let mut out = Vec::new();
-        for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-            let v = serde_json::from_str(line)
-                .map_err(|source| LoadError::Json { path: path.clone(), line: i + 1, source })?;
+        for (i, line) in text
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty())
+        {
+            let v = serde_json::from_str(line).map_err(|source| LoadError::Json {
+                path: path.clone(),
+                line: i + 1,
+                source,
+            })?;
             out.push((i + 1, v));
         }
         out
@@ -149,16 +173,54 @@ pub fn load_benchmark(dir: &Path, benchmark: Benchmark) -> Result<Vec<Problem>, 
         .map(|(n, (line, r))| {
             let question = parse_question(&r, benchmark)
                 .ok_or_else(|| field_err(&path, line, benchmark, "question"))?;
-            let answer =
-                parse_gold(&r, benchmark).ok_or_else(|| field_err(&path, line, benchmark, "answer"))?;
-            let idx = r.get("idx").and_then(Value::as_u64).map_or(n, |i| i as usize);
-            Ok(Problem { idx, question, answer })
+            let answer = parse_gold(&r, benchmark)
+                .ok_or_else(|| field_err(&path, line, benchmark, "answer"))?;
+            let idx = r
+                .get("idx")
+                .and_then(Value::as_u64)
+                .map_or(n, |i| i as usize);
+            Ok(Problem {
+                idx,
+                question,
+                answer,
+            })
         })
         .collect()
 }
 
+/// The values of a JSON object in file order.
+struct InOrder(Vec<Value>);
+
+impl<'de> serde::Deserialize<'de> for InOrder {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = InOrder;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a JSON object keyed by problem id")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<InOrder, A::Error> {
+                let mut out = Vec::new();
+                while let Some((_, v)) = map.next_entry::<String, Value>()? {
+                    out.push(v);
+                }
+                Ok(InOrder(out))
+            }
+        }
+        d.deserialize_map(Visitor)
+    }
+}
+
 fn field_err(path: &Path, line: usize, benchmark: Benchmark, field: &'static str) -> LoadError {
-    LoadError::Field { path: path.to_path_buf(), line, benchmark, field }
+    LoadError::Field {
+        path: path.to_path_buf(),
+        line,
+        benchmark,
+        field,
+    }
 }
 
 fn text(r: &Value, key: &str) -> Option<String> {
@@ -175,7 +237,11 @@ fn text(r: &Value, key: &str) -> Option<String> {
 /// `parse_question` of the harness.
 pub fn parse_question(r: &Value, benchmark: Benchmark) -> Option<String> {
     let q = match benchmark {
-        Benchmark::Asdiv => format!("{} {}", text(r, "body")?.trim(), text(r, "question")?.trim()),
+        Benchmark::Asdiv => format!(
+            "{} {}",
+            text(r, "body")?.trim(),
+            text(r, "question")?.trim()
+        ),
         Benchmark::Svamp => {
             let mut body = text(r, "Body")?.trim().to_string();
             if !body.ends_with('.') {
@@ -191,17 +257,17 @@ pub fn parse_question(r: &Value, benchmark: Benchmark) -> Option<String> {
                 text(r, "table")?,
                 text(r, "question")?
             );
-            if let Some(Value::Array(choices)) = r.get("choices") {
-                if !choices.is_empty() {
-                    let items: Vec<String> = choices
-                        .iter()
-                        .map(|c| format!("'{}'", c.as_str().unwrap_or_default()))
-                        .collect();
-                    q.push_str(&format!(
-                        " Please select from the following options: [{}]",
-                        items.join(", ")
-                    ));
-                }
+            if let Some(Value::Array(choices)) = r.get("choices")
+                && !choices.is_empty()
+            {
+                let items: Vec<String> = choices
+                    .iter()
+                    .map(|c| py_str_repr(c.as_str().unwrap_or_default()))
+                    .collect();
+                q.push_str(&format!(
+                    " Please select from the following options: [{}]",
+                    items.join(", ")
+                ));
             }
             q
         }
@@ -266,6 +332,31 @@ pub fn parse_gold(r: &Value, benchmark: Benchmark) -> Option<String> {
     })
 }
 
+/// Python's `repr(str)`, as the harness prints TabMWP's list of choices.
+fn py_str_repr(s: &str) -> String {
+    let quote = if s.contains('\'') && !s.contains('"') {
+        '"'
+    } else {
+        '\''
+    };
+    let mut out = String::from(quote);
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            c if c == quote => {
+                out.push('\\');
+                out.push(c);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push(quote);
+    out
+}
+
 /// `re.sub(r"\(.*?\)", "", answer)`.
 fn strip_parenthesised(s: &str) -> String {
     let mut out = String::new();
@@ -314,24 +405,46 @@ mod tests {
     #[test]
     fn gold_answers_as_the_harness_takes_them() {
         let g = |r: Value, b| parse_gold(&r, b).unwrap_or_default();
-        assert_eq!(g(json!({"answer": "so 3+4=7\n#### 1,234"}), Benchmark::Gsm8k), "1,234");
+        assert_eq!(
+            g(json!({"answer": "so 3+4=7\n#### 1,234"}), Benchmark::Gsm8k),
+            "1,234"
+        );
         assert_eq!(g(json!({"Answer": 145.0}), Benchmark::Svamp), "145");
         assert_eq!(g(json!({"answer": "9 (apples)"}), Benchmark::Asdiv), "9");
         assert_eq!(g(json!({"target": 43.0}), Benchmark::Mawps), "43");
         assert_eq!(
-            g(json!({"solution": "so $\\boxed{\\dfrac{1}{2}}$."}), Benchmark::Math),
+            g(
+                json!({"solution": "so $\\boxed{\\dfrac{1}{2}}$."}),
+                Benchmark::Math
+            ),
             "\\frac{1}{2}"
         );
-        assert_eq!(g(json!({"final_answer": ["$2n$"]}), Benchmark::OlympiadBench), "2n");
-        assert_eq!(g(json!({"answer": "$10-4 n$"}), Benchmark::CollegeMath), "10-4n");
         assert_eq!(
-            g(json!({"answer": "1/4", "ans_type": "decimal_number"}), Benchmark::Tabmwp),
+            g(json!({"final_answer": ["$2n$"]}), Benchmark::OlympiadBench),
+            "2n"
+        );
+        assert_eq!(
+            g(json!({"answer": "$10-4 n$"}), Benchmark::CollegeMath),
+            "10-4n"
+        );
+        assert_eq!(
+            g(
+                json!({"answer": "1/4", "ans_type": "decimal_number"}),
+                Benchmark::Tabmwp
+            ),
             "0.25"
         );
         assert_eq!(
             g(json!({"answer": "b ^ { 2 } \\leq 9"}), Benchmark::CarpEn),
             "b ^ { 2 } \\le 9"
         );
+    }
+
+    #[test]
+    fn python_string_repr() {
+        assert_eq!(py_str_repr("shortage"), "'shortage'");
+        assert_eq!(py_str_repr("men's vault"), "\"men's vault\"");
+        assert_eq!(py_str_repr("a'b\"c"), "'a\\'b\"c'");
     }
 
     #[test]
@@ -352,9 +465,18 @@ mod tests {
             "{\"question\": \"1+1?\", \"answer\": \"1+1=2\\n#### 2\"}\n",
         )?;
         let p = load_benchmark(dir.path(), Benchmark::Gsm8k)?;
-        assert_eq!(p, vec![Problem { idx: 0, question: "1+1?".into(), answer: "2".into() }]);
+        assert_eq!(
+            p,
+            vec![Problem {
+                idx: 0,
+                question: "1+1?".into(),
+                answer: "2".into()
+            }]
+        );
         std::fs::write(dir.path().join("gsm8k/test.jsonl"), "{\"question\": 1}\n")?;
-        let err = load_benchmark(dir.path(), Benchmark::Gsm8k).err().map(|e| e.to_string());
+        let err = load_benchmark(dir.path(), Benchmark::Gsm8k)
+            .err()
+            .map(|e| e.to_string());
         assert!(err.is_some_and(|e| e.contains(":1:")));
         Ok(())
     }

@@ -145,7 +145,10 @@ mod tests {
 
     #[test]
     fn last_boxed_with_nested_braces() {
-        assert_eq!(ex("first \\boxed{1} then \\boxed{\\frac{3}{4}}."), "\\frac{3}{4}");
+        assert_eq!(
+            ex("first \\boxed{1} then \\boxed{\\frac{3}{4}}."),
+            "\\frac{3}{4}"
+        );
         assert_eq!(ex("\\boxed 5$ done"), "5");
         assert_eq!(ex("text ending in boxed"), "");
     }

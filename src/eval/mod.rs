@@ -48,7 +48,11 @@ mod tests {
 
     #[test]
     fn grade_boxed_fraction() {
-        let v = grade(Benchmark::Math, "So we get $\\boxed{\\dfrac{1}{2}}$.", "\\frac{1}{2}");
+        let v = grade(
+            Benchmark::Math,
+            "So we get $\\boxed{\\dfrac{1}{2}}$.",
+            "\\frac{1}{2}",
+        );
         assert_eq!(v.pred, "\\frac{1}{2}");
         assert!(v.correct);
     }

@@ -67,7 +67,9 @@ pub fn strip_string(input: &str, skip_unit: bool) -> String {
     s = s.replace("\\(", "").replace("\\)", "");
     s = convert_word_number(&s);
     s = TEXT.replace_all(&s, "${1}").into_owned();
-    for key in ["x=", "y=", "z=", "x\\in", "y\\in", "z\\in", "x\\to", "y\\to", "z\\to"] {
+    for key in [
+        "x=", "y=", "z=", "x\\in", "y\\in", "z\\in", "x\\to", "y\\to", "z\\to",
+    ] {
         s = s.replace(key, "");
     }
     s = s.replace("\\emptyset", "{}");

@@ -94,7 +94,10 @@ pub fn render_prompt(template: PromptTemplate, question: &str, demos: &[(&str, &
         let demo: Vec<String> = demos.iter().map(|(q, a)| format!("{q}\n{a}")).collect();
         fill(&format!("{}{splitter}{question}", demo.join(splitter)))
     } else {
-        let demo: Vec<String> = demos.iter().map(|(q, a)| format!("{}{a}", fill(q))).collect();
+        let demo: Vec<String> = demos
+            .iter()
+            .map(|(q, a)| format!("{}{a}", fill(q)))
+            .collect();
         format!("{}{splitter}{}", demo.join(splitter), fill(question))
     };
     full.trim_matches(' ').to_string()
@@ -106,9 +109,20 @@ mod tests {
 
     #[test]
     fn cot_few_shot_layout() {
-        let p = render_prompt(PromptTemplate::Cot, "1+1?", &[("2+2?", "2+2=4. The answer is 4.")]);
-        assert_eq!(p, "Question: 2+2?\nAnswer: 2+2=4. The answer is 4.\n\n\nQuestion: 1+1?\nAnswer:");
-        assert!(PromptTemplate::Cot.stop_strings().contains(&"\n\nQuestion:"));
+        let p = render_prompt(
+            PromptTemplate::Cot,
+            "1+1?",
+            &[("2+2?", "2+2=4. The answer is 4.")],
+        );
+        assert_eq!(
+            p,
+            "Question: 2+2?\nAnswer: 2+2=4. The answer is 4.\n\n\nQuestion: 1+1?\nAnswer:"
+        );
+        assert!(
+            PromptTemplate::Cot
+                .stop_strings()
+                .contains(&"\n\nQuestion:")
+        );
     }
 
     #[test]
@@ -117,7 +131,9 @@ mod tests {
         assert!(p.starts_with("<|im_start|>system\nPlease reason step by step"));
         assert!(p.ends_with("<|im_start|>user\nWhat is 2+3?<|im_end|>\n<|im_start|>assistant\n"));
         let p = render_prompt(PromptTemplate::QwenBoxed, "Q", &[]);
-        assert!(p.contains("Q\nPlease reason step by step, and put your final answer within \\boxed{}."));
+        assert!(p.contains(
+            "Q\nPlease reason step by step, and put your final answer within \\boxed{}."
+        ));
         assert_eq!(render_prompt(PromptTemplate::Chat, "Q", &[]), "Q");
     }
 

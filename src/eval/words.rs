@@ -80,8 +80,7 @@ fn word_to_num(text: &str) -> Option<String> {
         return None;
     }
     let count = |w: &str| clean.iter().filter(|x| **x == w).count();
-    if count("thousand") > 1 || count("million") > 1 || count("billion") > 1 || count("point") > 1
-    {
+    if count("thousand") > 1 || count("million") > 1 || count("billion") > 1 || count("point") > 1 {
         return None;
     }
     let (ints, decimals): (&[&str], &[&str]) = match clean.iter().position(|w| *w == "point") {

@@ -35,11 +35,17 @@ impl C {
 
     pub fn exp(self) -> C {
         let m = self.re.exp();
-        C { re: m * self.im.cos(), im: m * self.im.sin() }
+        C {
+            re: m * self.im.cos(),
+            im: m * self.im.sin(),
+        }
     }
 
     pub fn ln(self) -> C {
-        C { re: self.abs().ln(), im: self.im.atan2(self.re) }
+        C {
+            re: self.abs().ln(),
+            im: self.im.atan2(self.re),
+        }
     }
 
     pub fn sqrt(self) -> C {
@@ -56,7 +62,11 @@ impl C {
             }
         }
         if self == C::ZERO {
-            return if e.re > 0.0 { C::ZERO } else { C::real(f64::NAN) };
+            return if e.re > 0.0 {
+                C::ZERO
+            } else {
+                C::real(f64::NAN)
+            };
         }
         (e * self.ln()).exp()
     }
@@ -73,11 +83,17 @@ impl C {
     }
 
     pub fn sin(self) -> C {
-        C { re: self.re.sin() * self.im.cosh(), im: self.re.cos() * self.im.sinh() }
+        C {
+            re: self.re.sin() * self.im.cosh(),
+            im: self.re.cos() * self.im.sinh(),
+        }
     }
 
     pub fn cos(self) -> C {
-        C { re: self.re.cos() * self.im.cosh(), im: -self.re.sin() * self.im.sinh() }
+        C {
+            re: self.re.cos() * self.im.cosh(),
+            im: -self.re.sin() * self.im.sinh(),
+        }
     }
 
     pub fn sinh(self) -> C {
@@ -115,14 +131,20 @@ impl C {
 impl Add for C {
     type Output = C;
     fn add(self, o: C) -> C {
-        C { re: self.re + o.re, im: self.im + o.im }
+        C {
+            re: self.re + o.re,
+            im: self.im + o.im,
+        }
     }
 }
 
 impl Sub for C {
     type Output = C;
     fn sub(self, o: C) -> C {
-        C { re: self.re - o.re, im: self.im - o.im }
+        C {
+            re: self.re - o.re,
+            im: self.im - o.im,
+        }
     }
 }
 
@@ -132,7 +154,10 @@ impl Mul for C {
         if self.im == 0.0 && o.im == 0.0 {
             return C::real(self.re * o.re);
         }
-        C { re: self.re * o.re - self.im * o.im, im: self.re * o.im + self.im * o.re }
+        C {
+            re: self.re * o.re - self.im * o.im,
+            im: self.re * o.im + self.im * o.re,
+        }
     }
 }
 
@@ -153,6 +178,9 @@ impl Div for C {
 impl Neg for C {
     type Output = C;
     fn neg(self) -> C {
-        C { re: -self.re, im: -self.im }
+        C {
+            re: -self.re,
+            im: -self.im,
+        }
     }
 }

@@ -15,7 +15,11 @@ impl Number {
         let (int, frac) = text.split_once('.').unwrap_or((text, ""));
         let digits = format!("{int}{frac}");
         let exact = if digits.len() <= 30 && frac.len() <= 30 {
-            let num: Option<i128> = if digits.is_empty() { Some(0) } else { digits.parse().ok() };
+            let num: Option<i128> = if digits.is_empty() {
+                Some(0)
+            } else {
+                digits.parse().ok()
+            };
             num.and_then(|n| 10i128.checked_pow(frac.len() as u32).map(|d| (n, d)))
         } else {
             None
@@ -24,17 +28,40 @@ impl Number {
     }
 
     pub fn int(v: i128) -> Number {
-        Number { exact: Some((v, 1)), value: v as f64 }
+        Number {
+            exact: Some((v, 1)),
+            value: v as f64,
+        }
     }
 }
 
 /// Built-in functions the parsers know by name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Func {
-    Sin, Cos, Tan, Csc, Sec, Cot,
-    Asin, Acos, Atan, Acsc, Asec, Acot,
-    Sinh, Cosh, Tanh, Asinh, Acosh, Atanh,
-    Exp, Abs, Floor, Ceil, Factorial, Conjugate,
+    Sin,
+    Cos,
+    Tan,
+    Csc,
+    Sec,
+    Cot,
+    Asin,
+    Acos,
+    Atan,
+    Acsc,
+    Asec,
+    Acot,
+    Sinh,
+    Cosh,
+    Tanh,
+    Asinh,
+    Acosh,
+    Atanh,
+    Exp,
+    Abs,
+    Floor,
+    Ceil,
+    Factorial,
+    Conjugate,
     /// `log(x, base)`
     Log,
     /// `binomial(n, k)`
@@ -68,11 +95,11 @@ impl Expr {
         Expr::pow(e, Expr::Num(Number::int(-1)))
     }
 
-    pub fn div(a: Expr, b: Expr) -> Expr {
+    pub fn quotient(a: Expr, b: Expr) -> Expr {
         Expr::Mul(vec![a, Expr::recip(b)])
     }
 
-    pub fn sub(a: Expr, b: Expr) -> Expr {
+    pub fn difference(a: Expr, b: Expr) -> Expr {
         Expr::Add(vec![a, Expr::Neg(Box::new(b))])
     }
 
@@ -139,4 +166,6 @@ pub enum Parsed {
     Rel(RelOp, Expr, Expr),
     Seq(SeqKind, Vec<Parsed>),
     Matrix(Vec<Vec<Expr>>),
+    /// sympy's `false`, what a chained equation such as `a=b=1` evaluates to.
+    False,
 }

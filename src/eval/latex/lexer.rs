@@ -33,14 +33,27 @@ pub enum Tok {
     LBracket,
     RBracket,
     Bar,
-    Ampersand,
     Rel(super::RelOp),
     Error,
 }
 
 const SKIPPED: &[&str] = &[
-    "thinspace", "medspace", "thickspace", "quad", "qquad", "negthinspace", "negmedspace",
-    "negthickspace", "left", "right", "vrule", "vcenter", "vbox", "vskip", "vspace", "hfil",
+    "thinspace",
+    "medspace",
+    "thickspace",
+    "quad",
+    "qquad",
+    "negthinspace",
+    "negmedspace",
+    "negthickspace",
+    "left",
+    "right",
+    "vrule",
+    "vcenter",
+    "vbox",
+    "vskip",
+    "vspace",
+    "hfil",
 ];
 
 pub fn lex(s: &str) -> Vec<Tok> {
@@ -91,8 +104,29 @@ pub fn lex(s: &str) -> Vec<Tok> {
             '[' => Tok::LBracket,
             ']' => Tok::RBracket,
             '|' => Tok::Bar,
-            '&' => Tok::Ampersand,
-            '=' => Tok::Rel(RelOp::Eq),
+            // `&=` and `=&` are one EQUAL token; a lone `&` is a lexer error in sympy
+            '&' => {
+                let mut j = i;
+                while j < chars.len() && chars[j].is_ascii_whitespace() {
+                    j += 1;
+                }
+                if chars.get(j) == Some(&'=') {
+                    i = j + 1;
+                    Tok::Rel(RelOp::Eq)
+                } else {
+                    Tok::Error
+                }
+            }
+            '=' => {
+                let mut j = i;
+                while j < chars.len() && chars[j].is_ascii_whitespace() {
+                    j += 1;
+                }
+                if chars.get(j) == Some(&'&') {
+                    i = j + 1;
+                }
+                Tok::Rel(RelOp::Eq)
+            }
             '<' => Tok::Rel(RelOp::Lt),
             '>' => Tok::Rel(RelOp::Gt),
             '\'' => {

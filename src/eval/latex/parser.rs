@@ -16,7 +16,11 @@ type R<T> = Result<T, ()>;
 /// sympy's `parse_latex`; `None` where it raises.
 pub fn parse_latex(s: &str) -> Option<Parsed> {
     let toks = lex(s);
-    let mut p = P { toks: &toks, pos: 0, hard: false };
+    let mut p = P {
+        toks: &toks,
+        pos: 0,
+        hard: false,
+    };
     let out = p.relation();
     if p.hard { None } else { out.ok() }
 }
@@ -41,11 +45,14 @@ pub fn parse_latex2sympy(s: &str) -> Option<Parsed> {
             rows.push(row);
         }
         let width = rows.first().map(Vec::len)?;
-        return rows.iter().all(|r| r.len() == width).then_some(Parsed::Matrix(rows));
+        return rows
+            .iter()
+            .all(|r| r.len() == width)
+            .then_some(Parsed::Matrix(rows));
     }
     if let Some(num) = t.strip_suffix("\\%") {
         return match parse_latex(num)? {
-            Parsed::Expr(e) => Some(Parsed::Expr(Expr::div(e, Expr::Num(Number::int(100))))),
+            Parsed::Expr(e) => Some(Parsed::Expr(Expr::quotient(e, Expr::Num(Number::int(100))))),
             _ => None,
         };
     }
@@ -57,15 +64,38 @@ pub fn parse_latex2sympy(s: &str) -> Option<Parsed> {
 
 const FUNC_NORMAL: &[&str] = &[
     "exp", "log", "lg", "ln", "sin", "cos", "tan", "csc", "sec", "cot", "arcsin", "arccos",
-    "arctan", "arccsc", "arcsec", "arccot", "sinh", "cosh", "tanh", "arsinh", "arcosh",
-    "artanh",
+    "arctan", "arccsc", "arcsec", "arccot", "sinh", "cosh", "tanh", "arsinh", "arcosh", "artanh",
 ];
 
 /// Commands that have their own token in the grammar, hence are not plain symbols.
 const RESERVED: &[&str] = &[
-    "frac", "dfrac", "tfrac", "binom", "dbinom", "tbinom", "sqrt", "overline", "times", "cdot",
-    "div", "mathit", "lim", "int", "sum", "prod", "lfloor", "rfloor", "lceil", "rceil", "langle",
-    "rangle", "to", "rightarrow", "Rightarrow", "longrightarrow", "Longrightarrow",
+    "frac",
+    "dfrac",
+    "tfrac",
+    "binom",
+    "dbinom",
+    "tbinom",
+    "sqrt",
+    "overline",
+    "times",
+    "cdot",
+    "div",
+    "mathit",
+    "lim",
+    "int",
+    "sum",
+    "prod",
+    "lfloor",
+    "rfloor",
+    "lceil",
+    "rceil",
+    "langle",
+    "rangle",
+    "to",
+    "rightarrow",
+    "Rightarrow",
+    "longrightarrow",
+    "Longrightarrow",
 ];
 
 struct P<'a> {
@@ -124,16 +154,18 @@ impl P<'_> {
         };
         let rhs = self.attempt(|p| {
             p.pos += 1;
-            if op == RelOp::Eq {
-                p.eat(&Tok::Ampersand);
-            }
             p.expr()
         });
         let Some(rhs) = rhs else {
             return Ok(Parsed::Expr(lhs));
         };
-        if matches!(self.peek(), Some(Tok::Rel(_))) {
-            // a chained relation: sympy cannot build it and raises
+        if let Some(Tok::Rel(outer)) = self.peek().cloned() {
+            // A chain: sympy nests it, Eq(Eq(a, b), 1) collapses to `false`, others raise.
+            self.pos += 1;
+            let last = self.expr()?;
+            if outer == RelOp::Eq && op == RelOp::Eq && !last.has_symbols() {
+                return Ok(Parsed::False);
+            }
             return Err(());
         }
         Ok(Parsed::Rel(op, lhs, rhs))
@@ -156,7 +188,11 @@ impl P<'_> {
                 None => break,
             }
         }
-        Ok(if terms.len() == 1 { terms.remove(0) } else { Expr::Add(terms) })
+        Ok(if terms.len() == 1 {
+            terms.remove(0)
+        } else {
+            Expr::Add(terms)
+        })
     }
 
     fn mp(&mut self, nofunc: bool) -> R<Expr> {
@@ -173,7 +209,7 @@ impl P<'_> {
                 p.pos += 1;
                 p.mp_operand(nofunc)
             }) {
-                Some(r) if div => acc = Expr::div(acc, r),
+                Some(r) if div => acc = Expr::quotient(acc, r),
                 Some(r) => acc = Expr::Mul(vec![acc, r]),
                 None => break,
             }
@@ -258,15 +294,16 @@ impl P<'_> {
         }) {
             return Ok(e);
         }
-        if func_ok {
-            if let Some(e) = self.attempt(|p| p.func()) {
-                return Ok(e);
-            }
+        if func_ok && let Some(e) = self.attempt(|p| p.func()) {
+            return Ok(e);
         }
         if let Some(e) = self.attempt(|p| p.atom()) {
             return Ok(e);
         }
-        for (open, close, f) in [("lfloor", "rfloor", Func::Floor), ("lceil", "rceil", Func::Ceil)] {
+        for (open, close, f) in [
+            ("lfloor", "rfloor", Func::Floor),
+            ("lceil", "rceil", Func::Ceil),
+        ] {
             if let Some(e) = self.attempt(|p| {
                 p.is_cmd(&[open]).ok_or(())?;
                 p.pos += 1;
@@ -346,7 +383,7 @@ impl P<'_> {
             self.expect(&Tok::RBrace)?;
             let exponent = match root {
                 Some(r) => Expr::recip(r),
-                None => Expr::div(Expr::Num(Number::int(1)), Expr::Num(Number::int(2))),
+                None => Expr::quotient(Expr::Num(Number::int(1)), Expr::Num(Number::int(2))),
             };
             return Ok(Expr::pow(base, exponent));
         }
@@ -435,10 +472,10 @@ impl P<'_> {
             name,
             "sin" | "cos" | "tan" | "csc" | "sec" | "cot" | "sinh" | "cosh" | "tanh"
         );
-        if let Some(p) = sup {
-            if !(trig_name && inverse) {
-                e = Expr::pow(e, p);
-            }
+        if let Some(p) = sup
+            && !(trig_name && inverse)
+        {
+            e = Expr::pow(e, p);
         }
         Ok(e)
     }
@@ -457,7 +494,7 @@ impl P<'_> {
                 Ok(if is_one(&top) {
                     Expr::recip(bottom)
                 } else {
-                    Expr::div(top, bottom)
+                    Expr::quotient(top, bottom)
                 })
             }
             Some(Tok::Cmd(n)) if n == "binom" || n == "dbinom" || n == "tbinom" => {
@@ -494,7 +531,9 @@ impl P<'_> {
     fn frac_part(&mut self) -> R<Expr> {
         if let Some(Tok::Digit(d)) = self.peek().cloned() {
             self.pos += 1;
-            return Ok(Expr::Num(Number::int(i128::from(d.to_digit(10).unwrap_or(0)))));
+            return Ok(Expr::Num(Number::int(i128::from(
+                d.to_digit(10).unwrap_or(0),
+            ))));
         }
         self.expect(&Tok::LBrace)?;
         let e = self.expr()?;
@@ -597,7 +636,10 @@ mod tests {
 
     #[test]
     fn functions_are_calls() {
-        assert!(matches!(parse_latex("f(x)"), Some(Parsed::Expr(Expr::Undefined(..)))));
+        assert!(matches!(
+            parse_latex("f(x)"),
+            Some(Parsed::Expr(Expr::Undefined(..)))
+        ));
         assert!(matches!(
             parse_latex("\\sin^{-1}x"),
             Some(Parsed::Expr(Expr::Call(Func::Asin, _)))

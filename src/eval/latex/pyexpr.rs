@@ -22,7 +22,9 @@ fn lex(s: &str) -> Option<Vec<T>> {
         let ch = c[i];
         if ch.is_whitespace() {
             i += 1;
-        } else if ch.is_ascii_digit() || (ch == '.' && c.get(i + 1).is_some_and(char::is_ascii_digit)) {
+        } else if ch.is_ascii_digit()
+            || (ch == '.' && c.get(i + 1).is_some_and(char::is_ascii_digit))
+        {
             let start = i;
             while i < c.len() && (c[i].is_ascii_digit() || c[i] == '.' || c[i] == '_') {
                 i += 1;
@@ -75,8 +77,8 @@ fn lex(s: &str) -> Option<Vec<T>> {
 }
 
 const KEYWORDS: &[&str] = &[
-    "and", "or", "not", "in", "is", "if", "else", "for", "lambda", "None", "True", "False",
-    "def", "class", "return", "import", "from", "as", "with", "while", "pass", "del",
+    "and", "or", "not", "in", "is", "if", "else", "for", "lambda", "None", "True", "False", "def",
+    "class", "return", "import", "from", "as", "with", "while", "pass", "del",
 ];
 
 /// sympy's `parse_expr`; `None` where it raises.
@@ -117,7 +119,11 @@ impl Py<'_> {
     /// An expression or a bracketed sequence.
     fn item(&mut self) -> Option<Parsed> {
         let save = self.pos;
-        for (open, close, kind) in [("(", ")", SeqKind::Tuple), ("[", "]", SeqKind::List), ("{", "}", SeqKind::Set)] {
+        for (open, close, kind) in [
+            ("(", ")", SeqKind::Tuple),
+            ("[", "]", SeqKind::List),
+            ("{", "}", SeqKind::Set),
+        ] {
             if self.eat(open) {
                 let mut items = Vec::new();
                 let mut trailing_comma = false;
@@ -132,7 +138,15 @@ impl Py<'_> {
                 }
                 let is_seq = kind != SeqKind::Tuple || items.len() != 1 || trailing_comma;
                 if is_seq {
-                    if self.pos < self.t.len() && !matches!(self.t.get(self.pos), Some(T::Op(",")) | Some(T::Op(")")) | Some(T::Op("]")) | Some(T::Op("}"))) {
+                    if self.pos < self.t.len()
+                        && !matches!(
+                            self.t.get(self.pos),
+                            Some(T::Op(","))
+                                | Some(T::Op(")"))
+                                | Some(T::Op("]"))
+                                | Some(T::Op("}"))
+                        )
+                    {
                         return None;
                     }
                     return Some(Parsed::Seq(kind, items));
@@ -155,7 +169,11 @@ impl Py<'_> {
                 break;
             }
         }
-        Some(if terms.len() == 1 { terms.remove(0) } else { Expr::Add(terms) })
+        Some(if terms.len() == 1 {
+            terms.remove(0)
+        } else {
+            Expr::Add(terms)
+        })
     }
 
     fn term(&mut self) -> Option<Expr> {
@@ -164,7 +182,7 @@ impl Py<'_> {
             if self.eat("*") {
                 acc = Expr::Mul(vec![acc, self.unary()?]);
             } else if self.eat("/") {
-                acc = Expr::div(acc, self.unary()?);
+                acc = Expr::quotient(acc, self.unary()?);
             } else {
                 break;
             }
@@ -191,7 +209,12 @@ impl Py<'_> {
             T::Num(n) => {
                 self.pos += 1;
                 Number::from_decimal(&n).map(Expr::Num).or_else(|| {
-                    n.parse::<f64>().ok().map(|v| Expr::Num(Number { exact: None, value: v }))
+                    n.parse::<f64>().ok().map(|v| {
+                        Expr::Num(Number {
+                            exact: None,
+                            value: v,
+                        })
+                    })
                 })
             }
             T::Op("(") => {
@@ -230,7 +253,10 @@ impl Py<'_> {
 fn call(name: &str, mut args: Vec<Expr>) -> Expr {
     let one = |f: Func, args: Vec<Expr>| Expr::Call(f, args);
     match (name, args.len()) {
-        ("sqrt", 1) => Expr::pow(args.remove(0), Expr::div(Expr::Num(Number::int(1)), Expr::Num(Number::int(2)))),
+        ("sqrt", 1) => Expr::pow(
+            args.remove(0),
+            Expr::quotient(Expr::Num(Number::int(1)), Expr::Num(Number::int(2))),
+        ),
         ("sin", 1) => one(Func::Sin, args),
         ("cos", 1) => one(Func::Cos, args),
         ("tan", 1) => one(Func::Tan, args),

@@ -22,13 +22,14 @@ const POINTS: u64 = 5;
 pub fn parsed_equal(a: &Parsed, b: &Parsed, rel_tol: f64) -> bool {
     match (a, b) {
         (Parsed::Expr(x), Parsed::Expr(y)) => expr_equal(x, y, rel_tol),
+        (Parsed::False, Parsed::False) => true,
         (Parsed::Rel(o1, l1, r1), Parsed::Rel(o2, l2, r2)) => {
             if o1 == o2 && same_function(l1, l2) && same_function(r1, r2) {
                 return true;
             }
             // sympy's "equation equal": Abs(lhs - rhs) on both sides, whatever the relation
-            let d1 = Expr::Call(Func::Abs, vec![Expr::sub(l1.clone(), r1.clone())]);
-            let d2 = Expr::Call(Func::Abs, vec![Expr::sub(l2.clone(), r2.clone())]);
+            let d1 = Expr::Call(Func::Abs, vec![Expr::difference(l1.clone(), r1.clone())]);
+            let d2 = Expr::Call(Func::Abs, vec![Expr::difference(l2.clone(), r2.clone())]);
             same_function(&d1, &d2)
         }
         (Parsed::Seq(k1, xs), Parsed::Seq(k2, ys)) => {
@@ -46,7 +47,10 @@ pub fn parsed_equal(a: &Parsed, b: &Parsed, rel_tol: f64) -> bool {
             m1.len() == m2.len()
                 && m1.iter().zip(m2).all(|(r1, r2)| {
                     r1.len() == r2.len()
-                        && r1.iter().zip(r2).all(|(x, y)| same_function(x, y) || rounded_equal(x, y))
+                        && r1
+                            .iter()
+                            .zip(r2)
+                            .all(|(x, y)| same_function(x, y) || rounded_equal(x, y))
                 })
         }
         _ => false,
@@ -78,10 +82,10 @@ pub fn expr_equal(a: &Expr, b: &Expr, rel_tol: f64) -> bool {
         return true;
     }
     if !a.has_symbols() && !b.has_symbols() {
-        if let (Some(x), Some(y)) = (exact(a), exact(b)) {
-            if x == y {
-                return true;
-            }
+        if let (Some(x), Some(y)) = (exact(a), exact(b))
+            && x == y
+        {
+            return true;
         }
         let (Some(x), Some(y)) = (constant_value(a), constant_value(b)) else {
             return false;
@@ -163,7 +167,10 @@ fn exact(e: &Expr) -> Option<(i128, i128)> {
         Expr::Neg(x) => exact(x).map(|(p, q)| (-p, q)),
         Expr::Add(v) => v.iter().try_fold((0i128, 1i128), |acc, x| {
             let (p, q) = exact(x)?;
-            reduce(acc.0.checked_mul(q)?.checked_add(p.checked_mul(acc.1)?)?, acc.1.checked_mul(q)?)
+            reduce(
+                acc.0.checked_mul(q)?.checked_add(p.checked_mul(acc.1)?)?,
+                acc.1.checked_mul(q)?,
+            )
         }),
         Expr::Mul(v) => v.iter().try_fold((1i128, 1i128), |acc, x| {
             let (p, q) = exact(x)?;
@@ -175,8 +182,15 @@ fn exact(e: &Expr) -> Option<(i128, i128)> {
             if n.abs() > 64 {
                 return None;
             }
-            let (pp, qq) = (p.checked_pow(n.unsigned_abs() as u32)?, q.checked_pow(n.unsigned_abs() as u32)?);
-            if n >= 0 { reduce(pp, qq) } else { reduce(qq, pp) }
+            let (pp, qq) = (
+                p.checked_pow(n.unsigned_abs() as u32)?,
+                q.checked_pow(n.unsigned_abs() as u32)?,
+            );
+            if n >= 0 {
+                reduce(pp, qq)
+            } else {
+                reduce(qq, pp)
+            }
         }
         _ => None,
     }
@@ -246,7 +260,10 @@ fn call(f: Func, a: C, b: Option<C>) -> C {
         Func::Atanh => C::real(0.5) * ((C::ONE + a) / (C::ONE - a)).ln(),
         Func::Exp => a.exp(),
         Func::Abs => C::real(a.abs()),
-        Func::Conjugate => C { re: a.re, im: -a.im },
+        Func::Conjugate => C {
+            re: a.re,
+            im: -a.im,
+        },
         Func::Floor if a.is_real() => C::real(a.re.floor()),
         Func::Ceil if a.is_real() => C::real(a.re.ceil()),
         Func::Floor | Func::Ceil => nan,
@@ -264,9 +281,9 @@ fn call(f: Func, a: C, b: Option<C>) -> C {
                 }
                 acc
             }
-            Some(k) if a.is_real() && k.is_real() => C::real(
-                gamma(a.re + 1.0) / (gamma(k.re + 1.0) * gamma(a.re - k.re + 1.0)),
-            ),
+            Some(k) if a.is_real() && k.is_real() => {
+                C::real(gamma(a.re + 1.0) / (gamma(k.re + 1.0) * gamma(a.re - k.re + 1.0)))
+            }
             _ => nan,
         },
     }
@@ -281,9 +298,15 @@ fn gamma(x: f64) -> f64 {
         return std::f64::consts::PI / ((std::f64::consts::PI * x).sin() * gamma(1.0 - x));
     }
     const G: [f64; 9] = [
-        0.999_999_999_999_809_9, 676.520_368_121_885_1, -1_259.139_216_722_402_8,
-        771.323_428_777_653_1, -176.615_029_162_140_6, 12.507_343_278_686_905,
-        -0.138_571_095_265_720_12, 9.984_369_578_019_572e-6, 1.505_632_735_149_311_6e-7,
+        0.999_999_999_999_809_9,
+        676.520_368_121_885_1,
+        -1_259.139_216_722_402_8,
+        771.323_428_777_653_1,
+        -176.615_029_162_140_6,
+        12.507_343_278_686_905,
+        -0.138_571_095_265_720_12,
+        9.984_369_578_019_572e-6,
+        1.505_632_735_149_311_6e-7,
     ];
     let x = x - 1.0;
     let mut a = G[0];
@@ -328,6 +351,9 @@ mod tests {
     fn relations_compare_by_distance() {
         assert!(eq("y=2x+1", "2x+1=y"));
         assert!(eq("a>-7", "a > - 7"));
-        assert!(eq("x>3", "x<3"), "the reference's |lhs-rhs| rule ignores the direction");
+        assert!(
+            eq("x>3", "x<3"),
+            "the reference's |lhs-rhs| rule ignores the direction"
+        );
     }
 }
