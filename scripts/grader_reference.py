@@ -45,7 +45,7 @@ BENCHMARKS = [
 ]
 
 
-class Timeout(Exception):
+class Timeout(Exception):  # raised by SIGALRM
     pass
 
 
@@ -197,6 +197,22 @@ def responses(ex, name, gold_raw, rng):
     return out
 
 
+def grade_reference(P, G, resp, name, gt):
+    """pred as run_execute makes it, and math_equal(pred, gt) under evaluate.py's 3 s limit."""
+    pred = ""
+    signal.alarm(3)
+    try:
+        pred = P.extract_answer(resp, name)
+        pred = P.strip_string(pred, skip_unit=name in P.STRIP_EXCEPTIONS)
+        signal.alarm(3)
+        correct = bool(G.math_equal(pred, gt))
+    except Exception:  # Timeout included: a timed-out comparison counts as wrong
+        correct = False
+    finally:
+        signal.alarm(0)
+    return pred, correct
+
+
 def fnv1a(text):
     h = 0xCBF29CE484222325
     for b in text.encode("utf-8"):
@@ -220,6 +236,49 @@ def write_golds(args, P):
             row = dict(benchmark=name, n=len(golds), gold_fnv=fnv1a("\n".join(golds)),
                        question_fnv=fnv1a("\n".join(questions)))
             out.write(json.dumps(row) + "\n")
+
+
+def sympy_forms(gold, rng):
+    """Equivalent (and near-equivalent) rewrites of a LaTeX gold answer, made by sympy."""
+    import sympy
+    from sympy.parsing.latex import parse_latex
+    out = []
+    try:
+        signal.alarm(2)
+        e = parse_latex(gold)
+        if isinstance(e, sympy.Expr) and e.free_symbols:
+            for f in (sympy.expand, sympy.factor, sympy.simplify, sympy.together):
+                out.append(sympy.latex(f(e)))
+        elif isinstance(e, sympy.Expr):
+            v = complex(sympy.N(e))
+            if v.imag == 0 and abs(v.real) < 1e12:
+                x = v.real
+                out += [f"{x:.6g}", f"{x:.4g}", f"{x:.3g}", f"{x:.8f}", sympy.latex(sympy.nsimplify(e))]
+            out.append(sympy.latex(sympy.simplify(e)))
+    except Exception:
+        pass
+    finally:
+        signal.alarm(0)
+    return [o for o in out if o and o != gold][:4]
+
+
+FORMATS = [
+    "\\boxed{{x = {a}}}", "\\boxed{{{a} \\text{{ cm}}}}", "\\boxed{{\\${a}}}", "\\boxed{{{a}\\%}}",
+    "\\boxed{{{a}^\\circ}}", "\\boxed{{\\text{{{a}}}}}", "$\\boxed{{{a}}}$ dollars", "\\boxed{{ {a} }}.",
+    "\\boxed{{\\mathbf{{{a}}}}}", "\\boxed{{{a}}} \\text{{ units}}", "The answer is ${a}$.", "The answer is: {a} apples",
+    "\\[ \\boxed{{{a}}} \\]", "answer: {a}",
+]
+
+
+def stress_responses(gold_raw, gold_other, rng):
+    """Model-like formatting noise, sympy rewrites, and answers borrowed from other problems."""
+    out = []
+    for fmt in rng.sample(FORMATS, 3):
+        out.append("After simplifying, " + fmt.format(a=gold_raw))
+    for form in sympy_forms(gold_raw, rng):
+        out.append(f"Simplifying gives \\boxed{{{form}}}.")
+    out.append(f"So the result is \\boxed{{{gold_other}}}.")
+    return out
 
 
 def main():
@@ -252,23 +311,23 @@ def main():
                 gt = str(gt)
                 gold_raw = raw_gold(ex, name, P)
                 for resp in responses(ex, name, gold_raw, rng):
-                    pred = ""
-                    signal.alarm(3)
-                    try:
-                        pred = P.extract_answer(resp, name)
-                        pred = P.strip_string(pred, skip_unit=name in P.STRIP_EXCEPTIONS)
-                        signal.alarm(3)
-                        correct = bool(G.math_equal(pred, gt))
-                    except Timeout:
-                        correct = False
-                    except Exception:
-                        correct = False
-                    finally:
-                        signal.alarm(0)
+                    pred, correct = grade_reference(P, G, resp, name, gt)
                     row = dict(benchmark=name, response=resp, answer=gt, pred=pred, correct=correct)
                     out.write(json.dumps(row, ensure_ascii=False) + "\n")
                     n_lines += 1
             print(name, n_lines, file=sys.stderr, flush=True)
+            # stress section: formatting noise, sympy rewrites, other problems' answers
+            picks = rng.sample(rows, min(args.per_bench // 2, len(rows)))
+            others = rng.sample(rows, min(args.per_bench // 2, len(rows)))
+            for ex, other in zip(picks, others):
+                _, gt = P.parse_ground_truth(ex, name)
+                gt = str(gt)
+                for resp in stress_responses(raw_gold(ex, name, P), raw_gold(other, name, P), rng):
+                    pred, correct = grade_reference(P, G, resp, name, gt)
+                    row = dict(benchmark=name, response=resp, answer=gt, pred=pred, correct=correct)
+                    out.write(json.dumps(row, ensure_ascii=False) + "\n")
+                    n_lines += 1
+            print(name, "+stress", n_lines, file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":

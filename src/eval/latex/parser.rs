@@ -159,14 +159,25 @@ impl P<'_> {
         let Some(rhs) = rhs else {
             return Ok(Parsed::Expr(lhs));
         };
-        if let Some(Tok::Rel(outer)) = self.peek().cloned() {
-            // A chain: sympy nests it, Eq(Eq(a, b), 1) collapses to `false`, others raise.
-            self.pos += 1;
-            let last = self.expr()?;
-            if outer == RelOp::Eq && op == RelOp::Eq && !last.has_symbols() {
-                return Ok(Parsed::False);
+        if matches!(self.peek(), Some(Tok::Rel(_))) {
+            // A chain nests to the left: Eq(Eq(a, b), c). sympy makes it `false` when c is
+            // not a lone symbol, keeps it unevaluated otherwise (not modelled), and raises
+            // for an outer inequality.
+            let mut last_outer = RelOp::Eq;
+            let mut last = rhs;
+            while let Some(Tok::Rel(outer)) = self.peek().cloned() {
+                let Some(next) = self.attempt(|p| {
+                    p.pos += 1;
+                    p.expr()
+                }) else {
+                    break;
+                };
+                (last_outer, last) = (outer, next);
             }
-            return Err(());
+            return match (last_outer, &last) {
+                (RelOp::Eq, e) if !matches!(e, Expr::Sym(_)) => Ok(Parsed::False),
+                _ => Err(()),
+            };
         }
         Ok(Parsed::Rel(op, lhs, rhs))
     }
@@ -489,8 +500,15 @@ impl P<'_> {
             Some(Tok::Letter(_)) => Ok(Expr::Sym(self.symbol_name()?)),
             Some(Tok::Cmd(n)) if n == "frac" || n == "dfrac" || n == "tfrac" => {
                 self.pos += 1;
+                let top_start = self.pos;
                 let top = self.frac_part()?;
+                let top_toks = &self.toks[top_start..self.pos];
+                let bottom_start = self.pos;
                 let bottom = self.frac_part()?;
+                let bottom_toks = &self.toks[bottom_start..self.pos];
+                if let Some(d) = derivative(top_toks, bottom_toks) {
+                    return Ok(d);
+                }
                 Ok(if is_one(&top) {
                     Expr::recip(bottom)
                 } else {
@@ -547,6 +565,7 @@ impl P<'_> {
         if text.is_empty() {
             return Err(());
         }
+        let leading_zero = text.len() > 1 && text.starts_with('0');
         while let Some(group) = self.attempt(|p| {
             p.expect(&Tok::Comma)?;
             let mut g = String::new();
@@ -570,6 +589,10 @@ impl P<'_> {
         }) {
             text.push('.');
             text.push_str(&frac);
+        } else if leading_zero {
+            // sympy.Number("03") goes through Python's parser, which rejects leading zeros
+            self.hard = true;
+            return Err(());
         }
         Number::from_decimal(&text).map(Expr::Num).ok_or(())
     }
@@ -581,6 +604,19 @@ impl P<'_> {
             self.pos += 1;
         }
         s
+    }
+}
+
+/// `\frac{dy}{dx}`: sympy reads a braced differential over a braced differential as
+/// `Derivative(y, x)` of two independent symbols, which `simplify` turns into 0 (or 1 when
+/// `y` is `x`).
+fn derivative(top: &[Tok], bottom: &[Tok]) -> Option<Expr> {
+    match (top, bottom) {
+        (
+            [Tok::LBrace, Tok::Differential(y), Tok::RBrace],
+            [Tok::LBrace, Tok::Differential(x), Tok::RBrace],
+        ) => Some(Expr::Num(Number::int(i128::from(x == y)))),
+        _ => None,
     }
 }
 
@@ -626,12 +662,20 @@ mod tests {
     #[test]
     fn failures_match_sympy() {
         assert!(!ok("(1,2)"));
+        assert!(!ok("1e+03"), "`03` has a leading zero");
+        assert!(ok("0.03"));
         assert!(!ok("\\sqrt2"));
         assert!(!ok("5\\%"));
         assert!(!ok("(2"));
         assert!(ok("2)"));
         assert!(ok("\\frac12"));
         assert!(ok("x(x+1)"));
+    }
+
+    #[test]
+    fn chained_equations_collapse_to_false() {
+        assert_eq!(parse_latex("a=b=c+1"), Some(Parsed::False));
+        assert_eq!(parse_latex("a=b=2"), Some(Parsed::False));
     }
 
     #[test]
