@@ -20,6 +20,8 @@ pub fn parse_latex(s: &str) -> Option<Parsed> {
         toks: &toks,
         pos: 0,
         hard: false,
+        fuel: FUEL,
+        depth: 0,
     };
     let out = p.relation();
     if p.hard { None } else { out.ok() }
@@ -102,8 +104,17 @@ struct P<'a> {
     toks: &'a [Tok],
     pos: usize,
     /// Set when the parser looks at a character the lexer could not read: sympy raises.
+    /// Also set when the work budget or the nesting limit runs out (see [`FUEL`]).
     hard: bool,
+    fuel: u32,
+    depth: u32,
 }
+
+/// Backtracking can take exponential time on degenerate input (`x(x(x(…` unclosed), and
+/// deep nesting could overflow the stack. The reference gives up after three seconds and
+/// counts the answer wrong; running out of this budget fails the parse, with the same effect.
+const FUEL: u32 = 200_000;
+const MAX_DEPTH: u32 = 200;
 
 impl P<'_> {
     fn peek(&mut self) -> Option<&Tok> {
@@ -294,6 +305,18 @@ impl P<'_> {
     }
 
     fn comp(&mut self, func_ok: bool) -> R<Expr> {
+        if self.fuel == 0 || self.depth >= MAX_DEPTH {
+            self.hard = true;
+            return Err(());
+        }
+        self.fuel -= 1;
+        self.depth += 1;
+        let out = self.comp_inner(func_ok);
+        self.depth -= 1;
+        out
+    }
+
+    fn comp_inner(&mut self, func_ok: bool) -> R<Expr> {
         if let Some(e) = self.attempt(|p| p.group()) {
             return Ok(e);
         }
@@ -670,6 +693,14 @@ mod tests {
         assert!(ok("2)"));
         assert!(ok("\\frac12"));
         assert!(ok("x(x+1)"));
+    }
+
+    #[test]
+    fn degenerate_input_fails_fast() {
+        let nested = "x(".repeat(60);
+        assert!(!ok(&nested));
+        let deep = format!("{}1{}", "(".repeat(5000), ")".repeat(5000));
+        assert!(!ok(&deep));
     }
 
     #[test]

@@ -84,7 +84,11 @@ const KEYWORDS: &[&str] = &[
 /// sympy's `parse_expr`; `None` where it raises.
 pub fn parse_expr(s: &str) -> Option<Parsed> {
     let toks = lex(s)?;
-    let mut p = Py { t: &toks, pos: 0 };
+    let mut p = Py {
+        t: &toks,
+        pos: 0,
+        depth: 0,
+    };
     let first = p.item()?;
     let out = if p.eat(",") {
         let mut items = vec![first];
@@ -104,7 +108,11 @@ pub fn parse_expr(s: &str) -> Option<Parsed> {
 struct Py<'a> {
     t: &'a [T],
     pos: usize,
+    /// Nesting so far; deeper than [`MAX_DEPTH`] fails rather than overflow the stack.
+    depth: u32,
 }
+
+const MAX_DEPTH: u32 = 200;
 
 impl Py<'_> {
     fn eat(&mut self, op: &str) -> bool {
@@ -118,6 +126,16 @@ impl Py<'_> {
 
     /// An expression or a bracketed sequence.
     fn item(&mut self) -> Option<Parsed> {
+        if self.depth >= MAX_DEPTH {
+            return None;
+        }
+        self.depth += 1;
+        let out = self.item_inner();
+        self.depth -= 1;
+        out
+    }
+
+    fn item_inner(&mut self) -> Option<Parsed> {
         let save = self.pos;
         for (open, close, kind) in [
             ("(", ")", SeqKind::Tuple),
@@ -191,6 +209,16 @@ impl Py<'_> {
     }
 
     fn unary(&mut self) -> Option<Expr> {
+        if self.depth >= MAX_DEPTH {
+            return None;
+        }
+        self.depth += 1;
+        let out = self.unary_inner();
+        self.depth -= 1;
+        out
+    }
+
+    fn unary_inner(&mut self) -> Option<Expr> {
         if self.eat("-") {
             return Some(Expr::Neg(Box::new(self.unary()?)));
         }
@@ -268,5 +296,36 @@ fn call(name: &str, mut args: Vec<Expr>) -> Expr {
         ("floor", 1) => one(Func::Floor, args),
         ("ceiling", 1) => one(Func::Ceil, args),
         _ => Expr::Undefined(name.to_string(), args),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn python_sequences() {
+        assert!(
+            matches!(parse_expr("(1, 2)"), Some(Parsed::Seq(SeqKind::Tuple, v)) if v.len() == 2)
+        );
+        assert!(matches!(
+            parse_expr("[1,2]"),
+            Some(Parsed::Seq(SeqKind::List, _))
+        ));
+        assert!(matches!(
+            parse_expr("{1,2}"),
+            Some(Parsed::Seq(SeqKind::Set, _))
+        ));
+        assert!(matches!(parse_expr(".5"), Some(Parsed::Expr(_))));
+        assert!(
+            parse_expr("2x").is_none(),
+            "no implicit multiplication in Python"
+        );
+    }
+
+    #[test]
+    fn deep_nesting_fails_without_overflow() {
+        let deep = format!("{}1{}", "(".repeat(5000), ")".repeat(5000));
+        assert!(parse_expr(&deep).is_none());
     }
 }

@@ -164,7 +164,7 @@ fn undefined_value(name: &str, args: &[C]) -> C {
 fn exact(e: &Expr) -> Option<(i128, i128)> {
     match e {
         Expr::Num(n) => n.exact.and_then(|(p, q)| reduce(p, q)),
-        Expr::Neg(x) => exact(x).map(|(p, q)| (-p, q)),
+        Expr::Neg(x) => exact(x).and_then(|(p, q)| Some((p.checked_neg()?, q))),
         Expr::Add(v) => v.iter().try_fold((0i128, 1i128), |acc, x| {
             let (p, q) = exact(x)?;
             reduce(
@@ -179,7 +179,7 @@ fn exact(e: &Expr) -> Option<(i128, i128)> {
         Expr::Pow(b, x) => {
             let (p, q) = exact(b)?;
             let (n, 1) = exact(x)? else { return None };
-            if n.abs() > 64 {
+            if n.unsigned_abs() > 64 {
                 return None;
             }
             let (pp, qq) = (
@@ -202,7 +202,11 @@ fn reduce(p: i128, q: i128) -> Option<(i128, i128)> {
     }
     let g = gcd(p.unsigned_abs(), q.unsigned_abs()) as i128;
     let (p, q) = (p / g, q / g);
-    Some(if q < 0 { (-p, -q) } else { (p, q) })
+    if q < 0 {
+        Some((p.checked_neg()?, q.checked_neg()?))
+    } else {
+        Some((p, q))
+    }
 }
 
 fn gcd(mut a: u128, mut b: u128) -> u128 {
