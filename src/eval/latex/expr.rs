@@ -84,6 +84,17 @@ pub enum Expr {
     Call(Func, Vec<Expr>),
     /// `f(x)`: a function the parser does not know; compared as an opaque smooth function.
     Undefined(String, Vec<Expr>),
+    /// `\sum_{var=lo}^{hi} body` (or `\prod`): `var` is bound inside `body`.
+    Series(Series),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Series {
+    pub product: bool,
+    pub var: String,
+    pub lo: Box<Expr>,
+    pub hi: Box<Expr>,
+    pub body: Box<Expr>,
 }
 
 impl Expr {
@@ -105,12 +116,23 @@ impl Expr {
 
     /// Whether the expression mentions a free symbol (sympy's `free_symbols` non-empty).
     pub fn has_symbols(&self) -> bool {
+        self.has_free_symbols(&[])
+    }
+
+    fn has_free_symbols(&self, bound: &[&str]) -> bool {
+        let free = |e: &Expr| e.has_free_symbols(bound);
         match self {
-            Expr::Sym(_) | Expr::Undefined(..) => true,
+            Expr::Sym(s) => !bound.contains(&s.as_str()),
+            Expr::Undefined(..) => true,
             Expr::Num(_) | Expr::Infinity | Expr::Pi | Expr::Euler | Expr::ImagUnit => false,
-            Expr::Add(v) | Expr::Mul(v) | Expr::Call(_, v) => v.iter().any(Expr::has_symbols),
-            Expr::Neg(e) => e.has_symbols(),
-            Expr::Pow(a, b) => a.has_symbols() || b.has_symbols(),
+            Expr::Add(v) | Expr::Mul(v) | Expr::Call(_, v) => v.iter().any(free),
+            Expr::Neg(e) => free(e),
+            Expr::Pow(a, b) => free(a) || free(b),
+            Expr::Series(s) => {
+                let mut inner = bound.to_vec();
+                inner.push(&s.var);
+                free(&s.lo) || free(&s.hi) || s.body.has_free_symbols(&inner)
+            }
         }
     }
 
@@ -133,6 +155,14 @@ impl Expr {
             Expr::Call(f, v) => format!(
                 "{f:?}({})",
                 v.iter().map(Expr::print).collect::<Vec<_>>().join(", ")
+            ),
+            Expr::Series(s) => format!(
+                "{}({}, ({}, {}, {}))",
+                if s.product { "Product" } else { "Sum" },
+                s.body.print(),
+                s.var,
+                s.lo.print(),
+                s.hi.print()
             ),
             Expr::Undefined(n, v) => format!(
                 "{n}({})",

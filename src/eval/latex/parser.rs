@@ -61,7 +61,67 @@ pub fn parse_latex2sympy(s: &str) -> Option<Parsed> {
     if let Some(num) = t.strip_suffix('$') {
         return parse_latex(num);
     }
-    None
+    latex_list(t)
+}
+
+/// latex2sympy's `relation_list`: items separated by `,` or by `;` (whichever comes first;
+/// the list ends where the other separator appears), optionally inside `[…]` or `{…}`.
+/// An `a = b` item stands for `b`.
+fn latex_list(t: &str) -> Option<Parsed> {
+    let inner = [('[', ']'), ('{', '}')]
+        .iter()
+        .find_map(|&(o, c)| {
+            let body = t.strip_prefix(o)?.strip_suffix(c)?;
+            balanced(body).then_some(body)
+        })
+        .unwrap_or(t);
+    // pieces between top-level separators, up to the first separator of the other kind
+    let mut items = Vec::new();
+    let (mut depth, mut start, mut sep) = (0i32, 0usize, None);
+    for (i, c) in inner.char_indices() {
+        match c {
+            '(' | '[' | '{' => depth += 1,
+            ')' | ']' | '}' => depth -= 1,
+            ',' | ';' if depth == 0 => {
+                if sep.is_some_and(|s| s != c) {
+                    break;
+                }
+                sep = Some(c);
+                items.push(&inner[start..i]);
+                start = i + c.len_utf8();
+            }
+            _ => {}
+        }
+    }
+    sep?;
+    let end = inner[start..]
+        .find([',', ';'])
+        .filter(|_| balanced(&inner[start..]))
+        .map_or(inner.len(), |i| start + i);
+    items.push(&inner[start..end]);
+    let parsed = items
+        .into_iter()
+        .map(|item| match parse_latex(item)? {
+            Parsed::Rel(RelOp::Eq, _, rhs) => Some(Parsed::Expr(rhs)),
+            p => Some(p),
+        })
+        .collect::<Option<Vec<_>>>()?;
+    Some(Parsed::Seq(super::expr::SeqKind::List, parsed))
+}
+
+fn balanced(s: &str) -> bool {
+    let mut depth = 0i32;
+    for c in s.chars() {
+        match c {
+            '(' | '[' | '{' => depth += 1,
+            ')' | ']' | '}' => depth -= 1,
+            _ => {}
+        }
+        if depth < 0 {
+            return false;
+        }
+    }
+    depth == 0
 }
 
 const FUNC_NORMAL: &[&str] = &[
@@ -163,13 +223,9 @@ impl P<'_> {
             Some(Tok::Rel(op)) => *op,
             _ => return Ok(Parsed::Expr(lhs)),
         };
-        let rhs = self.attempt(|p| {
-            p.pos += 1;
-            p.expr()
-        });
-        let Some(rhs) = rhs else {
-            return Ok(Parsed::Expr(lhs));
-        };
+        // Unlike `+` or a factor, a relation sign commits: `w=` and `w==2` raise in sympy.
+        self.pos += 1;
+        let rhs = self.expr().inspect_err(|_| self.hard = true)?;
         if matches!(self.peek(), Some(Tok::Rel(_))) {
             // A chain nests to the left: Eq(Eq(a, b), c). sympy makes it `false` when c is
             // not a lone symbol, keeps it unevaluated otherwise (not modelled), and raises
@@ -403,6 +459,10 @@ impl P<'_> {
             self.pos += 1;
             return self.func_normal(&name);
         }
+        if let Some(name) = self.is_cmd(&["sum", "prod"]) {
+            self.pos += 1;
+            return self.series(name == "prod");
+        }
         if let Some(name) = self.is_cmd(&["sqrt"]) {
             let _ = name;
             self.pos += 1;
@@ -437,6 +497,37 @@ impl P<'_> {
         }
         self.expect(&Tok::RParen)?;
         Ok(Expr::Undefined(name, args))
+    }
+
+    /// `(\sum | \prod) (subeq supexpr | supexpr subeq) mp`, with `subeq` = `_{var = lo}`.
+    fn series(&mut self, product: bool) -> R<Expr> {
+        let subeq = |p: &mut Self| -> R<(String, Expr)> {
+            p.expect(&Tok::Underscore)?;
+            p.expect(&Tok::LBrace)?;
+            let var = match p.expr()? {
+                Expr::Sym(v) => v,
+                _ => return Err(()),
+            };
+            p.expect(&Tok::Rel(RelOp::Eq))?;
+            let lo = p.expr()?;
+            p.expect(&Tok::RBrace)?;
+            Ok((var, lo))
+        };
+        let ((var, lo), hi) = if matches!(self.peek(), Some(Tok::Underscore)) {
+            let eq = subeq(self)?;
+            (eq, self.supexpr()?)
+        } else {
+            let hi = self.supexpr()?;
+            (subeq(self)?, hi)
+        };
+        let body = self.mp(false)?;
+        Ok(Expr::Series(super::expr::Series {
+            product,
+            var,
+            lo: Box::new(lo),
+            hi: Box::new(hi),
+            body: Box::new(body),
+        }))
     }
 
     fn func_normal(&mut self, name: &str) -> R<Expr> {
@@ -690,6 +781,8 @@ mod tests {
         assert!(!ok("\\sqrt2"));
         assert!(!ok("5\\%"));
         assert!(!ok("(2"));
+        assert!(!ok("w=") && !ok("w==2"), "a relation sign commits");
+        assert!(ok("x+") && ok("1,,2"), "other continuations roll back");
         assert!(ok("2)"));
         assert!(ok("\\frac12"));
         assert!(ok("x(x+1)"));
@@ -701,6 +794,19 @@ mod tests {
         assert!(!ok(&nested));
         let deep = format!("{}1{}", "(".repeat(5000), ")".repeat(5000));
         assert!(!ok(&deep));
+    }
+
+    #[test]
+    fn latex2sympy_lists() {
+        let list = |s: &str| match parse_latex2sympy(s) {
+            Some(Parsed::Seq(_, v)) => v.len(),
+            _ => 0,
+        };
+        assert_eq!(list("a;b"), 2);
+        assert_eq!(list("{1,2}"), 2);
+        assert_eq!(list("3,4,5"), 3);
+        assert_eq!(list("x+1;\\frac{\\pi}{9},\\frac{5\\pi}{9}"), 2);
+        assert_eq!(list("5"), 0);
     }
 
     #[test]
