@@ -40,8 +40,20 @@ pub fn parse_digits(s: &str) -> Option<f64> {
     py_float(num).map(|v| v / 100.0)
 }
 
+/// How deep tuple/matrix recursion may go. Python's own recursion limit stops the
+/// reference somewhere past this; a nesting this deep is never a real answer.
+const MAX_NESTING: usize = 64;
+
 /// `math_equal(prediction, reference)` with the reference's defaults.
 pub fn math_equal(pred: &str, gold: &str, rules: Rules) -> bool {
+    equal_at(pred, gold, rules, 0)
+}
+
+fn equal_at(pred: &str, gold: &str, rules: Rules, depth: usize) -> bool {
+    if depth > MAX_NESTING {
+        return false;
+    }
+    let math_equal = |a: &str, b: &str, rules: Rules| equal_at(a, b, rules, depth + 1);
     if pred.trim().to_lowercase() == gold.trim().to_lowercase() {
         return true;
     }
@@ -88,7 +100,7 @@ pub fn math_equal(pred: &str, gold: &str, rules: Rules) -> bool {
             }
         }
     }
-    if let Some(true) = matrix_equal(pred, gold, rules) {
+    if let Some(true) = matrix_equal(pred, gold, &|a, b| math_equal(a, b, rules)) {
         return true;
     }
     let (pe, ge) = (pred.matches('=').count(), gold.matches('=').count());
@@ -145,7 +157,7 @@ fn bracket_free_equal(pred: &str, gold: &str) -> bool {
 }
 
 /// Cell-wise comparison of two `pmatrix`/`bmatrix` answers; `None` when they are not both matrices.
-fn matrix_equal(pred: &str, gold: &str, rules: Rules) -> Option<bool> {
+fn matrix_equal(pred: &str, gold: &str, cell_equal: &dyn Fn(&str, &str) -> bool) -> Option<bool> {
     const BEGIN: usize = "\\begin{pmatrix}".len();
     const END: usize = "\\end{pmatrix}".len();
     let is_matrix = |s: &str| {
@@ -170,7 +182,7 @@ fn matrix_equal(pred: &str, gold: &str, rules: Rules) -> Option<bool> {
     }
     for (p, g) in pr.iter().zip(&gr) {
         let (pc, gc): (Vec<&str>, Vec<&str>) = (p.split('&').collect(), g.split('&').collect());
-        if pc.len() != gc.len() || !pc.iter().zip(&gc).all(|(a, b)| math_equal(a, b, rules)) {
+        if pc.len() != gc.len() || !pc.iter().zip(&gc).all(|(a, b)| cell_equal(a, b)) {
             return Some(false);
         }
     }

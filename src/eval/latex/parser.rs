@@ -16,6 +16,9 @@ type R<T> = Result<T, ()>;
 /// sympy's `parse_latex`; `None` where it raises.
 pub fn parse_latex(s: &str) -> Option<Parsed> {
     let toks = lex(s);
+    if toks.len() > MAX_TOKENS {
+        return None;
+    }
     let mut p = P {
         toks: &toks,
         pos: 0,
@@ -174,7 +177,10 @@ struct P<'a> {
 /// deep nesting could overflow the stack. The reference gives up after three seconds and
 /// counts the answer wrong; running out of this budget fails the parse, with the same effect.
 const FUEL: u32 = 200_000;
-const MAX_DEPTH: u32 = 200;
+const MAX_DEPTH: u32 = 100;
+/// Longer than any real answer; a chain of `^` or `!` this long could not be evaluated
+/// without deep recursion.
+const MAX_TOKENS: usize = 4000;
 
 impl P<'_> {
     fn peek(&mut self) -> Option<&Tok> {
@@ -287,8 +293,14 @@ impl P<'_> {
                 p.pos += 1;
                 p.mp_operand(nofunc)
             }) {
-                Some(r) if div => acc = Expr::quotient(acc, r),
-                Some(r) => acc = Expr::Mul(vec![acc, r]),
+                // kept flat, so that a long product is not a deep tree
+                Some(r) => {
+                    let r = if div { Expr::recip(r) } else { r };
+                    match &mut acc {
+                        Expr::Mul(factors) => factors.push(r),
+                        _ => acc = Expr::Mul(vec![acc, r]),
+                    }
+                }
                 None => break,
             }
         }
@@ -303,11 +315,17 @@ impl P<'_> {
         match self.peek() {
             Some(Tok::Plus) => {
                 self.pos += 1;
-                return self.unary(nofunc);
+                self.nest()?;
+                let inner = self.unary(nofunc);
+                self.depth -= 1;
+                return inner;
             }
             Some(Tok::Minus) => {
                 self.pos += 1;
-                return Ok(Expr::Neg(Box::new(self.unary(nofunc)?)));
+                self.nest()?;
+                let inner = self.unary(nofunc);
+                self.depth -= 1;
+                return Ok(Expr::Neg(Box::new(inner?)));
             }
             _ => {}
         }
@@ -320,7 +338,13 @@ impl P<'_> {
 
     fn postfix(&mut self, func_ok: bool) -> R<Expr> {
         let mut e = self.exp(func_ok)?;
+        let mut bangs = 0;
         while self.eat(&Tok::Bang) {
+            bangs += 1;
+            if bangs > MAX_DEPTH {
+                self.hard = true;
+                return Err(());
+            }
             e = Expr::Call(Func::Factorial, vec![e]);
         }
         Ok(e)
@@ -328,7 +352,13 @@ impl P<'_> {
 
     fn exp(&mut self, func_ok: bool) -> R<Expr> {
         let mut base = self.comp(func_ok)?;
+        let mut carets = 0;
         while matches!(self.peek(), Some(Tok::Caret)) {
+            carets += 1;
+            if carets > MAX_DEPTH {
+                self.hard = true;
+                return Err(());
+            }
             let Some(e) = self.attempt(|p| {
                 p.pos += 1;
                 p.atom_or_braced()
@@ -360,13 +390,19 @@ impl P<'_> {
         self.atom_or_braced()
     }
 
-    fn comp(&mut self, func_ok: bool) -> R<Expr> {
+    /// Spends one unit of work and one level of nesting (the caller gives the level back).
+    fn nest(&mut self) -> R<()> {
         if self.fuel == 0 || self.depth >= MAX_DEPTH {
             self.hard = true;
             return Err(());
         }
         self.fuel -= 1;
         self.depth += 1;
+        Ok(())
+    }
+
+    fn comp(&mut self, func_ok: bool) -> R<Expr> {
+        self.nest()?;
         let out = self.comp_inner(func_ok);
         self.depth -= 1;
         out

@@ -84,6 +84,9 @@ const KEYWORDS: &[&str] = &[
 /// sympy's `parse_expr`; `None` where it raises.
 pub fn parse_expr(s: &str) -> Option<Parsed> {
     let toks = lex(s)?;
+    if toks.len() > 4000 {
+        return None; // no real answer is this long; bounds the work and the nesting
+    }
     let mut p = Py {
         t: &toks,
         pos: 0,
@@ -112,7 +115,7 @@ struct Py<'a> {
     depth: u32,
 }
 
-const MAX_DEPTH: u32 = 200;
+const MAX_DEPTH: u32 = 100;
 
 impl Py<'_> {
     fn eat(&mut self, op: &str) -> bool {
@@ -195,17 +198,21 @@ impl Py<'_> {
     }
 
     fn term(&mut self) -> Option<Expr> {
-        let mut acc = self.unary()?;
+        let mut factors = vec![self.unary()?];
         loop {
             if self.eat("*") {
-                acc = Expr::Mul(vec![acc, self.unary()?]);
+                factors.push(self.unary()?);
             } else if self.eat("/") {
-                acc = Expr::quotient(acc, self.unary()?);
+                factors.push(Expr::recip(self.unary()?));
             } else {
                 break;
             }
         }
-        Some(acc)
+        Some(if factors.len() == 1 {
+            factors.remove(0)
+        } else {
+            Expr::Mul(factors)
+        })
     }
 
     fn unary(&mut self) -> Option<Expr> {
