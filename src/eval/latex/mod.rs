@@ -11,6 +11,8 @@
 
 pub mod complex;
 pub mod expr;
+mod functions;
+pub mod latex2sympy;
 pub mod lexer;
 pub mod parser;
 pub mod pyexpr;
@@ -28,5 +30,5 @@ pub fn parse_answer(s: &str) -> Option<Parsed> {
     if let Some(p) = pyexpr::parse_expr(&single).or_else(|| pyexpr::parse_expr(s)) {
         return Some(p);
     }
-    parser::parse_latex2sympy(&single).or_else(|| parser::parse_latex2sympy(s))
+    latex2sympy::parse_latex2sympy(&single).or_else(|| latex2sympy::parse_latex2sympy(s))
 }

@@ -9,6 +9,7 @@
 //! symbol-free factors means times).
 
 use super::expr::{Expr, Func, Number, Parsed, RelOp};
+use super::functions::FUNC_NORMAL;
 use super::lexer::{Tok, lex};
 
 type R<T> = Result<T, ()>;
@@ -19,7 +20,7 @@ pub fn parse_latex(s: &str) -> Option<Parsed> {
     if toks.len() > MAX_TOKENS {
         return None;
     }
-    let mut p = P {
+    let mut p = Parser {
         toks: &toks,
         pos: 0,
         hard: false,
@@ -29,108 +30,6 @@ pub fn parse_latex(s: &str) -> Option<Parsed> {
     let out = p.relation();
     if p.hard { None } else { out.ok() }
 }
-
-/// The few inputs that only `latex2sympy` (the harness's third parser) accepts:
-/// `\begin{pmatrix}…\end{pmatrix}`, a trailing `\%`, a trailing `$`.
-pub fn parse_latex2sympy(s: &str) -> Option<Parsed> {
-    let t = s.trim();
-    if let Some(body) = t
-        .strip_prefix("\\begin{pmatrix}")
-        .and_then(|b| b.strip_suffix("\\end{pmatrix}"))
-    {
-        let mut rows = Vec::new();
-        for line in body.split("\\\\").map(str::trim).filter(|l| !l.is_empty()) {
-            let mut row = Vec::new();
-            for cell in line.split('&') {
-                match parse_latex(cell)? {
-                    Parsed::Expr(e) => row.push(e),
-                    _ => return None,
-                }
-            }
-            rows.push(row);
-        }
-        let width = rows.first().map(Vec::len)?;
-        return rows
-            .iter()
-            .all(|r| r.len() == width)
-            .then_some(Parsed::Matrix(rows));
-    }
-    if let Some(num) = t.strip_suffix("\\%") {
-        return match parse_latex(num)? {
-            Parsed::Expr(e) => Some(Parsed::Expr(Expr::quotient(e, Expr::Num(Number::int(100))))),
-            _ => None,
-        };
-    }
-    if let Some(num) = t.strip_suffix('$') {
-        return parse_latex(num);
-    }
-    latex_list(t)
-}
-
-/// latex2sympy's `relation_list`: items separated by `,` or by `;` (whichever comes first;
-/// the list ends where the other separator appears), optionally inside `[…]` or `{…}`.
-/// An `a = b` item stands for `b`.
-fn latex_list(t: &str) -> Option<Parsed> {
-    let inner = [('[', ']'), ('{', '}')]
-        .iter()
-        .find_map(|&(o, c)| {
-            let body = t.strip_prefix(o)?.strip_suffix(c)?;
-            balanced(body).then_some(body)
-        })
-        .unwrap_or(t);
-    // pieces between top-level separators, up to the first separator of the other kind
-    let mut items = Vec::new();
-    let (mut depth, mut start, mut sep) = (0i32, 0usize, None);
-    for (i, c) in inner.char_indices() {
-        match c {
-            '(' | '[' | '{' => depth += 1,
-            ')' | ']' | '}' => depth -= 1,
-            ',' | ';' if depth == 0 => {
-                if sep.is_some_and(|s| s != c) {
-                    break;
-                }
-                sep = Some(c);
-                items.push(&inner[start..i]);
-                start = i + c.len_utf8();
-            }
-            _ => {}
-        }
-    }
-    sep?;
-    let end = inner[start..]
-        .find([',', ';'])
-        .filter(|_| balanced(&inner[start..]))
-        .map_or(inner.len(), |i| start + i);
-    items.push(&inner[start..end]);
-    let parsed = items
-        .into_iter()
-        .map(|item| match parse_latex(item)? {
-            Parsed::Rel(RelOp::Eq, _, rhs) => Some(Parsed::Expr(rhs)),
-            p => Some(p),
-        })
-        .collect::<Option<Vec<_>>>()?;
-    Some(Parsed::Seq(super::expr::SeqKind::List, parsed))
-}
-
-fn balanced(s: &str) -> bool {
-    let mut depth = 0i32;
-    for c in s.chars() {
-        match c {
-            '(' | '[' | '{' => depth += 1,
-            ')' | ']' | '}' => depth -= 1,
-            _ => {}
-        }
-        if depth < 0 {
-            return false;
-        }
-    }
-    depth == 0
-}
-
-const FUNC_NORMAL: &[&str] = &[
-    "exp", "log", "lg", "ln", "sin", "cos", "tan", "csc", "sec", "cot", "arcsin", "arccos",
-    "arctan", "arccsc", "arcsec", "arccot", "sinh", "cosh", "tanh", "arsinh", "arcosh", "artanh",
-];
 
 /// Commands that have their own token in the grammar, hence are not plain symbols.
 const RESERVED: &[&str] = &[
@@ -163,27 +62,27 @@ const RESERVED: &[&str] = &[
     "Longrightarrow",
 ];
 
-struct P<'a> {
-    toks: &'a [Tok],
-    pos: usize,
+pub(super) struct Parser<'a> {
+    pub(super) toks: &'a [Tok],
+    pub(super) pos: usize,
     /// Set when the parser looks at a character the lexer could not read: sympy raises.
     /// Also set when the work budget or the nesting limit runs out (see [`FUEL`]).
-    hard: bool,
-    fuel: u32,
-    depth: u32,
+    pub(super) hard: bool,
+    pub(super) fuel: u32,
+    pub(super) depth: u32,
 }
 
 /// Backtracking can take exponential time on degenerate input (`x(x(x(…` unclosed), and
 /// deep nesting could overflow the stack. The reference gives up after three seconds and
 /// counts the answer wrong; running out of this budget fails the parse, with the same effect.
 const FUEL: u32 = 200_000;
-const MAX_DEPTH: u32 = 100;
+pub(super) const MAX_DEPTH: u32 = 100;
 /// Longer than any real answer; a chain of `^` or `!` this long could not be evaluated
 /// without deep recursion.
 const MAX_TOKENS: usize = 4000;
 
-impl P<'_> {
-    fn peek(&mut self) -> Option<&Tok> {
+impl Parser<'_> {
+    pub(super) fn peek(&mut self) -> Option<&Tok> {
         let t = self.toks.get(self.pos);
         if matches!(t, Some(Tok::Error)) {
             self.hard = true;
@@ -191,7 +90,7 @@ impl P<'_> {
         t
     }
 
-    fn eat(&mut self, t: &Tok) -> bool {
+    pub(super) fn eat(&mut self, t: &Tok) -> bool {
         if self.peek() == Some(t) {
             self.pos += 1;
             true
@@ -200,11 +99,11 @@ impl P<'_> {
         }
     }
 
-    fn expect(&mut self, t: &Tok) -> R<()> {
+    pub(super) fn expect(&mut self, t: &Tok) -> R<()> {
         if self.eat(t) { Ok(()) } else { Err(()) }
     }
 
-    fn is_cmd(&mut self, names: &[&str]) -> Option<String> {
+    pub(super) fn is_cmd(&mut self, names: &[&str]) -> Option<String> {
         match self.peek() {
             Some(Tok::Cmd(n)) if names.contains(&n.as_str()) => Some(n.clone()),
             _ => None,
@@ -212,7 +111,7 @@ impl P<'_> {
     }
 
     /// Runs `f`; on failure puts the position back and returns `None`.
-    fn attempt<T>(&mut self, f: impl FnOnce(&mut Self) -> R<T>) -> Option<T> {
+    pub(super) fn attempt<T>(&mut self, f: impl FnOnce(&mut Self) -> R<T>) -> Option<T> {
         let save = self.pos;
         match f(self) {
             Ok(v) => Some(v),
@@ -255,7 +154,7 @@ impl P<'_> {
         Ok(Parsed::Rel(op, lhs, rhs))
     }
 
-    fn expr(&mut self) -> R<Expr> {
+    pub(super) fn expr(&mut self) -> R<Expr> {
         let mut terms = vec![self.mp(false)?];
         loop {
             let neg = match self.peek() {
@@ -279,7 +178,7 @@ impl P<'_> {
         })
     }
 
-    fn mp(&mut self, nofunc: bool) -> R<Expr> {
+    pub(super) fn mp(&mut self, nofunc: bool) -> R<Expr> {
         let mut acc = self.unary(nofunc)?;
         loop {
             let div = match self.peek() {
@@ -307,7 +206,7 @@ impl P<'_> {
         Ok(acc)
     }
 
-    fn mp_operand(&mut self, nofunc: bool) -> R<Expr> {
+    pub(super) fn mp_operand(&mut self, nofunc: bool) -> R<Expr> {
         self.unary(nofunc)
     }
 
@@ -380,12 +279,12 @@ impl P<'_> {
         self.atom()
     }
 
-    fn subexpr(&mut self) -> R<Expr> {
+    pub(super) fn subexpr(&mut self) -> R<Expr> {
         self.expect(&Tok::Underscore)?;
         self.atom_or_braced()
     }
 
-    fn supexpr(&mut self) -> R<Expr> {
+    pub(super) fn supexpr(&mut self) -> R<Expr> {
         self.expect(&Tok::Caret)?;
         self.atom_or_braced()
     }
@@ -459,7 +358,7 @@ impl P<'_> {
     }
 
     /// `(LETTER | SYMBOL)` with an optional subscript and primes, named as sympy names it.
-    fn symbol_name(&mut self) -> R<String> {
+    pub(super) fn symbol_name(&mut self) -> R<String> {
         let mut name = match self.peek() {
             Some(Tok::Letter(c)) => c.to_string(),
             Some(Tok::Cmd(n))
@@ -488,157 +387,6 @@ impl P<'_> {
             }
             _ => 0,
         }
-    }
-
-    fn func(&mut self) -> R<Expr> {
-        if let Some(name) = self.is_cmd(FUNC_NORMAL) {
-            self.pos += 1;
-            return self.func_normal(&name);
-        }
-        if let Some(name) = self.is_cmd(&["sum", "prod"]) {
-            self.pos += 1;
-            return self.series(name == "prod");
-        }
-        if let Some(name) = self.is_cmd(&["sqrt"]) {
-            let _ = name;
-            self.pos += 1;
-            let root = self.attempt(|p| {
-                p.expect(&Tok::LBracket)?;
-                let r = p.expr()?;
-                p.expect(&Tok::RBracket)?;
-                Ok(r)
-            });
-            self.expect(&Tok::LBrace)?;
-            let base = self.expr()?;
-            self.expect(&Tok::RBrace)?;
-            let exponent = match root {
-                Some(r) => Expr::recip(r),
-                None => Expr::quotient(Expr::Num(Number::int(1)), Expr::Num(Number::int(2))),
-            };
-            return Ok(Expr::pow(base, exponent));
-        }
-        if self.is_cmd(&["overline"]).is_some() {
-            self.pos += 1;
-            self.expect(&Tok::LBrace)?;
-            let base = self.expr()?;
-            self.expect(&Tok::RBrace)?;
-            return Ok(Expr::Call(Func::Conjugate, vec![base]));
-        }
-        // f(x), f_1'(x, y): a function sympy does not know
-        let name = self.symbol_name()?;
-        self.expect(&Tok::LParen)?;
-        let mut args = vec![self.expr()?];
-        while self.eat(&Tok::Comma) {
-            args.push(self.expr()?);
-        }
-        self.expect(&Tok::RParen)?;
-        Ok(Expr::Undefined(name, args))
-    }
-
-    /// `(\sum | \prod) (subeq supexpr | supexpr subeq) mp`, with `subeq` = `_{var = lo}`.
-    fn series(&mut self, product: bool) -> R<Expr> {
-        let subeq = |p: &mut Self| -> R<(String, Expr)> {
-            p.expect(&Tok::Underscore)?;
-            p.expect(&Tok::LBrace)?;
-            let var = match p.expr()? {
-                Expr::Sym(v) => v,
-                _ => return Err(()),
-            };
-            p.expect(&Tok::Rel(RelOp::Eq))?;
-            let lo = p.expr()?;
-            p.expect(&Tok::RBrace)?;
-            Ok((var, lo))
-        };
-        let ((var, lo), hi) = if matches!(self.peek(), Some(Tok::Underscore)) {
-            let eq = subeq(self)?;
-            (eq, self.supexpr()?)
-        } else {
-            let hi = self.supexpr()?;
-            (subeq(self)?, hi)
-        };
-        let body = self.mp(false)?;
-        Ok(Expr::Series(super::expr::Series {
-            product,
-            var,
-            lo: Box::new(lo),
-            hi: Box::new(hi),
-            body: Box::new(body),
-        }))
-    }
-
-    fn func_normal(&mut self, name: &str) -> R<Expr> {
-        let mut sub = None;
-        let mut sup = None;
-        if let Some(s) = self.attempt(|p| p.subexpr()) {
-            sub = Some(s);
-            sup = self.attempt(|p| p.supexpr());
-        } else if let Some(s) = self.attempt(|p| p.supexpr()) {
-            sup = Some(s);
-            sub = self.attempt(|p| p.subexpr());
-        }
-        let arg = match self.attempt(|p| {
-            p.expect(&Tok::LParen)?;
-            let a = p.expr()?;
-            while p.eat(&Tok::Comma) {
-                p.expr()?;
-            }
-            p.expect(&Tok::RParen)?;
-            Ok(a)
-        }) {
-            Some(a) => a,
-            None => self.mp(true)?,
-        };
-        let inverse = matches!(&sup, Some(Expr::Neg(b)) if is_one(b));
-        let trig = |f: Func| Expr::Call(f, vec![arg.clone()]);
-        let mut e = match name {
-            "exp" => trig(Func::Exp),
-            "log" | "ln" | "lg" => {
-                let base = match (sub, name) {
-                    (Some(b), _) => b,
-                    (None, "lg") => Expr::Num(Number::int(10)),
-                    _ => Expr::Euler,
-                };
-                Expr::Call(Func::Log, vec![arg.clone(), base])
-            }
-            "sin" if inverse => trig(Func::Asin),
-            "cos" if inverse => trig(Func::Acos),
-            "tan" if inverse => trig(Func::Atan),
-            "csc" if inverse => trig(Func::Acsc),
-            "sec" if inverse => trig(Func::Asec),
-            "cot" if inverse => trig(Func::Acot),
-            "sinh" if inverse => trig(Func::Asinh),
-            "cosh" if inverse => trig(Func::Acosh),
-            "tanh" if inverse => trig(Func::Atanh),
-            "sin" => trig(Func::Sin),
-            "cos" => trig(Func::Cos),
-            "tan" => trig(Func::Tan),
-            "csc" => trig(Func::Csc),
-            "sec" => trig(Func::Sec),
-            "cot" => trig(Func::Cot),
-            "sinh" => trig(Func::Sinh),
-            "cosh" => trig(Func::Cosh),
-            "tanh" => trig(Func::Tanh),
-            "arcsin" => trig(Func::Asin),
-            "arccos" => trig(Func::Acos),
-            "arctan" => trig(Func::Atan),
-            "arccsc" => trig(Func::Acsc),
-            "arcsec" => trig(Func::Asec),
-            "arccot" => trig(Func::Acot),
-            "arsinh" => trig(Func::Asinh),
-            "arcosh" => trig(Func::Acosh),
-            "artanh" => trig(Func::Atanh),
-            _ => return Err(()),
-        };
-        let trig_name = matches!(
-            name,
-            "sin" | "cos" | "tan" | "csc" | "sec" | "cot" | "sinh" | "cosh" | "tanh"
-        );
-        if let Some(p) = sup
-            && !(trig_name && inverse)
-        {
-            e = Expr::pow(e, p);
-        }
-        Ok(e)
     }
 
     fn atom(&mut self) -> R<Expr> {
@@ -833,33 +581,8 @@ mod tests {
     }
 
     #[test]
-    fn latex2sympy_lists() {
-        let list = |s: &str| match parse_latex2sympy(s) {
-            Some(Parsed::Seq(_, v)) => v.len(),
-            _ => 0,
-        };
-        assert_eq!(list("a;b"), 2);
-        assert_eq!(list("{1,2}"), 2);
-        assert_eq!(list("3,4,5"), 3);
-        assert_eq!(list("x+1;\\frac{\\pi}{9},\\frac{5\\pi}{9}"), 2);
-        assert_eq!(list("5"), 0);
-    }
-
-    #[test]
     fn chained_equations_collapse_to_false() {
         assert_eq!(parse_latex("a=b=c+1"), Some(Parsed::False));
         assert_eq!(parse_latex("a=b=2"), Some(Parsed::False));
-    }
-
-    #[test]
-    fn functions_are_calls() {
-        assert!(matches!(
-            parse_latex("f(x)"),
-            Some(Parsed::Expr(Expr::Undefined(..)))
-        ));
-        assert!(matches!(
-            parse_latex("\\sin^{-1}x"),
-            Some(Parsed::Expr(Expr::Call(Func::Asin, _)))
-        ));
     }
 }
