@@ -66,10 +66,10 @@ impl Benchmark {
         matches!(self, Benchmark::CarpEn | Benchmark::MinervaMath)
     }
 
-    /// The data file below the benchmark directory.
+    /// The data file below the benchmark directory, in the harness's layout.
     pub fn file(self) -> &'static str {
         match self {
-            Benchmark::Tabmwp => "tabmwp/problems_test1k.json",
+            Benchmark::Tabmwp => "tabmwp/test.jsonl",
             Benchmark::Gsm8k => "gsm8k/test.jsonl",
             Benchmark::Math => "math/test.jsonl",
             Benchmark::Svamp => "svamp/test.jsonl",
@@ -136,14 +136,23 @@ pub enum LoadError {
     },
 }
 
+/// TabMWP as PromptPG publishes it: one JSON object keyed by problem id (the 1k test subset).
+const TABMWP_PROMPTPG: &str = "tabmwp/problems_test1k.json";
+
 /// Loads `benchmark` from `dir` (the folder holding `gsm8k/`, `math/`, …), in file order.
+/// TabMWP is read from the harness's `tabmwp/test.jsonl` or, failing that, from PromptPG's
+/// `tabmwp/problems_test1k.json`.
 pub fn load_benchmark(dir: &Path, benchmark: Benchmark) -> Result<Vec<Problem>, LoadError> {
-    let path = dir.join(benchmark.file());
+    let mut path = dir.join(benchmark.file());
+    let keyed_by_id = benchmark == Benchmark::Tabmwp && !path.exists();
+    if keyed_by_id {
+        path = dir.join(TABMWP_PROMPTPG);
+    }
     let text = std::fs::read_to_string(&path).map_err(|source| LoadError::Io {
         path: path.clone(),
         source,
     })?;
-    let records: Vec<(usize, Value)> = if benchmark == Benchmark::Tabmwp {
+    let records: Vec<(usize, Value)> = if keyed_by_id {
         // serde_json's map sorts keys; the harness keeps the file's order, and so must we.
         let entries: InOrder = serde_json::from_str(&text).map_err(|source| LoadError::Json {
             path: path.clone(),

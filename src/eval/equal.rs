@@ -24,8 +24,9 @@ static BRACED_LIST: LazyLock<Regex> =
 /// Which of the reference's rules apply.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Rules {
-    /// Off by default (faithful): when on, `50` no longer equals `0.5` and an interval's
-    /// open and closed ends are told apart.
+    /// Off by default (faithful, as the paper's numbers were produced). When on: `50` no
+    /// longer equals `0.5` (no percentage rule), an interval's open and closed ends are
+    /// told apart, and a comma counts only as a thousands separator (`1,2` is not `12`).
     pub strict: bool,
 }
 
@@ -60,7 +61,13 @@ fn equal_at(pred: &str, gold: &str, rules: Rules, depth: usize) -> bool {
     if ["A", "B", "C", "D", "E"].contains(&gold) && choice_answer_clean(pred) == gold {
         return true;
     }
-    if let (Some(p), Some(g)) = (parse_digits(pred), parse_digits(gold)) {
+    let read = |s: &str| {
+        if rules.strict && !commas_group_thousands(s) {
+            return None;
+        }
+        parse_digits(s)
+    };
+    if let (Some(p), Some(g)) = (read(pred), read(gold)) {
         let candidates: &[f64] = if rules.strict {
             &[g]
         } else {
@@ -125,6 +132,21 @@ fn equal_at(pred: &str, gold: &str, rules: Rules, depth: usize) -> bool {
         }
     }
     symbolic_equal(pred, gold)
+}
+
+/// Whether every comma in `s` separates thousands (`1,234,567.5`); strict mode reads only
+/// such numbers, where the reference turns `1,2` into `12`.
+fn commas_group_thousands(s: &str) -> bool {
+    let s = s.trim();
+    if !s.contains(',') {
+        return true;
+    }
+    let int = s.trim_start_matches('-').split('.').next().unwrap_or("");
+    let mut groups = int.split(',');
+    let first = groups.next().unwrap_or("");
+    (1..=3).contains(&first.len())
+        && first.bytes().all(|b| b.is_ascii_digit())
+        && groups.all(|g| g.len() == 3 && g.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// `str_to_pmatrix`: `{1,2},{3,4}`-style gold answers read as matrices.
@@ -212,6 +234,13 @@ mod tests {
         assert!(eq("3.14159", "3.1416"));
         assert!(!eq("3.15", "3.14"));
         assert!(eq("0.1", "10\\%"));
+    }
+
+    #[test]
+    fn commas_are_dropped_unless_strict() {
+        assert!(eq("12", "1,2"), "the reference drops every comma");
+        assert!(!math_equal("12", "1,2", Rules { strict: true }));
+        assert!(math_equal("1234567", "1,234,567", Rules { strict: true }));
     }
 
     #[test]
