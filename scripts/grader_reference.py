@@ -197,6 +197,21 @@ def responses(ex, name, gold_raw, rng):
     return out
 
 
+def gold_example(name, raw):
+    """A minimal record of benchmark `name` whose gold answer is written `raw`."""
+    if name in ("math", "minerva_math"):
+        return {"solution": f"So the answer is $\\boxed{{{raw}}}$."}
+    if name == "olympiadbench":
+        return {"final_answer": [f"${raw}$"]}
+    if name == "gsm8k":
+        return {"answer": f"work\n#### {raw}"}
+    if name == "tabmwp":
+        return {"answer": raw, "ans_type": "extractive_text", "solution": ""}
+    if name == "carp_en":
+        return {"answer": raw, "steps": ""}
+    return {"answer": raw}
+
+
 def grade_reference(P, G, resp, name, gt):
     """pred as run_execute makes it, and math_equal(pred, gt) under evaluate.py's 3 s limit."""
     pred = ""
@@ -270,6 +285,38 @@ FORMATS = [
 ]
 
 
+# Hand-written (benchmark, boxed answer, raw gold) cases aimed at the reference's quirks.
+HANDWRITTEN = [
+    ("math", "50\\%", "0.5"), ("math", "0.5", "50"), ("math", "30^\\circ", "30"), ("math", "\\frac{\\pi}{6}", "30^\\circ"),
+    ("math", "\\pm 2", "2,-2"), ("math", "-2, 2", "2,-2"), ("math", "\\{1, 2\\}", "\\{2, 1\\}"), ("math", "(1,2)", "(2,1)"),
+    ("math", "[1, 2)", "[1,2]"), ("math", "(-\\infty, 0) \\cup (1, \\infty)", "(-\\infty,0)\\cup(1,\\infty)"),
+    ("math", "x \\in [2, 5]", "[2,5]"), ("math", "\\text{(C)}", "\\text{(C)}"), ("math", "C", "\\text{(C)}"),
+    ("math", "\\text{Tuesday}", "\\text{Tuesday}"), ("math", "tuesday", "\\text{Tuesday}"), ("math", "five", "5"),
+    ("math", "3+2i", "2i+3"), ("math", "3+2j", "3+2i"), ("math", "\\sqrt{-4}", "2i"), ("math", "e^{i\\pi}", "-1"),
+    ("math", "\\log_2 8", "3"), ("math", "\\ln e", "1"), ("math", "\\sin^2 x + \\cos^2 x", "1"), ("math", "10!", "3628800"),
+    ("math", "\\binom{5}{2}", "10"), ("math", "\\lfloor 2.5 \\rfloor", "2"), ("math", "|-3|", "3"), ("math", "0.\\overline{3}", "\\frac{1}{3}"),
+    ("math", "1\\,000", "1000"), ("math", "1{,}000", "1000"), ("math", "\\$1,000", "1000"), ("math", "10^{3}", "1000"),
+    ("math", "1e3", "1000"), ("math", "1.5 \\times 10^{3}", "1500"), ("math", "\\frac{\\sqrt{3}}{3}", "\\frac{1}{\\sqrt{3}}"),
+    ("math", "2\\sqrt{2}", "\\sqrt{8}"), ("math", "\\sqrt[3]{8}", "2"), ("math", "x^2+2x+1", "(x+1)^2"), ("math", "y = 2x + 3", "2x+3"),
+    ("math", "y = 2x + 3", "y=3+2x"), ("math", "2x - y + 3 = 0", "y = 2x + 3"), ("math", "x > 2", "x<2"), ("math", "x \\ge 2", "[2,\\infty)"),
+    ("math", "\\begin{pmatrix} 1 \\\\ 2 \\end{pmatrix}", "\\begin{pmatrix}1\\\\2\\end{pmatrix}"),
+    ("math", "\\begin{pmatrix} 1 & 2 \\\\ 3 & 4 \\end{pmatrix}", "\\begin{pmatrix}1&2\\\\3&5\\end{pmatrix}"),
+    ("math", "(1, 2)", "\\begin{pmatrix}1\\\\2\\end{pmatrix}"), ("math", "\\frac{a}{b}", "a/b"), ("math", "3/4", "0.75"),
+    ("math", "\\dfrac{3}{4}", "\\frac34"), ("math", "\\frac{3}{4}\\text{ cm}^2", "\\frac{3}{4}"), ("math", "12\\text{ inches}", "12"),
+    ("math", "\\text{12 inches}", "12"), ("math", "\\mathbf{12}", "12"), ("math", "\\infty", "\\infty"), ("math", "-\\infty", "\\infty"),
+    ("math", "\\emptyset", "\\varnothing"), ("math", "\\mathbb{R}", "(-\\infty,\\infty)"), ("math", "k = 3", "3"), ("math", "ab = 3", "3"),
+    ("math", "abc = 3", "3"), ("math", "f(x) = x^2", "x^2"), ("math", "x(x+1)", "x^2+x"), ("math", "2(x+1)", "2x+2"),
+    ("math", "0.333", "\\frac{1}{3}"), ("math", "0.3333", "\\frac{1}{3}"), ("math", "0.33333", "\\frac{1}{3}"), ("math", "3.14", "\\pi"),
+    ("math", "\\pi", "\\pi"), ("math", "2\\pi", "\\pi \\cdot 2"), ("math", "\\frac{\\pi}{2}", "\\frac{1}{2}\\pi"),
+    ("minerva_math", "2.26 \\times 10^{-10}", "2.26e-10"), ("minerva_math", "2.26e-10", "2.26e-10"), ("minerva_math", "5 \\mathrm{~cm}", "5"),
+    ("minerva_math", "3 \\text{ hours}", "3"), ("carp_en", "3 hours", "3"), ("gsm8k", "3 hours", "3"), ("gsm8k", "$18.00", "18"),
+    ("gsm8k", "18 dollars", "18"), ("gsm8k", "1,234", "1234"), ("gsm8k", "007", "7"), ("college_math", "x=3, y=4", "(3,4)"),
+    ("college_math", "x = 3 \\text{ or } x = 4", "3,4"), ("olympiadbench", "2^{1009}", "2^{1009}"), ("olympiadbench", "n^2", "n \\cdot n"),
+    ("olympiadbench", "\\frac{n(n+1)}{2}", "\\binom{n+1}{2}"), ("gaokao2023en", "\\{x|-2\\le x<1\\}", "\\{x|-2\\leq x < 1\\}"),
+    ("gaokao2023en", "-1-\\sqrt{3}i", "-1-\\sqrt{3}"), ("tabmwp", "yes", "yes"), ("tabmwp", "Yes", "yes"), ("tabmwp", "$3.50", "3.5"),
+]
+
+
 def stress_responses(gold_raw, gold_other, rng):
     """Model-like formatting noise, sympy rewrites, and answers borrowed from other problems."""
     out = []
@@ -328,6 +375,14 @@ def main():
                     out.write(json.dumps(row, ensure_ascii=False) + "\n")
                     n_lines += 1
             print(name, "+stress", n_lines, file=sys.stderr, flush=True)
+        for name, boxed, raw in HANDWRITTEN:
+            gt = str(P.parse_ground_truth(gold_example(name, raw), name)[1])
+            for resp in (f"Thus the answer is $\\boxed{{{boxed}}}$.", f"The answer is {boxed}"):
+                pred, correct = grade_reference(P, G, resp, name, gt)
+                row = dict(benchmark=name, response=resp, answer=gt, pred=pred, correct=correct)
+                out.write(json.dumps(row, ensure_ascii=False) + "\n")
+                n_lines += 1
+        print("handwritten", n_lines, file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,37 @@ pub(super) const FUNC_NORMAL: &[&str] = &[
 ];
 
 impl Parser<'_> {
+    /// `(subexpr? supexpr? | supexpr? subexpr?) (L_PAREN func_arg R_PAREN | func_arg_noparens)`
+    fn scripts_and_argument(
+        &mut self,
+        leave_last_digit: bool,
+    ) -> R<(Option<Expr>, Option<Expr>, Expr)> {
+        let mut sub = None;
+        let mut sup = None;
+        self.leave_last_digit = leave_last_digit;
+        if let Some(s) = self.attempt(|p| p.subexpr()) {
+            sub = Some(s);
+            sup = self.attempt(|p| p.supexpr());
+        } else if let Some(s) = self.attempt(|p| p.supexpr()) {
+            sup = Some(s);
+            sub = self.attempt(|p| p.subexpr());
+        }
+        self.leave_last_digit = false;
+        let arg = match self.attempt(|p| {
+            p.expect(&Tok::LParen)?;
+            let a = p.expr()?;
+            while p.eat(&Tok::Comma) {
+                p.expr()?;
+            }
+            p.expect(&Tok::RParen)?;
+            Ok(a)
+        }) {
+            Some(a) => a,
+            None => self.mp(true)?,
+        };
+        Ok((sub, sup, arg))
+    }
+
     pub(super) fn func(&mut self) -> R<Expr> {
         if let Some(name) = self.is_cmd(FUNC_NORMAL) {
             self.pos += 1;
@@ -96,26 +127,11 @@ impl Parser<'_> {
     }
 
     fn func_normal(&mut self, name: &str) -> R<Expr> {
-        let mut sub = None;
-        let mut sup = None;
-        if let Some(s) = self.attempt(|p| p.subexpr()) {
-            sub = Some(s);
-            sup = self.attempt(|p| p.supexpr());
-        } else if let Some(s) = self.attempt(|p| p.supexpr()) {
-            sup = Some(s);
-            sub = self.attempt(|p| p.subexpr());
-        }
-        let arg = match self.attempt(|p| {
-            p.expect(&Tok::LParen)?;
-            let a = p.expr()?;
-            while p.eat(&Tok::Comma) {
-                p.expr()?;
-            }
-            p.expect(&Tok::RParen)?;
-            Ok(a)
-        }) {
-            Some(a) => a,
-            None => self.mp(true)?,
+        // `\log_2 128` is log base 212 of 8 in sympy: a script's digits are greedy, but
+        // ANTLR's lookahead leaves the last digit to the argument when nothing else follows.
+        let (sub, sup, arg) = match self.attempt(|p| p.scripts_and_argument(false)) {
+            Some(parts) => parts,
+            None => self.scripts_and_argument(true)?,
         };
         let inverse = is_minus_one(&sup);
         let trig = |f: Func| Expr::Call(f, vec![arg.clone()]);
@@ -180,6 +196,21 @@ mod tests {
     use super::super::expr::Parsed;
     use super::super::parser::parse_latex;
     use super::*;
+
+    #[test]
+    fn log_base_digits_as_sympy_reads_them() {
+        let log = |s: &str| match parse_latex(s) {
+            Some(Parsed::Expr(Expr::Call(Func::Log, args))) => args
+                .iter()
+                .map(Expr::print)
+                .collect::<Vec<_>>()
+                .join(" base "),
+            other => format!("{other:?}"),
+        };
+        assert_eq!(log("\\log_28"), "8 base 2");
+        assert_eq!(log("\\log_2 128"), "8 base 212");
+        assert_eq!(log("\\log_{2}128"), "128 base 2");
+    }
 
     #[test]
     fn functions_are_calls() {

@@ -26,6 +26,7 @@ pub fn parse_latex(s: &str) -> Option<Parsed> {
         hard: false,
         fuel: FUEL,
         depth: 0,
+        leave_last_digit: false,
     };
     let out = p.relation();
     if p.hard { None } else { out.ok() }
@@ -70,6 +71,8 @@ pub(super) struct Parser<'a> {
     pub(super) hard: bool,
     pub(super) fuel: u32,
     pub(super) depth: u32,
+    /// Give a number's last digit back to what follows (see `func_normal`'s retry).
+    pub(super) leave_last_digit: bool,
 }
 
 /// Backtracking can take exponential time on degenerate input (`x(x(x(…` unclosed), and
@@ -462,6 +465,11 @@ impl Parser<'_> {
         let mut text = self.digits();
         if text.is_empty() {
             return Err(());
+        }
+        if self.leave_last_digit && text.len() > 1 {
+            text.pop();
+            self.pos -= 1;
+            return Number::from_decimal(&text).map(Expr::Num).ok_or(());
         }
         let leading_zero = text.len() > 1 && text.starts_with('0');
         while let Some(group) = self.attempt(|p| {
