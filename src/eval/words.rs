@@ -67,7 +67,13 @@ pub fn convert_word_number(text: &str) -> String {
 fn word_to_num(text: &str) -> Option<String> {
     let s = text.replace('-', " ").to_lowercase();
     if !s.is_empty() && s.chars().all(|c| c.is_ascii_digit()) {
-        return s.parse::<i128>().ok().map(|v| v.to_string());
+        // str(int(s)): the digits without leading zeros, however many there are
+        let trimmed = s.trim_start_matches('0');
+        return Some(if trimmed.is_empty() {
+            "0".into()
+        } else {
+            trimmed.into()
+        });
     }
     if !s.is_empty() && s.chars().all(char::is_numeric) {
         return None; // Python's isdigit() accepts "²", then int() raises.
@@ -148,6 +154,8 @@ mod tests {
         assert_eq!(c("one thousand two hundred thirty four"), "1234");
         assert_eq!(c("three apples"), "3");
         assert_eq!(c("007"), "7");
+        assert_eq!(c("000"), "0");
+        assert_eq!(c(&format!("00{}", "9".repeat(60))), "9".repeat(60));
     }
 
     #[test]
