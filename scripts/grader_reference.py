@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
-"""Build the grader agreement fixture from the Qwen2.5-Math reference harness.
+"""Build the grader agreement fixtures from the Qwen2.5-Math reference harness.
 
 Usage:
-    python scripts/grader_reference.py QWEN_EVAL_DIR DATA_DIR OUT_JSONL [--per-bench N] [--seed S]
+    python scripts/grader_reference.py QWEN_EVAL_DIR DATA_DIR OUT_JSONL \
+        [--per-bench N] [--seed S] [--golds DIGESTS_JSONL] [--golds-full ALL_GOLDS_JSONL]
 
 QWEN_EVAL_DIR is a checkout of Qwen2.5-Math's `evaluation/` folder (not vendored here);
 its `parser.py`, `grader.py` and `latex2sympy/` are imported from that path. It needs
@@ -10,12 +11,25 @@ its `parser.py`, `grader.py` and `latex2sympy/` are imported from that path. It 
 DATA_DIR is the folder of benchmark files (see shared/data/README.md).
 
 For every benchmark the script draws problems, takes their gold answer exactly as the
-harness does (`parse_ground_truth`), writes realistic responses around it (worked
-solutions ending in `\\boxed{}` or "The answer is", Minerva's "final answer is $...$. I
-hope", equivalent rewritings, perturbed wrong answers, last-number-only endings) and asks
-the harness for `pred` (extract_answer + strip_string, as in `run_execute`) and `correct`
-(`math_equal(pred, gt)`, three-second limit as in `evaluate.py`). Each output line is
-`{"benchmark", "response", "answer", "pred", "correct"}` where `answer` is the parsed gold.
+harness does (`parse_ground_truth`) and writes responses around it in three sections:
+  * realistic: worked solutions ending in `\boxed{}` or "The answer is", Minerva's "final
+    answer is $...$. I hope", equivalent rewritings (decimals, fractions, percentages,
+    units, reordered tuples, intervals, matrices), perturbed wrong answers and
+    last-number-only endings;
+  * stress: formatting noise (`x = a`, units, `\$`, `\%`, degrees, `\text{}`), rewrites made
+    by sympy (expand, factor, simplify, numeric approximations) and other problems' answers;
+  * hand-written: HANDWRITTEN, cases aimed at the reference's quirks.
+The harness then gives `pred` (extract_answer + strip_string, as in `run_execute`) and
+`correct` (`math_equal(pred, gt)`, three-second limit as in `evaluate.py`). Each output line
+is `{"benchmark", "response", "answer", "pred", "correct"}` where `answer` is the parsed gold.
+
+With --golds, it also writes per-benchmark FNV-1a digests of every gold answer and question
+(`tests/fixtures/grader/gold_digests.jsonl`), which the loaders' real-data test checks.
+
+The committed fixture was made with:
+    python scripts/grader_reference.py /tmp/qwen-eval/evaluation ../shared/data \
+        tests/fixtures/grader/reference.jsonl --per-bench 40 --seed 0 \
+        --golds tests/fixtures/grader/gold_digests.jsonl
 """
 
 import argparse
