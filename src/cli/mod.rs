@@ -7,6 +7,7 @@ mod bench;
 mod cache;
 mod device;
 mod generate;
+mod grade;
 mod plan;
 mod progress;
 mod run;
@@ -42,6 +43,8 @@ pub enum Command {
     /// Inspect and maintain the cache.
     #[command(subcommand)]
     Cache(cache::CacheCommand),
+    /// Grade JSONL responses from stdin: {"benchmark", "response", "answer"} -> {"pred", "correct"}.
+    Grade(grade::GradeArgs),
     /// Continue prompts with a model (batched; greedy or sampled).
     Generate(generate::GenerateArgs),
     /// Per-position log-probs, entropies and top-k of a token sequence.
@@ -82,6 +85,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Run(args) => run::run(&cache, args),
         Command::Status(args) => status::run(&cache, args),
         Command::Cache(cmd) => cache::run(&cache, cmd),
+        Command::Grade(args) => grade::run(&args).map(|()| ExitCode::SUCCESS),
         Command::Generate(args) => generate::run(args).map(|()| ExitCode::SUCCESS),
         Command::Score(args) => score::run(args).map(|()| ExitCode::SUCCESS),
         Command::Bench(cmd) => bench::run(cmd).map(|()| ExitCode::SUCCESS),
