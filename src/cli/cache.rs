@@ -181,6 +181,11 @@ fn gc(cache: &Cache, manifests: &[PathBuf], yes: bool) -> anyhow::Result<ExitCod
     for r in &dropped {
         cache.remove_record(&r.key)?;
         cache.progress_clear(&r.key)?;
+        // The linked model directory of a dropped checkpoint, if one was materialised.
+        let models = cache.root().join("models").join(&r.key);
+        if models.exists() {
+            std::fs::remove_dir_all(&models).map_err(|e| anyhow::anyhow!("{}: {e}", models.display()))?;
+        }
     }
     for (h, _) in &artifacts {
         cache.remove_artifact(h)?;

@@ -117,6 +117,59 @@ impl<'a> StageCtx<'a> {
         }
     }
 
+    /// The model directory a checkpoint record describes. A stage that produces a model names
+    /// its outputs `model/<file>` (HF layout: `config.json`, `model.safetensors`,
+    /// `tokenizer.json`, ...); they are linked under `<cache>/models/<key>/` with those names,
+    /// so a checkpoint loads exactly like a downloaded model. Blobs are immutable, so hard
+    /// links are safe; idempotent.
+    pub fn model_dir(&self, record: &Record) -> Result<PathBuf, StageError> {
+        let dir = self.cache.root().join("models").join(&record.key);
+        let fail = |e: std::io::Error, p: &std::path::Path| StageError::Failed(format!("{}: {e}", p.display()));
+        let mut any = false;
+        for (name, out) in &record.outputs {
+            let Some(rel) = name.strip_prefix("model/") else { continue };
+            any = true;
+            let target = dir.join(rel);
+            if target.exists() {
+                continue;
+            }
+            if let Some(parent) = target.parent() {
+                std::fs::create_dir_all(parent).map_err(|e| fail(e, parent))?;
+            }
+            match out {
+                OutputRef::Blob { hash, .. } => {
+                    let blob = self.cache.blobs().path(hash);
+                    if std::fs::hard_link(&blob, &target).is_err() {
+                        std::fs::copy(&blob, &target).map_err(|e| fail(e, &target))?;
+                    }
+                }
+                OutputRef::Artifact { .. } => {
+                    let bytes = self.read(record, name)?;
+                    std::fs::write(&target, bytes).map_err(|e| fail(e, &target))?;
+                }
+            }
+        }
+        if !any {
+            return Err(StageError::Failed(format!("`{}` produced no model files", record.label)));
+        }
+        Ok(dir)
+    }
+
+    /// The model this stage works on: its `model_dir` binding (an HF directory the manifest
+    /// names), else the checkpoint of its `train` or `pretrain` input.
+    pub fn input_model_dir(&self) -> Result<PathBuf, StageError> {
+        if let Some(dir) = self.bindings().get("model_dir").and_then(|v| v.as_str()) {
+            return Ok(PathBuf::from(dir));
+        }
+        let record = self
+            .inputs
+            .iter()
+            .find(|r| r.kind == "train")
+            .or_else(|| self.inputs.iter().find(|r| r.kind == "pretrain"))
+            .ok_or_else(|| StageError::Failed(format!("stage `{}` has no model: no `model_dir` binding and no train or pretrain input", self.spec.label)))?;
+        self.model_dir(record)
+    }
+
     /// A temporary file path inside the blob store, for outputs written as files.
     pub fn temp_path(&self) -> PathBuf {
         self.cache.blobs().temp_path()
