@@ -13,6 +13,7 @@ pub mod generate;
 pub mod manifest;
 pub mod model;
 pub mod plan;
+pub mod report;
 pub mod rng;
 pub mod stages;
 pub mod toy;

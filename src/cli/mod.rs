@@ -5,11 +5,13 @@
 
 mod bench;
 mod cache;
+mod compare;
 mod device;
 mod generate;
 mod grade;
 mod plan;
 mod progress;
+mod report;
 mod run;
 mod score;
 mod status;
@@ -40,6 +42,10 @@ pub enum Command {
     Run(run::RunArgs),
     /// Progress of a manifest's sweep, per cell.
     Status(status::StatusArgs),
+    /// Tables and plots of a manifest's results, from the cache alone.
+    Report(report::ReportArgs),
+    /// Several manifests' results side by side, one block per model family.
+    Compare(compare::CompareArgs),
     /// Inspect and maintain the cache.
     #[command(subcommand)]
     Cache(cache::CacheCommand),
@@ -84,6 +90,8 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Plan(args) => plan::run(&cache, args),
         Command::Run(args) => run::run(&cache, args),
         Command::Status(args) => status::run(&cache, args),
+        Command::Report(args) => report::run(&cache, args),
+        Command::Compare(args) => compare::run(&cache, args),
         Command::Cache(cmd) => cache::run(&cache, cmd),
         Command::Grade(args) => grade::run(&args).map(|()| ExitCode::SUCCESS),
         Command::Generate(args) => generate::run(args).map(|()| ExitCode::SUCCESS),

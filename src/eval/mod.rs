@@ -12,6 +12,7 @@ pub mod equal;
 pub mod extract;
 pub mod latex;
 pub mod normalize;
+pub mod pass_at;
 pub mod pynum;
 pub mod templates;
 pub mod units;

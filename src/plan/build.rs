@@ -55,6 +55,7 @@ pub fn build(exp: &Experiment, store: &dyn Store) -> Result<Plan, PlanError> {
         .collect();
     let params = json!({
         "experiment": exp.name,
+        "seed": exp.seed,
         "models": exp.models.iter().map(|m| &m.name).collect::<Vec<_>>(),
         "methods": methods,
         "benchmarks": benchmarks.iter().map(|(n, _)| n).collect::<Vec<_>>(),

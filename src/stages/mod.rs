@@ -4,6 +4,8 @@
 pub mod benchmark;
 mod context;
 pub mod dataset;
+pub mod eval;
+pub mod report;
 
 pub use context::{Output, Progress, StageCtx, StageError, StageImpl, StageOutput};
 
@@ -14,6 +16,8 @@ use crate::exec::Registry;
 pub fn version(kind: &str) -> u32 {
     match kind {
         "dataset" => dataset::VERSION,
+        "eval" => eval::VERSION,
+        "report" => report::VERSION,
         _ => 1,
     }
 }
@@ -22,5 +26,7 @@ pub fn version(kind: &str) -> u32 {
 pub fn registry() -> Registry {
     let mut r = Registry::default();
     r.register("dataset", dataset::Dataset);
+    r.register("eval", eval::Eval);
+    r.register("report", report::Report);
     r
 }

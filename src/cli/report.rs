@@ -1,0 +1,57 @@
+//! `cft report FILE [--format md|csv|json|html]`: the experiment's tables and plots from the
+//! cache alone (no stage runs). Prints one format to stdout and writes every file under
+//! `<cache>/reports/<experiment>/`.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use cft::cache::{Record, View};
+use cft::plan::Plan;
+use cft::report::load::{from_store, read_output};
+use cft::report::{Format, Report, files::artifacts, write_files};
+
+#[derive(clap::Args, Debug)]
+pub struct ReportArgs {
+    /// The manifest.
+    pub file: PathBuf,
+    /// What to print: md, csv, json or html (all four are written as files).
+    #[arg(long, default_value = "md", value_name = "md|csv|json|html")]
+    pub format: Format,
+}
+
+pub fn run(cache: &Path, args: ReportArgs) -> anyhow::Result<ExitCode> {
+    let (exp, view, plan, _) = super::plan::resolve(cache, &args.file)?;
+    let report = report_of(&view, &plan)?;
+    drop(view);
+    let files = artifacts(&report)?;
+    let dir = cache.join("reports").join(&exp.name);
+    write_files(&dir, &files)?;
+    let name = format!("report.{}", extension(args.format));
+    if let Some((_, bytes)) = files.iter().find(|(n, _)| *n == name) {
+        print!("{}", String::from_utf8_lossy(bytes));
+    }
+    eprintln!("wrote {} files to {}", files.len(), dir.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn extension(format: Format) -> &'static str {
+    match format {
+        Format::Md => "md",
+        Format::Csv => "csv",
+        Format::Json => "json",
+        Format::Html => "html",
+    }
+}
+
+/// The report of a planned experiment from the records its report stage would read.
+pub fn report_of(view: &View, plan: &Plan) -> anyhow::Result<Report> {
+    // Outputs are readable when the database is open; a running process holds it, and then
+    // only the records' metrics are seen (per-question intervals show as "—").
+    let read = |r: &Record, name: &str| -> Option<Vec<u8>> {
+        match view {
+            View::Open(cache) => read_output(cache, r, name),
+            View::Snapshot(_) => None,
+        }
+    };
+    Ok(from_store(plan, view.store(), &read)?)
+}

@@ -1,0 +1,284 @@
+//! What the annotation and training stages measured (paper Tables 4 and 5, Figures 2 and 5,
+//! training curves), read from their records. Table 5 is computed here from the per-token
+//! statistics and the criticality weights, which are aligned token by token.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::inputs::{MethodParams, Params, Records, label};
+use super::{AnnotationRow, CategoryRow, PassCurve, TokenStats, TokenStatsRow, TrainingRow};
+
+/// The CFT methods of the experiment (those with a criticality stage).
+fn cft_methods(params: &Params) -> impl Iterator<Item = (&MethodParams, String)> {
+    params
+        .methods
+        .iter()
+        .filter_map(|m| m.criticality().map(|c| (m, c)))
+}
+
+/// Table 4, one row per model and CFT rule (one per model when there is none).
+pub fn annotation(params: &Params, records: &Records<'_>) -> Vec<AnnotationRow> {
+    let mut out = Vec::new();
+    for model in &params.models {
+        let greedy = records.metrics(&label::greedy(model));
+        let g = |k: &str| greedy.and_then(|m| m[k].as_f64());
+        let row = |method: Option<String>, crit: Option<&Value>| AnnotationRow {
+            model: model.clone(),
+            method,
+            greedy_correct: greedy.and_then(|m| m["correct"].as_u64()),
+            total: greedy.and_then(|m| m["total"].as_u64()),
+            accuracy: g("accuracy").map(|a| a * 100.0),
+            mean_tokens: g("mean_response_tokens"),
+            critical_ratio: crit
+                .and_then(|c| c["critical_ratio"].as_f64())
+                .map(|r| r * 100.0),
+            seconds_per_1k: crit.and_then(|c| c["seconds_per_1k"].as_f64()),
+        };
+        let mut any = false;
+        for (method, crit) in cft_methods(params) {
+            any = true;
+            let m = records.metrics(&label::criticality(model, &crit));
+            out.push(row(Some(method.label.clone()), m));
+        }
+        if !any {
+            out.push(row(None, None));
+        }
+    }
+    out
+}
+
+#[derive(Deserialize)]
+struct StatsLine {
+    idx: u64,
+    prob: Vec<f32>,
+    entropy: Vec<f32>,
+}
+
+#[derive(Deserialize)]
+struct WeightsLine {
+    idx: u64,
+    weights: Vec<f32>,
+}
+
+fn jsonl<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Option<Vec<T>> {
+    bytes
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| serde_json::from_slice(l).ok())
+        .collect()
+}
+
+#[derive(Default)]
+struct Acc {
+    n: u64,
+    prob: f64,
+    neg_log: f64,
+    entropy: f64,
+}
+
+impl Acc {
+    fn add(&mut self, p: f32, e: f32) {
+        let p = f64::from(p);
+        self.n += 1;
+        self.prob += p;
+        self.neg_log += -p.max(f64::MIN_POSITIVE).ln();
+        self.entropy += f64::from(e);
+    }
+
+    fn stats(&self) -> Option<TokenStats> {
+        (self.n > 0).then(|| {
+            let n = self.n as f64;
+            TokenStats {
+                tokens: self.n,
+                confidence: self.prob / n,
+                perplexity: (self.neg_log / n).exp(),
+                entropy: self.entropy / n,
+            }
+        })
+    }
+}
+
+/// Table 5 for each model and CFT rule: a token is critical when its weight is non-zero.
+pub fn token_stats(params: &Params, records: &Records<'_>) -> Vec<TokenStatsRow> {
+    let mut out = Vec::new();
+    for model in &params.models {
+        let stats: Option<Vec<StatsLine>> = records
+            .output(&label::token_stats(model), "stats.jsonl")
+            .and_then(|b| jsonl(&b));
+        for (method, crit) in cft_methods(params) {
+            let weights: Option<Vec<WeightsLine>> = records
+                .output(&label::criticality(model, &crit), "weights.jsonl")
+                .and_then(|b| jsonl(&b));
+            let (mut critical, mut normal) = (Acc::default(), Acc::default());
+            if let (Some(stats), Some(weights)) = (&stats, &weights) {
+                let by_idx: BTreeMap<u64, &StatsLine> = stats.iter().map(|s| (s.idx, s)).collect();
+                for w in weights {
+                    let Some(s) = by_idx.get(&w.idx) else {
+                        continue;
+                    };
+                    for (t, weight) in w.weights.iter().enumerate() {
+                        let (Some(&p), Some(&e)) = (s.prob.get(t), s.entropy.get(t)) else {
+                            break;
+                        };
+                        match *weight > 0.0 {
+                            true => critical.add(p, e),
+                            false => normal.add(p, e),
+                        }
+                    }
+                }
+            }
+            out.push(TokenStatsRow {
+                model: model.clone(),
+                method: method.label.clone(),
+                critical: critical.stats(),
+                normal: normal.stats(),
+            });
+        }
+    }
+    out
+}
+
+pub const CATEGORIES: [&str; 6] = [
+    "number",
+    "operator",
+    "punctuation",
+    "special",
+    "word",
+    "other",
+];
+
+/// Figure 5 for each model and CFT rule: shares of each category.
+pub fn categories(params: &Params, records: &Records<'_>) -> Vec<CategoryRow> {
+    let shares = |v: &Value| -> Vec<(String, f64)> {
+        let counts: Vec<f64> = CATEGORIES
+            .iter()
+            .map(|c| v[*c].as_f64().unwrap_or(0.0))
+            .collect();
+        let total: f64 = counts.iter().sum();
+        CATEGORIES
+            .iter()
+            .zip(counts)
+            .map(|(c, n)| (c.to_string(), if total > 0.0 { n / total } else { 0.0 }))
+            .collect()
+    };
+    let mut out = Vec::new();
+    for model in &params.models {
+        for (method, crit) in cft_methods(params) {
+            let Some(cats) = records
+                .metrics(&label::criticality(model, &crit))
+                .map(|m| &m["categories"])
+                .filter(|c| c.is_object())
+            else {
+                continue;
+            };
+            out.push(CategoryRow {
+                model: model.clone(),
+                method: method.label.clone(),
+                critical: shares(&cats["critical"]),
+                normal: shares(&cats["normal"]),
+            });
+        }
+    }
+    out
+}
+
+/// Training of each method's chosen cell: the fraction of tokens it trained on, its final
+/// loss and its curve.
+pub fn training(
+    params: &Params,
+    records: &Records<'_>,
+    chosen: &BTreeMap<(String, String), String>,
+) -> Vec<TrainingRow> {
+    let mut out = Vec::new();
+    for model in &params.models {
+        for method in &params.methods {
+            let Some(cell) = chosen.get(&(model.clone(), method.name.clone())) else {
+                continue;
+            };
+            let train = records.metrics(&label::train(model, &method.name, cell));
+            let t = |k: &str| train.and_then(|m| m[k].as_f64());
+            let fraction = match (t("weighted_tokens"), t("train_tokens")) {
+                (Some(w), Some(n)) if n > 0.0 => Some(w / n),
+                _ => records
+                    .metrics(&label::selection(model, &method.name))
+                    .and_then(|m| m["fraction"].as_f64())
+                    .or_else(|| {
+                        method.criticality().and_then(|c| {
+                            records
+                                .metrics(&label::criticality(model, &c))
+                                .and_then(|m| m["critical_ratio"].as_f64())
+                        })
+                    }),
+            };
+            let curve = train
+                .and_then(|m| m["steps"].as_array())
+                .map(|steps| {
+                    steps
+                        .iter()
+                        .filter_map(|s| Some((s["step"].as_f64()?, s["loss"].as_f64()?)))
+                        .collect()
+                })
+                .unwrap_or_default();
+            out.push(TrainingRow {
+                model: model.clone(),
+                method: method.label.clone(),
+                cell: cell.clone(),
+                fraction,
+                final_loss: t("final_loss"),
+                train_tokens: train.and_then(|m| m["train_tokens"].as_u64()),
+                seconds: t("seconds"),
+                curve,
+            });
+        }
+    }
+    out
+}
+
+/// Pass@N curves (Figure 2) of the base model and each method's chosen cell, on every
+/// benchmark that was sampled.
+pub fn pass_at(
+    params: &Params,
+    records: &Records<'_>,
+    chosen: &BTreeMap<(String, String), String>,
+) -> Vec<PassCurve> {
+    let curve = |l: &str| -> Option<Vec<f64>> {
+        let map = records.metrics(l)?["pass_at"].as_object()?;
+        let mut points: Vec<(u64, f64)> = map
+            .iter()
+            .filter_map(|(k, v)| Some((k.parse().ok()?, v.as_f64()?)))
+            .collect();
+        points.sort_by_key(|p| p.0);
+        (!points.is_empty()).then(|| points.into_iter().map(|p| p.1 * 100.0).collect())
+    };
+    let mut out = Vec::new();
+    for model in &params.models {
+        for bench in &params.benchmarks {
+            if let Some(values) = curve(&label::eval_base(model, bench)) {
+                out.push(PassCurve {
+                    model: model.clone(),
+                    benchmark: bench.clone(),
+                    method: model.clone(),
+                    cell: None,
+                    values,
+                });
+            }
+            for method in &params.methods {
+                let Some(cell) = chosen.get(&(model.clone(), method.name.clone())) else {
+                    continue;
+                };
+                if let Some(values) = curve(&label::eval(model, &method.name, cell, bench)) {
+                    out.push(PassCurve {
+                        model: model.clone(),
+                        benchmark: bench.clone(),
+                        method: method.label.clone(),
+                        cell: Some(cell.clone()),
+                        values,
+                    });
+                }
+            }
+        }
+    }
+    out
+}

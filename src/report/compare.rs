@@ -1,0 +1,98 @@
+//! Several reports side by side (`cft compare`): Table 1's shape, one block per model family,
+//! holding each experiment's rows. Every delta stays against its own experiment's baseline
+//! (Table 6: Full rows against Full SFT, LoRA rows against LoRA SFT).
+
+use super::{Block, Report};
+
+/// One report whose blocks gather, per model, the rows of every input report (labelled with
+/// their experiment); benchmark columns are the union, in order of first appearance.
+pub fn merge(reports: &[Report]) -> Report {
+    let mut benchmarks: Vec<String> = Vec::new();
+    for r in reports {
+        for b in &r.benchmarks {
+            if !benchmarks.contains(b) {
+                benchmarks.push(b.clone());
+            }
+        }
+    }
+    let tag = |r: &Report, s: &str| format!("{}: {s}", r.experiment);
+    let remap = |r: &Report, v: &[Option<f64>]| -> Vec<Option<f64>> {
+        benchmarks
+            .iter()
+            .map(|b| r.benchmarks.iter().position(|x| x == b).and_then(|i| v[i]))
+            .collect()
+    };
+    let remap_ci = |r: &Report, v: &[Option<super::Interval>]| -> Vec<Option<super::Interval>> {
+        benchmarks
+            .iter()
+            .map(|b| r.benchmarks.iter().position(|x| x == b).and_then(|i| v[i]))
+            .collect()
+    };
+    let mut blocks: Vec<Block> = Vec::new();
+    for r in reports {
+        for b in &r.blocks {
+            let at = match blocks.iter().position(|x| x.model == b.model) {
+                Some(i) => i,
+                None => {
+                    blocks.push(Block {
+                        model: b.model.clone(),
+                        rows: Vec::new(),
+                    });
+                    blocks.len() - 1
+                }
+            };
+            for row in &b.rows {
+                // The base model is the same in every experiment: show it once.
+                if row.method == "base" && blocks[at].rows.iter().any(|x| x.method == "base") {
+                    continue;
+                }
+                let mut row = row.clone();
+                if row.method != "base" {
+                    row.label = tag(r, &row.label);
+                }
+                row.scores = remap(r, &row.scores);
+                row.bench_delta = remap(r, &row.bench_delta);
+                row.bench_ci = remap_ci(r, &row.bench_ci);
+                row.average = super::select::complete_average(&row.scores).or(row.average);
+                blocks[at].rows.push(row);
+            }
+        }
+    }
+    let join = |f: &dyn Fn(&Report) -> String| {
+        let mut v: Vec<String> = reports.iter().map(f).collect();
+        v.dedup();
+        v.join(", ")
+    };
+    Report {
+        experiment: join(&|r| r.experiment.clone()),
+        baseline: join(&|r| r.baseline.clone()),
+        select: join(&|r| r.select.clone()),
+        confidence: reports.first().map_or(0.95, |r| r.confidence),
+        bootstrap: reports.first().map_or(0, |r| r.bootstrap),
+        benchmarks,
+        blocks,
+        annotation: reports.iter().flat_map(|r| r.annotation.clone()).collect(),
+        token_stats: reports.iter().flat_map(|r| r.token_stats.clone()).collect(),
+        categories: reports.iter().flat_map(|r| r.categories.clone()).collect(),
+        training: reports
+            .iter()
+            .flat_map(|r| {
+                r.training.iter().cloned().map(|mut t| {
+                    t.method = tag(r, &t.method);
+                    t
+                })
+            })
+            .collect(),
+        pass_at: reports
+            .iter()
+            .flat_map(|r| {
+                r.pass_at.iter().cloned().map(|mut c| {
+                    if c.cell.is_some() {
+                        c.method = tag(r, &c.method);
+                    }
+                    c
+                })
+            })
+            .collect(),
+    }
+}

@@ -1,0 +1,161 @@
+//! What a report reads: the `report` stage's params (experiment, models, methods with their
+//! sweep cells, benchmarks, report settings) and the finished records of its inputs, found by
+//! the labels the planner gives them (`eval {model} {method} {cell} {bench}`, ...).
+//!
+//! The same inputs come from two places: the `report` stage inside a run (its input records)
+//! and `cft report`, which plans the manifest and looks the report stage's inputs up in the
+//! cache. Reading goes through a caller's function, so neither path needs the other's handle.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::cache::{Record, RecordStatus};
+use crate::stages::eval::{QuestionOutput, parse_outputs};
+
+use super::ReportError;
+
+/// The `report` stage's params (see `plan::build`).
+#[derive(Clone, Debug, Deserialize)]
+pub struct Params {
+    pub experiment: String,
+    /// The experiment seed (bootstrap resampling).
+    #[serde(default)]
+    pub seed: u64,
+    pub models: Vec<String>,
+    pub methods: Vec<MethodParams>,
+    pub benchmarks: Vec<String>,
+    pub report: Settings,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct MethodParams {
+    pub name: String,
+    pub label: String,
+    /// The manifest's method kind: `{"kind": "cft", "rule": "strict", "k": 3}`, ...
+    pub kind: Value,
+    pub cells: Vec<String>,
+}
+
+impl MethodParams {
+    pub fn kind_name(&self) -> &str {
+        self.kind["kind"].as_str().unwrap_or("")
+    }
+
+    /// The criticality stage's label suffix of a CFT method: `strict-k3`.
+    pub fn criticality(&self) -> Option<String> {
+        (self.kind_name() == "cft").then(|| {
+            format!(
+                "{}-k{}",
+                self.kind["rule"].as_str().unwrap_or(""),
+                self.kind["k"].as_u64().unwrap_or(0)
+            )
+        })
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct Settings {
+    pub baseline: String,
+    pub select: SelectParams,
+    pub bootstrap: u64,
+    pub confidence: f64,
+}
+
+/// `manifest::Select` as serialised: `{"by": "best-average"}`, `{"by": "best-on", "value": b}`,
+/// `{"by": "cell", "value": label}`.
+#[derive(Clone, Debug, Deserialize)]
+pub struct SelectParams {
+    pub by: String,
+    #[serde(default)]
+    pub value: Option<String>,
+}
+
+impl Params {
+    pub fn from_value(v: &Value) -> Result<Params, ReportError> {
+        serde_json::from_value(v.clone()).map_err(|e| ReportError::Params(e.to_string()))
+    }
+}
+
+/// Reads one output of a record; `None` when it cannot be read (the report shows "—").
+pub type Reader<'a> = dyn Fn(&Record, &str) -> Option<Vec<u8>> + 'a;
+
+/// Finished records by label, with a reader for their outputs.
+pub struct Records<'a> {
+    by_label: BTreeMap<String, Record>,
+    read: &'a Reader<'a>,
+    outputs: Mutex<HashMap<String, Option<std::sync::Arc<Vec<QuestionOutput>>>>>,
+}
+
+impl<'a> Records<'a> {
+    /// Keeps the records that are done; others (running, failed) count as absent.
+    pub fn new(records: impl IntoIterator<Item = Record>, read: &'a Reader<'a>) -> Records<'a> {
+        let by_label = records
+            .into_iter()
+            .filter(|r| r.status == RecordStatus::Done)
+            .map(|r| (r.label.clone(), r))
+            .collect();
+        Records {
+            by_label,
+            read,
+            outputs: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn get(&self, label: &str) -> Option<&Record> {
+        self.by_label.get(label)
+    }
+
+    pub fn metrics(&self, label: &str) -> Option<&Value> {
+        self.get(label).map(|r| &r.metrics)
+    }
+
+    pub fn output(&self, label: &str, name: &str) -> Option<Vec<u8>> {
+        let record = self.get(label)?;
+        (self.read)(record, name)
+    }
+
+    /// An eval record's per-question outputs (parsed once).
+    pub fn eval_outputs(&self, label: &str) -> Option<std::sync::Arc<Vec<QuestionOutput>>> {
+        if let Ok(map) = self.outputs.lock()
+            && let Some(v) = map.get(label)
+        {
+            return v.clone();
+        }
+        let parsed = self
+            .output(label, "outputs.jsonl")
+            .and_then(|b| parse_outputs(&b).ok())
+            .map(std::sync::Arc::new);
+        if let Ok(mut map) = self.outputs.lock() {
+            map.insert(label.to_string(), parsed.clone());
+        }
+        parsed
+    }
+}
+
+/// Labels of the planner's stages (`plan::build`).
+pub mod label {
+    pub fn eval(model: &str, method: &str, cell: &str, bench: &str) -> String {
+        format!("eval {model} {method} {cell} {bench}")
+    }
+    pub fn eval_base(model: &str, bench: &str) -> String {
+        format!("eval {model} base {bench}")
+    }
+    pub fn greedy(model: &str) -> String {
+        format!("greedy {model}")
+    }
+    pub fn criticality(model: &str, rule_k: &str) -> String {
+        format!("criticality {model} {rule_k}")
+    }
+    pub fn token_stats(model: &str) -> String {
+        format!("token-stats {model}")
+    }
+    pub fn selection(model: &str, method: &str) -> String {
+        format!("selection {model} {method}")
+    }
+    pub fn train(model: &str, method: &str, cell: &str) -> String {
+        format!("train {model} {method} {cell}")
+    }
+}

@@ -1,0 +1,65 @@
+//! The report as GitHub-flavoured markdown.
+
+use super::Report;
+use super::plots::Plot;
+use super::sections::{Table, sections};
+
+pub fn render(report: &Report, plots: &[Plot]) -> String {
+    let mut out = format!("# Report: {}\n", report.experiment);
+    for s in sections(report) {
+        out.push_str(&format!("\n## {}\n\n{}\n", s.title, s.note));
+        let empty = s.tables.iter().all(|t| t.rows.is_empty());
+        if empty {
+            out.push_str("\n—\n");
+            continue;
+        }
+        for t in &s.tables {
+            out.push('\n');
+            if !t.caption.is_empty() {
+                out.push_str(&format!("**{}**\n\n", escape(&t.caption)));
+            }
+            table(&mut out, t);
+        }
+    }
+    if !plots.is_empty() {
+        out.push_str("\n## Plots\n\n");
+        for p in plots {
+            out.push_str(&format!(
+                "- [{}](plots/{}.svg) ([PNG](plots/{}.png))\n",
+                p.title, p.name, p.name
+            ));
+        }
+    }
+    out
+}
+
+fn escape(s: &str) -> String {
+    s.replace('|', "\\|")
+}
+
+fn table(out: &mut String, t: &Table) {
+    let line = |cells: Vec<String>| format!("| {} |\n", cells.join(" | "));
+    out.push_str(&line(t.header.iter().map(|h| escape(h)).collect()));
+    out.push_str(&line(
+        (0..t.header.len())
+            .map(|i| {
+                if i >= t.numeric_from {
+                    "---:".into()
+                } else {
+                    "---".into()
+                }
+            })
+            .collect(),
+    ));
+    for (row, strong) in t.rows.iter().zip(&t.strong) {
+        out.push_str(&line(
+            row.iter()
+                .enumerate()
+                .map(|(i, c)| match *strong && i == 0 && !c.is_empty() {
+                    true => format!("**{}**", escape(c)),
+                    false => escape(c),
+                })
+                .collect(),
+        ));
+    }
+}

@@ -1,0 +1,184 @@
+//! `report`: the paper's tables and figures from cached records only; it never runs a stage.
+//!
+//! [`build`] turns the report params and the finished records ([`inputs`]) into one
+//! [`Report`] value; the renderers ([`markdown`], [`csv`], [`html`], JSON through serde and
+//! [`plots`]) only format it. Keeping the numbers in one serialisable value is what makes the
+//! four formats agree and a regenerated report byte-identical: everything is ordered by the
+//! manifest (models, methods, cells, benchmarks), and every random choice (the bootstrap)
+//! draws from the experiment seed.
+//!
+//! Whatever a stage has not produced yet is `None` and shows as "—".
+
+pub mod analysis;
+pub mod assemble;
+pub mod bootstrap;
+pub mod compare;
+pub mod csv;
+pub mod files;
+pub mod html;
+pub mod inputs;
+pub mod load;
+pub mod markdown;
+pub mod plots;
+pub mod sections;
+pub mod select;
+
+use serde::Serialize;
+
+pub use assemble::build;
+pub use bootstrap::Interval;
+pub use files::{Format, render, write_files};
+pub use inputs::{Params, Records};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    #[error("report params: {0}")]
+    Params(String),
+    #[error("plot `{name}`: {message}")]
+    Plot { name: String, message: String },
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// Everything a report shows.
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    pub experiment: String,
+    /// The baseline method's label (the delta column is measured against it).
+    pub baseline: String,
+    /// `report.select` as written in the manifest.
+    pub select: String,
+    pub confidence: f64,
+    pub bootstrap: u64,
+    /// Column order of every row's per-benchmark values.
+    pub benchmarks: Vec<String>,
+    /// Table 1/2/6: one block per model family.
+    pub blocks: Vec<Block>,
+    /// Table 4.
+    pub annotation: Vec<AnnotationRow>,
+    /// Table 5.
+    pub token_stats: Vec<TokenStatsRow>,
+    /// Figure 5.
+    pub categories: Vec<CategoryRow>,
+    /// Tokens trained on, final loss and loss curves of each chosen cell.
+    pub training: Vec<TrainingRow>,
+    /// Figure 2.
+    pub pass_at: Vec<PassCurve>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Block {
+    pub model: String,
+    pub rows: Vec<Row>,
+}
+
+/// One method (its chosen cell) or the base model. Accuracies are in percent.
+#[derive(Clone, Debug, Serialize)]
+pub struct Row {
+    /// The method's name; `base` for the model before fine-tuning.
+    pub method: String,
+    pub label: String,
+    pub cell: Option<String>,
+    pub scores: Vec<Option<f64>>,
+    pub average: Option<f64>,
+    /// Average minus the baseline's average, in points; `None` on the baseline row itself.
+    pub delta: Option<f64>,
+    pub delta_ci: Option<Interval>,
+    pub bench_delta: Vec<Option<f64>>,
+    pub bench_ci: Vec<Option<Interval>>,
+}
+
+/// Table 4: greedy decoding on the training set and the cost of annotating it.
+#[derive(Clone, Debug, Serialize)]
+pub struct AnnotationRow {
+    pub model: String,
+    /// The CFT method whose criticality this row reports.
+    pub method: Option<String>,
+    pub greedy_correct: Option<u64>,
+    pub total: Option<u64>,
+    pub accuracy: Option<f64>,
+    pub mean_tokens: Option<f64>,
+    pub critical_ratio: Option<f64>,
+    pub seconds_per_1k: Option<f64>,
+}
+
+/// Table 5: confidence, perplexity and entropy of critical vs normal tokens.
+#[derive(Clone, Debug, Serialize)]
+pub struct TokenStatsRow {
+    pub model: String,
+    pub method: String,
+    pub critical: Option<TokenStats>,
+    pub normal: Option<TokenStats>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct TokenStats {
+    pub tokens: u64,
+    /// Mean probability of the chosen token.
+    pub confidence: f64,
+    /// `exp(mean(-log p))`.
+    pub perplexity: f64,
+    /// Mean entropy (nats).
+    pub entropy: f64,
+}
+
+/// Figure 5: each category's share of the critical and of the normal tokens.
+#[derive(Clone, Debug, Serialize)]
+pub struct CategoryRow {
+    pub model: String,
+    pub method: String,
+    /// `(category, share)` in the fixed order of `cft::categories::ALL`.
+    pub critical: Vec<(String, f64)>,
+    pub normal: Vec<(String, f64)>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct TrainingRow {
+    pub model: String,
+    pub method: String,
+    pub cell: String,
+    /// Fraction of response tokens with non-zero weight.
+    pub fraction: Option<f64>,
+    pub final_loss: Option<f64>,
+    pub train_tokens: Option<u64>,
+    pub seconds: Option<f64>,
+    /// `(step, loss)`.
+    pub curve: Vec<(f64, f64)>,
+}
+
+/// Pass@N for N = 1..n of one model (method cell or base) on one benchmark.
+#[derive(Clone, Debug, Serialize)]
+pub struct PassCurve {
+    pub model: String,
+    pub benchmark: String,
+    pub method: String,
+    pub cell: Option<String>,
+    pub values: Vec<f64>,
+}
+
+/// "—" for what is absent, else the value with `decimals`.
+pub fn fmt_opt(v: Option<f64>, decimals: usize) -> String {
+    match v {
+        Some(x) if x.is_finite() => format!("{x:.decimals$}"),
+        _ => "—".into(),
+    }
+}
+
+/// A signed delta: `+1.8`, `-0.4`.
+pub fn fmt_delta(v: Option<f64>) -> String {
+    match v {
+        Some(x) if x.is_finite() => format!("{x:+.1}"),
+        _ => "—".into(),
+    }
+}
+
+/// `[+0.3, +3.4]`
+pub fn fmt_interval(i: Option<Interval>) -> String {
+    match i {
+        Some(i) => format!("[{:+.1}, {:+.1}]", i.low, i.high),
+        None => "—".into(),
+    }
+}

@@ -1,0 +1,291 @@
+//! Figures as SVG (plotters) and PNG (the same SVG rasterised by resvg).
+//!
+//! PNGs are drawn from the SVG rather than by plotters' bitmap backend because that backend
+//! needs system font libraries (font-kit) to draw text; resvg is pure Rust and reads the
+//! embedded DejaVu Sans, so the PNGs build offline, on any machine, with the same glyphs
+//! everywhere (determinism: same report, same bytes).
+
+use plotters::coord::Shift;
+use plotters::prelude::*;
+
+use super::analysis::CATEGORIES;
+use super::sections::bench_title;
+use super::{Report, ReportError};
+
+/// DejaVu Sans (Bitstream Vera licence, see `assets/fonts/DejaVuSans-LICENSE.txt`).
+static FONT: &[u8] = include_bytes!("../../assets/fonts/DejaVuSans.ttf");
+
+const SIZE: (u32, u32) = (720, 440);
+
+/// One figure: `name` is its file stem (`plots/<name>.svg`).
+#[derive(Clone, Debug)]
+pub struct Plot {
+    pub name: String,
+    pub title: String,
+    pub svg: String,
+}
+
+/// A file-name-safe version of a label.
+pub fn slug(s: &str) -> String {
+    s.chars()
+        .map(
+            |c| match c.is_ascii_alphanumeric() || c == '.' || c == '_' || c == '-' {
+                true => c,
+                false => '-',
+            },
+        )
+        .collect()
+}
+
+/// Every figure the report has data for, in a fixed order.
+pub fn plots(report: &Report) -> Result<Vec<Plot>, ReportError> {
+    let mut out = Vec::new();
+    // Figure 2: one plot per model and sampled benchmark.
+    let mut keys: Vec<(&str, &str)> = Vec::new();
+    for c in &report.pass_at {
+        if !keys.contains(&(c.model.as_str(), c.benchmark.as_str())) {
+            keys.push((&c.model, &c.benchmark));
+        }
+    }
+    for (model, bench) in keys {
+        let series: Vec<(String, Vec<(f64, f64)>)> = report
+            .pass_at
+            .iter()
+            .filter(|c| c.model == model && c.benchmark == bench)
+            .map(|c| {
+                let pts = c
+                    .values
+                    .iter()
+                    .enumerate()
+                    .map(|(i, v)| ((i + 1) as f64, *v))
+                    .collect();
+                (c.method.clone(), pts)
+            })
+            .collect();
+        let title = format!("Pass@N on {}: {model}", bench_title(bench));
+        let name = slug(&format!("pass_at-{model}-{bench}"));
+        let svg = line_chart(&name, &title, "N (samples)", "Pass@N (%)", &series)?;
+        out.push(Plot { name, title, svg });
+    }
+    // Training curves: one plot per model.
+    for model in report.blocks.iter().map(|b| &b.model) {
+        let series: Vec<(String, Vec<(f64, f64)>)> = report
+            .training
+            .iter()
+            .filter(|t| &t.model == model && !t.curve.is_empty())
+            .map(|t| (format!("{} ({})", t.method, t.cell), t.curve.clone()))
+            .collect();
+        if series.is_empty() {
+            continue;
+        }
+        let title = format!("Training loss: {model}");
+        let name = slug(&format!("training-{model}"));
+        let svg = line_chart(&name, &title, "step", "loss", &series)?;
+        out.push(Plot { name, title, svg });
+    }
+    // Figure 5: one plot per model and CFT rule.
+    for c in &report.categories {
+        let title = format!("Token categories: {} {}", c.model, c.method);
+        let name = slug(&format!("categories-{}-{}", c.model, c.method));
+        let svg = category_chart(&name, &title, &c.critical, &c.normal)?;
+        out.push(Plot { name, title, svg });
+    }
+    Ok(out)
+}
+
+fn plot_error(name: &str) -> impl Fn(String) -> ReportError + '_ {
+    move |message| ReportError::Plot {
+        name: name.to_string(),
+        message,
+    }
+}
+
+fn colour(i: usize) -> RGBColor {
+    const COLOURS: [RGBColor; 8] = [
+        RGBColor(31, 119, 180),
+        RGBColor(214, 39, 40),
+        RGBColor(44, 160, 44),
+        RGBColor(255, 127, 14),
+        RGBColor(148, 103, 189),
+        RGBColor(140, 86, 75),
+        RGBColor(227, 119, 194),
+        RGBColor(127, 127, 127),
+    ];
+    COLOURS[i % COLOURS.len()]
+}
+
+/// Axis bounds with a little room around the data.
+fn bounds(series: &[(String, Vec<(f64, f64)>)]) -> (f64, f64, f64, f64) {
+    let pts = series.iter().flat_map(|s| s.1.iter());
+    let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
+    for &(x, y) in pts {
+        x0 = x0.min(x);
+        x1 = x1.max(x);
+        y0 = y0.min(y);
+        y1 = y1.max(y);
+    }
+    if x0 > x1 {
+        return (0.0, 1.0, 0.0, 1.0);
+    }
+    if x1 - x0 < 1e-9 {
+        x1 = x0 + 1.0;
+    }
+    let pad = ((y1 - y0) * 0.08).max(1e-3);
+    (x0, x1, y0 - pad, y1 + pad)
+}
+
+fn line_chart(
+    name: &str,
+    title: &str,
+    x_desc: &str,
+    y_desc: &str,
+    series: &[(String, Vec<(f64, f64)>)],
+) -> Result<String, ReportError> {
+    let err = plot_error(name);
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| err(format!("{e:?}")))?;
+        let (x0, x1, y0, y1) = bounds(series);
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, ("sans-serif", 20))
+            .margin(14)
+            .x_label_area_size(44)
+            .y_label_area_size(60)
+            .build_cartesian_2d(x0..x1, y0..y1)
+            .map_err(|e| err(format!("{e:?}")))?;
+        chart
+            .configure_mesh()
+            .x_desc(x_desc)
+            .y_desc(y_desc)
+            .light_line_style(RGBColor(240, 240, 240))
+            .draw()
+            .map_err(|e| err(format!("{e:?}")))?;
+        for (i, (label, pts)) in series.iter().enumerate() {
+            let c = colour(i);
+            chart
+                .draw_series(LineSeries::new(pts.iter().copied(), c.stroke_width(2)))
+                .map_err(|e| err(format!("{e:?}")))?
+                .label(label.as_str())
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(2))
+                });
+            chart
+                .draw_series(pts.iter().map(|&p| Circle::new(p, 3, c.filled())))
+                .map_err(|e| err(format!("{e:?}")))?;
+        }
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.85))
+            .border_style(RGBColor(180, 180, 180))
+            .position(SeriesLabelPosition::LowerRight)
+            .label_font(("sans-serif", 13))
+            .draw()
+            .map_err(|e| err(format!("{e:?}")))?;
+        root.present().map_err(|e| err(format!("{e:?}")))?;
+    }
+    Ok(svg)
+}
+
+/// Grouped bars: each category's share (%) of the critical and of the normal tokens.
+fn category_chart(
+    name: &str,
+    title: &str,
+    critical: &[(String, f64)],
+    normal: &[(String, f64)],
+) -> Result<String, ReportError> {
+    let err = plot_error(name);
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| err(format!("{e:?}")))?;
+        let top = critical
+            .iter()
+            .chain(normal)
+            .map(|(_, s)| s * 100.0)
+            .fold(0.0, f64::max);
+        let y1 = ((top / 10.0).ceil() * 10.0).clamp(10.0, 100.0);
+        let n = CATEGORIES.len() as f64;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, ("sans-serif", 20))
+            .margin(14)
+            .x_label_area_size(44)
+            .y_label_area_size(60)
+            .build_cartesian_2d(0.0..n, 0.0..y1)
+            .map_err(|e| err(format!("{e:?}")))?;
+        chart
+            .configure_mesh()
+            .disable_x_mesh()
+            .x_labels(0)
+            .y_desc("share of tokens (%)")
+            .light_line_style(RGBColor(240, 240, 240))
+            .draw()
+            .map_err(|e| err(format!("{e:?}")))?;
+        let sets = [("critical", critical, 0.1), ("normal", normal, 0.5)];
+        for (k, (set, shares, offset)) in sets.into_iter().enumerate() {
+            let c = colour(k);
+            chart
+                .draw_series(shares.iter().enumerate().map(|(i, (_, s))| {
+                    let x = i as f64 + offset;
+                    Rectangle::new([(x, 0.0), (x + 0.38, s * 100.0)], c.filled())
+                }))
+                .map_err(|e| err(format!("{e:?}")))?
+                .label(set)
+                .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], c.filled()));
+        }
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.85))
+            .border_style(RGBColor(180, 180, 180))
+            .position(SeriesLabelPosition::UpperRight)
+            .label_font(("sans-serif", 13))
+            .draw()
+            .map_err(|e| err(format!("{e:?}")))?;
+        category_labels(&root, &chart, &err)?;
+        root.present().map_err(|e| err(format!("{e:?}")))?;
+    }
+    Ok(svg)
+}
+
+/// Category names centred under their bar pairs.
+fn category_labels<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    chart: &ChartContext<
+        '_,
+        DB,
+        Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>,
+    >,
+    err: &dyn Fn(String) -> ReportError,
+) -> Result<(), ReportError> {
+    let style = TextStyle::from(("sans-serif", 14).into_font()).pos(
+        plotters::style::text_anchor::Pos::new(
+            plotters::style::text_anchor::HPos::Center,
+            plotters::style::text_anchor::VPos::Top,
+        ),
+    );
+    for (i, c) in CATEGORIES.iter().enumerate() {
+        let (x, y) = chart.backend_coord(&(i as f64 + 0.5, 0.0));
+        root.draw(&Text::new(c.to_string(), (x, y + 8), style.clone()))
+            .map_err(|e| err(format!("{e:?}")))?;
+    }
+    Ok(())
+}
+
+/// The PNG of an SVG figure.
+pub fn to_png(plot: &Plot) -> Result<Vec<u8>, ReportError> {
+    use resvg::{tiny_skia, usvg};
+    let err = plot_error(&plot.name);
+    let mut options = usvg::Options::default();
+    {
+        let db = options.fontdb_mut();
+        db.load_font_data(FONT.to_vec());
+        db.set_sans_serif_family("DejaVu Sans");
+    }
+    options.font_family = "DejaVu Sans".into();
+    let tree = usvg::Tree::from_str(&plot.svg, &options).map_err(|e| err(e.to_string()))?;
+    let size = tree.size().to_int_size();
+    let mut pixmap = tiny_skia::Pixmap::new(size.width(), size.height())
+        .ok_or_else(|| err("empty image".into()))?;
+    resvg::render(&tree, tiny_skia::Transform::default(), &mut pixmap.as_mut());
+    pixmap.encode_png().map_err(|e| err(e.to_string()))
+}

@@ -1,0 +1,317 @@
+//! The report as titled tables of display strings: built once, rendered as markdown and as
+//! HTML, so the two formats always show the same numbers.
+
+use super::{Report, fmt_delta, fmt_interval, fmt_opt};
+
+pub struct Section {
+    pub title: String,
+    /// One paragraph under the title.
+    pub note: String,
+    pub tables: Vec<Table>,
+}
+
+pub struct Table {
+    /// A caption above the table (a model's name), or empty.
+    pub caption: String,
+    pub header: Vec<String>,
+    pub rows: Vec<Vec<String>>,
+    /// Rows to set in bold (the base model's row).
+    pub strong: Vec<bool>,
+    /// Columns from this index on are numbers (right-aligned).
+    pub numeric_from: usize,
+}
+
+/// The display name of a benchmark, as in the paper's column headers.
+pub fn bench_title(name: &str) -> String {
+    match name {
+        "gsm8k" => "GSM8K",
+        "math" => "Math",
+        "svamp" => "SVAMP",
+        "asdiv" => "ASDiv",
+        "mawps" => "MAWPS",
+        "carp_en" => "CARP",
+        "tabmwp" => "TabMWP",
+        "minerva_math" => "Minerva",
+        "gaokao2023en" => "Gaokao",
+        "olympiadbench" => "Olympiad",
+        "college_math" => "College",
+        other => other,
+    }
+    .to_string()
+}
+
+/// The N at which the Pass@N table shows values: powers of two, and n itself.
+pub fn pass_columns(n: usize) -> Vec<usize> {
+    let mut cols: Vec<usize> = std::iter::successors(Some(1usize), |x| Some(x * 2))
+        .take_while(|&x| x <= n)
+        .collect();
+    if n > 0 && cols.last() != Some(&n) {
+        cols.push(n);
+    }
+    cols
+}
+
+pub fn sections(r: &Report) -> Vec<Section> {
+    let conf = format!("{:.0}%", r.confidence * 100.0);
+    let benches: Vec<String> = r.benchmarks.iter().map(|b| bench_title(b)).collect();
+    let mut out = Vec::new();
+
+    // Table 1/2/6.
+    let mut header: Vec<String> = ["Method", "Cell", "Avg.", "Δ Avg.", &format!("{conf} CI")]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    header.extend(benches.iter().cloned());
+    let tables = r
+        .blocks
+        .iter()
+        .map(|b| Table {
+            caption: b.model.clone(),
+            header: header.clone(),
+            strong: b.rows.iter().map(|row| row.method == "base").collect(),
+            rows: b
+                .rows
+                .iter()
+                .map(|row| {
+                    let mut cells = vec![
+                        row.label.clone(),
+                        row.cell.clone().unwrap_or_else(|| "—".into()),
+                        fmt_opt(row.average, 1),
+                        match row.method == "base" {
+                            true => String::new(),
+                            false => fmt_delta(row.delta),
+                        },
+                        match row.method == "base" {
+                            true => String::new(),
+                            false => fmt_interval(row.delta_ci),
+                        },
+                    ];
+                    cells.extend(row.scores.iter().map(|s| fmt_opt(*s, 1)));
+                    cells
+                })
+                .collect(),
+            numeric_from: 2,
+        })
+        .collect();
+    out.push(Section {
+        title: "Accuracy (Tables 1, 2, 6)".into(),
+        note: format!(
+            "Accuracy (%) per benchmark; Avg. is the mean over the {} benchmarks. Each method shows its sweep cell chosen by `{}`. Δ is against {}; the interval is a paired bootstrap over questions ({} resamples, {conf}).",
+            r.benchmarks.len(),
+            r.select,
+            r.baseline,
+            r.bootstrap
+        ),
+        tables,
+    });
+
+    // Per-benchmark deltas with intervals.
+    let mut header = vec!["Model".to_string(), "Method".to_string()];
+    header.extend(benches.iter().cloned());
+    let rows: Vec<Vec<String>> = r
+        .blocks
+        .iter()
+        .flat_map(|b| {
+            b.rows
+                .iter()
+                .filter(|row| row.method != "base" && row.delta.is_some())
+                .map(move |row| {
+                    let mut cells = vec![b.model.clone(), row.label.clone()];
+                    cells.extend(row.bench_delta.iter().zip(&row.bench_ci).map(
+                        |(d, ci)| match ci {
+                            Some(_) => format!("{} {}", fmt_delta(*d), fmt_interval(*ci)),
+                            None => fmt_delta(*d),
+                        },
+                    ));
+                    cells
+                })
+        })
+        .collect();
+    out.push(Section {
+        title: format!("Δ per benchmark against {} ({conf} CI)", r.baseline),
+        note: "Points of accuracy; paired bootstrap over the questions of each benchmark.".into(),
+        tables: vec![Table {
+            caption: String::new(),
+            header,
+            strong: vec![false; rows.len()],
+            rows,
+            numeric_from: 2,
+        }],
+    });
+
+    // Figure 2 as numbers.
+    let n = r.pass_at.iter().map(|c| c.values.len()).max().unwrap_or(0);
+    let cols = pass_columns(n);
+    let mut header: Vec<String> = ["Model", "Benchmark", "Method", "Cell"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    header.extend(cols.iter().map(|c| format!("Pass@{c}")));
+    let rows: Vec<Vec<String>> = r
+        .pass_at
+        .iter()
+        .map(|c| {
+            let mut cells = vec![
+                c.model.clone(),
+                bench_title(&c.benchmark),
+                c.method.clone(),
+                c.cell.clone().unwrap_or_else(|| "—".into()),
+            ];
+            cells.extend(
+                cols.iter()
+                    .map(|&k| fmt_opt(c.values.get(k - 1).copied(), 1)),
+            );
+            cells
+        })
+        .collect();
+    out.push(Section {
+        title: "Pass@N (Figure 2)".into(),
+        note: "Unbiased estimator 1 − C(n−c, N)/C(n, N) over n samples per question, in %.".into(),
+        tables: vec![table(header, rows, 4)],
+    });
+
+    // Table 4.
+    let header = [
+        "Model",
+        "Rule",
+        "Greedy correct",
+        "Accuracy (%)",
+        "Avg tokens",
+        "Critical ratio (%)",
+        "Rollouts s / 1k",
+    ];
+    let rows = r
+        .annotation
+        .iter()
+        .map(|a| {
+            vec![
+                a.model.clone(),
+                a.method.clone().unwrap_or_else(|| "—".into()),
+                match (a.greedy_correct, a.total) {
+                    (Some(c), Some(t)) => format!("{c} / {t}"),
+                    (Some(c), None) => c.to_string(),
+                    _ => "—".into(),
+                },
+                fmt_opt(a.accuracy, 1),
+                fmt_opt(a.mean_tokens, 1),
+                fmt_opt(a.critical_ratio, 2),
+                fmt_opt(a.seconds_per_1k, 1),
+            ]
+        })
+        .collect();
+    out.push(Section {
+        title: "Greedy decoding and annotation (Table 4)".into(),
+        note: "Greedy pass over the training questions; critical tokens among the correct responses; rollout time per 1,000 examples.".into(),
+        tables: vec![table(strings(&header), rows, 2)],
+    });
+
+    // Table 5.
+    let header = [
+        "Model",
+        "Rule",
+        "Confidence (critical)",
+        "Confidence (normal)",
+        "Perplexity (critical)",
+        "Perplexity (normal)",
+        "Entropy (critical)",
+        "Entropy (normal)",
+    ];
+    let rows = r
+        .token_stats
+        .iter()
+        .map(|t| {
+            let f = |s: Option<super::TokenStats>, g: fn(&super::TokenStats) -> f64| {
+                fmt_opt(s.as_ref().map(g), 3)
+            };
+            vec![
+                t.model.clone(),
+                t.method.clone(),
+                f(t.critical, |s| s.confidence),
+                f(t.normal, |s| s.confidence),
+                f(t.critical, |s| s.perplexity),
+                f(t.normal, |s| s.perplexity),
+                f(t.critical, |s| s.entropy),
+                f(t.normal, |s| s.entropy),
+            ]
+        })
+        .collect();
+    out.push(Section {
+        title: "Critical vs normal tokens (Table 5)".into(),
+        note: "Mean probability of the greedy token, exp(mean −log p), mean entropy (nats).".into(),
+        tables: vec![table(strings(&header), rows, 2)],
+    });
+
+    // Figure 5 as numbers.
+    let mut header = vec![
+        "Model".to_string(),
+        "Rule".to_string(),
+        "Tokens".to_string(),
+    ];
+    header.extend(
+        super::analysis::CATEGORIES
+            .iter()
+            .map(|c| format!("{c} (%)")),
+    );
+    let rows = r
+        .categories
+        .iter()
+        .flat_map(|c| {
+            [("critical", &c.critical), ("normal", &c.normal)].map(|(set, shares)| {
+                let mut cells = vec![c.model.clone(), c.method.clone(), set.to_string()];
+                cells.extend(shares.iter().map(|(_, s)| format!("{:.1}", s * 100.0)));
+                cells
+            })
+        })
+        .collect();
+    out.push(Section {
+        title: "Token categories (Figure 5)".into(),
+        note: "Share of each category within the critical and within the normal tokens.".into(),
+        tables: vec![table(header, rows, 3)],
+    });
+
+    // Training.
+    let header = [
+        "Model",
+        "Method",
+        "Cell",
+        "Tokens trained on (%)",
+        "Train tokens",
+        "Final loss",
+        "Time (s)",
+    ];
+    let rows = r
+        .training
+        .iter()
+        .map(|t| {
+            vec![
+                t.model.clone(),
+                t.method.clone(),
+                t.cell.clone(),
+                fmt_opt(t.fraction.map(|f| f * 100.0), 2),
+                t.train_tokens.map_or("—".into(), |n| n.to_string()),
+                fmt_opt(t.final_loss, 4),
+                fmt_opt(t.seconds, 1),
+            ]
+        })
+        .collect();
+    out.push(Section {
+        title: "Training".into(),
+        note: "The chosen cell of each method: the fraction of response tokens with non-zero weight, and its loss.".into(),
+        tables: vec![table(strings(&header), rows, 3)],
+    });
+    out
+}
+
+fn strings(s: &[&str]) -> Vec<String> {
+    s.iter().map(|x| x.to_string()).collect()
+}
+
+fn table(header: Vec<String>, rows: Vec<Vec<String>>, numeric_from: usize) -> Table {
+    Table {
+        caption: String::new(),
+        header,
+        strong: vec![false; rows.len()],
+        rows,
+        numeric_from,
+    }
+}

@@ -1,0 +1,365 @@
+//! `eval`: one model on one benchmark. Greedy accuracy; with sampling, `n` samples per
+//! question and Pass@N for N = 1..n (paper §4.3, Figure 2); the mean entropy of the greedy
+//! tokens. Every question's outputs are stored (`outputs.jsonl`), so the report can bootstrap
+//! over questions and recompute anything without generating again.
+//!
+//! Questions run in batches of [`BATCH`]; each finished batch is saved, so an interrupted
+//! evaluation resumes at the first unfinished batch. Sample `i` of question `idx` draws from
+//! its own seed (the sampling seed, `idx` and `i` mixed), so results do not depend on batch
+//! composition or on where a run was cut off.
+
+use std::time::Instant;
+
+use burn::prelude::Backend;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::dataset::{Problem, parse_problems};
+use super::{Output, StageCtx, StageError, StageImpl, StageOutput};
+use crate::eval::pass_at::pass_at_curve;
+use crate::eval::{Benchmark, PromptTemplate, grade, render_prompt};
+use crate::generate::{Decoding, Engine, EngineOptions, Request, encode, score, stop_strings};
+use crate::model::{ChatMessage, LanguageModel, LoadOptions};
+
+pub const VERSION: u32 = 1;
+
+/// Questions per saved item.
+pub const BATCH: usize = 16;
+
+/// The prompt the toy family is trained on (`plain`): it answers after `Answer:` and stops at
+/// a blank line.
+const PLAIN: &str = "Question: {question}\nAnswer:";
+
+pub struct Eval;
+
+/// One line of `outputs.jsonl`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct QuestionOutput {
+    pub idx: u64,
+    pub response: String,
+    pub tokens: u64,
+    pub pred: String,
+    pub correct: bool,
+    /// Mean entropy (nats) of the greedy response's token distributions.
+    pub entropy: Option<f64>,
+    /// With sampling: each sample's prediction and correctness.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub samples: Option<Samples>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Samples {
+    pub preds: Vec<String>,
+    pub correct: Vec<bool>,
+}
+
+/// The sampling settings of the params (the manifest's `eval.sampling`).
+#[derive(Clone, Debug, Deserialize)]
+struct Sampling {
+    n: u64,
+    temperature: f64,
+    top_p: f64,
+    top_k: u64,
+    seed: u64,
+}
+
+/// What a batch saves.
+#[derive(Serialize, Deserialize)]
+struct SavedBatch {
+    outputs: Vec<QuestionOutput>,
+    seconds: f64,
+}
+
+/// Everything a batch needs, resolved once from the params.
+struct Setup {
+    benchmark: Benchmark,
+    template: String,
+    max_new_tokens: usize,
+    sampling: Option<Sampling>,
+}
+
+/// Reads `outputs.jsonl`.
+pub fn parse_outputs(bytes: &[u8]) -> Result<Vec<QuestionOutput>, StageError> {
+    bytes
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .enumerate()
+        .map(|(i, l)| {
+            serde_json::from_slice(l)
+                .map_err(|e| StageError::Failed(format!("outputs.jsonl line {}: {e}", i + 1)))
+        })
+        .collect()
+}
+
+/// The grader's benchmark for a benchmark name; a manifest-defined dataset (the toy family's
+/// synthetic splits) is graded as GSM8K, whose format it has.
+pub fn benchmark_of(name: &str) -> Benchmark {
+    Benchmark::ALL
+        .into_iter()
+        .find(|b| b.name() == name)
+        .unwrap_or(Benchmark::Gsm8k)
+}
+
+impl StageImpl for Eval {
+    fn run(&self, ctx: &mut StageCtx<'_>) -> Result<StageOutput, StageError> {
+        let params = ctx.params().clone();
+        let fail = |m: String| StageError::Failed(m);
+        let setup = Setup {
+            benchmark: benchmark_of(params["benchmark"].as_str().unwrap_or("gsm8k")),
+            template: params["template"].as_str().unwrap_or("plain").to_string(),
+            max_new_tokens: params["max_new_tokens"].as_u64().unwrap_or(512) as usize,
+            sampling: match &params["sampling"] {
+                Value::Null => None,
+                s => Some(
+                    serde_json::from_value(s.clone())
+                        .map_err(|e| fail(format!("eval sampling params: {e}")))?,
+                ),
+            },
+        };
+        let data = ctx.input("dataset")?.clone();
+        let problems = parse_problems(&ctx.read(&data, "problems.jsonl")?)?;
+        let dir = ctx.input_model_dir()?;
+        let model = LanguageModel::<burn::backend::Flex>::load(
+            &dir,
+            &Default::default(),
+            LoadOptions::default(),
+        )
+        .map_err(|e| fail(format!("loading {}: {e}", dir.display())))?;
+
+        let batches: Vec<&[Problem]> = problems.chunks(BATCH).collect();
+        ctx.set_total(problems.len() as u64);
+        let mut outputs = Vec::with_capacity(problems.len());
+        let mut seconds = 0.0;
+        for (b, batch) in batches.iter().enumerate() {
+            ctx.check_stop()?;
+            let item = format!("batch-{b}");
+            let saved: SavedBatch = match ctx.saved(&item)? {
+                Some(bytes) => serde_json::from_slice(&bytes)
+                    .map_err(|e| fail(format!("saved {item}: {e}")))?,
+                None => {
+                    let started = Instant::now();
+                    let outputs = run_batch(&model, &setup, batch)?;
+                    let saved = SavedBatch {
+                        outputs,
+                        seconds: started.elapsed().as_secs_f64(),
+                    };
+                    let bytes = serde_json::to_vec(&saved).map_err(|e| fail(e.to_string()))?;
+                    ctx.save(&item, &bytes)?;
+                    saved
+                }
+            };
+            seconds += saved.seconds;
+            outputs.extend(saved.outputs);
+            ctx.advance(batch.len() as u64);
+        }
+
+        let mut bytes = Vec::new();
+        for o in &outputs {
+            bytes.extend(serde_json::to_vec(o).map_err(|e| fail(e.to_string()))?);
+            bytes.push(b'\n');
+        }
+        Ok(StageOutput {
+            outputs: vec![("outputs.jsonl".into(), Output::Bytes(bytes))],
+            metrics: metrics(&outputs, seconds),
+        })
+    }
+}
+
+/// The record's metrics from the per-question outputs.
+pub fn metrics(outputs: &[QuestionOutput], seconds: f64) -> Value {
+    let n = outputs.len();
+    let correct = outputs.iter().filter(|o| o.correct).count();
+    let ratio = |a: f64, b: usize| if b == 0 { 0.0 } else { a / b as f64 };
+    let entropies: Vec<f64> = outputs.iter().filter_map(|o| o.entropy).collect();
+    let tokens: u64 = outputs.iter().map(|o| o.tokens).sum();
+    let mut m = json!({
+        "accuracy": ratio(correct as f64, n),
+        "n_questions": n,
+        "correct": correct,
+        "mean_entropy": ratio(entropies.iter().sum(), entropies.len()),
+        "mean_tokens": ratio(tokens as f64, n),
+        "seconds": seconds,
+    });
+    let counts: Option<Vec<(u64, u64)>> = outputs
+        .iter()
+        .map(|o| {
+            o.samples.as_ref().map(|s| {
+                (
+                    s.correct.len() as u64,
+                    s.correct.iter().filter(|c| **c).count() as u64,
+                )
+            })
+        })
+        .collect();
+    if let Some(counts) = counts.filter(|c| !c.is_empty()) {
+        let curve: serde_json::Map<String, Value> = pass_at_curve(&counts)
+            .into_iter()
+            .enumerate()
+            .map(|(i, p)| ((i + 1).to_string(), json!(p)))
+            .collect();
+        m["pass_at"] = Value::Object(curve);
+    }
+    m
+}
+
+/// The seed of sample `i` of question `idx`: SplitMix-style mixing, so neighbouring
+/// questions do not share streams.
+fn sample_seed(seed: u64, idx: u64, i: u64) -> u64 {
+    let mut z =
+        seed ^ idx.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ i.wrapping_mul(0xD1B5_4A32_D192_ED03);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z ^ (z >> 31)
+}
+
+/// Prompt token ids and the stop strings of a template.
+fn prompt<B: Backend>(
+    model: &LanguageModel<B>,
+    template: &str,
+    question: &str,
+) -> Result<(Vec<u32>, Vec<String>), StageError> {
+    let fail = |e: crate::model::ModelError| StageError::Failed(format!("prompt: {e}"));
+    match template {
+        "plain" => {
+            let text = PLAIN.replace("{question}", question);
+            Ok((
+                model.tokenizer.encode(&text, true).map_err(fail)?,
+                vec!["\n\n".into()],
+            ))
+        }
+        "chat" => {
+            let messages = [ChatMessage {
+                role: "user".into(),
+                content: question.into(),
+            }];
+            let text = model
+                .tokenizer
+                .apply_chat_template(&messages, true)
+                .map_err(fail)?;
+            let stops = PromptTemplate::Chat.stop_strings();
+            Ok((
+                model.tokenizer.encode(&text, false).map_err(fail)?,
+                stops.into_iter().map(String::from).collect(),
+            ))
+        }
+        other => {
+            let t: PromptTemplate = other
+                .parse()
+                .map_err(|e| StageError::Failed(format!("{e}")))?;
+            let text = render_prompt(t, question, &[]);
+            let stops = t.stop_strings();
+            Ok((
+                model.tokenizer.encode(&text, true).map_err(fail)?,
+                stops.into_iter().map(String::from).collect(),
+            ))
+        }
+    }
+}
+
+/// The response text as the harness sees it: special tokens dropped, cut at the first stop
+/// string.
+fn response_text<B: Backend>(
+    model: &LanguageModel<B>,
+    tokens: &[u32],
+    stops: &[String],
+) -> Result<String, StageError> {
+    let text = model
+        .tokenizer
+        .decode(tokens, true)
+        .map_err(|e| StageError::Failed(format!("decode: {e}")))?;
+    let cut = stops
+        .iter()
+        .filter_map(|s| text.find(s.as_str()))
+        .min()
+        .unwrap_or(text.len());
+    Ok(text[..cut].to_string())
+}
+
+/// Greedy (and sampled) responses of one batch of questions, graded.
+fn run_batch<B: Backend>(
+    model: &LanguageModel<B>,
+    setup: &Setup,
+    batch: &[Problem],
+) -> Result<Vec<QuestionOutput>, StageError> {
+    let fail = |e: crate::generate::GenerateError| StageError::Failed(format!("generate: {e}"));
+    let prompts: Vec<(Vec<u32>, Vec<String>)> = batch
+        .iter()
+        .map(|p| prompt(model, &setup.template, &p.question))
+        .collect::<Result<_, _>>()?;
+    let n_samples = setup.sampling.as_ref().map_or(0, |s| s.n as usize);
+    let mut requests = Vec::new();
+    for (p, (ids, stops)) in batch.iter().zip(&prompts) {
+        for i in 0..=n_samples {
+            let decoding = match (&setup.sampling, i) {
+                (Some(s), i) if i > 0 => Decoding::Sample {
+                    temperature: s.temperature as f32,
+                    top_p: s.top_p as f32,
+                    top_k: s.top_k as usize,
+                    seed: sample_seed(s.seed, p.idx, i as u64 - 1),
+                },
+                _ => Decoding::Greedy,
+            };
+            requests.push(Request {
+                prefix: None,
+                tokens: ids.clone(),
+                max_new_tokens: setup.max_new_tokens,
+                decoding,
+                eos_token_ids: model.eos_token_ids.clone(),
+                stop: stop_strings(&model.tokenizer, stops.clone()),
+            });
+        }
+    }
+    let engine = Engine::new(&model.lm, EngineOptions::default());
+    let completions = engine.generate(requests).map_err(fail)?;
+
+    // Entropy of each greedy token's distribution: one pass over prompt + response.
+    let per_question = n_samples + 1;
+    let sequences: Vec<Vec<u32>> = prompts
+        .iter()
+        .enumerate()
+        .map(|(q, (ids, _))| [ids.as_slice(), &completions[q * per_question].tokens].concat())
+        .collect();
+    let encoded = encode(&model.lm, &sequences).map_err(fail)?;
+
+    let mut out = Vec::with_capacity(batch.len());
+    for (q, p) in batch.iter().enumerate() {
+        let (ids, stops) = &prompts[q];
+        let greedy = &completions[q * per_question];
+        let text = response_text(model, &greedy.tokens, stops)?;
+        let verdict = grade(setup.benchmark, &text, &p.gold);
+        let entropy = if greedy.tokens.is_empty() {
+            None
+        } else {
+            let e = &encoded[q];
+            let scores = score(e.logits.clone(), &sequences[q], 0, false).map_err(fail)?;
+            let generated = &scores[ids.len() - 1..sequences[q].len() - 1];
+            Some(generated.iter().map(|s| s.entropy as f64).sum::<f64>() / generated.len() as f64)
+        };
+        let samples = match setup.sampling {
+            None => None,
+            Some(_) => {
+                let mut preds = Vec::with_capacity(n_samples);
+                let mut correct = Vec::with_capacity(n_samples);
+                for c in &completions[q * per_question + 1..(q + 1) * per_question] {
+                    let v = grade(
+                        setup.benchmark,
+                        &response_text(model, &c.tokens, stops)?,
+                        &p.gold,
+                    );
+                    preds.push(v.pred);
+                    correct.push(v.correct);
+                }
+                Some(Samples { preds, correct })
+            }
+        };
+        out.push(QuestionOutput {
+            idx: p.idx,
+            response: text,
+            tokens: greedy.tokens.len() as u64,
+            pred: verdict.pred,
+            correct: verdict.correct,
+            entropy,
+            samples,
+        });
+    }
+    Ok(out)
+}
