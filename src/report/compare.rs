@@ -71,9 +71,33 @@ pub fn merge(reports: &[Report]) -> Report {
         bootstrap: reports.first().map_or(0, |r| r.bootstrap),
         benchmarks,
         blocks,
-        annotation: reports.iter().flat_map(|r| r.annotation.clone()).collect(),
-        token_stats: reports.iter().flat_map(|r| r.token_stats.clone()).collect(),
-        categories: reports.iter().flat_map(|r| r.categories.clone()).collect(),
+        annotation: reports
+            .iter()
+            .flat_map(|r| {
+                r.annotation.iter().cloned().map(|mut a| {
+                    a.method = a.method.map(|m| tag(r, &m));
+                    a
+                })
+            })
+            .collect(),
+        token_stats: reports
+            .iter()
+            .flat_map(|r| {
+                r.token_stats.iter().cloned().map(|mut t| {
+                    t.method = tag(r, &t.method);
+                    t
+                })
+            })
+            .collect(),
+        categories: reports
+            .iter()
+            .flat_map(|r| {
+                r.categories.iter().cloned().map(|mut c| {
+                    c.method = tag(r, &c.method);
+                    c
+                })
+            })
+            .collect(),
         training: reports
             .iter()
             .flat_map(|r| {

@@ -90,6 +90,9 @@ pub fn plots(report: &Report) -> Result<Vec<Plot>, ReportError> {
         let svg = category_chart(&name, &title, &c.critical, &c.normal)?;
         out.push(Plot { name, title, svg });
     }
+    // Merged reports can name one figure twice; keep the first.
+    let mut seen = std::collections::BTreeSet::new();
+    out.retain(|p| seen.insert(p.name.clone()));
     Ok(out)
 }
 
