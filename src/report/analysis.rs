@@ -259,7 +259,7 @@ pub fn pass_at(
                 out.push(PassCurve {
                     model: model.clone(),
                     benchmark: bench.clone(),
-                    method: model.clone(),
+                    method: format!("{model} (base)"),
                     cell: None,
                     values,
                 });

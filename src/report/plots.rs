@@ -64,7 +64,7 @@ pub fn plots(report: &Report) -> Result<Vec<Plot>, ReportError> {
             .collect();
         let title = format!("Pass@N on {}: {model}", bench_title(bench));
         let name = slug(&format!("pass_at-{model}-{bench}"));
-        let svg = line_chart(&name, &title, "N (samples)", "Pass@N (%)", &series)?;
+        let svg = line_chart(&name, &title, ("N (samples)", "Pass@N (%)"), &series, true)?;
         out.push(Plot { name, title, svg });
     }
     // Training curves: one plot per model.
@@ -80,7 +80,7 @@ pub fn plots(report: &Report) -> Result<Vec<Plot>, ReportError> {
         }
         let title = format!("Training loss: {model}");
         let name = slug(&format!("training-{model}"));
-        let svg = line_chart(&name, &title, "step", "loss", &series)?;
+        let svg = line_chart(&name, &title, ("step", "loss"), &series, false)?;
         out.push(Plot { name, title, svg });
     }
     // Figure 5: one plot per model and CFT rule.
@@ -140,9 +140,9 @@ fn bounds(series: &[(String, Vec<(f64, f64)>)]) -> (f64, f64, f64, f64) {
 fn line_chart(
     name: &str,
     title: &str,
-    x_desc: &str,
-    y_desc: &str,
+    (x_desc, y_desc): (&str, &str),
     series: &[(String, Vec<(f64, f64)>)],
+    rising: bool,
 ) -> Result<String, ReportError> {
     let err = plot_error(name);
     let mut svg = String::new();
@@ -157,10 +157,18 @@ fn line_chart(
             .y_label_area_size(60)
             .build_cartesian_2d(x0..x1, y0..y1)
             .map_err(|e| err(format!("{e:?}")))?;
+        // Steps and sample counts are whole numbers: label only those.
+        let whole = |x: &f64| match (x - x.round()).abs() < 1e-9 {
+            true => format!("{}", x.round() as i64),
+            false => String::new(),
+        };
+        let ticks = ((x1 - x0).round() as usize + 1).clamp(2, 11);
         chart
             .configure_mesh()
             .x_desc(x_desc)
             .y_desc(y_desc)
+            .x_labels(ticks)
+            .x_label_formatter(&whole)
             .light_line_style(RGBColor(240, 240, 240))
             .draw()
             .map_err(|e| err(format!("{e:?}")))?;
@@ -181,7 +189,12 @@ fn line_chart(
             .configure_series_labels()
             .background_style(WHITE.mix(0.85))
             .border_style(RGBColor(180, 180, 180))
-            .position(SeriesLabelPosition::LowerRight)
+            // A rising curve (Pass@N) leaves the lower right empty; a falling one (loss) the
+            // upper right.
+            .position(match rising {
+                true => SeriesLabelPosition::LowerRight,
+                false => SeriesLabelPosition::UpperRight,
+            })
             .label_font(("sans-serif", 13))
             .draw()
             .map_err(|e| err(format!("{e:?}")))?;

@@ -1,0 +1,103 @@
+//! The `eval` stage on a tiny model fixture: per-question outputs, greedy accuracy, Pass@N
+//! from seeded samples, mean entropy; the same bytes from a fresh cache.
+
+mod common;
+
+use std::path::Path;
+use std::sync::atomic::AtomicBool;
+
+use cft::cache::{Cache, Store};
+use cft::exec::{self, NoEvents, Options};
+use cft::plan::{Plan, StageSpec};
+use cft::report::load::read_output;
+use cft::stages::eval::parse_outputs;
+use serde_json::{Value, json};
+
+const QUESTIONS: u64 = 5;
+const SAMPLES: u64 = 3;
+
+fn plan() -> (Plan, String, String) {
+    let mut plan = Plan::default();
+    let spec = |kind: &'static str, label: &str, params: Value, inputs: Vec<String>, bindings| {
+        StageSpec::new("t", kind, 1, label.into(), params, inputs, bindings)
+    };
+    let data = plan.add(spec(
+        "dataset",
+        "dataset toy",
+        json!({"source": "synthetic", "synthetic": {"split": "test", "n": QUESTIONS, "seed": 4, "min_steps": 1, "max_steps": 1}}),
+        vec![],
+        Value::Null,
+    ));
+    let model = json!({"model_dir": common::fixture("qwen2")});
+    let sampled = plan.add(spec(
+        "eval",
+        "eval tiny base toy",
+        json!({"model": {"base": {"fingerprint": "fixture"}}, "benchmark": "toy", "template": "plain", "max_new_tokens": 6,
+               "sampling": {"n": SAMPLES, "temperature": 1.0, "top_p": 1.0, "top_k": 0, "seed": 11, "benchmarks": ["toy"], "pass_at": [1, 3]}}),
+        vec![data.clone()],
+        model.clone(),
+    ));
+    let chat = plan.add(spec(
+        "eval",
+        "eval tiny base gsm8k",
+        json!({"model": {"base": {"fingerprint": "fixture"}}, "benchmark": "gsm8k", "template": "chat", "max_new_tokens": 4, "sampling": null}),
+        vec![data],
+        model,
+    ));
+    (plan, sampled, chat)
+}
+
+fn run(dir: &Path) -> (Value, Vec<u8>, Value) {
+    let (plan, sampled, chat) = plan();
+    let cache = Cache::open(dir, "test").unwrap();
+    let summary = exec::run(
+        &plan,
+        &cache,
+        &cft::stages::registry(),
+        &NoEvents,
+        &AtomicBool::new(false),
+        Options::default(),
+    )
+    .unwrap();
+    assert!(summary.failed.is_empty(), "{:?}", summary.failed);
+    let rec = cache.record(&sampled).unwrap().unwrap();
+    let bytes = read_output(&cache, &rec, "outputs.jsonl").unwrap();
+    let chat = cache.record(&chat).unwrap().unwrap().metrics;
+    (rec.metrics, bytes, chat)
+}
+
+#[test]
+fn eval_stores_per_question_outputs_and_pass_at_n() {
+    let a = tempfile::tempdir().unwrap();
+    let (metrics, bytes, chat) = run(a.path());
+    let outputs = parse_outputs(&bytes).unwrap();
+    assert_eq!(outputs.len() as u64, QUESTIONS);
+    assert_eq!(metrics["n_questions"], QUESTIONS);
+    let correct = outputs.iter().filter(|o| o.correct).count();
+    assert_eq!(metrics["correct"], correct);
+    assert_eq!(
+        metrics["accuracy"].as_f64().unwrap(),
+        correct as f64 / QUESTIONS as f64
+    );
+    for o in &outputs {
+        assert!(o.tokens >= 1 && o.tokens <= 6);
+        assert!(!o.response.contains("\n\n"), "cut at the blank line");
+        let s = o.samples.as_ref().unwrap();
+        assert_eq!(s.correct.len() as u64, SAMPLES);
+        assert_eq!(s.preds.len() as u64, SAMPLES);
+        assert!(o.entropy.unwrap() > 0.0);
+    }
+    let pass: Vec<f64> = (1..=SAMPLES)
+        .map(|n| metrics["pass_at"][n.to_string()].as_f64().unwrap())
+        .collect();
+    assert!(pass.windows(2).all(|w| w[0] <= w[1]), "{pass:?}");
+    assert!(metrics["mean_entropy"].as_f64().unwrap() > 0.0);
+    assert!(metrics["mean_tokens"].as_f64().unwrap() >= 1.0);
+    assert_eq!(chat["n_questions"], QUESTIONS);
+    assert!(chat.get("pass_at").is_none(), "no sampling, no Pass@N");
+
+    // Same inputs, fresh cache: the same bytes.
+    let b = tempfile::tempdir().unwrap();
+    let (_, again, _) = run(b.path());
+    assert_eq!(bytes, again);
+}
