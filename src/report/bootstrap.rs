@@ -108,7 +108,11 @@ mod tests {
         let coverage = covered as f64 / trials as f64;
         assert!((0.90..=0.99).contains(&coverage), "coverage {coverage}");
         // Pairing narrows the interval below the unpaired one (about ±0.078 here).
-        assert!(widths / (trials as f64) < 2.0 * 0.078, "width {}", widths / trials as f64);
+        assert!(
+            widths / (trials as f64) < 2.0 * 0.078,
+            "width {}",
+            widths / trials as f64
+        );
     }
 
     #[test]

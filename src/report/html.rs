@@ -10,7 +10,7 @@ h1{font-size:1.6em}h2{font-size:1.25em;margin-top:2em;border-bottom:1px solid #c
 p.note{color:#555;font-size:.9em}table{border-collapse:collapse;margin:.6em 0 1.2em;font-size:.85em}\
 caption{text-align:left;font-weight:bold;padding:.3em 0}th,td{border:1px solid #ddd;padding:.25em .55em;white-space:nowrap}\
 th{background:#f3f3f3}td.n{text-align:right;font-variant-numeric:tabular-nums}tr.base td{font-weight:bold;background:#fafafa}\
-tr:hover td{background:#eef5ff}.plots{display:flex;flex-wrap:wrap;gap:1em}.plots figure{margin:0;border:1px solid #eee}\
+tr:hover td{background:#eef5ff}.plots{display:flex;flex-wrap:wrap;gap:1em}.plots figure{margin:0;border:1px solid #eee;flex:1 1 560px;max-width:680px}.plots svg{width:100%;height:auto;display:block}\
 figcaption{font-size:.8em;color:#555;padding:.2em .5em}";
 
 pub fn escape(s: &str) -> String {

@@ -242,11 +242,7 @@ pub fn sections(r: &Report) -> Vec<Section> {
     });
 
     // Figure 5 as numbers.
-    let mut header = vec![
-        "Model".to_string(),
-        "Rule".to_string(),
-        "Tokens".to_string(),
-    ];
+    let mut header = vec!["Model".to_string(), "Rule".to_string(), "Set".to_string()];
     header.extend(
         super::analysis::CATEGORIES
             .iter()
