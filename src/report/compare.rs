@@ -107,16 +107,27 @@ pub fn merge(reports: &[Report]) -> Report {
                 })
             })
             .collect(),
-        pass_at: reports
-            .iter()
-            .flat_map(|r| {
-                r.pass_at.iter().cloned().map(|mut c| {
-                    if c.cell.is_some() {
-                        c.method = tag(r, &c.method);
+        pass_at: {
+            let mut curves: Vec<super::PassCurve> = Vec::new();
+            for r in reports {
+                for c in &r.pass_at {
+                    let mut c = c.clone();
+                    match c.cell.is_some() {
+                        true => c.method = tag(r, &c.method),
+                        // The base model's curve is the same in every experiment.
+                        false
+                            if curves.iter().any(|x| {
+                                x.cell.is_none() && x.model == c.model && x.benchmark == c.benchmark
+                            }) =>
+                        {
+                            continue;
+                        }
+                        false => {}
                     }
-                    c
-                })
-            })
-            .collect(),
+                    curves.push(c);
+                }
+            }
+            curves
+        },
     }
 }
