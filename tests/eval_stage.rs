@@ -101,3 +101,33 @@ fn eval_stores_per_question_outputs_and_pass_at_n() {
     let (_, again, _) = run(b.path());
     assert_eq!(bytes, again);
 }
+
+#[test]
+fn eval_resumes_from_saved_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    let (plan, sampled, _) = plan();
+    {
+        // A batch saved by an earlier, interrupted run: it is taken as is, not generated again.
+        let cache = Cache::open(dir.path(), "test").unwrap();
+        let outputs: Vec<Value> = (0..QUESTIONS)
+            .map(|idx| json!({"idx": idx, "response": "saved", "tokens": 1, "pred": "7", "correct": idx == 0, "entropy": 1.5,
+                              "samples": {"preds": ["7", "7", "7"], "correct": [idx == 0, false, false]}}))
+            .collect();
+        let saved = json!({"outputs": outputs, "seconds": 4.0});
+        cache
+            .progress_put(&sampled, "batch-0", saved.to_string().as_bytes())
+            .unwrap();
+        cache.flush().unwrap();
+    }
+    let (metrics, bytes, _) = run(dir.path());
+    let outputs = parse_outputs(&bytes).unwrap();
+    assert!(outputs.iter().all(|o| o.response == "saved"));
+    assert_eq!(metrics["correct"], 1);
+    assert_eq!(metrics["seconds"], 4.0);
+    assert_eq!(metrics["mean_entropy"], 1.5);
+    // Pass@1 = 1/3 on question 0, 0 elsewhere; Pass@3 = 1 on question 0.
+    let p1 = metrics["pass_at"]["1"].as_f64().unwrap();
+    assert!((p1 - 1.0 / 3.0 / QUESTIONS as f64).abs() < 1e-12);
+    assert_eq!(metrics["pass_at"]["3"], 1.0 / QUESTIONS as f64);
+    assert!(plan.get(&sampled).is_some());
+}
