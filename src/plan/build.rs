@@ -220,7 +220,8 @@ impl Builder<'_> {
         let mut criticality = std::collections::HashMap::new();
         for me in &exp.methods {
             if let MethodKind::Cft { rule, k } = me.kind {
-                let inputs: Vec<String> = rollouts[..(k as usize - 1)].to_vec();
+                let mut inputs = vec![greedy.clone()];
+                inputs.extend_from_slice(&rollouts[..(k as usize - 1)]);
                 let key = self.add(
                     "criticality",
                     format!("criticality {name} {}-k{k}", rule_name(rule)),

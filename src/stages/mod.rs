@@ -1,9 +1,15 @@
 //! Stage implementations: one file per kind. Each says what it reads, what it writes and how
 //! it resumes; the executor (`exec`) calls them through [`crate::exec::StageImpl`].
 
+pub mod annotate;
 pub mod benchmark;
 mod context;
+pub mod criticality;
 pub mod dataset;
+pub mod greedy;
+pub mod prompt;
+pub mod rollout;
+pub mod selection;
 
 pub use context::{Output, Progress, StageCtx, StageError, StageImpl, StageOutput};
 
@@ -14,6 +20,10 @@ use crate::exec::Registry;
 pub fn version(kind: &str) -> u32 {
     match kind {
         "dataset" => dataset::VERSION,
+        "greedy" => greedy::VERSION,
+        "rollout" => rollout::VERSION,
+        "criticality" => criticality::VERSION,
+        "selection" => selection::VERSION,
         _ => 1,
     }
 }
@@ -22,5 +32,9 @@ pub fn version(kind: &str) -> u32 {
 pub fn registry() -> Registry {
     let mut r = Registry::default();
     r.register("dataset", dataset::Dataset);
+    r.register("greedy", greedy::Greedy);
+    r.register("rollout", rollout::Rollout);
+    r.register("criticality", criticality::Criticality);
+    r.register("selection", selection::Selection);
     r
 }
