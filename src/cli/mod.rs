@@ -3,6 +3,7 @@
 //! Exit codes: 0 success, 1 a failed run or another runtime error, 2 a bad manifest (or bad
 //! command line), 130 interrupted by Ctrl-C.
 
+mod annotate;
 mod bench;
 mod cache;
 mod device;
@@ -40,6 +41,9 @@ pub enum Command {
     Run(run::RunArgs),
     /// Progress of a manifest's sweep, per cell.
     Status(status::StatusArgs),
+    /// Look at annotations: which tokens a CFT method marked critical.
+    #[command(subcommand)]
+    Annotate(annotate::AnnotateCommand),
     /// Inspect and maintain the cache.
     #[command(subcommand)]
     Cache(cache::CacheCommand),
@@ -85,6 +89,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Run(args) => run::run(&cache, args),
         Command::Status(args) => status::run(&cache, args),
         Command::Cache(cmd) => cache::run(&cache, cmd),
+        Command::Annotate(cmd) => annotate::run(&cache, cmd),
         Command::Grade(args) => grade::run(&args).map(|()| ExitCode::SUCCESS),
         Command::Generate(args) => generate::run(args).map(|()| ExitCode::SUCCESS),
         Command::Score(args) => score::run(args).map(|()| ExitCode::SUCCESS),
