@@ -214,31 +214,25 @@ impl<B: Backend> Attention<B> {
             None => (k, v),
         };
 
-        // 5. repeat key/value heads for GQA
+        // 5. grouped-query attention without copying keys: the `rep` query heads that share
+        //    a key/value head (HF's `repeat_kv` order) are stacked along the query axis
+        let [_, _, s, _] = k.dims();
         let rep = h / kvh;
-        let k = repeat_kv(k, rep); // [b, h, s, d]
-        let v = repeat_kv(v, rep);
+        let q = q.reshape([b, kvh, rep * t, d]); // [b, kvh, rep*t, d]
 
         // 6. scaled dot-product attention, softmax in f32 as HF's eager path
         let dtype = q.dtype();
-        let scores = q.matmul(k.swap_dims(2, 3)) / (d as f64).sqrt(); // [b, h, t, s]
-        let scores = scores.cast(DType::F32) + bias;
-        let probs = softmax(scores, 3).cast(dtype);
-        let out = probs.matmul(v); // [b, h, t, d]
-        let out = out.swap_dims(1, 2).reshape([b, t, h * d]);
+        let scores = q.matmul(k.swap_dims(2, 3)) / (d as f64).sqrt(); // [b, kvh, rep*t, s]
+        let scores =
+            scores.cast(DType::F32).reshape([b, kvh, rep, t, s]) + bias.unsqueeze_dim::<5>(2);
+        let probs = softmax(scores, 4).cast(dtype).reshape([b, kvh, rep * t, s]);
+        let out = probs.matmul(v); // [b, kvh, rep*t, d]
+        let out = out
+            .reshape([b, h, t, d])
+            .swap_dims(1, 2)
+            .reshape([b, t, h * d]);
         self.o_proj.forward(out)
     }
-}
-
-/// `[b, kvh, s, d]` → `[b, kvh * rep, s, d]`, each key/value head shared by `rep` query heads.
-fn repeat_kv<B: Backend>(x: Tensor<B, 4>, rep: usize) -> Tensor<B, 4> {
-    if rep == 1 {
-        return x;
-    }
-    let [b, kvh, s, d] = x.dims();
-    x.unsqueeze_dim::<5>(2)
-        .expand([b, kvh, rep, s, d])
-        .reshape([b, kvh * rep, s, d])
 }
 
 #[derive(Module, Debug)]
