@@ -23,6 +23,9 @@ use super::rope::{Rope, apply_rotary};
 /// row stays finite, as with HF's `finfo.min`.
 const MASKED: f32 = -1.0e30;
 
+/// Below this many rows, [`Linear`] multiplies in the transposed order.
+const SMALL_M: usize = 64;
+
 /// `y = x W^T + b`, with `W` stored `[out, in]` as in the checkpoint.
 #[derive(Module, Debug)]
 pub struct Linear<B: Backend> {
@@ -37,7 +40,13 @@ impl<B: Backend> Linear<B> {
         let [b, t, d_in] = x.dims();
         let w = self.weight.val(); // [out, in]
         let [d_out, _] = w.dims();
-        let y = x.reshape([b * t, d_in]).matmul(w.transpose()); // [b*t, out]
+        let x = x.reshape([b * t, d_in]);
+        // flex's gemm is slow with a transposed right operand when `b*t` is small (decoding):
+        // there `(W x^T)^T` is faster; prefill and training keep the plain form.
+        let y = match b * t < SMALL_M {
+            true => w.matmul(x.transpose()).transpose(), // [b*t, out]
+            false => x.matmul(w.transpose()),            // [b*t, out]
+        };
         let y = match &self.bias {
             Some(bias) => y + bias.val().unsqueeze_dim(0),
             None => y,
