@@ -160,7 +160,7 @@ pub struct Attention<B: Backend> {
 
 impl<B: Backend> Attention<B> {
     /// # Shapes
-    /// - `x`: `[b, t, hidden]`; `cos`, `sin`: `[b, 1, t, head_dim]`
+    /// - `x`: `[b, t, hidden]`; `cos`, `sin`: `[b, t, 1, head_dim]`
     /// - `bias`: `[b, 1, t, s]` additive, `s` = cached + `t`
     pub fn forward(
         &self,
@@ -196,13 +196,11 @@ impl<B: Backend> Attention<B> {
                 k = norm.forward(k);
             }
         }
-        let q = q.swap_dims(1, 2); // [b, h, t, d]
-        let k = k.swap_dims(1, 2); // [b, kvh, t, d]
-        let v = v.reshape([b, t, kvh, d]).swap_dims(1, 2); // [b, kvh, t, d]
 
-        // 3. rotate q and k by their positions
-        let q = apply_rotary(q, cos.clone(), sin.clone());
-        let k = apply_rotary(k, cos, sin);
+        // 3. rotate q and k by their positions (while still contiguous), then heads first
+        let q = apply_rotary(q, cos.clone(), sin.clone()).swap_dims(1, 2); // [b, h, t, d]
+        let k = apply_rotary(k, cos, sin).swap_dims(1, 2); // [b, kvh, t, d]
+        let v = v.reshape([b, t, kvh, d]).swap_dims(1, 2); // [b, kvh, t, d]
 
         // 4. append to the cache
         let (k, v) = match cache {

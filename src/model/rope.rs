@@ -29,7 +29,7 @@ impl Rope {
         Self { inv_freq }
     }
 
-    /// `cos` and `sin` of the angles, each `[b, 1, t, head_dim]` (halves repeated, as HF's
+    /// `cos` and `sin` of the angles, each `[b, t, 1, head_dim]` (halves repeated, as HF's
     /// `cat(freqs, freqs)`), in `dtype`.
     ///
     /// # Shapes
@@ -50,7 +50,7 @@ impl Rope {
         // [b, t, 1] * [1, 1, d/2] -> [b, t, d/2]
         let freqs = positions.reshape([b, t, 1]) * inv_freq.reshape([1, 1, half]);
         let emb = Tensor::cat(vec![freqs.clone(), freqs], 2); // [b, t, d]
-        let emb = emb.unsqueeze_dim::<4>(1); // [b, 1, t, d]
+        let emb = emb.unsqueeze_dim::<4>(2); // [b, t, 1, d]
         (emb.clone().cos().cast(dtype), emb.sin().cast(dtype))
     }
 }
@@ -58,16 +58,16 @@ impl Rope {
 /// `x * cos + rotate_half(x) * sin`, with `rotate_half(x) = cat(-x2, x1)`.
 ///
 /// # Shapes
-/// - `x`: `[b, h, t, d]`; `cos`, `sin`: `[b, 1, t, d]`
+/// - `x`: `[b, t, h, d]`; `cos`, `sin`: `[b, t, 1, d]`
 pub fn apply_rotary<B: Backend>(
     x: Tensor<B, 4>,
     cos: Tensor<B, 4>,
     sin: Tensor<B, 4>,
 ) -> Tensor<B, 4> {
-    let [b, h, t, d] = x.dims();
-    let x1 = x.clone().slice([0..b, 0..h, 0..t, 0..d / 2]);
-    let x2 = x.clone().slice([0..b, 0..h, 0..t, d / 2..d]);
-    let rotated = Tensor::cat(vec![x2.neg(), x1], 3); // [b, h, t, d]
+    let [b, t, h, d] = x.dims();
+    let x1 = x.clone().slice([0..b, 0..t, 0..h, 0..d / 2]);
+    let x2 = x.clone().slice([0..b, 0..t, 0..h, d / 2..d]);
+    let rotated = Tensor::cat(vec![x2.neg(), x1], 3); // [b, t, h, d]
     x * cos + rotated * sin
 }
 
