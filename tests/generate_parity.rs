@@ -214,3 +214,37 @@ fn score_matches_transformers_log_probs_entropies_and_top_k() {
         }
     }
 }
+
+#[test]
+fn bad_requests_are_errors() {
+    use cft::generate::GenerateError;
+    let model = load("qwen2");
+    let engine = Engine::new(&model.lm, engine_options(2, 0));
+    let err = engine
+        .generate(vec![Request::<B>::greedy(vec![1, 5000], 4)])
+        .unwrap_err();
+    assert!(matches!(
+        err,
+        GenerateError::TokenOutOfRange { token: 5000, .. }
+    ));
+    let err = engine
+        .generate(vec![Request::<B>::greedy(vec![], 4)])
+        .unwrap_err();
+    assert!(matches!(err, GenerateError::EmptyRequest(0)));
+    let mut bad = Request::<B>::greedy(vec![1], 4);
+    bad.decoding = Decoding::Sample {
+        temperature: 0.0,
+        top_p: 1.0,
+        top_k: 0,
+        seed: 0,
+    };
+    assert!(matches!(
+        engine.generate(vec![bad]),
+        Err(GenerateError::InvalidDecoding(_))
+    ));
+    let e = encode(&model.lm, &[vec![1, 2, 3]]).unwrap().remove(0);
+    assert!(matches!(
+        score(e.logits, &[1, 2], 3, false),
+        Err(GenerateError::LengthMismatch { .. })
+    ));
+}

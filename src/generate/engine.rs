@@ -130,10 +130,9 @@ impl<'m, B: Backend> Engine<'m, B> {
         requests: Vec<Request<'_, B>>,
         mut on_done: impl FnMut(usize, Completion),
     ) -> Result<(), GenerateError> {
-        for (i, r) in requests.iter().enumerate() {
-            if r.tokens.is_empty() {
-                return Err(GenerateError::EmptyRequest(i));
-            }
+        let vocab = self.lm.config.vocab_size;
+        super::check_tokens(requests.iter().map(|r| r.tokens.as_slice()), vocab)?;
+        for r in &requests {
             r.decoding.validate()?;
         }
         let device = self.lm.model.embed_tokens.weight.device();
