@@ -23,7 +23,7 @@ use super::rope::{Rope, apply_rotary};
 /// row stays finite, as with HF's `finfo.min`.
 const MASKED: f32 = -1.0e30;
 
-/// Below this many rows, [`Linear`] multiplies in the transposed order.
+/// Below this many rows, [`matmul_wt`] multiplies in the transposed order.
 const SMALL_M: usize = 64;
 
 /// `y = x W^T + b`, with `W` stored `[out, in]` as in the checkpoint.
@@ -40,18 +40,24 @@ impl<B: Backend> Linear<B> {
         let [b, t, d_in] = x.dims();
         let w = self.weight.val(); // [out, in]
         let [d_out, _] = w.dims();
-        let x = x.reshape([b * t, d_in]);
-        // flex's gemm is slow with a transposed right operand when `b*t` is small (decoding):
-        // there `(W x^T)^T` is faster; prefill and training keep the plain form.
-        let y = match b * t < SMALL_M {
-            true => w.matmul(x.transpose()).transpose(), // [b*t, out]
-            false => x.matmul(w.transpose()),            // [b*t, out]
-        };
+        let y = matmul_wt(x.reshape([b * t, d_in]), w); // [b*t, out]
         let y = match &self.bias {
             Some(bias) => y + bias.val().unsqueeze_dim(0),
             None => y,
         };
         y.reshape([b, t, d_out])
+    }
+}
+
+/// `x W^T` for `x: [m, in]` and `W: [out, in]` → `[m, out]`.
+///
+/// flex's gemm is slow with a transposed right operand when `m` is small (decoding): there
+/// `(W x^T)^T` is faster; prefill and training keep the plain form.
+fn matmul_wt<B: Backend>(x: Tensor<B, 2>, w: Tensor<B, 2>) -> Tensor<B, 2> {
+    let [m, _] = x.dims();
+    match m < SMALL_M {
+        true => w.matmul(x.transpose()).transpose(),
+        false => x.matmul(w.transpose()),
     }
 }
 
@@ -339,10 +345,7 @@ impl<B: Backend> CausalLm<B> {
                 let [b, t, d] = hidden.dims();
                 let w = self.model.embed_tokens.weight.val(); // [vocab, hidden]
                 let [vocab, _] = w.dims();
-                hidden
-                    .reshape([b * t, d])
-                    .matmul(w.transpose())
-                    .reshape([b, t, vocab])
+                matmul_wt(hidden.reshape([b * t, d]), w).reshape([b, t, vocab])
             }
         };
         logits.cast(DType::F32)
