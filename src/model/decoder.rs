@@ -17,7 +17,7 @@ use burn::tensor::DType;
 use burn::tensor::activation::{silu, softmax};
 
 use super::config::DecoderConfig;
-use super::rope::{Rope, apply_rotary};
+use super::rope::{Rope, RotaryTables};
 
 /// Added to the attention score of a masked key. Finite, so a fully masked (padding) query
 /// row stays finite, as with HF's `finfo.min`.
@@ -166,12 +166,12 @@ pub struct Attention<B: Backend> {
 
 impl<B: Backend> Attention<B> {
     /// # Shapes
-    /// - `x`: `[b, t, hidden]`; `cos`, `sin`: `[b, t, 1, head_dim]`
+    /// - `x`: `[b, t, hidden]`
     /// - `bias`: `[b, 1, t, s]` additive, `s` = cached + `t`
     pub fn forward(
         &self,
         x: Tensor<B, 3>,
-        (cos, sin): (Tensor<B, 4>, Tensor<B, 4>),
+        rope: &RotaryTables<B>,
         bias: Tensor<B, 4>,
         cache: Option<&mut Option<LayerKv<B>>>,
     ) -> Tensor<B, 3> {
@@ -204,8 +204,8 @@ impl<B: Backend> Attention<B> {
         }
 
         // 3. rotate q and k by their positions (while still contiguous), then heads first
-        let q = apply_rotary(q, cos.clone(), sin.clone()).swap_dims(1, 2); // [b, h, t, d]
-        let k = apply_rotary(k, cos, sin).swap_dims(1, 2); // [b, kvh, t, d]
+        let q = rope.rotate_q(q).swap_dims(1, 2); // [b, h, t, d]
+        let k = rope.rotate_k(k).swap_dims(1, 2); // [b, kvh, t, d]
         let v = v.reshape([b, t, kvh, d]).swap_dims(1, 2); // [b, kvh, t, d]
 
         // 4. append to the cache
@@ -264,7 +264,7 @@ impl<B: Backend> DecoderLayer<B> {
     fn forward(
         &self,
         x: Tensor<B, 3>,
-        rope: (Tensor<B, 4>, Tensor<B, 4>),
+        rope: &RotaryTables<B>,
         bias: Tensor<B, 4>,
         cache: Option<&mut Option<LayerKv<B>>>,
     ) -> Tensor<B, 3> {
@@ -326,10 +326,16 @@ impl<B: Backend> CausalLm<B> {
         mut cache: Option<&mut KvCache<B>>,
     ) -> Tensor<B, 3> {
         let mut x = self.model.embed_tokens.forward(ids); // [b, t, hidden]
-        let rope = self.rope.cos_sin(positions, x.dtype());
+        let c = &self.config;
+        let rope = self.rope.tables(
+            positions,
+            c.num_attention_heads,
+            c.num_key_value_heads,
+            x.dtype(),
+        );
         for (i, layer) in self.model.layers.iter().enumerate() {
             let slot = cache.as_deref_mut().and_then(|c| c.layers.get_mut(i));
-            x = layer.forward(x, rope.clone(), bias.clone(), slot);
+            x = layer.forward(x, &rope, bias.clone(), slot);
         }
         self.model.norm.forward(x)
     }
