@@ -12,6 +12,7 @@ fn engine_options(max_batch: usize, top: usize) -> EngineOptions {
     EngineOptions {
         max_batch,
         top_alternatives: top,
+        prefill_rows: 2,
     }
 }
 
