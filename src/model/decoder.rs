@@ -74,8 +74,8 @@ impl<B: Backend> RmsNorm<B> {
         let x = x.cast(DType::F32);
         let variance = x.clone().square().mean_dim(D - 1);
         let x = x * (variance + self.eps).sqrt().recip();
-        let weight = self.weight.val().unsqueeze::<D>();
-        weight * x.cast(dtype)
+        // `x * weight`, not `weight * x`: flex has a fast path only for a broadcast right operand.
+        x.cast(dtype) * self.weight.val().unsqueeze::<D>()
     }
 }
 
