@@ -167,12 +167,13 @@ pub struct Attention<B: Backend> {
 impl<B: Backend> Attention<B> {
     /// # Shapes
     /// - `x`: `[b, t, hidden]`
-    /// - `bias`: `[b, 1, t, s]` additive, `s` = cached + `t`
+    /// - `bias`: `[b, kv_heads, heads / kv_heads, t, s]` additive (see [`expand_bias`]),
+    ///   `s` = cached + `t`
     pub fn forward(
         &self,
         x: Tensor<B, 3>,
         rope: &RotaryTables<B>,
-        bias: Tensor<B, 4>,
+        bias: Tensor<B, 5>,
         cache: Option<&mut Option<LayerKv<B>>>,
     ) -> Tensor<B, 3> {
         let [b, t, _] = x.dims();
@@ -236,8 +237,7 @@ impl<B: Backend> Attention<B> {
         // 6. scaled dot-product attention, softmax in f32 as HF's eager path
         let dtype = q.dtype();
         let scores = q.matmul(k.swap_dims(2, 3)) / (d as f64).sqrt(); // [b, kvh, rep*t, s]
-        let scores =
-            scores.cast(DType::F32).reshape([b, kvh, rep, t, s]) + bias.unsqueeze_dim::<5>(2);
+        let scores = scores.cast(DType::F32).reshape([b, kvh, rep, t, s]) + bias;
         let probs = softmax(scores, 4).cast(dtype).reshape([b, kvh, rep * t, s]);
         let out = probs.matmul(v); // [b, kvh, rep*t, d]
         let out = out
@@ -265,7 +265,7 @@ impl<B: Backend> DecoderLayer<B> {
         &self,
         x: Tensor<B, 3>,
         rope: &RotaryTables<B>,
-        bias: Tensor<B, 4>,
+        bias: Tensor<B, 5>,
         cache: Option<&mut Option<LayerKv<B>>>,
     ) -> Tensor<B, 3> {
         match &self.post_feedforward_layernorm {
@@ -333,6 +333,8 @@ impl<B: Backend> CausalLm<B> {
             c.num_key_value_heads,
             x.dtype(),
         );
+        let rep = c.num_attention_heads / c.num_key_value_heads;
+        let bias = expand_bias(bias, c.num_key_value_heads, rep); // [b, kvh, rep, t, s]
         for (i, layer) in self.model.layers.iter().enumerate() {
             let slot = cache.as_deref_mut().and_then(|c| c.layers.get_mut(i));
             x = layer.forward(x, &rope, bias.clone(), slot);
@@ -371,6 +373,24 @@ impl<B: Backend> CausalLm<B> {
     /// The model's float dtype (that of its embedding table).
     pub fn dtype(&self) -> DType {
         self.model.embed_tokens.weight.val().dtype()
+    }
+}
+
+/// Above this many elements the per-head attention bias stays a broadcast view.
+const MATERIALISED_BIAS: usize = 1 << 22;
+
+/// `[b, 1, t, s]` → `[b, kvh, rep, t, s]`, the shape of the attention scores. Materialised
+/// (once per forward, shared by every layer) while small: flex adds equal shapes on a fast
+/// path but broadcasts over middle axes element by element.
+fn expand_bias<B: Backend>(bias: Tensor<B, 4>, kvh: usize, rep: usize) -> Tensor<B, 5> {
+    let [b, _, t, s] = bias.dims();
+    let expanded = bias.reshape([b, 1, 1, t, s]).expand([b, kvh, rep, t, s]);
+    match b * kvh * rep * t * s <= MATERIALISED_BIAS {
+        // A reshape of an expanded view copies it into a contiguous tensor.
+        true => expanded
+            .reshape([b * kvh * rep * t * s])
+            .reshape([b, kvh, rep, t, s]),
+        false => expanded,
     }
 }
 
