@@ -73,6 +73,7 @@ impl OnDevice for BenchGenerateArgs {
                 EngineOptions {
                     max_batch: b.max(1),
                     top_alternatives: 0,
+                    ..Default::default()
                 },
             );
             let requests = |n: usize| {
