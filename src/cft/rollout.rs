@@ -140,6 +140,7 @@ pub fn batched<B: Backend>(
         EngineOptions {
             max_batch: settings.max_batch,
             top_alternatives: 0,
+            ..Default::default()
         },
     );
     let requests: Vec<Request<'_, B>> = branches
@@ -180,6 +181,7 @@ pub fn sequential<B: Backend>(
         EngineOptions {
             max_batch: 1,
             top_alternatives: 0,
+            ..Default::default()
         },
     );
     for (i, e) in examples.iter().enumerate() {

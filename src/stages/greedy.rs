@@ -51,6 +51,7 @@ fn run<B: Backend>(ctx: &mut StageCtx<'_>, device: &B::Device) -> Result<StageOu
         EngineOptions {
             max_batch: CHUNK,
             top_alternatives: 0,
+            ..Default::default()
         },
     );
 
