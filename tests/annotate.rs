@@ -57,6 +57,14 @@ match = "strict3"
 name = "numbers"
 kind = "number"
 within = "strict3"
+[[method]]
+name = "entropy"
+kind = "entropy"
+match = "strict3"
+[[method]]
+name = "attn"
+kind = "attention"
+match = "strict3"
 [eval]
 include_base = false
 "#
@@ -159,6 +167,8 @@ fn annotation_stages_produce_consistent_masks_for_every_rule() {
     let graded = weights(&cache, &m, "criticality llama graded-k3");
     let random = weights(&cache, &m, "selection llama random");
     let numbers = weights(&cache, &m, "selection llama numbers");
+    let entropy = weights(&cache, &m, "selection llama entropy");
+    let attn = weights(&cache, &m, "selection llama attn");
     assert_eq!(strict.len() as u64, correct);
     let (mut marked, mut total) = (0, 0);
     for r in responses.iter().filter(|r| r.correct) {

@@ -169,12 +169,15 @@ impl<B: Backend> Attention<B> {
     /// - `x`: `[b, t, hidden]`
     /// - `bias`: `[b, kv_heads, heads / kv_heads, t, s]` additive (see [`expand_bias`]),
     ///   `s` = cached + `t`
+    ///
+    /// `probs`, when given, receives the attention probabilities `[b, heads, t, s]`.
     pub fn forward(
         &self,
         x: Tensor<B, 3>,
         rope: &RotaryTables<B>,
         bias: Tensor<B, 5>,
         cache: Option<&mut Option<LayerKv<B>>>,
+        probs_out: Option<&mut Vec<Tensor<B, 4>>>,
     ) -> Tensor<B, 3> {
         let [b, t, _] = x.dims();
         let (h, kvh, d) = (self.num_heads, self.num_kv_heads, self.head_dim);
@@ -239,6 +242,9 @@ impl<B: Backend> Attention<B> {
         let scores = q.matmul(k.swap_dims(2, 3)) / (d as f64).sqrt(); // [b, kvh, rep*t, s]
         let scores = scores.cast(DType::F32).reshape([b, kvh, rep, t, s]) + bias;
         let probs = softmax(scores, 4).cast(dtype).reshape([b, kvh, rep * t, s]);
+        if let Some(sink) = probs_out {
+            sink.push(probs.clone().reshape([b, h, t, s])); // [b, h, t, s], kv-head major
+        }
         let out = probs.matmul(v); // [b, kvh, rep*t, d]
         let out = out
             .reshape([b, h, t, d])
@@ -267,11 +273,12 @@ impl<B: Backend> DecoderLayer<B> {
         rope: &RotaryTables<B>,
         bias: Tensor<B, 5>,
         cache: Option<&mut Option<LayerKv<B>>>,
+        probs: Option<&mut Vec<Tensor<B, 4>>>,
     ) -> Tensor<B, 3> {
         match &self.post_feedforward_layernorm {
             // OLMo2: x + norm(attn(x)), then x + norm(mlp(x))
             Some(post_ff) => {
-                let attn = self.self_attn.forward(x.clone(), rope, bias, cache);
+                let attn = self.self_attn.forward(x.clone(), rope, bias, cache, probs);
                 let x = x + self.post_attention_layernorm.forward(attn);
                 let mlp = self.mlp.forward(x.clone());
                 x + post_ff.forward(mlp)
@@ -282,7 +289,7 @@ impl<B: Backend> DecoderLayer<B> {
                     Some(norm) => norm.forward(x.clone()),
                     None => x.clone(),
                 };
-                let x = x + self.self_attn.forward(normed, rope, bias, cache);
+                let x = x + self.self_attn.forward(normed, rope, bias, cache, probs);
                 let mlp = self
                     .mlp
                     .forward(self.post_attention_layernorm.forward(x.clone()));
@@ -337,9 +344,38 @@ impl<B: Backend> CausalLm<B> {
         let bias = expand_bias(bias, c.num_key_value_heads, rep); // [b, kvh, rep, t, s]
         for (i, layer) in self.model.layers.iter().enumerate() {
             let slot = cache.as_deref_mut().and_then(|c| c.layers.get_mut(i));
-            x = layer.forward(x, &rope, bias.clone(), slot);
+            x = layer.forward(x, &rope, bias.clone(), slot, None);
         }
         self.model.norm.forward(x)
+    }
+
+    /// The training forward that also returns every layer's attention probabilities
+    /// (for token statistics: how much attention each token receives).
+    ///
+    /// # Shapes
+    /// - `ids`: `[b, t]`; `key_valid`: `[b, t]` → logits `[b, t, vocab]`, per layer `[b, heads, t, t]`
+    pub fn forward_with_attention(
+        &self,
+        ids: Tensor<B, 2, Int>,
+        key_valid: Tensor<B, 2, Bool>,
+    ) -> (Tensor<B, 3>, Vec<Tensor<B, 4>>) {
+        let [_, t] = ids.dims();
+        let positions = positions_from_valid(key_valid.clone());
+        let c = &self.config;
+        let mut x = self.model.embed_tokens.forward(ids); // [b, t, hidden]
+        let rope = self.rope.tables(
+            positions,
+            c.num_attention_heads,
+            c.num_key_value_heads,
+            x.dtype(),
+        );
+        let rep = c.num_attention_heads / c.num_key_value_heads;
+        let bias = expand_bias(attention_bias(key_valid, t), c.num_key_value_heads, rep);
+        let mut probs = Vec::with_capacity(self.model.layers.len());
+        for layer in &self.model.layers {
+            x = layer.forward(x, &rope, bias.clone(), None, Some(&mut probs));
+        }
+        (self.logits(self.model.norm.forward(x)), probs)
     }
 
     /// Logits from hidden states, in f32.

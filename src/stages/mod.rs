@@ -10,6 +10,7 @@ pub mod greedy;
 pub mod prompt;
 pub mod rollout;
 pub mod selection;
+pub mod token_stats;
 
 pub use context::{Output, Progress, StageCtx, StageError, StageImpl, StageOutput};
 
@@ -24,6 +25,7 @@ pub fn version(kind: &str) -> u32 {
         "rollout" => rollout::VERSION,
         "criticality" => criticality::VERSION,
         "selection" => selection::VERSION,
+        "token-stats" => token_stats::VERSION,
         _ => 1,
     }
 }
@@ -36,5 +38,6 @@ pub fn registry() -> Registry {
     r.register("rollout", rollout::Rollout);
     r.register("criticality", criticality::Criticality);
     r.register("selection", selection::Selection);
+    r.register("token-stats", token_stats::TokenStats);
     r
 }
