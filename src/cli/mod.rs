@@ -5,6 +5,7 @@
 
 mod annotate;
 mod bench;
+mod bench_annotate;
 mod cache;
 mod device;
 mod generate;
@@ -93,7 +94,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Grade(args) => grade::run(&args).map(|()| ExitCode::SUCCESS),
         Command::Generate(args) => generate::run(args).map(|()| ExitCode::SUCCESS),
         Command::Score(args) => score::run(args).map(|()| ExitCode::SUCCESS),
-        Command::Bench(cmd) => bench::run(cmd).map(|()| ExitCode::SUCCESS),
+        Command::Bench(cmd) => bench::run(&cache, cmd).map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,
