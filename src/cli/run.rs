@@ -24,6 +24,9 @@ pub struct RunArgs {
     /// No progress display; only errors and the final line.
     #[arg(long, short)]
     pub quiet: bool,
+    /// Where model stages run: cpu, cuda or cuda:N (CUDA needs a build with `--features cuda`).
+    #[arg(long, default_value = "cpu", value_name = "cpu|cuda[:N]")]
+    pub device: cft::stages::Device,
     /// Run only stages of these kinds and what they need (e.g. `--only criticality,selection`
     /// to annotate without training).
     #[arg(long, value_delimiter = ',', value_name = "KIND")]
@@ -99,6 +102,7 @@ pub fn run(cache_dir: &Path, args: RunArgs) -> anyhow::Result<ExitCode> {
         &stop,
         Options {
             keep_going: args.keep_going,
+            device: args.device,
         },
     )?;
     drop(display);

@@ -73,8 +73,9 @@ pub fn write_lines<T: Serialize>(items: &[T]) -> Result<Vec<u8>, StageError> {
 pub fn load_model<B: Backend>(
     dir: &Path,
     device: &B::Device,
+    options: LoadOptions,
 ) -> Result<LanguageModel<B>, StageError> {
-    LanguageModel::load(dir, device, LoadOptions::default())
+    LanguageModel::load(dir, device, options)
         .map_err(|e| StageError::Failed(format!("model {}: {e}", dir.display())))
 }
 

@@ -59,9 +59,15 @@ pub struct StageCtx<'a> {
     pub(crate) done: u64,
     pub(crate) total: Option<u64>,
     pub(crate) last_write: Instant,
+    pub(crate) device: super::Device,
 }
 
 impl<'a> StageCtx<'a> {
+    /// The device model stages run on (`cft run --device`).
+    pub fn device(&self) -> super::Device {
+        self.device
+    }
+
     pub fn params(&self) -> &Value {
         &self.spec.params
     }

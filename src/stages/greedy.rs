@@ -6,7 +6,6 @@
 
 use std::time::Instant;
 
-use burn::backend::Flex;
 use burn::prelude::Backend;
 use serde_json::json;
 
@@ -27,7 +26,7 @@ pub struct Greedy;
 
 impl StageImpl for Greedy {
     fn run(&self, ctx: &mut StageCtx<'_>) -> Result<StageOutput, StageError> {
-        run::<Flex>(ctx, &Default::default())
+        crate::on_device!(ctx, run)
     }
 }
 
@@ -43,7 +42,7 @@ fn run<B: Backend>(ctx: &mut StageCtx<'_>, device: &B::Device) -> Result<StageOu
     if let Some(limit) = params["limit"].as_u64() {
         problems.truncate(limit as usize);
     }
-    let model = load_model::<B>(&ctx.input_model_dir()?, device)?;
+    let model = load_model::<B>(&ctx.input_model_dir()?, device, ctx.device().load_options())?;
     let tokenizer = &model.tokenizer;
     let stops = stop_strings(&template);
     let engine = Engine::new(

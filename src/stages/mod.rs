@@ -6,6 +6,7 @@ pub mod benchmark;
 mod context;
 pub mod criticality;
 pub mod dataset;
+mod device;
 pub mod greedy;
 pub mod prompt;
 pub mod rollout;
@@ -13,6 +14,7 @@ pub mod selection;
 pub mod token_stats;
 
 pub use context::{Output, Progress, StageCtx, StageError, StageImpl, StageOutput};
+pub use device::Device;
 
 use crate::exec::Registry;
 

@@ -10,7 +10,6 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
-use burn::backend::Flex;
 use burn::prelude::Backend;
 use serde_json::json;
 
@@ -31,7 +30,7 @@ pub struct Rollout;
 
 impl StageImpl for Rollout {
     fn run(&self, ctx: &mut StageCtx<'_>) -> Result<StageOutput, StageError> {
-        run::<Flex>(ctx, &Default::default())
+        crate::on_device!(ctx, run)
     }
 }
 
@@ -50,7 +49,7 @@ fn run<B: Backend>(ctx: &mut StageCtx<'_>, device: &B::Device) -> Result<StageOu
         } else {
             None
         };
-    let model = load_model::<B>(&ctx.input_model_dir()?, device)?;
+    let model = load_model::<B>(&ctx.input_model_dir()?, device, ctx.device().load_options())?;
     let settings = Settings {
         rank,
         max_new_tokens: max_new,

@@ -8,7 +8,6 @@
 //! layers: a_s = mean_{l,h} mean_{q >= s} A_{l,h}[q, s]. Averaging over queries keeps early
 //! tokens, which more tokens can see, from winning by count alone.
 
-use burn::backend::Flex;
 use burn::prelude::*;
 use burn::tensor::activation::log_softmax;
 use serde::Serialize;
@@ -31,13 +30,13 @@ pub struct TokenStats;
 
 impl StageImpl for TokenStats {
     fn run(&self, ctx: &mut StageCtx<'_>) -> Result<StageOutput, StageError> {
-        run::<Flex>(ctx, &Default::default())
+        crate::on_device!(ctx, run)
     }
 }
 
 fn run<B: Backend>(ctx: &mut StageCtx<'_>, device: &B::Device) -> Result<StageOutput, StageError> {
     let responses = correct_responses(ctx)?;
-    let model = load_model::<B>(&ctx.input_model_dir()?, device)?;
+    let model = load_model::<B>(&ctx.input_model_dir()?, device, ctx.device().load_options())?;
     ctx.set_total(responses.len() as u64);
     let mut out = Vec::with_capacity(responses.len());
     for r in &responses {
