@@ -193,6 +193,16 @@ fn annotation_stages_produce_consistent_masks_for_every_rule() {
             count(s),
             "random matches the CFT fraction per example"
         );
+        assert_eq!(
+            count(&entropy[&r.idx]),
+            count(s),
+            "entropy matches the CFT fraction per example"
+        );
+        assert_eq!(
+            count(&attn[&r.idx]),
+            count(s),
+            "attention matches the CFT fraction per example"
+        );
         marked += count(s);
         total += s.len();
     }
