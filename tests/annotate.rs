@@ -210,6 +210,50 @@ fn annotation_stages_produce_consistent_masks_for_every_rule() {
         marked > 0 && marked < total,
         "some but not all tokens are critical ({marked}/{total})"
     );
+
+    // Token statistics agree with `score` (itself checked against transformers).
+    #[derive(serde::Deserialize)]
+    struct Stats {
+        idx: u64,
+        prob: Vec<f32>,
+        entropy: Vec<f32>,
+        attention: Vec<f32>,
+    }
+    let stats: Vec<Stats> = read_lines(
+        &output(&cache, &m, "token-stats llama", "stats.jsonl"),
+        "stats",
+    )
+    .unwrap();
+    let model = cft::model::LanguageModel::<burn::backend::Flex>::load(
+        Path::new(MODEL),
+        &Default::default(),
+        Default::default(),
+    )
+    .unwrap();
+    let mut checked = 0;
+    for r in responses.iter().filter(|r| r.correct) {
+        let st = stats.iter().find(|s| s.idx == r.idx).unwrap();
+        let seq: Vec<u32> = [r.prompt_ids.clone(), r.response_ids.clone()].concat();
+        let enc = cft::generate::encode(&model.lm, std::slice::from_ref(&seq))
+            .unwrap()
+            .remove(0);
+        let scores = cft::generate::score(enc.logits, &seq, 1, false).unwrap();
+        let p = r.prompt_ids.len();
+        for t in 0..r.response_ids.len() {
+            let row = &scores[p + t - 1];
+            assert!((row.entropy - st.entropy[t]).abs() < 1e-4, "entropy at {t}");
+            assert!(
+                (row.next_logprob.unwrap().exp() - st.prob[t]).abs() < 1e-4,
+                "prob at {t}"
+            );
+            assert!(
+                st.attention[t] > 0.0 && st.attention[t] <= 1.0,
+                "attention at {t}"
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked > 0);
 }
 
 /// Prints each item a stage finishes, for the parent of the kill test.
