@@ -19,7 +19,7 @@ impl Judge for Toy {
         response.contains(&5)
     }
     fn correct(&self, example: usize, response: &[u32]) -> bool {
-        (response.iter().map(|&t| t as usize).sum::<usize>() + example) % 3 != 0
+        !(response.iter().map(|&t| t as usize).sum::<usize>() + example).is_multiple_of(3)
     }
 }
 

@@ -114,7 +114,7 @@ pub fn run(cache: &Path, cmd: AnnotateCommand) -> anyhow::Result<ExitCode> {
     let mut text = String::new();
     for (piece, weight) in response.pieces.iter().zip(&w.weights) {
         text.push_str(&match (*weight, color) {
-            (x, _) if x == 0.0 => piece.clone(),
+            (0.0, _) => piece.clone(),
             (x, true) => format!(
                 "\x1b[{}m{piece}\x1b[0m",
                 if x >= 2.0 { "1;41" } else { "1;31" }
