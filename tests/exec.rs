@@ -43,7 +43,10 @@ fn run(cache: &Cache, plan: &plan::Plan, keep_going: bool) -> (exec::Summary, Ve
         &support::test_registry(echo, slow),
         &log,
         &stop,
-        Options { keep_going },
+        Options {
+            keep_going,
+            ..Options::default()
+        },
     )
     .unwrap();
     (s, log.0.into_inner().unwrap())

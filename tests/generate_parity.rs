@@ -12,6 +12,7 @@ fn engine_options(max_batch: usize, top: usize) -> EngineOptions {
     EngineOptions {
         max_batch,
         top_alternatives: top,
+        prefill_rows: 2,
     }
 }
 
@@ -134,19 +135,34 @@ fn branches_from_a_prefix_state_match_full_recomputation() {
             let alternative = rows[0].top[1].0;
             let mut branch: Vec<u32> = full[..at].to_vec();
             branch.push(alternative);
-            expected.push(naive::greedy(&model.lm, &branch, 8, &[]));
-            let mut req = Request::<B>::greedy(vec![alternative], 8);
+            let n = 3 + t % 6; // rows finish at different steps
+            expected.push(naive::greedy(&model.lm, &branch, n, &[]));
+            let mut req = Request::<B>::greedy(vec![alternative], n);
             req.prefix = Some(encoded.state.prefix(at));
             requests.push(req);
         }
         // A plain prompt in the same batch, so prefixes and prompts mix.
         requests.push(Request::<B>::greedy(r.prompts[2].clone(), 8));
         expected.push(r.greedy_single[2][..8].to_vec());
-        let out = Engine::new(&model.lm, engine_options(3, 0))
-            .generate(requests)
-            .unwrap();
-        let tokens: Vec<Vec<u32>> = out.into_iter().map(|c| c.tokens).collect();
-        assert_eq!(tokens, expected, "{family}");
+        // All in one batch, and two rows at a time so that branches refill finished rows.
+        for max_batch in [4, 2] {
+            let requests = requests
+                .iter()
+                .map(|q: &Request<B>| Request {
+                    prefix: q.prefix.clone(),
+                    tokens: q.tokens.clone(),
+                    max_new_tokens: q.max_new_tokens,
+                    decoding: q.decoding,
+                    eos_token_ids: Vec::new(),
+                    stop: None,
+                })
+                .collect();
+            let out = Engine::new(&model.lm, engine_options(max_batch, 0))
+                .generate(requests)
+                .unwrap();
+            let tokens: Vec<Vec<u32>> = out.into_iter().map(|c| c.tokens).collect();
+            assert_eq!(tokens, expected, "{family}, max_batch {max_batch}");
+        }
     }
 }
 
@@ -213,4 +229,38 @@ fn score_matches_transformers_log_probs_entropies_and_top_k() {
             }
         }
     }
+}
+
+#[test]
+fn bad_requests_are_errors() {
+    use cft::generate::GenerateError;
+    let model = load("qwen2");
+    let engine = Engine::new(&model.lm, engine_options(2, 0));
+    let err = engine
+        .generate(vec![Request::<B>::greedy(vec![1, 5000], 4)])
+        .unwrap_err();
+    assert!(matches!(
+        err,
+        GenerateError::TokenOutOfRange { token: 5000, .. }
+    ));
+    let err = engine
+        .generate(vec![Request::<B>::greedy(vec![], 4)])
+        .unwrap_err();
+    assert!(matches!(err, GenerateError::EmptyRequest(0)));
+    let mut bad = Request::<B>::greedy(vec![1], 4);
+    bad.decoding = Decoding::Sample {
+        temperature: 0.0,
+        top_p: 1.0,
+        top_k: 0,
+        seed: 0,
+    };
+    assert!(matches!(
+        engine.generate(vec![bad]),
+        Err(GenerateError::InvalidDecoding(_))
+    ));
+    let e = encode(&model.lm, &[vec![1, 2, 3]]).unwrap().remove(0);
+    assert!(matches!(
+        score(e.logits, &[1, 2], 3, false),
+        Err(GenerateError::LengthMismatch { .. })
+    ));
 }

@@ -104,7 +104,7 @@ fn plan_json_has_the_documented_shape() {
     assert!(out.status.success());
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let stages = v["stages"].as_array().unwrap();
-    assert_eq!(stages.len(), 571);
+    assert_eq!(stages.len(), 572);
     let kinds: HashSet<&str> = plan::KINDS.into_iter().collect();
     let keys: HashSet<&str> = stages.iter().map(|s| s["key"].as_str().unwrap()).collect();
     for s in stages {

@@ -170,6 +170,51 @@ impl Cache {
         Ok(())
     }
 
+    /// The model directory a checkpoint record describes. A stage that produces a model names
+    /// its outputs `model/<file>` (HF layout: `config.json`, `model.safetensors`,
+    /// `tokenizer.json`, ...); they are linked under `<cache>/models/<key>/` with those names,
+    /// so a checkpoint loads exactly like a downloaded model. Blobs are immutable, so hard
+    /// links are safe; idempotent.
+    pub fn model_dir(&self, record: &Record) -> Result<PathBuf, CacheError> {
+        let dir = self.root.join("models").join(&record.key);
+        let mut any = false;
+        for (name, out) in &record.outputs {
+            let Some(rel) = name.strip_prefix("model/") else {
+                continue;
+            };
+            any = true;
+            let target = dir.join(rel);
+            if target.exists() {
+                continue;
+            }
+            if let Some(parent) = target.parent() {
+                std::fs::create_dir_all(parent).map_err(|e| CacheError::io(parent, e))?;
+            }
+            match out {
+                OutputRef::Blob { hash, .. } => {
+                    let blob = self.blobs.path(hash);
+                    if std::fs::hard_link(&blob, &target).is_err() {
+                        std::fs::copy(&blob, &target).map_err(|e| CacheError::io(&target, e))?;
+                    }
+                }
+                OutputRef::Artifact { hash, .. } => {
+                    let bytes = self.artifact(hash)?.ok_or_else(|| CacheError::Corrupt {
+                        what: format!("{} of `{}`", name, record.label),
+                        message: "artifact missing".into(),
+                    })?;
+                    std::fs::write(&target, bytes).map_err(|e| CacheError::io(&target, e))?;
+                }
+            }
+        }
+        if !any {
+            return Err(CacheError::Corrupt {
+                what: record.label.clone(),
+                message: "produced no model files".into(),
+            });
+        }
+        Ok(dir)
+    }
+
     /// A saved in-stage item (`stage key` + item name), if any.
     pub fn progress_get(&self, key: &str, item: &str) -> Result<Option<Vec<u8>>, CacheError> {
         Ok(self

@@ -2,6 +2,8 @@
 //! Table 2 variants), which tokens the selection baselines pick, and what kind of token each
 //! is (Figure 5).
 
+pub mod answer;
 pub mod categories;
 pub mod criticality;
+pub mod rollout;
 pub mod selection;

@@ -22,6 +22,8 @@ use super::device::{DeviceArg, OnDevice, dispatch};
 pub enum BenchCommand {
     /// Batched greedy decoding throughput.
     Generate(BenchGenerateArgs),
+    /// Naive sequential vs batched counterfactual rollouts on the same examples.
+    Annotate(super::bench_annotate::BenchAnnotateArgs),
 }
 
 #[derive(Args, Debug)]
@@ -42,9 +44,10 @@ pub struct BenchGenerateArgs {
     pub device: DeviceArg,
 }
 
-pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
+pub fn run(cache: &std::path::Path, cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
         BenchCommand::Generate(args) => dispatch(args.device, args),
+        BenchCommand::Annotate(args) => super::bench_annotate::run(cache, args),
     }
 }
 
@@ -73,6 +76,7 @@ impl OnDevice for BenchGenerateArgs {
                 EngineOptions {
                     max_batch: b.max(1),
                     top_alternatives: 0,
+                    ..Default::default()
                 },
             );
             let requests = |n: usize| {

@@ -1,32 +1,12 @@
 //! `--device cpu|cuda[:N]`: picks the burn backend at run time. The CPU backend (`flex`) is
 //! always built; CUDA only with the `cuda` cargo feature.
 
-use std::str::FromStr;
-
 use burn::prelude::Backend;
 
 use cft::model::LoadOptions;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DeviceArg {
-    Cpu,
-    Cuda(usize),
-}
-
-impl FromStr for DeviceArg {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "cpu" => Ok(Self::Cpu),
-            "cuda" => Ok(Self::Cuda(0)),
-            other => match other.strip_prefix("cuda:").map(str::parse) {
-                Some(Ok(n)) => Ok(Self::Cuda(n)),
-                _ => Err(format!("expected cpu, cuda or cuda:N, got {other:?}")),
-            },
-        }
-    }
-}
+/// The same device choice the pipeline stages take.
+pub use cft::stages::Device as DeviceArg;
 
 /// Work generic over the backend, run on the one `--device` names.
 pub trait OnDevice {

@@ -168,6 +168,7 @@ impl OnDevice for GenerateArgs {
         let options = EngineOptions {
             max_batch: self.max_batch,
             top_alternatives: 0,
+            ..Default::default()
         };
         let completions = Engine::new(&model.lm, options).generate(requests)?;
         for (prompt, c) in prompts.iter().zip(&completions) {

@@ -3,7 +3,9 @@
 //! Exit codes: 0 success, 1 a failed run or another runtime error, 2 a bad manifest (or bad
 //! command line), 130 interrupted by Ctrl-C.
 
+mod annotate;
 mod bench;
+mod bench_annotate;
 mod cache;
 mod compare;
 mod device;
@@ -46,6 +48,9 @@ pub enum Command {
     Report(report::ReportArgs),
     /// Several manifests' results side by side, one block per model family.
     Compare(compare::CompareArgs),
+    /// Look at annotations: which tokens a CFT method marked critical.
+    #[command(subcommand)]
+    Annotate(annotate::AnnotateCommand),
     /// Inspect and maintain the cache.
     #[command(subcommand)]
     Cache(cache::CacheCommand),
@@ -93,10 +98,11 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Report(args) => report::run(&cache, args),
         Command::Compare(args) => compare::run(&cache, args),
         Command::Cache(cmd) => cache::run(&cache, cmd),
+        Command::Annotate(cmd) => annotate::run(&cache, cmd),
         Command::Grade(args) => grade::run(&args).map(|()| ExitCode::SUCCESS),
         Command::Generate(args) => generate::run(args).map(|()| ExitCode::SUCCESS),
         Command::Score(args) => score::run(args).map(|()| ExitCode::SUCCESS),
-        Command::Bench(cmd) => bench::run(cmd).map(|()| ExitCode::SUCCESS),
+        Command::Bench(cmd) => bench::run(&cache, cmd).map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,

@@ -54,6 +54,7 @@ impl Bars {
             .progress_chars("=> "),
         );
         overall.set_prefix("run");
+        overall.enable_steady_tick(Duration::from_millis(500));
         Bars {
             multi,
             overall,
@@ -70,9 +71,15 @@ impl Progress for Bars {
             bar.set_length(total);
             bar.set_style(
                 ProgressStyle::with_template(
-                    "{prefix:>8} [{bar:30.green/white}] {pos}/{len} {msg} ({per_sec}, ETA {eta})",
+                    "{prefix:>8} [{bar:30.green/white}] {pos}/{len} {msg} ({rate}, ETA {eta})",
                 )
                 .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .with_key(
+                    "rate",
+                    |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                        let _ = write!(w, "{:.1}/s", state.per_sec());
+                    },
+                )
                 .progress_chars("=> "),
             );
         }

@@ -24,6 +24,13 @@ pub struct RunArgs {
     /// No progress display; only errors and the final line.
     #[arg(long, short)]
     pub quiet: bool,
+    /// Where model stages run: cpu, cuda or cuda:N (CUDA needs a build with `--features cuda`).
+    #[arg(long, default_value = "cpu", value_name = "cpu|cuda[:N]")]
+    pub device: cft::stages::Device,
+    /// Run only stages of these kinds and what they need (e.g. `--only criticality,selection`
+    /// to annotate without training).
+    #[arg(long, value_delimiter = ',', value_name = "KIND")]
+    pub only: Vec<String>,
 }
 
 pub fn run(cache_dir: &Path, args: RunArgs) -> anyhow::Result<ExitCode> {
@@ -46,7 +53,21 @@ pub fn run(cache_dir: &Path, args: RunArgs) -> anyhow::Result<ExitCode> {
         return Err(BadManifest(format!("missing inputs:\n  {}", lines.join("\n  "))).into());
     }
     let cache = Cache::open(cache_dir, &super::command_line())?;
-    let plan = plan::build(&exp, &cache)?;
+    let mut plan = plan::build(&exp, &cache)?;
+    if !args.only.is_empty() {
+        if let Some(bad) = args
+            .only
+            .iter()
+            .find(|k| !plan::KINDS.contains(&k.as_str()))
+        {
+            return Err(BadManifest(format!(
+                "--only: `{bad}` is not a stage kind ({})",
+                plan::KINDS.join(", ")
+            ))
+            .into());
+        }
+        plan = plan.restricted(|s| args.only.iter().any(|k| k == s.kind));
+    }
     let status = plan::statuses(&plan, &cache, false)?;
     let pending = status
         .values()
@@ -81,6 +102,7 @@ pub fn run(cache_dir: &Path, args: RunArgs) -> anyhow::Result<ExitCode> {
         &stop,
         Options {
             keep_going: args.keep_going,
+            device: args.device,
         },
     )?;
     drop(display);

@@ -58,8 +58,12 @@ pub fn run(cache: &Path, args: StatusArgs) -> anyhow::Result<ExitCode> {
             .contains(&spec.kind)
                 && spec.label.split(' ').nth(1) == Some(name.as_str());
             if is_model_stage {
+                let measured = match view.store().record(&spec.key)? {
+                    Some(r) if r.status == cft::cache::RecordStatus::Done => measured(&r),
+                    _ => String::new(),
+                };
                 annotation.push(format!(
-                    "  {:<44} {}",
+                    "  {:<44} {:<14} {measured}",
                     spec.label,
                     describe(&status[&spec.key])
                 ));
@@ -117,6 +121,35 @@ pub fn run(cache: &Path, args: StatusArgs) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// What a finished annotation stage measured, in a few words.
+fn measured(r: &cft::cache::Record) -> String {
+    let m = &r.metrics;
+    let num = |k: &str| m[k].as_f64();
+    match r.kind.as_str() {
+        "greedy" => match (num("accuracy"), m["correct"].as_u64(), m["total"].as_u64()) {
+            (Some(a), Some(c), Some(t)) => format!(
+                "{c}/{t} correct ({:.1}%), {:.0} tokens/response",
+                a * 100.0,
+                num("mean_response_tokens").unwrap_or(0.0)
+            ),
+            _ => String::new(),
+        },
+        "rollout" => format!(
+            "{} branches, {:.1}s",
+            m["branches"].as_u64().unwrap_or(0),
+            num("seconds").unwrap_or(0.0)
+        ),
+        "criticality" => format!(
+            "{:.2}% critical ({} of {} tokens)",
+            num("critical_ratio").unwrap_or(0.0) * 100.0,
+            m["critical_tokens"].as_u64().unwrap_or(0),
+            m["tokens"].as_u64().unwrap_or(0)
+        ),
+        "selection" => format!("{:.2}% selected", num("fraction").unwrap_or(0.0) * 100.0),
+        _ => String::new(),
+    }
 }
 
 fn describe(st: &StageStatus) -> String {

@@ -144,10 +144,18 @@ const TABMWP_PROMPTPG: &str = "tabmwp/problems_test1k.json";
 /// `tabmwp/problems_test1k.json`.
 pub fn load_benchmark(dir: &Path, benchmark: Benchmark) -> Result<Vec<Problem>, LoadError> {
     let mut path = dir.join(benchmark.file());
-    let keyed_by_id = benchmark == Benchmark::Tabmwp && !path.exists();
-    if keyed_by_id {
+    if benchmark == Benchmark::Tabmwp && !path.exists() {
         path = dir.join(TABMWP_PROMPTPG);
     }
+    load_benchmark_file(&path, benchmark)
+}
+
+/// Loads one benchmark file in `benchmark`'s layout: JSONL, or for TabMWP also PromptPG's
+/// single JSON object keyed by id (a `.json` file).
+pub fn load_benchmark_file(path: &Path, benchmark: Benchmark) -> Result<Vec<Problem>, LoadError> {
+    let path = path.to_path_buf();
+    let keyed_by_id =
+        benchmark == Benchmark::Tabmwp && path.extension().is_some_and(|e| e == "json");
     let text = std::fs::read_to_string(&path).map_err(|source| LoadError::Io {
         path: path.clone(),
         source,

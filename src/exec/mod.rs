@@ -56,6 +56,8 @@ impl Events for NoEvents {}
 pub struct Options {
     /// Run every stage that does not depend on a failed one.
     pub keep_going: bool,
+    /// Where model stages run.
+    pub device: crate::stages::Device,
 }
 
 #[derive(Debug, Default)]
@@ -117,7 +119,7 @@ pub fn run(
         }
         let resumed = cache.record(&spec.key)?.is_some();
         events.stage_begin(spec, i + 1, to_run.len(), resumed);
-        let end = run_stage(spec, cache, registry, events, stop)?;
+        let end = run_stage(spec, cache, registry, events, stop, options)?;
         events.stage_end(spec, &end);
         match end {
             StageEnd::Done { .. } => summary.ran += 1,
@@ -146,6 +148,7 @@ fn run_stage(
     registry: &Registry,
     events: &dyn Events,
     stop: &AtomicBool,
+    options: Options,
 ) -> Result<StageEnd, CacheError> {
     let started = Instant::now();
     let previous = cache.record(&spec.key)?;
@@ -186,7 +189,9 @@ fn run_stage(
             format!("this build of cft cannot run `{}` stages yet", spec.kind),
         );
     };
+    let device = options.device;
     let mut ctx = StageCtx {
+        device,
         spec,
         cache,
         inputs,

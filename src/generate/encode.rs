@@ -24,9 +24,7 @@ pub fn encode<B: Backend>(
     lm: &CausalLm<B>,
     sequences: &[Vec<u32>],
 ) -> Result<Vec<Encoded<B>>, GenerateError> {
-    if let Some(i) = sequences.iter().position(Vec::is_empty) {
-        return Err(GenerateError::EmptyRequest(i));
-    }
+    super::check_tokens(sequences.iter().map(Vec::as_slice), lm.config.vocab_size)?;
     let Some(width) = sequences.iter().map(Vec::len).max() else {
         return Ok(Vec::new());
     };
@@ -91,6 +89,12 @@ pub fn score<B: Backend>(
     with_logits: bool,
 ) -> Result<Vec<PositionScore>, GenerateError> {
     let [t, vocab] = logits.dims();
+    if tokens.len() != t {
+        return Err(GenerateError::LengthMismatch {
+            tokens: tokens.len(),
+            positions: t,
+        });
+    }
     let k = top_k.min(vocab);
     let device = logits.device();
     let logp = log_softmax(logits.clone(), 1); // [t, vocab]

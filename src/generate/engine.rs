@@ -73,6 +73,8 @@ pub struct EngineOptions {
     pub max_batch: usize,
     /// How many most likely tokens to report per step (0: none).
     pub top_alternatives: usize,
+    /// Most new requests prefilled in one forward pass.
+    pub prefill_rows: usize,
 }
 
 impl Default for EngineOptions {
@@ -80,6 +82,7 @@ impl Default for EngineOptions {
         Self {
             max_batch: 64,
             top_alternatives: 0,
+            prefill_rows: 16,
         }
     }
 }
@@ -130,10 +133,9 @@ impl<'m, B: Backend> Engine<'m, B> {
         requests: Vec<Request<'_, B>>,
         mut on_done: impl FnMut(usize, Completion),
     ) -> Result<(), GenerateError> {
-        for (i, r) in requests.iter().enumerate() {
-            if r.tokens.is_empty() {
-                return Err(GenerateError::EmptyRequest(i));
-            }
+        let vocab = self.lm.config.vocab_size;
+        super::check_tokens(requests.iter().map(|r| r.tokens.as_slice()), vocab)?;
+        for r in &requests {
             r.decoding.validate()?;
         }
         let device = self.lm.model.embed_tokens.weight.device();
@@ -155,8 +157,12 @@ impl<'m, B: Backend> Engine<'m, B> {
                     group.push((i, r));
                 }
             }
-            if !group.is_empty() {
-                let (state, logits, new_rows) = self.prefill(group, &device);
+            // Prefill in chunks: the attention scores of a chunk are rows × t × t.
+            let chunk = self.options.prefill_rows.max(1);
+            while !group.is_empty() {
+                let rest = group.split_off(chunk.min(group.len()));
+                let (state, logits, new_rows) =
+                    self.prefill(std::mem::replace(&mut group, rest), &device);
                 active = Some(match active.take() {
                     Some((batch, old)) => (batch.stack(state), Tensor::cat(vec![old, logits], 0)),
                     None => (state, logits),

@@ -25,10 +25,39 @@ pub use state::SequenceState;
 
 use crate::model::TextTokenizer;
 
+/// Every request non-empty and inside the vocabulary: a bad id would otherwise fail deep in
+/// the backend's gather.
+fn check_tokens<'a>(
+    requests: impl IntoIterator<Item = &'a [u32]>,
+    vocab: usize,
+) -> Result<(), GenerateError> {
+    for (request, tokens) in requests.into_iter().enumerate() {
+        if tokens.is_empty() {
+            return Err(GenerateError::EmptyRequest(request));
+        }
+        if let Some(&token) = tokens.iter().find(|&&t| t as usize >= vocab) {
+            return Err(GenerateError::TokenOutOfRange {
+                request,
+                token,
+                vocab,
+            });
+        }
+    }
+    Ok(())
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum GenerateError {
     #[error("request {0} has no tokens to feed")]
     EmptyRequest(usize),
+    #[error("request {request}: token id {token} is outside the vocabulary (size {vocab})")]
+    TokenOutOfRange {
+        request: usize,
+        token: u32,
+        vocab: usize,
+    },
+    #[error("{tokens} tokens given for logits of {positions} positions")]
+    LengthMismatch { tokens: usize, positions: usize },
     #[error("invalid decoding settings: {0}")]
     InvalidDecoding(String),
     #[error("reading results from the device failed: {0}")]

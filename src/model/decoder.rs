@@ -17,11 +17,14 @@ use burn::tensor::DType;
 use burn::tensor::activation::{silu, softmax};
 
 use super::config::DecoderConfig;
-use super::rope::{Rope, apply_rotary};
+use super::rope::{Rope, RotaryTables};
 
 /// Added to the attention score of a masked key. Finite, so a fully masked (padding) query
 /// row stays finite, as with HF's `finfo.min`.
 const MASKED: f32 = -1.0e30;
+
+/// Below this many rows, [`matmul_wt`] multiplies in the transposed order.
+const SMALL_M: usize = 64;
 
 /// `y = x W^T + b`, with `W` stored `[out, in]` as in the checkpoint.
 #[derive(Module, Debug)]
@@ -37,12 +40,24 @@ impl<B: Backend> Linear<B> {
         let [b, t, d_in] = x.dims();
         let w = self.weight.val(); // [out, in]
         let [d_out, _] = w.dims();
-        let y = x.reshape([b * t, d_in]).matmul(w.transpose()); // [b*t, out]
+        let y = matmul_wt(x.reshape([b * t, d_in]), w); // [b*t, out]
         let y = match &self.bias {
             Some(bias) => y + bias.val().unsqueeze_dim(0),
             None => y,
         };
         y.reshape([b, t, d_out])
+    }
+}
+
+/// `x W^T` for `x: [m, in]` and `W: [out, in]` → `[m, out]`.
+///
+/// flex's gemm is slow with a transposed right operand when `m` is small (decoding): there
+/// `(W x^T)^T` is faster; prefill and training keep the plain form.
+fn matmul_wt<B: Backend>(x: Tensor<B, 2>, w: Tensor<B, 2>) -> Tensor<B, 2> {
+    let [m, _] = x.dims();
+    match m < SMALL_M {
+        true => w.matmul(x.transpose()).transpose(),
+        false => x.matmul(w.transpose()),
     }
 }
 
@@ -59,8 +74,8 @@ impl<B: Backend> RmsNorm<B> {
         let x = x.cast(DType::F32);
         let variance = x.clone().square().mean_dim(D - 1);
         let x = x * (variance + self.eps).sqrt().recip();
-        let weight = self.weight.val().unsqueeze::<D>();
-        weight * x.cast(dtype)
+        // `x * weight`, not `weight * x`: flex has a fast path only for a broadcast right operand.
+        x.cast(dtype) * self.weight.val().unsqueeze::<D>()
     }
 }
 
@@ -151,14 +166,18 @@ pub struct Attention<B: Backend> {
 
 impl<B: Backend> Attention<B> {
     /// # Shapes
-    /// - `x`: `[b, t, hidden]`; `cos`, `sin`: `[b, 1, t, head_dim]`
-    /// - `bias`: `[b, 1, t, s]` additive, `s` = cached + `t`
+    /// - `x`: `[b, t, hidden]`
+    /// - `bias`: `[b, kv_heads, heads / kv_heads, t, s]` additive (see [`expand_bias`]),
+    ///   `s` = cached + `t`
+    ///
+    /// `probs`, when given, receives the attention probabilities `[b, heads, t, s]`.
     pub fn forward(
         &self,
         x: Tensor<B, 3>,
-        (cos, sin): (Tensor<B, 4>, Tensor<B, 4>),
-        bias: Tensor<B, 4>,
+        rope: &RotaryTables<B>,
+        bias: Tensor<B, 5>,
         cache: Option<&mut Option<LayerKv<B>>>,
+        probs_out: Option<&mut Vec<Tensor<B, 4>>>,
     ) -> Tensor<B, 3> {
         let [b, t, _] = x.dims();
         let (h, kvh, d) = (self.num_heads, self.num_kv_heads, self.head_dim);
@@ -187,13 +206,11 @@ impl<B: Backend> Attention<B> {
                 k = norm.forward(k);
             }
         }
-        let q = q.swap_dims(1, 2); // [b, h, t, d]
-        let k = k.swap_dims(1, 2); // [b, kvh, t, d]
-        let v = v.reshape([b, t, kvh, d]).swap_dims(1, 2); // [b, kvh, t, d]
 
-        // 3. rotate q and k by their positions
-        let q = apply_rotary(q, cos.clone(), sin.clone());
-        let k = apply_rotary(k, cos, sin);
+        // 3. rotate q and k by their positions (while still contiguous), then heads first
+        let q = rope.rotate_q(q).swap_dims(1, 2); // [b, h, t, d]
+        let k = rope.rotate_k(k).swap_dims(1, 2); // [b, kvh, t, d]
+        let v = v.reshape([b, t, kvh, d]).swap_dims(1, 2); // [b, kvh, t, d]
 
         // 4. append to the cache
         let (k, v) = match cache {
@@ -214,31 +231,27 @@ impl<B: Backend> Attention<B> {
             None => (k, v),
         };
 
-        // 5. repeat key/value heads for GQA
+        // 5. grouped-query attention without copying keys: the `rep` query heads that share
+        //    a key/value head (HF's `repeat_kv` order) are stacked along the query axis
+        let [_, _, s, _] = k.dims();
         let rep = h / kvh;
-        let k = repeat_kv(k, rep); // [b, h, s, d]
-        let v = repeat_kv(v, rep);
+        let q = q.reshape([b, kvh, rep * t, d]); // [b, kvh, rep*t, d]
 
         // 6. scaled dot-product attention, softmax in f32 as HF's eager path
         let dtype = q.dtype();
-        let scores = q.matmul(k.swap_dims(2, 3)) / (d as f64).sqrt(); // [b, h, t, s]
-        let scores = scores.cast(DType::F32) + bias;
-        let probs = softmax(scores, 3).cast(dtype);
-        let out = probs.matmul(v); // [b, h, t, d]
-        let out = out.swap_dims(1, 2).reshape([b, t, h * d]);
+        let scores = q.matmul(k.swap_dims(2, 3)) / (d as f64).sqrt(); // [b, kvh, rep*t, s]
+        let scores = scores.cast(DType::F32).reshape([b, kvh, rep, t, s]) + bias;
+        let probs = softmax(scores, 4).cast(dtype).reshape([b, kvh, rep * t, s]);
+        if let Some(sink) = probs_out {
+            sink.push(probs.clone().reshape([b, h, t, s])); // [b, h, t, s], kv-head major
+        }
+        let out = probs.matmul(v); // [b, kvh, rep*t, d]
+        let out = out
+            .reshape([b, h, t, d])
+            .swap_dims(1, 2)
+            .reshape([b, t, h * d]);
         self.o_proj.forward(out)
     }
-}
-
-/// `[b, kvh, s, d]` → `[b, kvh * rep, s, d]`, each key/value head shared by `rep` query heads.
-fn repeat_kv<B: Backend>(x: Tensor<B, 4>, rep: usize) -> Tensor<B, 4> {
-    if rep == 1 {
-        return x;
-    }
-    let [b, kvh, s, d] = x.dims();
-    x.unsqueeze_dim::<5>(2)
-        .expand([b, kvh, rep, s, d])
-        .reshape([b, kvh * rep, s, d])
 }
 
 #[derive(Module, Debug)]
@@ -257,14 +270,15 @@ impl<B: Backend> DecoderLayer<B> {
     fn forward(
         &self,
         x: Tensor<B, 3>,
-        rope: (Tensor<B, 4>, Tensor<B, 4>),
-        bias: Tensor<B, 4>,
+        rope: &RotaryTables<B>,
+        bias: Tensor<B, 5>,
         cache: Option<&mut Option<LayerKv<B>>>,
+        probs: Option<&mut Vec<Tensor<B, 4>>>,
     ) -> Tensor<B, 3> {
         match &self.post_feedforward_layernorm {
             // OLMo2: x + norm(attn(x)), then x + norm(mlp(x))
             Some(post_ff) => {
-                let attn = self.self_attn.forward(x.clone(), rope, bias, cache);
+                let attn = self.self_attn.forward(x.clone(), rope, bias, cache, probs);
                 let x = x + self.post_attention_layernorm.forward(attn);
                 let mlp = self.mlp.forward(x.clone());
                 x + post_ff.forward(mlp)
@@ -275,7 +289,7 @@ impl<B: Backend> DecoderLayer<B> {
                     Some(norm) => norm.forward(x.clone()),
                     None => x.clone(),
                 };
-                let x = x + self.self_attn.forward(normed, rope, bias, cache);
+                let x = x + self.self_attn.forward(normed, rope, bias, cache, probs);
                 let mlp = self
                     .mlp
                     .forward(self.post_attention_layernorm.forward(x.clone()));
@@ -319,12 +333,49 @@ impl<B: Backend> CausalLm<B> {
         mut cache: Option<&mut KvCache<B>>,
     ) -> Tensor<B, 3> {
         let mut x = self.model.embed_tokens.forward(ids); // [b, t, hidden]
-        let rope = self.rope.cos_sin(positions, x.dtype());
+        let c = &self.config;
+        let rope = self.rope.tables(
+            positions,
+            c.num_attention_heads,
+            c.num_key_value_heads,
+            x.dtype(),
+        );
+        let rep = c.num_attention_heads / c.num_key_value_heads;
+        let bias = expand_bias(bias, c.num_key_value_heads, rep); // [b, kvh, rep, t, s]
         for (i, layer) in self.model.layers.iter().enumerate() {
             let slot = cache.as_deref_mut().and_then(|c| c.layers.get_mut(i));
-            x = layer.forward(x, rope.clone(), bias.clone(), slot);
+            x = layer.forward(x, &rope, bias.clone(), slot, None);
         }
         self.model.norm.forward(x)
+    }
+
+    /// The training forward that also returns every layer's attention probabilities
+    /// (for token statistics: how much attention each token receives).
+    ///
+    /// # Shapes
+    /// - `ids`: `[b, t]`; `key_valid`: `[b, t]` → logits `[b, t, vocab]`, per layer `[b, heads, t, t]`
+    pub fn forward_with_attention(
+        &self,
+        ids: Tensor<B, 2, Int>,
+        key_valid: Tensor<B, 2, Bool>,
+    ) -> (Tensor<B, 3>, Vec<Tensor<B, 4>>) {
+        let [_, t] = ids.dims();
+        let positions = positions_from_valid(key_valid.clone());
+        let c = &self.config;
+        let mut x = self.model.embed_tokens.forward(ids); // [b, t, hidden]
+        let rope = self.rope.tables(
+            positions,
+            c.num_attention_heads,
+            c.num_key_value_heads,
+            x.dtype(),
+        );
+        let rep = c.num_attention_heads / c.num_key_value_heads;
+        let bias = expand_bias(attention_bias(key_valid, t), c.num_key_value_heads, rep);
+        let mut probs = Vec::with_capacity(self.model.layers.len());
+        for layer in &self.model.layers {
+            x = layer.forward(x, &rope, bias.clone(), None, Some(&mut probs));
+        }
+        (self.logits(self.model.norm.forward(x)), probs)
     }
 
     /// Logits from hidden states, in f32.
@@ -338,10 +389,7 @@ impl<B: Backend> CausalLm<B> {
                 let [b, t, d] = hidden.dims();
                 let w = self.model.embed_tokens.weight.val(); // [vocab, hidden]
                 let [vocab, _] = w.dims();
-                hidden
-                    .reshape([b * t, d])
-                    .matmul(w.transpose())
-                    .reshape([b, t, vocab])
+                matmul_wt(hidden.reshape([b * t, d]), w).reshape([b, t, vocab])
             }
         };
         logits.cast(DType::F32)
@@ -361,6 +409,24 @@ impl<B: Backend> CausalLm<B> {
     /// The model's float dtype (that of its embedding table).
     pub fn dtype(&self) -> DType {
         self.model.embed_tokens.weight.val().dtype()
+    }
+}
+
+/// Above this many elements the per-head attention bias stays a broadcast view.
+const MATERIALISED_BIAS: usize = 1 << 22;
+
+/// `[b, 1, t, s]` → `[b, kvh, rep, t, s]`, the shape of the attention scores. Materialised
+/// (once per forward, shared by every layer) while small: flex adds equal shapes on a fast
+/// path but broadcasts over middle axes element by element.
+fn expand_bias<B: Backend>(bias: Tensor<B, 4>, kvh: usize, rep: usize) -> Tensor<B, 5> {
+    let [b, _, t, s] = bias.dims();
+    let expanded = bias.reshape([b, 1, 1, t, s]).expand([b, kvh, rep, t, s]);
+    match b * kvh * rep * t * s <= MATERIALISED_BIAS {
+        // A reshape of an expanded view copies it into a contiguous tensor.
+        true => expanded
+            .reshape([b * kvh * rep * t * s])
+            .reshape([b, kvh, rep, t, s]),
+        false => expanded,
     }
 }
 
@@ -390,4 +456,19 @@ pub fn attention_bias<B: Backend>(key_valid: Tensor<B, 2, Bool>, t: usize) -> Te
         .expand([b, 1, t, s]);
     let visible = causal.bool_and(key_valid.reshape([b, 1, 1, s]).expand([b, 1, t, s]));
     Tensor::<B, 4>::zeros([b, 1, t, s], (&device, DType::F32)).mask_fill(visible.bool_not(), MASKED)
+}
+
+/// `log P(targets[b, t] | ids[b, ..=t])` from the logits of [`CausalLm::forward`]: the
+/// per-token term that every objective weights (SFT: all ones, CFT: the critical mask).
+///
+/// # Shapes
+/// - `logits`: `[b, t, vocab]`; `targets`: `[b, t]` → `[b, t]`
+pub fn target_logprobs<B: Backend>(
+    logits: Tensor<B, 3>,
+    targets: Tensor<B, 2, Int>,
+) -> Tensor<B, 2> {
+    let [b, t, _] = logits.dims();
+    burn::tensor::activation::log_softmax(logits, 2)
+        .gather(2, targets.reshape([b, t, 1]))
+        .reshape([b, t])
 }

@@ -7,6 +7,7 @@
 //! `_compute_llama3_parameters` (computed in f32 as there).
 
 use burn::prelude::*;
+use burn::tensor::DType;
 
 use super::config::{DecoderConfig, Llama3Scaling};
 
@@ -29,46 +30,87 @@ impl Rope {
         Self { inv_freq }
     }
 
-    /// `cos` and `sin` of the angles, each `[b, 1, t, head_dim]` (halves repeated, as HF's
-    /// `cat(freqs, freqs)`), in `dtype`.
+    /// The rotation tables of one forward pass, shared by every layer.
     ///
     /// # Shapes
     /// - `positions`: `[b, t]`
-    pub fn cos_sin<B: Backend>(
+    pub fn tables<B: Backend>(
         &self,
         positions: Tensor<B, 2, Int>,
-        dtype: burn::tensor::DType,
-    ) -> (Tensor<B, 4>, Tensor<B, 4>) {
+        num_heads: usize,
+        num_kv_heads: usize,
+        dtype: DType,
+    ) -> RotaryTables<B> {
         let device = positions.device();
         let half = self.inv_freq.len();
         let inv_freq = Tensor::<B, 1>::from_data(
             TensorData::new(self.inv_freq.clone(), [half]),
-            (&device, burn::tensor::DType::F32),
-        );
+            (&device, DType::F32),
+        )
+        .reshape([1, 1, 1, half]);
         let [b, t] = positions.dims();
-        let positions = positions.float().cast(burn::tensor::DType::F32);
-        // [b, t, 1] * [1, 1, d/2] -> [b, t, d/2]
-        let freqs = positions.reshape([b, t, 1]) * inv_freq.reshape([1, 1, half]);
-        let emb = Tensor::cat(vec![freqs.clone(), freqs], 2); // [b, t, d]
-        let emb = emb.unsqueeze_dim::<4>(1); // [b, 1, t, d]
-        (emb.clone().cos().cast(dtype), emb.sin().cast(dtype))
+        let positions = positions.float().cast(DType::F32).reshape([b, t, 1, 1]);
+        // Full-size, contiguous tables: flex multiplies equal shapes much faster than it
+        // broadcasts, and the tables are reused by every layer.
+        let table = |heads: usize| {
+            let freqs = positions.clone().expand([b, t, heads, 1]) * inv_freq.clone(); // [b, t, heads, d/2]
+            let cos = freqs.clone().cos();
+            let sin = freqs.sin();
+            (
+                Tensor::cat(vec![cos.clone(), cos], 3).cast(dtype), // [b, t, heads, d]
+                // `rotate_half`'s sign folded in: cat(-x2, x1) * sin == cat(x2, x1) * cat(-sin, sin)
+                Tensor::cat(vec![sin.clone().neg(), sin], 3).cast(dtype),
+            )
+        };
+        let (cos_q, sin_q) = table(num_heads);
+        let (cos_k, sin_k) = match num_kv_heads == num_heads {
+            true => (cos_q.clone(), sin_q.clone()),
+            false => table(num_kv_heads),
+        };
+        RotaryTables {
+            cos_q,
+            sin_q,
+            cos_k,
+            sin_k,
+        }
     }
 }
 
-/// `x * cos + rotate_half(x) * sin`, with `rotate_half(x) = cat(-x2, x1)`.
-///
-/// # Shapes
-/// - `x`: `[b, h, t, d]`; `cos`, `sin`: `[b, 1, t, d]`
-pub fn apply_rotary<B: Backend>(
+/// `cos` and signed `sin` of every position's angles, for queries (`[b, t, heads, d]`) and
+/// keys (`[b, t, kv_heads, d]`); halves repeated as HF's `cat(freqs, freqs)`.
+#[derive(Debug, Clone)]
+pub struct RotaryTables<B: Backend> {
+    cos_q: Tensor<B, 4>,
+    sin_q: Tensor<B, 4>,
+    cos_k: Tensor<B, 4>,
+    sin_k: Tensor<B, 4>,
+}
+
+impl<B: Backend> RotaryTables<B> {
+    /// # Shapes
+    /// - `q`: `[b, t, heads, d]`
+    pub fn rotate_q(&self, q: Tensor<B, 4>) -> Tensor<B, 4> {
+        rotate(q, self.cos_q.clone(), self.sin_q.clone())
+    }
+
+    /// # Shapes
+    /// - `k`: `[b, t, kv_heads, d]`
+    pub fn rotate_k(&self, k: Tensor<B, 4>) -> Tensor<B, 4> {
+        rotate(k, self.cos_k.clone(), self.sin_k.clone())
+    }
+}
+
+/// `x * cos + rotate_half(x) * sin` with the sign already in `sin`.
+fn rotate<B: Backend>(
     x: Tensor<B, 4>,
     cos: Tensor<B, 4>,
-    sin: Tensor<B, 4>,
+    signed_sin: Tensor<B, 4>,
 ) -> Tensor<B, 4> {
-    let [b, h, t, d] = x.dims();
-    let x1 = x.clone().slice([0..b, 0..h, 0..t, 0..d / 2]);
-    let x2 = x.clone().slice([0..b, 0..h, 0..t, d / 2..d]);
-    let rotated = Tensor::cat(vec![x2.neg(), x1], 3); // [b, h, t, d]
-    x * cos + rotated * sin
+    let [b, t, h, d] = x.dims();
+    let x1 = x.clone().slice([0..b, 0..t, 0..h, 0..d / 2]);
+    let x2 = x.clone().slice([0..b, 0..t, 0..h, d / 2..d]);
+    let swapped = Tensor::cat(vec![x2, x1], 3); // [b, t, h, d]
+    x * cos + swapped * signed_sin
 }
 
 /// Llama 3.1: high frequencies unchanged, low frequencies divided by `factor`, a smooth

@@ -221,7 +221,8 @@ impl Builder<'_> {
         let mut criticality = std::collections::HashMap::new();
         for me in &exp.methods {
             if let MethodKind::Cft { rule, k } = me.kind {
-                let inputs: Vec<String> = rollouts[..(k as usize - 1)].to_vec();
+                let mut inputs = vec![greedy.clone()];
+                inputs.extend_from_slice(&rollouts[..(k as usize - 1)]);
                 let key = self.add(
                     "criticality",
                     format!("criticality {name} {}-k{k}", rule_name(rule)),
@@ -234,11 +235,12 @@ impl Builder<'_> {
             }
         }
 
-        // Entropy and attention share one token-statistics pass.
+        // Entropy and attention select by one shared token-statistics pass, which also gives
+        // Table 5 (critical vs normal tokens) for CFT methods.
         let needs_stats = exp.methods.iter().any(|me| {
             matches!(
                 me.kind,
-                MethodKind::Entropy { .. } | MethodKind::Attention { .. }
+                MethodKind::Entropy { .. } | MethodKind::Attention { .. } | MethodKind::Cft { .. }
             )
         });
         let token_stats = if needs_stats {
@@ -264,12 +266,13 @@ impl Builder<'_> {
                 MethodKind::Entropy { matched }
                 | MethodKind::Attention { matched }
                 | MethodKind::Random { matched } => {
-                    let (kind, source) = match &me.kind {
+                    let (kind, stats) = match &me.kind {
                         MethodKind::Entropy { .. } => ("entropy", token_stats.clone()),
                         MethodKind::Attention { .. } => ("attention", token_stats.clone()),
-                        _ => ("random", Some(greedy.clone())),
+                        _ => ("random", None),
                     };
-                    let mut inputs: Vec<String> = source.into_iter().collect();
+                    let mut inputs = vec![greedy.clone()];
+                    inputs.extend(stats);
                     inputs.extend(criticality.get(matched).cloned());
                     let key = self.add(
                         "selection",

@@ -75,6 +75,28 @@ impl Plan {
         self.graph.node_weights().filter(|s| s.kind == kind).count()
     }
 
+    /// The stages `keep` selects and everything they need, in the same order.
+    pub fn restricted(&self, keep: impl Fn(&StageSpec) -> bool) -> Plan {
+        let order = self.order();
+        let mut needed: std::collections::HashSet<&str> = std::collections::HashSet::new();
+        for spec in order.iter().rev() {
+            if keep(spec) || needed.contains(spec.key.as_str()) {
+                needed.insert(&spec.key);
+                needed.extend(spec.inputs.iter().map(String::as_str));
+            }
+        }
+        let mut out = Plan {
+            missing: self.missing.clone(),
+            ..Plan::default()
+        };
+        for spec in self.graph.node_weights() {
+            if needed.contains(spec.key.as_str()) {
+                out.add(spec.clone());
+            }
+        }
+        out
+    }
+
     /// Stages in dependency order; among ready stages, the one added first goes first, so the
     /// order is the same on every run.
     pub fn order(&self) -> Vec<&StageSpec> {

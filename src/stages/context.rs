@@ -59,9 +59,15 @@ pub struct StageCtx<'a> {
     pub(crate) done: u64,
     pub(crate) total: Option<u64>,
     pub(crate) last_write: Instant,
+    pub(crate) device: super::Device,
 }
 
 impl<'a> StageCtx<'a> {
+    /// The device model stages run on (`cft run --device`).
+    pub fn device(&self) -> super::Device {
+        self.device
+    }
+
     pub fn params(&self) -> &Value {
         &self.spec.params
     }
@@ -117,49 +123,9 @@ impl<'a> StageCtx<'a> {
         }
     }
 
-    /// The model directory a checkpoint record describes. A stage that produces a model names
-    /// its outputs `model/<file>` (HF layout: `config.json`, `model.safetensors`,
-    /// `tokenizer.json`, ...); they are linked under `<cache>/models/<key>/` with those names,
-    /// so a checkpoint loads exactly like a downloaded model. Blobs are immutable, so hard
-    /// links are safe; idempotent.
+    /// The model directory a checkpoint record describes ([`Cache::model_dir`]).
     pub fn model_dir(&self, record: &Record) -> Result<PathBuf, StageError> {
-        let dir = self.cache.root().join("models").join(&record.key);
-        let fail = |e: std::io::Error, p: &std::path::Path| {
-            StageError::Failed(format!("{}: {e}", p.display()))
-        };
-        let mut any = false;
-        for (name, out) in &record.outputs {
-            let Some(rel) = name.strip_prefix("model/") else {
-                continue;
-            };
-            any = true;
-            let target = dir.join(rel);
-            if target.exists() {
-                continue;
-            }
-            if let Some(parent) = target.parent() {
-                std::fs::create_dir_all(parent).map_err(|e| fail(e, parent))?;
-            }
-            match out {
-                OutputRef::Blob { hash, .. } => {
-                    let blob = self.cache.blobs().path(hash);
-                    if std::fs::hard_link(&blob, &target).is_err() {
-                        std::fs::copy(&blob, &target).map_err(|e| fail(e, &target))?;
-                    }
-                }
-                OutputRef::Artifact { .. } => {
-                    let bytes = self.read(record, name)?;
-                    std::fs::write(&target, bytes).map_err(|e| fail(e, &target))?;
-                }
-            }
-        }
-        if !any {
-            return Err(StageError::Failed(format!(
-                "`{}` produced no model files",
-                record.label
-            )));
-        }
-        Ok(dir)
+        Ok(self.cache.model_dir(record)?)
     }
 
     /// The model this stage works on: its `model_dir` binding (an HF directory the manifest

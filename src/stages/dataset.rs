@@ -57,15 +57,7 @@ impl StageImpl for Dataset {
 
 /// Reads a dataset stage's output.
 pub fn parse_problems(bytes: &[u8]) -> Result<Vec<Problem>, StageError> {
-    bytes
-        .split(|b| *b == b'\n')
-        .filter(|l| !l.is_empty())
-        .enumerate()
-        .map(|(i, l)| {
-            serde_json::from_slice(l)
-                .map_err(|e| StageError::Failed(format!("problems.jsonl line {}: {e}", i + 1)))
-        })
-        .collect()
+    super::annotate::read_lines(bytes, "problems.jsonl")
 }
 
 fn synthetic(s: &Value) -> Result<Vec<Problem>, StageError> {

@@ -14,21 +14,19 @@ use burn::prelude::Backend;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::dataset::{Problem, parse_problems};
+use super::annotate::{load_model, read_lines, write_lines};
+use super::dataset::Problem;
+use super::prompt::{prompt_ids, stop_strings};
 use super::{Output, StageCtx, StageError, StageImpl, StageOutput};
 use crate::eval::pass_at::pass_at_curve;
-use crate::eval::{Benchmark, PromptTemplate, grade, render_prompt};
-use crate::generate::{Decoding, Engine, EngineOptions, Request, encode, score, stop_strings};
-use crate::model::{ChatMessage, LanguageModel, LoadOptions};
+use crate::eval::{Benchmark, grade};
+use crate::generate::{Decoding, Engine, EngineOptions, Request, encode, score};
+use crate::model::LanguageModel;
 
 pub const VERSION: u32 = 1;
 
 /// Questions per saved item.
 pub const BATCH: usize = 16;
-
-/// The prompt the toy family is trained on (`plain`): it answers after `Answer:` and stops at
-/// a blank line.
-const PLAIN: &str = "Question: {question}\nAnswer:";
 
 pub struct Eval;
 
@@ -80,15 +78,7 @@ struct Setup {
 
 /// Reads `outputs.jsonl`.
 pub fn parse_outputs(bytes: &[u8]) -> Result<Vec<QuestionOutput>, StageError> {
-    bytes
-        .split(|b| *b == b'\n')
-        .filter(|l| !l.is_empty())
-        .enumerate()
-        .map(|(i, l)| {
-            serde_json::from_slice(l)
-                .map_err(|e| StageError::Failed(format!("outputs.jsonl line {}: {e}", i + 1)))
-        })
-        .collect()
+    read_lines(bytes, "outputs.jsonl")
 }
 
 /// The grader's benchmark for a benchmark name; a manifest-defined dataset (the toy family's
@@ -102,67 +92,62 @@ pub fn benchmark_of(name: &str) -> Benchmark {
 
 impl StageImpl for Eval {
     fn run(&self, ctx: &mut StageCtx<'_>) -> Result<StageOutput, StageError> {
-        let params = ctx.params().clone();
-        let fail = |m: String| StageError::Failed(m);
-        let setup = Setup {
-            benchmark: benchmark_of(params["benchmark"].as_str().unwrap_or("gsm8k")),
-            template: params["template"].as_str().unwrap_or("plain").to_string(),
-            max_new_tokens: params["max_new_tokens"].as_u64().unwrap_or(512) as usize,
-            sampling: match &params["sampling"] {
-                Value::Null => None,
-                s => Some(
-                    serde_json::from_value(s.clone())
-                        .map_err(|e| fail(format!("eval sampling params: {e}")))?,
-                ),
-            },
-        };
-        let data = ctx.input("dataset")?.clone();
-        let problems = parse_problems(&ctx.read(&data, "problems.jsonl")?)?;
-        let dir = ctx.input_model_dir()?;
-        let model = LanguageModel::<burn::backend::Flex>::load(
-            &dir,
-            &Default::default(),
-            LoadOptions::default(),
-        )
-        .map_err(|e| fail(format!("loading {}: {e}", dir.display())))?;
-
-        let batches: Vec<&[Problem]> = problems.chunks(BATCH).collect();
-        ctx.set_total(problems.len() as u64);
-        let mut outputs = Vec::with_capacity(problems.len());
-        let mut seconds = 0.0;
-        for (b, batch) in batches.iter().enumerate() {
-            ctx.check_stop()?;
-            let item = format!("batch-{b}");
-            let saved: SavedBatch = match ctx.saved(&item)? {
-                Some(bytes) => serde_json::from_slice(&bytes)
-                    .map_err(|e| fail(format!("saved {item}: {e}")))?,
-                None => {
-                    let started = Instant::now();
-                    let outputs = run_batch(&model, &setup, batch)?;
-                    let saved = SavedBatch {
-                        outputs,
-                        seconds: started.elapsed().as_secs_f64(),
-                    };
-                    let bytes = serde_json::to_vec(&saved).map_err(|e| fail(e.to_string()))?;
-                    ctx.save(&item, &bytes)?;
-                    saved
-                }
-            };
-            seconds += saved.seconds;
-            outputs.extend(saved.outputs);
-            ctx.advance(batch.len() as u64);
-        }
-
-        let mut bytes = Vec::new();
-        for o in &outputs {
-            bytes.extend(serde_json::to_vec(o).map_err(|e| fail(e.to_string()))?);
-            bytes.push(b'\n');
-        }
-        Ok(StageOutput {
-            outputs: vec![("outputs.jsonl".into(), Output::Bytes(bytes))],
-            metrics: metrics(&outputs, seconds),
-        })
+        crate::on_device!(ctx, run)
     }
+}
+
+fn run<B: Backend>(ctx: &mut StageCtx<'_>, device: &B::Device) -> Result<StageOutput, StageError> {
+    let params = ctx.params().clone();
+    let fail = |m: String| StageError::Failed(m);
+    let setup = Setup {
+        benchmark: benchmark_of(params["benchmark"].as_str().unwrap_or("gsm8k")),
+        template: params["template"].as_str().unwrap_or("plain").to_string(),
+        max_new_tokens: params["max_new_tokens"].as_u64().unwrap_or(512) as usize,
+        sampling: match &params["sampling"] {
+            Value::Null => None,
+            s => Some(
+                serde_json::from_value(s.clone())
+                    .map_err(|e| fail(format!("eval sampling params: {e}")))?,
+            ),
+        },
+    };
+    let data = ctx.input("dataset")?.clone();
+    let problems: Vec<Problem> = read_lines(&ctx.read(&data, "problems.jsonl")?, "problems.jsonl")?;
+    let model = load_model::<B>(&ctx.input_model_dir()?, device, ctx.device().load_options())?;
+
+    let batches: Vec<&[Problem]> = problems.chunks(BATCH).collect();
+    ctx.set_total(problems.len() as u64);
+    let mut outputs = Vec::with_capacity(problems.len());
+    let mut seconds = 0.0;
+    for (b, batch) in batches.iter().enumerate() {
+        ctx.check_stop()?;
+        let item = format!("batch-{b}");
+        let saved: SavedBatch = match ctx.saved(&item)? {
+            Some(bytes) => {
+                serde_json::from_slice(&bytes).map_err(|e| fail(format!("saved {item}: {e}")))?
+            }
+            None => {
+                let started = Instant::now();
+                let outputs = run_batch(&model, &setup, batch)?;
+                let saved = SavedBatch {
+                    outputs,
+                    seconds: started.elapsed().as_secs_f64(),
+                };
+                let bytes = serde_json::to_vec(&saved).map_err(|e| fail(e.to_string()))?;
+                ctx.save(&item, &bytes)?;
+                saved
+            }
+        };
+        seconds += saved.seconds;
+        outputs.extend(saved.outputs);
+        ctx.advance(batch.len() as u64);
+    }
+
+    let bytes = write_lines(&outputs)?;
+    Ok(StageOutput {
+        outputs: vec![("outputs.jsonl".into(), Output::Bytes(bytes))],
+        metrics: metrics(&outputs, seconds),
+    })
 }
 
 /// The record's metrics from the per-question outputs.
@@ -211,48 +196,17 @@ fn sample_seed(seed: u64, idx: u64, i: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// Prompt token ids and the stop strings of a template.
+/// Prompt token ids and the stop strings of a template (shared with the annotation stages, so
+/// a model is prompted the same way where it is annotated and where it is evaluated).
 fn prompt<B: Backend>(
     model: &LanguageModel<B>,
     template: &str,
     question: &str,
 ) -> Result<(Vec<u32>, Vec<String>), StageError> {
-    let fail = |e: crate::model::ModelError| StageError::Failed(format!("prompt: {e}"));
-    match template {
-        "plain" => {
-            let text = PLAIN.replace("{question}", question);
-            Ok((
-                model.tokenizer.encode(&text, true).map_err(fail)?,
-                vec!["\n\n".into()],
-            ))
-        }
-        "chat" => {
-            let messages = [ChatMessage {
-                role: "user".into(),
-                content: question.into(),
-            }];
-            let text = model
-                .tokenizer
-                .apply_chat_template(&messages, true)
-                .map_err(fail)?;
-            let stops = PromptTemplate::Chat.stop_strings();
-            Ok((
-                model.tokenizer.encode(&text, false).map_err(fail)?,
-                stops.into_iter().map(String::from).collect(),
-            ))
-        }
-        other => {
-            let t: PromptTemplate = other
-                .parse()
-                .map_err(|e| StageError::Failed(format!("{e}")))?;
-            let text = render_prompt(t, question, &[]);
-            let stops = t.stop_strings();
-            Ok((
-                model.tokenizer.encode(&text, true).map_err(fail)?,
-                stops.into_iter().map(String::from).collect(),
-            ))
-        }
-    }
+    Ok((
+        prompt_ids(template, question, &model.tokenizer)?,
+        stop_strings(template),
+    ))
 }
 
 /// The response text as the harness sees it: special tokens dropped, cut at the first stop
@@ -304,7 +258,7 @@ fn run_batch<B: Backend>(
                 max_new_tokens: setup.max_new_tokens,
                 decoding,
                 eos_token_ids: model.eos_token_ids.clone(),
-                stop: stop_strings(&model.tokenizer, stops.clone()),
+                stop: crate::generate::stop_strings(&model.tokenizer, stops.clone()),
             });
         }
     }

@@ -1,13 +1,22 @@
 //! Stage implementations: one file per kind. Each says what it reads, what it writes and how
 //! it resumes; the executor (`exec`) calls them through [`crate::exec::StageImpl`].
 
+pub mod annotate;
 pub mod benchmark;
 mod context;
+pub mod criticality;
 pub mod dataset;
+mod device;
 pub mod eval;
+pub mod greedy;
+pub mod prompt;
 pub mod report;
+pub mod rollout;
+pub mod selection;
+pub mod token_stats;
 
 pub use context::{Output, Progress, StageCtx, StageError, StageImpl, StageOutput};
+pub use device::Device;
 
 use crate::exec::Registry;
 
@@ -18,6 +27,11 @@ pub fn version(kind: &str) -> u32 {
         "dataset" => dataset::VERSION,
         "eval" => eval::VERSION,
         "report" => report::VERSION,
+        "greedy" => greedy::VERSION,
+        "rollout" => rollout::VERSION,
+        "criticality" => criticality::VERSION,
+        "selection" => selection::VERSION,
+        "token-stats" => token_stats::VERSION,
         _ => 1,
     }
 }
@@ -28,5 +42,10 @@ pub fn registry() -> Registry {
     r.register("dataset", dataset::Dataset);
     r.register("eval", eval::Eval);
     r.register("report", report::Report);
+    r.register("greedy", greedy::Greedy);
+    r.register("rollout", rollout::Rollout);
+    r.register("criticality", criticality::Criticality);
+    r.register("selection", selection::Selection);
+    r.register("token-stats", token_stats::TokenStats);
     r
 }

@@ -1,0 +1,213 @@
+//! Counterfactual rollouts (paper Eq. 5-7): for a correct response y and each position t, put
+//! the j-th most likely token y_t^(j) in place of y_t, continue greedily, and record whether
+//! the branch still ends correct.
+//!
+//! Two paths compute the same outcomes:
+//! - [`batched`]: `[Q, y]` is encoded once per example; every branch starts from the KV state
+//!   of its prefix `[Q, y_<t]` (a slice, nothing recomputed), branches of many positions and
+//!   examples decode together with continuous batching (Eq. 7), and a branch stops as soon as
+//!   its final answer is complete;
+//! - [`sequential`]: one branch at a time, its whole prefix prefilled, nothing shared — the
+//!   correctness oracle and the baseline of `cft bench annotate`.
+//!
+//! The alternative at t is taken from P(· | Q, y_<t) computed on the encoded sequence: the
+//! j-th most likely token among those other than y_t (y_t is the greedy choice, so normally
+//! the rank-1 token; excluding it keeps the definition exact under ties).
+
+use burn::prelude::*;
+
+use crate::generate::{Engine, EngineOptions, GenerateError, Request, encode, score};
+
+/// One correct response to branch from.
+#[derive(Clone, Debug)]
+pub struct Example {
+    pub prompt: Vec<u32>,
+    pub response: Vec<u32>,
+    /// Positions to roll out (all, or, under the Strict shortcut, where every earlier rank
+    /// failed).
+    pub open: Vec<bool>,
+}
+
+/// Per position: the substituted token and whether the branch ended wrong (`None`: closed).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Outcome {
+    pub alt: Vec<Option<u32>>,
+    pub fail: Vec<Option<bool>>,
+}
+
+/// Decides branches: when one is finished, and whether it is correct. Both see the whole
+/// response of the branch, `y_<t ++ [alternative] ++ continuation`.
+pub trait Judge {
+    fn complete(&self, response: &[u32]) -> bool;
+    fn correct(&self, example: usize, response: &[u32]) -> bool;
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct Settings {
+    /// The alternative rank j >= 2.
+    pub rank: usize,
+    /// A branch's response is at most this long (as the greedy response was).
+    pub max_new_tokens: usize,
+    /// Rows decoded together by the batched path.
+    pub max_batch: usize,
+}
+
+/// A branch waiting to run.
+struct Branch {
+    example: usize,
+    position: usize,
+    alt: u32,
+}
+
+/// The alternatives of every open position of `examples`, from one encoding of each.
+fn alternatives<B: Backend>(
+    lm: &crate::model::CausalLm<B>,
+    examples: &[Example],
+    rank: usize,
+) -> Result<(Vec<Branch>, Vec<crate::generate::Encoded<B>>), GenerateError> {
+    let sequences: Vec<Vec<u32>> = examples
+        .iter()
+        .map(|e| [e.prompt.clone(), e.response.clone()].concat())
+        .collect();
+    let encoded = encode(lm, &sequences)?;
+    let mut branches = Vec::new();
+    for (i, (e, enc)) in examples.iter().zip(&encoded).enumerate() {
+        if !e.open.iter().any(|o| *o) {
+            continue;
+        }
+        // Row p of the logits is P(· | tokens[..=p]); y_t sits at p + 1 = len(Q) + t.
+        let scores = score(enc.logits.clone(), &sequences[i], rank + 1, false)?;
+        for (t, &y) in e.response.iter().enumerate() {
+            if !e.open.get(t).copied().unwrap_or(false) {
+                continue;
+            }
+            let Some(row) = (e.prompt.len() + t)
+                .checked_sub(1)
+                .and_then(|p| scores.get(p))
+            else {
+                continue;
+            };
+            if let Some(&(alt, _)) = row.top.iter().filter(|(id, _)| *id != y).nth(rank - 2) {
+                branches.push(Branch {
+                    example: i,
+                    position: t,
+                    alt,
+                });
+            }
+        }
+    }
+    Ok((branches, encoded))
+}
+
+fn empty_outcomes(examples: &[Example]) -> Vec<Outcome> {
+    examples
+        .iter()
+        .map(|e| Outcome {
+            alt: vec![None; e.response.len()],
+            fail: vec![None; e.response.len()],
+        })
+        .collect()
+}
+
+/// The branch's response: the kept prefix, the alternative, the continuation.
+fn branch_response(e: &Example, b: &Branch, continuation: &[u32]) -> Vec<u32> {
+    let mut r = e.response[..b.position].to_vec();
+    r.push(b.alt);
+    r.extend_from_slice(continuation);
+    r
+}
+
+/// Tokens the branch may still generate after its alternative.
+fn budget(settings: &Settings, b: &Branch, eos: &[u32]) -> usize {
+    if eos.contains(&b.alt) {
+        0
+    } else {
+        settings.max_new_tokens.saturating_sub(b.position + 1)
+    }
+}
+
+/// All branches of `examples`, batched across positions and examples, from shared prefixes.
+pub fn batched<B: Backend>(
+    lm: &crate::model::CausalLm<B>,
+    examples: &[Example],
+    eos: &[u32],
+    judge: &dyn Judge,
+    settings: Settings,
+) -> Result<Vec<Outcome>, GenerateError> {
+    let (branches, encoded) = alternatives(lm, examples, settings.rank)?;
+    let engine = Engine::new(
+        lm,
+        EngineOptions {
+            max_batch: settings.max_batch,
+            top_alternatives: 0,
+            ..Default::default()
+        },
+    );
+    let requests: Vec<Request<'_, B>> = branches
+        .iter()
+        .map(|b| {
+            let e = &examples[b.example];
+            let kept: Vec<u32> = branch_response(e, b, &[]);
+            let mut r = Request::greedy(vec![b.alt], budget(&settings, b, eos));
+            r.prefix = Some(encoded[b.example].state.prefix(e.prompt.len() + b.position));
+            r.eos_token_ids = eos.to_vec();
+            r.stop = Some(Box::new(move |generated: &[u32]| {
+                judge.complete(&[kept.as_slice(), generated].concat())
+            }));
+            r
+        })
+        .collect();
+    let completions = engine.generate(requests)?;
+    let mut out = empty_outcomes(examples);
+    for (b, c) in branches.iter().zip(completions) {
+        let response = branch_response(&examples[b.example], b, &c.tokens);
+        out[b.example].alt[b.position] = Some(b.alt);
+        out[b.example].fail[b.position] = Some(!judge.correct(b.example, &response));
+    }
+    Ok(out)
+}
+
+/// The same outcomes, one branch at a time with a full prefill and nothing shared.
+pub fn sequential<B: Backend>(
+    lm: &crate::model::CausalLm<B>,
+    examples: &[Example],
+    eos: &[u32],
+    judge: &dyn Judge,
+    settings: Settings,
+) -> Result<Vec<Outcome>, GenerateError> {
+    let mut out = empty_outcomes(examples);
+    let engine = Engine::new(
+        lm,
+        EngineOptions {
+            max_batch: 1,
+            top_alternatives: 0,
+            ..Default::default()
+        },
+    );
+    for (i, e) in examples.iter().enumerate() {
+        // The alternatives come from this example alone.
+        let (branches, _) = alternatives(lm, std::slice::from_ref(e), settings.rank)?;
+        for b in branches {
+            let kept = branch_response(e, &b, &[]);
+            let mut r = Request::greedy(
+                [e.prompt.as_slice(), kept.as_slice()].concat(),
+                budget(&settings, &b, eos),
+            );
+            r.eos_token_ids = eos.to_vec();
+            let judge_kept = kept.clone();
+            r.stop = Some(Box::new(move |generated: &[u32]| {
+                judge.complete(&[judge_kept.as_slice(), generated].concat())
+            }));
+            let c = engine
+                .generate(vec![r])?
+                .into_iter()
+                .next()
+                .map(|c| c.tokens)
+                .unwrap_or_default();
+            let response = branch_response(e, &b, &c);
+            out[i].alt[b.position] = Some(b.alt);
+            out[i].fail[b.position] = Some(!judge.correct(i, &response));
+        }
+    }
+    Ok(out)
+}

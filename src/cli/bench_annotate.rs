@@ -1,0 +1,203 @@
+//! `cft bench annotate --manifest FILE [--examples N] [--json]`: the naive sequential
+//! rollouts against the batched engine on the same correct examples of the manifest's first
+//! model, checking that both give identical annotations, and timing both (paper Table 4:
+//! sequential vs batched annotation time).
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use burn::prelude::Backend;
+use serde_json::json;
+
+use cft::cache::{Cache, RecordStatus, Store};
+use cft::cft::criticality::weights;
+use cft::cft::rollout::{Example, Settings, batched, sequential};
+use cft::exec::{self, NoEvents, Options};
+use cft::manifest::{MethodKind, Rule};
+use cft::model::{LanguageModel, LoadOptions};
+use cft::plan;
+use cft::stages::annotate::{GradeJudge, Response, read_lines};
+
+use super::device::{DeviceArg, OnDevice, dispatch};
+
+#[derive(clap::Args, Debug)]
+pub struct BenchAnnotateArgs {
+    /// The manifest whose first model and training data to use.
+    #[arg(long)]
+    pub manifest: PathBuf,
+    /// How many correct greedy responses to annotate.
+    #[arg(long, default_value_t = 8)]
+    pub examples: usize,
+    /// One JSON line instead of text.
+    #[arg(long)]
+    pub json: bool,
+    #[arg(long, default_value = "cpu", value_name = "cpu|cuda[:N]")]
+    pub device: DeviceArg,
+}
+
+struct Prepared {
+    model_dir: PathBuf,
+    responses: Vec<Response>,
+    rule: Rule,
+    k: usize,
+    max_new_tokens: usize,
+    json: bool,
+}
+
+pub fn run(cache_dir: &Path, args: BenchAnnotateArgs) -> anyhow::Result<()> {
+    let exp = super::load(&args.manifest)?;
+    let model = &exp.models[0];
+    let (rule, k) = exp
+        .methods
+        .iter()
+        .find_map(|m| match m.kind {
+            MethodKind::Cft { rule, k } => Some((rule, k as usize)),
+            _ => None,
+        })
+        .unwrap_or((Rule::Strict, 3));
+
+    // The greedy pass of the first model, built through the DAG if it is not cached.
+    let cache = Cache::open(cache_dir, &super::command_line())?;
+    let label = format!("greedy {}", model.name);
+    let plan = plan::build(&exp, &cache)?.restricted(|s| s.label == label);
+    let stop = AtomicBool::new(false);
+    let summary = exec::run(
+        &plan,
+        &cache,
+        &cft::stages::registry(),
+        &NoEvents,
+        &stop,
+        Options::default(),
+    )?;
+    if let Some((stage, error)) = summary.failed.first() {
+        bail!("{stage}: {error}");
+    }
+    let spec = plan
+        .graph
+        .node_weights()
+        .find(|s| s.label == label)
+        .context("no greedy stage")?;
+    let record = cache
+        .record(&spec.key)?
+        .filter(|r| r.status == RecordStatus::Done)
+        .context("the greedy stage did not finish")?;
+    let bytes = cache
+        .artifact(
+            record
+                .outputs
+                .get("responses.jsonl")
+                .context("no responses")?
+                .hash(),
+        )?
+        .context("responses missing")?;
+    let responses: Vec<Response> = read_lines::<Response>(&bytes, "responses.jsonl")?
+        .into_iter()
+        .filter(|r| r.correct)
+        .take(args.examples)
+        .collect();
+    if responses.is_empty() {
+        bail!("the model answered none of the training questions correctly; nothing to annotate");
+    }
+    let model_dir = match spec.bindings.get("model_dir").and_then(|v| v.as_str()) {
+        Some(dir) => PathBuf::from(dir),
+        None => {
+            let pretrain = spec
+                .inputs
+                .iter()
+                .filter_map(|k| cache.record(k).ok().flatten())
+                .find(|r| r.kind == "pretrain")
+                .context("no model")?;
+            cache.model_dir(&pretrain)?
+        }
+    };
+    drop(cache);
+    let prepared = Prepared {
+        model_dir,
+        responses,
+        rule,
+        k,
+        max_new_tokens: exp.annotate.max_new_tokens as usize,
+        json: args.json,
+    };
+    dispatch(args.device, prepared)
+}
+
+impl OnDevice for Prepared {
+    fn run<B: Backend>(self, device: B::Device, load: LoadOptions) -> anyhow::Result<()> {
+        let model = LanguageModel::<B>::load(&self.model_dir, &device, load)
+            .with_context(|| format!("loading {}", self.model_dir.display()))?;
+        let examples: Vec<Example> = self
+            .responses
+            .iter()
+            .map(|r| Example {
+                prompt: r.prompt_ids.clone(),
+                response: r.response_ids.clone(),
+                open: vec![true; r.response_ids.len()],
+            })
+            .collect();
+        let judge = GradeJudge {
+            tokenizer: &model.tokenizer,
+            golds: self.responses.iter().map(|r| r.gold.clone()).collect(),
+        };
+        let settings = |rank| Settings {
+            rank,
+            max_new_tokens: self.max_new_tokens,
+            max_batch: 64,
+        };
+        let eos = &model.eos_token_ids;
+
+        let time = |f: &dyn Fn(usize) -> anyhow::Result<Vec<cft::cft::rollout::Outcome>>| -> anyhow::Result<(f64, Vec<Vec<cft::cft::rollout::Outcome>>)> {
+            let start = Instant::now();
+            let ranks = (2..=self.k).map(f).collect::<anyhow::Result<Vec<_>>>()?;
+            Ok((start.elapsed().as_secs_f64(), ranks))
+        };
+        let (sequential_s, slow) = time(&|rank| {
+            Ok(sequential(
+                &model.lm,
+                &examples,
+                eos,
+                &judge,
+                settings(rank),
+            )?)
+        })?;
+        let (batched_s, fast) =
+            time(&|rank| Ok(batched(&model.lm, &examples, eos, &judge, settings(rank))?))?;
+        if slow != fast {
+            bail!("the batched rollouts differ from the sequential ones: a bug, please report it");
+        }
+        let mut critical = 0usize;
+        for i in 0..examples.len() {
+            let fails: Vec<Vec<Option<bool>>> =
+                fast.iter().map(|rank| rank[i].fail.clone()).collect();
+            critical += weights(self.rule, self.k, &fails)?
+                .iter()
+                .filter(|w| **w != 0.0)
+                .count();
+        }
+        let branches: usize = fast
+            .iter()
+            .flatten()
+            .map(|o| o.alt.iter().flatten().count())
+            .sum();
+        let tokens: usize = examples.iter().map(|e| e.response.len()).sum();
+        let speedup = sequential_s / batched_s.max(1e-9);
+        if self.json {
+            println!(
+                "{}",
+                json!({"sequential_s": sequential_s, "batched_s": batched_s, "speedup": speedup, "branches": branches, "tokens": tokens})
+            );
+        } else {
+            println!(
+                "{} examples, {tokens} response tokens, ranks 2..={}, {branches} branches; identical annotations ({critical} critical tokens)",
+                examples.len(),
+                self.k
+            );
+            println!("sequential (one branch at a time, full prefill): {sequential_s:.2} s");
+            println!("batched (shared prefixes, continuous batching):  {batched_s:.2} s");
+            println!("speedup: {speedup:.1}x");
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,54 @@
+//! Which device the model stages run on: a run-time choice (`cft run --device`), never part
+//! of a stage key — the same stage gives the same result wherever it runs (up to the
+//! precision of the backend: f32 on the CPU, bf16 weights on CUDA).
+
+use crate::model::LoadOptions;
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Device {
+    #[default]
+    Cpu,
+    Cuda(usize),
+}
+
+impl std::str::FromStr for Device {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "cpu" => Ok(Device::Cpu),
+            "cuda" => Ok(Device::Cuda(0)),
+            other => match other.strip_prefix("cuda:").map(str::parse) {
+                Some(Ok(n)) => Ok(Device::Cuda(n)),
+                _ => Err(format!("expected cpu, cuda or cuda:N, got {other:?}")),
+            },
+        }
+    }
+}
+
+impl Device {
+    /// bf16 weights stay bf16 on CUDA; the CPU backend computes in f32.
+    pub fn load_options(self) -> LoadOptions {
+        LoadOptions {
+            keep_half: self != Device::Cpu,
+        }
+    }
+}
+
+/// Calls the generic stage body `$f::<B>(ctx, &device)` on the backend of `ctx.device()`.
+#[macro_export]
+macro_rules! on_device {
+    ($ctx:expr, $f:ident) => {
+        match $ctx.device() {
+            $crate::stages::Device::Cpu => $f::<burn::backend::Flex>($ctx, &Default::default()),
+            #[cfg(feature = "cuda")]
+            $crate::stages::Device::Cuda(n) => {
+                $f::<burn::backend::Cuda>($ctx, &burn::backend::cuda::CudaDevice::new(n))
+            }
+            #[cfg(not(feature = "cuda"))]
+            $crate::stages::Device::Cuda(_) => Err($crate::stages::StageError::Failed(
+                "this cft was built without the `cuda` feature".into(),
+            )),
+        }
+    };
+}

@@ -1,0 +1,119 @@
+//! `greedy` (paper Eq. 3-4): the base model answers every training question greedily; each
+//! response is graded against the gold answer; the correct ones form D_correct.
+//!
+//! Questions run in chunks through the batched engine; each chunk's responses are saved as
+//! items, so a killed run loses at most the chunk in flight.
+
+use std::time::Instant;
+
+use burn::prelude::Backend;
+use serde_json::json;
+
+use crate::eval::{Benchmark, grade};
+use crate::generate::{Engine, EngineOptions, Request, stop_strings as stop_predicate};
+
+use super::annotate::{Response, decode_each, load_model, read_lines, write_lines};
+use super::dataset::Problem;
+use super::prompt::{prompt_ids, stop_strings, trim_at_stop};
+use super::{Output, StageCtx, StageError, StageImpl, StageOutput};
+
+pub const VERSION: u32 = 1;
+
+/// Questions per saved chunk.
+const CHUNK: usize = 64;
+
+pub struct Greedy;
+
+impl StageImpl for Greedy {
+    fn run(&self, ctx: &mut StageCtx<'_>) -> Result<StageOutput, StageError> {
+        crate::on_device!(ctx, run)
+    }
+}
+
+fn run<B: Backend>(ctx: &mut StageCtx<'_>, device: &B::Device) -> Result<StageOutput, StageError> {
+    let started = Instant::now();
+    let params = ctx.params().clone();
+    let template = params["template"].as_str().unwrap_or("plain").to_string();
+    let max_new = params["max_new_tokens"].as_u64().unwrap_or(512) as usize;
+    let mut problems: Vec<Problem> = read_lines(
+        &ctx.read(ctx.input("dataset")?, "problems.jsonl")?,
+        "problems.jsonl",
+    )?;
+    if let Some(limit) = params["limit"].as_u64() {
+        problems.truncate(limit as usize);
+    }
+    let model = load_model::<B>(&ctx.input_model_dir()?, device, ctx.device().load_options())?;
+    let tokenizer = &model.tokenizer;
+    let stops = stop_strings(&template);
+    let engine = Engine::new(
+        &model.lm,
+        EngineOptions {
+            max_batch: CHUNK,
+            top_alternatives: 0,
+            ..Default::default()
+        },
+    );
+
+    ctx.set_total(problems.len() as u64);
+    let mut responses: Vec<Response> = Vec::with_capacity(problems.len());
+    for (c, chunk) in problems.chunks(CHUNK).enumerate() {
+        let item = format!("chunk-{c}");
+        if let Some(saved) = ctx.saved(&item)? {
+            responses.extend(read_lines::<Response>(&saved, &item)?);
+            ctx.advance(chunk.len() as u64);
+            continue;
+        }
+        ctx.check_stop()?;
+        let mut prompts = Vec::with_capacity(chunk.len());
+        let mut requests = Vec::with_capacity(chunk.len());
+        for p in chunk {
+            let ids = prompt_ids(&template, &p.question, tokenizer)?;
+            prompts.push(ids.clone());
+            let mut r = Request::greedy(ids, max_new);
+            r.eos_token_ids = model.eos_token_ids.clone();
+            r.stop = stop_predicate(tokenizer, stops.clone());
+            requests.push(r);
+        }
+        let completions = engine
+            .generate(requests)
+            .map_err(|e| StageError::Failed(e.to_string()))?;
+        let mut done = Vec::with_capacity(chunk.len());
+        for ((p, prompt), completion) in chunk.iter().zip(prompts).zip(completions) {
+            let response_ids = trim_at_stop(&completion.tokens, &stops, tokenizer);
+            let text = tokenizer
+                .decode(&response_ids, true)
+                .map_err(|e| StageError::Failed(e.to_string()))?;
+            let verdict = grade(Benchmark::Gsm8k, &text, &p.gold);
+            done.push(Response {
+                idx: p.idx,
+                prompt_ids: prompt,
+                pieces: decode_each(&response_ids, tokenizer),
+                response_ids,
+                text,
+                gold: p.gold.clone(),
+                pred: verdict.pred,
+                correct: verdict.correct,
+            });
+        }
+        ctx.save(&item, &write_lines(&done)?)?;
+        ctx.advance(done.len() as u64);
+        responses.extend(done);
+    }
+
+    let correct = responses.iter().filter(|r| r.correct).count();
+    let tokens: usize = responses.iter().map(|r| r.response_ids.len()).sum();
+    let total = responses.len().max(1);
+    Ok(StageOutput {
+        outputs: vec![(
+            "responses.jsonl".into(),
+            Output::Bytes(write_lines(&responses)?),
+        )],
+        metrics: json!({
+            "accuracy": correct as f64 / total as f64,
+            "correct": correct,
+            "total": responses.len(),
+            "mean_response_tokens": tokens as f64 / total as f64,
+            "seconds": started.elapsed().as_secs_f64(),
+        }),
+    })
+}

@@ -1,0 +1,135 @@
+//! `rollout` (paper Eq. 5-7), one stage per model and alternative rank j: for every position
+//! of every correct greedy response, substitute the j-th most likely token, continue greedily
+//! until the final answer is complete, and record whether the branch is still correct.
+//!
+//! Under the Strict-only shortcut (`only_where_previous_failed`), rank j runs only where rank
+//! j-1 failed: a success already makes the token non-critical. Examples run in chunks through
+//! the batched engine ([`crate::cft::rollout::batched`]); each chunk is saved, so a killed run
+//! loses at most the chunk in flight.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use burn::prelude::Backend;
+use serde_json::json;
+
+use crate::cft::rollout::{Example, Settings, batched};
+
+use super::annotate::{
+    Branches, GradeJudge, correct_responses, load_model, read_lines, write_lines,
+};
+use super::{Output, StageCtx, StageError, StageImpl, StageOutput};
+
+pub const VERSION: u32 = 1;
+
+/// Examples per saved chunk, and rows decoded together.
+const CHUNK: usize = 8;
+const MAX_BATCH: usize = 64;
+
+pub struct Rollout;
+
+impl StageImpl for Rollout {
+    fn run(&self, ctx: &mut StageCtx<'_>) -> Result<StageOutput, StageError> {
+        crate::on_device!(ctx, run)
+    }
+}
+
+fn run<B: Backend>(ctx: &mut StageCtx<'_>, device: &B::Device) -> Result<StageOutput, StageError> {
+    let started = Instant::now();
+    let params = ctx.params().clone();
+    let rank = params["j"].as_u64().unwrap_or(2) as usize;
+    let max_new = params["max_new_tokens"].as_u64().unwrap_or(512) as usize;
+    let responses = correct_responses(ctx)?;
+    let previous: Option<HashMap<u64, Branches>> =
+        if params["only_where_previous_failed"].as_bool() == Some(true) {
+            let prev = ctx.input("rollout")?;
+            let lines: Vec<Branches> =
+                read_lines(&ctx.read(prev, "branches.jsonl")?, "branches.jsonl")?;
+            Some(lines.into_iter().map(|b| (b.idx, b)).collect())
+        } else {
+            None
+        };
+    let model = load_model::<B>(&ctx.input_model_dir()?, device, ctx.device().load_options())?;
+    let settings = Settings {
+        rank,
+        max_new_tokens: max_new,
+        max_batch: MAX_BATCH,
+    };
+
+    ctx.set_total(responses.len() as u64);
+    let mut out: Vec<Branches> = Vec::with_capacity(responses.len());
+    let mut branches = 0usize;
+    for (c, chunk) in responses.chunks(CHUNK).enumerate() {
+        let item = format!("chunk-{c}");
+        if let Some(saved) = ctx.saved(&item)? {
+            let done: Vec<Branches> = read_lines(&saved, &item)?;
+            branches += done
+                .iter()
+                .map(|b| b.alt.iter().flatten().count())
+                .sum::<usize>();
+            out.extend(done);
+            ctx.advance(chunk.len() as u64);
+            continue;
+        }
+        ctx.check_stop()?;
+        let mut examples = Vec::with_capacity(chunk.len());
+        for r in chunk {
+            let open = match &previous {
+                None => vec![true; r.response_ids.len()],
+                Some(prev) => {
+                    let b = prev.get(&r.idx).ok_or_else(|| {
+                        StageError::Failed(format!(
+                            "the previous rank has no outcome for example {}",
+                            r.idx
+                        ))
+                    })?;
+                    if b.fail.len() != r.response_ids.len() {
+                        return Err(StageError::Failed(format!(
+                            "example {}: previous rank has {} positions, the response {}",
+                            r.idx,
+                            b.fail.len(),
+                            r.response_ids.len()
+                        )));
+                    }
+                    b.fail.iter().map(|f| *f == Some(true)).collect()
+                }
+            };
+            examples.push(Example {
+                prompt: r.prompt_ids.clone(),
+                response: r.response_ids.clone(),
+                open,
+            });
+        }
+        let judge = GradeJudge {
+            tokenizer: &model.tokenizer,
+            golds: chunk.iter().map(|r| r.gold.clone()).collect(),
+        };
+        let outcomes = batched(&model.lm, &examples, &model.eos_token_ids, &judge, settings)
+            .map_err(|e| StageError::Failed(e.to_string()))?;
+        let done: Vec<Branches> = chunk
+            .iter()
+            .zip(outcomes)
+            .map(|(r, o)| Branches {
+                idx: r.idx,
+                alt: o.alt,
+                fail: o.fail,
+            })
+            .collect();
+        branches += done
+            .iter()
+            .map(|b| b.alt.iter().flatten().count())
+            .sum::<usize>();
+        ctx.save(&item, &write_lines(&done)?)?;
+        ctx.advance(done.len() as u64);
+        out.extend(done);
+    }
+    Ok(StageOutput {
+        outputs: vec![("branches.jsonl".into(), Output::Bytes(write_lines(&out)?))],
+        metrics: json!({
+            "j": rank,
+            "branches": branches,
+            "examples": out.len(),
+            "seconds": started.elapsed().as_secs_f64(),
+        }),
+    })
+}
