@@ -81,7 +81,10 @@ fn eval_stores_per_question_outputs_and_pass_at_n() {
     );
     for o in &outputs {
         assert!(o.tokens >= 1 && o.tokens <= 6);
-        assert!(!o.response.contains("\n\nQuestion:"), "cut at the stop string");
+        assert!(
+            !o.response.contains("\n\nQuestion:"),
+            "cut at the stop string"
+        );
         let s = o.samples.as_ref().unwrap();
         assert_eq!(s.correct.len() as u64, SAMPLES);
         assert_eq!(s.preds.len() as u64, SAMPLES);
