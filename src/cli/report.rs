@@ -25,6 +25,13 @@ pub fn run(cache: &Path, args: ReportArgs) -> anyhow::Result<ExitCode> {
     drop(view);
     let files = artifacts(&report)?;
     let dir = cache.join("reports").join(&exp.name);
+    // Figures of an earlier report that this one no longer has would otherwise linger.
+    match std::fs::remove_dir_all(dir.join("plots")) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(anyhow::anyhow!("{}: {e}", dir.join("plots").display()));
+        }
+        _ => {}
+    }
     write_files(&dir, &files)?;
     let name = format!("report.{}", extension(args.format));
     if let Some((_, bytes)) = files.iter().find(|(n, _)| *n == name) {

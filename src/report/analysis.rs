@@ -173,6 +173,15 @@ pub fn categories(params: &Params, records: &Records<'_>) -> Vec<CategoryRow> {
             else {
                 continue;
             };
+            // No correct responses, no tokens: nothing to show rather than bars of zeros.
+            let counted = |side: &str| {
+                CATEGORIES
+                    .iter()
+                    .any(|c| cats[side][*c].as_f64() > Some(0.0))
+            };
+            if !counted("critical") && !counted("normal") {
+                continue;
+            }
             out.push(CategoryRow {
                 model: model.clone(),
                 method: method.label.clone(),

@@ -133,8 +133,18 @@ fn bounds(series: &[(String, Vec<(f64, f64)>)]) -> (f64, f64, f64, f64) {
     if x1 - x0 < 1e-9 {
         x1 = x0 + 1.0;
     }
-    let pad = ((y1 - y0) * 0.08).max(1e-3);
-    (x0, x1, y0 - pad, y1 + pad)
+    // A flat curve (every Pass@N at 0) still gets a readable axis around its value.
+    let pad = match y1 - y0 > 1e-9 {
+        true => (y1 - y0) * 0.08,
+        false => (y1.abs() * 0.1).max(1.0),
+    };
+    // Accuracies and losses are never negative: the axis need not be either.
+    let low = if y0 >= 0.0 {
+        (y0 - pad).max(0.0)
+    } else {
+        y0 - pad
+    };
+    (x0, x1, low, y1 + pad)
 }
 
 fn line_chart(
