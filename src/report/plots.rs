@@ -40,6 +40,7 @@ pub fn slug(s: &str) -> String {
 /// Every figure the report has data for, in a fixed order.
 pub fn plots(report: &Report) -> Result<Vec<Plot>, ReportError> {
     let mut out = Vec::new();
+    let baseline = report.baseline.as_str();
     // Figure 2: one plot per model and sampled benchmark.
     let mut keys: Vec<(&str, &str)> = Vec::new();
     for c in &report.pass_at {
@@ -64,7 +65,14 @@ pub fn plots(report: &Report) -> Result<Vec<Plot>, ReportError> {
             .collect();
         let title = format!("Pass@N on {}: {model}", bench_title(bench));
         let name = slug(&format!("pass_at-{model}-{bench}"));
-        let svg = line_chart(&name, &title, ("N (samples)", "Pass@N (%)"), &series, true)?;
+        let svg = line_chart(
+            &name,
+            &title,
+            ("N (samples)", "Pass@N (%)"),
+            &series,
+            true,
+            &|l| l == baseline || l.ends_with(&format!(": {baseline}")),
+        )?;
         out.push(Plot { name, title, svg });
     }
     // Training curves: one plot per model.
@@ -80,7 +88,9 @@ pub fn plots(report: &Report) -> Result<Vec<Plot>, ReportError> {
         }
         let title = format!("Training loss: {model}");
         let name = slug(&format!("training-{model}"));
-        let svg = line_chart(&name, &title, ("step", "loss"), &series, false)?;
+        let svg = line_chart(&name, &title, ("step", "loss"), &series, false, &|l| {
+            l.starts_with(&format!("{baseline} (")) || l.contains(&format!(": {baseline} ("))
+        })?;
         out.push(Plot { name, title, svg });
     }
     // Figure 5: one plot per model and CFT rule.
@@ -153,6 +163,7 @@ fn line_chart(
     (x_desc, y_desc): (&str, &str),
     series: &[(String, Vec<(f64, f64)>)],
     rising: bool,
+    is_baseline: &dyn Fn(&str) -> bool,
 ) -> Result<String, ReportError> {
     let err = plot_error(name);
     let mut svg = String::new();
@@ -184,12 +195,24 @@ fn line_chart(
             .map_err(|e| err(format!("{e:?}")))?;
         for (i, (label, pts)) in series.iter().enumerate() {
             let c = colour(i);
-            chart
-                .draw_series(LineSeries::new(pts.iter().copied(), c.stroke_width(2)))
+            let style = c.stroke_width(2);
+            // The baseline dashed, the others solid (as SFT and CFT in the paper's Figure 2).
+            let dashed = is_baseline(label);
+            let drawn = match dashed {
+                true => chart.draw_series(DashedLineSeries::new(pts.iter().copied(), 6, 4, style)),
+                false => chart.draw_series(LineSeries::new(pts.iter().copied(), style)),
+            };
+            drawn
                 .map_err(|e| err(format!("{e:?}")))?
                 .label(label.as_str())
                 .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(2))
+                    let (a, b) = match dashed {
+                        true => (7, 11),
+                        false => (18, 18),
+                    };
+                    EmptyElement::at((x, y))
+                        + PathElement::new(vec![(0, 0), (a, 0)], style)
+                        + PathElement::new(vec![(b, 0), (18, 0)], style)
                 });
             chart
                 .draw_series(pts.iter().map(|&p| Circle::new(p, 3, c.filled())))
