@@ -16,3 +16,4 @@ pub mod plan;
 pub mod rng;
 pub mod stages;
 pub mod toy;
+pub mod train;
