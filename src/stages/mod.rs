@@ -4,6 +4,7 @@
 pub mod benchmark;
 mod context;
 pub mod dataset;
+pub mod train;
 
 pub use context::{Output, Progress, StageCtx, StageError, StageImpl, StageOutput};
 
@@ -14,6 +15,7 @@ use crate::exec::Registry;
 pub fn version(kind: &str) -> u32 {
     match kind {
         "dataset" => dataset::VERSION,
+        "train" => train::VERSION,
         _ => 1,
     }
 }
@@ -22,5 +24,6 @@ pub fn version(kind: &str) -> u32 {
 pub fn registry() -> Registry {
     let mut r = Registry::default();
     r.register("dataset", dataset::Dataset);
+    r.register("train", train::Train);
     r
 }

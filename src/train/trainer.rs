@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::TrainError;
 use super::checkpoint::{StoreDtype, read_safetensors, safetensors_bytes};
@@ -54,7 +54,7 @@ impl TrainSettings {
 }
 
 /// What one optimiser step did.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct StepMetrics {
     pub step: u64,
     pub loss: f64,
@@ -172,8 +172,9 @@ impl<B: AutodiffBackend> Trainer<B> {
         }
     }
 
-    /// The trainable weights, Adam moments and step as safetensors bytes.
-    pub fn state_bytes(&self) -> Result<Vec<u8>, TrainError> {
+    /// The trainable weights, Adam moments and step as safetensors bytes; `note` (the
+    /// caller's metrics log) is kept in the metadata so it is saved atomically with them.
+    pub fn state_bytes(&self, note: &str) -> Result<Vec<u8>, TrainError> {
         let values = named_values(&self.model);
         let mut tensors: BTreeMap<String, HostTensor> = BTreeMap::new();
         for (name, m) in &self.adam.m {
@@ -189,11 +190,12 @@ impl<B: AutodiffBackend> Trainer<B> {
         let mut meta = HashMap::new();
         meta.insert("step".to_string(), self.step.to_string());
         meta.insert("adam_step".to_string(), self.adam.step.to_string());
+        meta.insert("note".to_string(), note.to_string());
         safetensors_bytes(&tensors, StoreDtype::F32, Some(meta))
     }
 
-    /// Restores what [`Trainer::state_bytes`] saved.
-    pub fn restore(&mut self, bytes: &[u8]) -> Result<(), TrainError> {
+    /// Restores what [`Trainer::state_bytes`] saved; returns its `note`.
+    pub fn restore(&mut self, bytes: &[u8]) -> Result<String, TrainError> {
         let (tensors, meta) = read_safetensors(bytes)?;
         let number = |key: &str| -> Result<u64, TrainError> {
             meta.get(key)
@@ -222,7 +224,7 @@ impl<B: AutodiffBackend> Trainer<B> {
         self.model = load_values(self.model.clone(), &params).map_err(TrainError::State)?;
         self.adam = adam;
         self.step = number("step")?;
-        Ok(())
+        Ok(meta.get("note").cloned().unwrap_or_default())
     }
 }
 

@@ -1,0 +1,200 @@
+//! The `train` stage end to end on a tiny fixture: it trains, writes an HF model directory
+//! that loads back, resumes after an interruption with bit-identical weights, and refuses
+//! weights that do not match the tokenised responses.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use cft::cache::{Cache, OutputRef, RecordStatus, Store};
+use cft::exec::{self, Events, Options, Registry};
+use cft::plan::{Plan, StageSpec};
+use cft::stages::{Output, Progress, StageCtx, StageError, StageImpl, StageOutput};
+use serde_json::{Value, json};
+
+fn fixture() -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/models/qwen2")
+}
+
+/// Stands in for a `greedy` or `criticality` stage: emits its `text` param as `file`.
+struct Fixed;
+impl StageImpl for Fixed {
+    fn run(&self, ctx: &mut StageCtx<'_>) -> Result<StageOutput, StageError> {
+        let file = ctx.params()["file"].as_str().unwrap_or("out").to_string();
+        let text = ctx.params()["text"]
+            .as_str()
+            .unwrap_or("")
+            .as_bytes()
+            .to_vec();
+        Ok(StageOutput {
+            outputs: vec![(file, Output::Bytes(text))],
+            metrics: Value::Null,
+        })
+    }
+}
+
+fn responses() -> String {
+    let mut lines = String::new();
+    for i in 0..6u64 {
+        let prompt: Vec<u64> = (0..5).map(|j| 3 + (i * 7 + j * 3) % 40).collect();
+        let response: Vec<u64> = (0..4 + i % 3).map(|j| 3 + (i * 11 + j * 5) % 40).collect();
+        let line = json!({"idx": i, "prompt_ids": prompt, "response_ids": response,
+                          "text": "", "pred": "", "correct": i != 2});
+        lines.push_str(&format!("{line}\n"));
+    }
+    lines
+}
+
+fn plan(weights: Option<String>) -> Plan {
+    let mut plan = Plan::default();
+    let greedy = plan.add(StageSpec::new(
+        "test",
+        "greedy",
+        1,
+        "greedy".into(),
+        json!({"file": "responses.jsonl", "text": responses()}),
+        vec![],
+        Value::Null,
+    ));
+    let mut inputs = vec![greedy];
+    let objective = match weights {
+        Some(text) => {
+            inputs.push(plan.add(StageSpec::new(
+                "test",
+                "criticality",
+                1,
+                "criticality".into(),
+                json!({"file": "weights.jsonl", "text": text}),
+                vec![],
+                Value::Null,
+            )));
+            "weighted"
+        }
+        None => "sft",
+    };
+    let hparams = json!({"epochs": 2, "learning_rate": 1e-3, "batch_size": 3,
+        "micro_batch_size": 2, "warmup_ratio": 0.1, "schedule": "cosine", "precision": "f32",
+        "max_length": 64, "optimizer": "adamw", "weight_decay": 0.01, "grad_clip": 1.0,
+        "adam_beta1": 0.9, "adam_beta2": 0.999, "adam_eps": 1e-8, "seed": 3});
+    plan.add(StageSpec::new(
+        "test",
+        "train",
+        cft::stages::version("train"),
+        "train".into(),
+        json!({"model": {"fingerprint": "x"}, "objective": objective,
+               "adapter": {"kind": "full"}, "hparams": hparams}),
+        inputs,
+        json!({"model_dir": fixture(), "save_every": 1}),
+    ));
+    plan
+}
+
+fn registry() -> Registry {
+    let mut r = cft::stages::registry();
+    r.register("greedy", Fixed);
+    r.register("criticality", Fixed);
+    r
+}
+
+/// Raises the stop flag once the stage reports `after` steps done.
+struct StopAfter {
+    after: u64,
+    stop: &'static AtomicBool,
+    seen: AtomicU64,
+}
+impl Progress for StopAfter {
+    fn stage_progress(&self, done: u64) {
+        self.seen.store(done, Ordering::SeqCst);
+        if done >= self.after {
+            self.stop.store(true, Ordering::SeqCst);
+        }
+    }
+}
+impl Events for StopAfter {}
+
+fn run(cache: &Cache, plan: &Plan, stop_after: u64) -> exec::Summary {
+    let stop: &'static AtomicBool = Box::leak(Box::new(AtomicBool::new(false)));
+    let events = StopAfter {
+        after: stop_after,
+        stop,
+        seen: AtomicU64::new(0),
+    };
+    exec::run(
+        plan,
+        cache,
+        &registry(),
+        &events,
+        stop,
+        Options { keep_going: false },
+    )
+    .unwrap()
+}
+
+fn model_bytes(cache: &Cache) -> Vec<u8> {
+    let record = cache
+        .records()
+        .unwrap()
+        .into_iter()
+        .find(|r| r.kind == "train")
+        .unwrap();
+    assert_eq!(record.status, RecordStatus::Done, "{:?}", record.error);
+    match &record.outputs["model/model.safetensors"] {
+        OutputRef::Blob { hash, .. } => std::fs::read(cache.blobs().path(hash)).unwrap(),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn resumed_training_ends_with_identical_weights() {
+    let plan = plan(None);
+    let dir = tempfile::tempdir().unwrap();
+    let whole = Cache::open(&dir.path().join("a"), "test").unwrap();
+    run(&whole, &plan, u64::MAX);
+    let expected = model_bytes(&whole);
+
+    let cut = Cache::open(&dir.path().join("b"), "test").unwrap();
+    let first = run(&cut, &plan, 2);
+    assert!(first.interrupted, "the stop flag should interrupt the run");
+    run(&cut, &plan, u64::MAX);
+    assert!(model_bytes(&cut) == expected, "resumed weights differ");
+
+    // The checkpoint is an HF directory that loads, and training moved the weights.
+    let record = whole
+        .records()
+        .unwrap()
+        .into_iter()
+        .find(|r| r.kind == "train")
+        .unwrap();
+    for file in [
+        "model/config.json",
+        "model/tokenizer.json",
+        "model/tokenizer_config.json",
+    ] {
+        assert!(record.outputs.contains_key(file), "{file} missing");
+    }
+    let steps = record.metrics["steps"].as_array().unwrap();
+    assert_eq!(steps.len(), 4, "2 epochs x ceil(5 / 3) steps");
+    assert!(record.metrics["final_loss"].as_f64().unwrap().is_finite());
+}
+
+#[test]
+fn weights_of_the_wrong_length_are_an_error_naming_the_example() {
+    let mut weights = String::new();
+    for i in [0u64, 1, 3, 4, 5] {
+        let n = 4 + i % 3 + u64::from(i == 4);
+        let w: Vec<f32> = (0..n).map(|j| (j % 2) as f32).collect();
+        weights.push_str(&format!("{}\n", json!({"idx": i, "weights": w})));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let cache = Cache::open(dir.path(), "test").unwrap();
+    run(&cache, &plan(Some(weights)), u64::MAX);
+    let record = cache
+        .records()
+        .unwrap()
+        .into_iter()
+        .find(|r| r.kind == "train")
+        .unwrap();
+    let error = record.error.unwrap_or_default();
+    assert!(
+        error.contains("idx 4") && error.contains("6 weights for 5"),
+        "{error}"
+    );
+}
