@@ -48,8 +48,12 @@ fn loss_and_gradient_norms_match_transformers() {
     let device = Default::default();
     let mut worst = 0.0f64;
     for (family, cases) in &fixture.families {
-        let lm = load_causal_lm::<AB>(&root.join("models").join(family), &device, LoadOptions::default())
-            .unwrap();
+        let lm = load_causal_lm::<AB>(
+            &root.join("models").join(family),
+            &device,
+            LoadOptions::default(),
+        )
+        .unwrap();
         for (name, case) in cases {
             let objective = Objective::parse(name).unwrap();
             let examples: Vec<Example> = fixture
@@ -67,19 +71,32 @@ fn loss_and_gradient_norms_match_transformers() {
                 objective.denominator(examples.iter().flat_map(|e| e.weights.iter().copied()));
             let batch = Batch::<AB>::new(&refs, 0, &device);
             let logits = lm.forward(batch.inputs, batch.valid);
-            let loss = objective.loss(target_log_probs(logits, batch.targets), batch.weights, denominator);
+            let loss = objective.loss(
+                target_log_probs(logits, batch.targets),
+                batch.weights,
+                denominator,
+            );
             let value = loss.clone().into_scalar().elem::<f32>() as f64;
             let mut grads = BTreeMap::new();
             accumulate_grads(&lm, &loss.backward(), &mut grads);
             let r = relative(value, case.loss);
             worst = worst.max(r);
-            assert!(r < TOLERANCE, "{family} {name}: loss {value} vs {}", case.loss);
+            assert!(
+                r < TOLERANCE,
+                "{family} {name}: loss {value} vs {}",
+                case.loss
+            );
             for (param, expected) in &case.grad_norms {
-                let g = grads.get(param).unwrap_or_else(|| panic!("{param}: no gradient"));
+                let g = grads
+                    .get(param)
+                    .unwrap_or_else(|| panic!("{param}: no gradient"));
                 let norm = (g.clone().square().sum().into_scalar().elem::<f32>() as f64).sqrt();
                 let r = relative(norm, *expected);
                 worst = worst.max(r);
-                assert!(r < TOLERANCE, "{family} {name} {param}: {norm} vs {expected}");
+                assert!(
+                    r < TOLERANCE,
+                    "{family} {name} {param}: {norm} vs {expected}"
+                );
             }
         }
     }

@@ -4,6 +4,7 @@
 pub mod benchmark;
 mod context;
 pub mod dataset;
+pub mod pretrain;
 pub mod train;
 
 pub use context::{Output, Progress, StageCtx, StageError, StageImpl, StageOutput};
@@ -16,6 +17,7 @@ pub fn version(kind: &str) -> u32 {
     match kind {
         "dataset" => dataset::VERSION,
         "train" => train::VERSION,
+        "pretrain" => pretrain::VERSION,
         _ => 1,
     }
 }
@@ -25,5 +27,6 @@ pub fn registry() -> Registry {
     let mut r = Registry::default();
     r.register("dataset", dataset::Dataset);
     r.register("train", train::Train);
+    r.register("pretrain", pretrain::Pretrain);
     r
 }

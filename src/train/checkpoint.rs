@@ -113,7 +113,9 @@ pub fn write_model_dir(
         let from = base.join(file);
         if from.is_file() {
             let to = out.join(file);
-            std::fs::copy(&from, &to).map_err(io(to.clone()))?;
+            if base != out {
+                std::fs::copy(&from, &to).map_err(io(to.clone()))?;
+            }
             names.push(file.to_string());
         }
     }

@@ -13,6 +13,7 @@ pub mod objective;
 pub mod optim;
 pub mod params;
 pub mod schedule;
+pub mod scratch;
 pub mod trainer;
 
 pub use objective::Objective;
