@@ -22,6 +22,10 @@ use super::device::{DeviceArg, OnDevice, dispatch};
 pub enum BenchCommand {
     /// Batched greedy decoding throughput.
     Generate(BenchGenerateArgs),
+    /// Training tokens per second (forward, backward, AdamW) on random ids.
+    Train(super::bench_train::BenchTrainArgs),
+    /// Pretrain the toy family and grade it greedily on held-out problems.
+    Toy(super::bench_train::BenchToyArgs),
 }
 
 #[derive(Args, Debug)]
@@ -45,6 +49,8 @@ pub struct BenchGenerateArgs {
 pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
         BenchCommand::Generate(args) => dispatch(args.device, args),
+        BenchCommand::Train(args) => super::bench_train::train(args),
+        BenchCommand::Toy(args) => super::bench_train::toy(args),
     }
 }
 

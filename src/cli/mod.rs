@@ -4,6 +4,7 @@
 //! command line), 130 interrupted by Ctrl-C.
 
 mod bench;
+mod bench_train;
 mod cache;
 mod device;
 mod generate;
