@@ -8,7 +8,12 @@ objective (SFT Eq. 1, weighted Eq. 8, DFT) the script records the loss and the L
 the gradients of `model.embed_tokens.weight` and `model.layers.0.self_attn.q_proj.weight`.
 Writes `tests/fixtures/train/parity.json`.
 
-Not run by CI. Needs `pip install torch transformers`.
+The same for a LoRA-wrapped model (peft; r=4, alpha=8 on q_proj, v_proj and up_proj, B drawn
+at random rather than zero so that every adapter matrix has a gradient): the adapter is saved
+in PEFT's format under `tests/fixtures/train/lora-<family>/`, and the loss and gradient norms
+of layer 0's q_proj `lora_A` and `lora_B` are recorded under `lora`.
+
+Not run by CI. Needs `pip install torch transformers peft`.
 Run from the repository root: `python3 scripts/make_train_fixtures.py`.
 """
 
@@ -41,7 +46,7 @@ def position_weights(seq, objective):
     return [0.0] * (seq["prompt_len"] - 1) + response
 
 
-def loss_and_grads(model, seqs, objective):
+def loss_and_grads(model, seqs, objective, watched=WATCHED):
     t = max(len(s["ids"]) for s in seqs) - 1
     inputs = torch.zeros(len(seqs), t, dtype=torch.long)
     targets = torch.zeros(len(seqs), t, dtype=torch.long)
@@ -61,8 +66,39 @@ def loss_and_grads(model, seqs, objective):
     loss = -(scale * logp).sum() / w.sum()
     loss.backward()
     params = dict(model.named_parameters())
-    norms = {name: params[name].grad.norm().item() for name in WATCHED}
+    norms = {name: params[name].grad.norm().item() for name in watched}
     return loss.item(), norms
+
+
+def lora_case(family, seqs):
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(0)
+    base = AutoModelForCausalLM.from_pretrained(
+        os.path.join(FIXTURES, family), dtype=torch.float32, attn_implementation="eager"
+    )
+    config = LoraConfig(
+        r=4,
+        lora_alpha=8,
+        lora_dropout=0.0,
+        target_modules=["q_proj", "v_proj", "up_proj"],
+        init_lora_weights=False,
+        task_type="CAUSAL_LM",
+    )
+    model = get_peft_model(base, config)
+    model.train()
+    model.save_pretrained(os.path.join(OUT, f"lora-{family}"))
+    os.remove(os.path.join(OUT, f"lora-{family}", "README.md"))  # peft's model card
+    loss, _ = loss_and_grads(model, seqs, "weighted", watched=[])
+    params = dict(model.named_parameters())
+    prefix = "base_model.model.model.layers.0.self_attn.q_proj"
+    norms = {
+        "model.layers.0.self_attn.q_proj.lora.a": params[f"{prefix}.lora_A.default.weight"].grad.norm().item(),
+        "model.layers.0.self_attn.q_proj.lora.b": params[f"{prefix}.lora_B.default.weight"].grad.norm().item(),
+    }
+    frozen = params["base_model.model.model.embed_tokens.weight"].grad
+    assert frozen is None
+    return {"weighted": {"loss": loss, "grad_norms": norms}}
 
 
 def main():
@@ -78,6 +114,7 @@ def main():
             loss, norms = loss_and_grads(model, seqs, objective)
             cases[objective] = {"loss": loss, "grad_norms": norms}
         out["families"][family] = cases
+        out.setdefault("lora", {})[family] = lora_case(family, seqs)
     os.makedirs(OUT, exist_ok=True)
     with open(os.path.join(OUT, "parity.json"), "w") as f:
         json.dump(out, f, indent=1)

@@ -22,6 +22,7 @@ use crate::manifest::Adapter;
 use crate::model::{LanguageModel, LoadOptions};
 use crate::train::checkpoint::{StoreDtype, write_model_dir};
 use crate::train::data::Example;
+use crate::train::lora::{self, LoraSpec};
 use crate::train::optim::AdamConfig;
 use crate::train::params::named_values;
 use crate::train::{Objective, Schedule, StepMetrics, TrainError, TrainSettings, Trainer};
@@ -148,13 +149,23 @@ impl StageImpl for Train {
         let base = ctx.input_model_dir()?;
         let device = Default::default();
         let lm = LanguageModel::<AB>::load(&base, &device, LoadOptions::default()).map_err(fail)?;
-        let model = match &adapter {
-            Adapter::Full => lm.lm,
-            Adapter::Lora { .. } => {
-                return Err(fail(
-                    "LoRA training is not implemented yet (adapter.kind = \"lora\")",
-                ));
-            }
+        let lora = match &adapter {
+            Adapter::Full => None,
+            Adapter::Lora {
+                rank,
+                alpha,
+                dropout,
+                target_modules,
+            } => Some(LoraSpec {
+                rank: *rank as usize,
+                alpha: *alpha,
+                dropout: *dropout,
+                target_modules: target_modules.clone(),
+            }),
+        };
+        let model = match &lora {
+            None => lm.lm,
+            Some(spec) => lora::attach(lm.lm, spec, hp.seed).map_err(fail)?,
         };
         let batch_size = hp.batch_size as usize;
         let per_epoch = examples.len().div_ceil(batch_size.max(1)) as u64;
@@ -182,7 +193,13 @@ impl StageImpl for Train {
         let steps = run_loop(ctx, &mut trainer)?;
 
         // 3. the checkpoint
-        let outputs = model_outputs(ctx, &base, &trainer)?;
+        let mut outputs = model_outputs(ctx, &base, &trainer)?;
+        if let Some(spec) = &lora {
+            let dir = ctx.temp_path();
+            let names =
+                lora::write_peft(&dir, &named_values(&trainer.model), spec).map_err(fail)?;
+            outputs.extend(move_outputs(ctx, &dir, names, "adapter")?);
+        }
         Ok(StageOutput {
             outputs,
             metrics: steps,
@@ -258,21 +275,32 @@ pub(crate) fn summarise(log: &[StepMetrics], seconds: f64) -> Value {
     })
 }
 
-/// Writes the trained model as `model/<file>` outputs, one blob per file.
+/// Writes the trained model as `model/<file>` outputs, one blob per file; LoRA adapters
+/// are merged into their weights.
 pub(crate) fn model_outputs(
     ctx: &StageCtx<'_>,
     base: &Path,
     trainer: &Trainer<AB>,
 ) -> Result<Vec<(String, Output)>, StageError> {
     let dir = ctx.temp_path();
-    let tensors = named_values(&trainer.model);
+    let tensors = lora::merged_values(&trainer.model);
     let names = write_model_dir(&dir, base, &tensors, StoreDtype::F32).map_err(fail)?;
+    move_outputs(ctx, &dir, names, "model")
+}
+
+/// Moves each file of `dir` to its own temporary blob path, as output `<prefix>/<name>`.
+fn move_outputs(
+    ctx: &StageCtx<'_>,
+    dir: &Path,
+    names: Vec<String>,
+    prefix: &str,
+) -> Result<Vec<(String, Output)>, StageError> {
     let mut outputs = Vec::new();
     for name in names {
         let path = ctx.temp_path();
         std::fs::rename(dir.join(&name), &path).map_err(fail)?;
-        outputs.push((format!("model/{name}"), Output::File(path)));
+        outputs.push((format!("{prefix}/{name}"), Output::File(path)));
     }
-    std::fs::remove_dir(&dir).map_err(fail)?;
+    std::fs::remove_dir(dir).map_err(fail)?;
     Ok(outputs)
 }

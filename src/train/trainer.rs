@@ -132,6 +132,12 @@ impl<B: AutodiffBackend> Trainer<B> {
         let denominator = s
             .objective
             .denominator(batch.iter().flat_map(|e| e.weights.iter().copied()));
+        // LoRA dropout draws from the backend's generator: seeding it per step makes a
+        // resumed run draw what an uninterrupted one would.
+        B::seed(
+            &self.device,
+            s.seed ^ self.step.wrapping_mul(0x9E37_79B9_7F4A_7C15),
+        );
         let mut grads = BTreeMap::new();
         let (mut loss, mut tokens) = (0.0f64, 0usize);
         for micro in batch.chunks(s.micro_batch_size) {
