@@ -43,7 +43,7 @@ fn responses() -> String {
     lines
 }
 
-fn plan(weights: Option<String>) -> Plan {
+fn plan(weights: Option<String>, adapter: Value) -> Plan {
     let mut plan = Plan::default();
     let greedy = plan.add(StageSpec::new(
         "test",
@@ -80,7 +80,7 @@ fn plan(weights: Option<String>) -> Plan {
         cft::stages::version("train"),
         "train".into(),
         json!({"model": {"fingerprint": "x"}, "objective": objective,
-               "adapter": {"kind": "full"}, "hparams": hparams}),
+               "adapter": adapter, "hparams": hparams}),
         inputs,
         json!({"model_dir": fixture(), "save_every": 1}),
     ));
@@ -110,7 +110,12 @@ impl Progress for StopAfter {
 }
 impl Events for StopAfter {}
 
+/// The backend's random generator (LoRA dropout) is process-wide: runs in this file take
+/// turns so that one run's draws are not taken by another's.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn run(cache: &Cache, plan: &Plan, stop_after: u64) -> exec::Summary {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let stop: &'static AtomicBool = Box::leak(Box::new(AtomicBool::new(false)));
     let events = StopAfter {
         after: stop_after,
@@ -128,7 +133,7 @@ fn run(cache: &Cache, plan: &Plan, stop_after: u64) -> exec::Summary {
     .unwrap()
 }
 
-fn model_bytes(cache: &Cache) -> Vec<u8> {
+fn output_bytes(cache: &Cache, name: &str) -> Vec<u8> {
     let record = cache
         .records()
         .unwrap()
@@ -136,7 +141,7 @@ fn model_bytes(cache: &Cache) -> Vec<u8> {
         .find(|r| r.kind == "train")
         .unwrap();
     assert_eq!(record.status, RecordStatus::Done, "{:?}", record.error);
-    match &record.outputs["model/model.safetensors"] {
+    match &record.outputs[name] {
         OutputRef::Blob { hash, .. } => std::fs::read(cache.blobs().path(hash)).unwrap(),
         other => panic!("{other:?}"),
     }
@@ -144,17 +149,20 @@ fn model_bytes(cache: &Cache) -> Vec<u8> {
 
 #[test]
 fn resumed_training_ends_with_identical_weights() {
-    let plan = plan(None);
+    let plan = plan(None, json!({"kind": "full"}));
     let dir = tempfile::tempdir().unwrap();
     let whole = Cache::open(&dir.path().join("a"), "test").unwrap();
     run(&whole, &plan, u64::MAX);
-    let expected = model_bytes(&whole);
+    let expected = output_bytes(&whole, "model/model.safetensors");
 
     let cut = Cache::open(&dir.path().join("b"), "test").unwrap();
     let first = run(&cut, &plan, 2);
     assert!(first.interrupted, "the stop flag should interrupt the run");
     run(&cut, &plan, u64::MAX);
-    assert!(model_bytes(&cut) == expected, "resumed weights differ");
+    assert!(
+        output_bytes(&cut, "model/model.safetensors") == expected,
+        "resumed weights differ"
+    );
 
     // The checkpoint is an HF directory that loads, and training moved the weights.
     let record = whole
@@ -185,7 +193,11 @@ fn weights_of_the_wrong_length_are_an_error_naming_the_example() {
     }
     let dir = tempfile::tempdir().unwrap();
     let cache = Cache::open(dir.path(), "test").unwrap();
-    run(&cache, &plan(Some(weights)), u64::MAX);
+    run(
+        &cache,
+        &plan(Some(weights), json!({"kind": "full"})),
+        u64::MAX,
+    );
     let record = cache
         .records()
         .unwrap()
@@ -197,4 +209,32 @@ fn weights_of_the_wrong_length_are_an_error_naming_the_example() {
         error.contains("idx 4") && error.contains("6 weights for 5"),
         "{error}"
     );
+}
+
+/// LoRA with dropout: the adapter of a run stopped after two steps and resumed is the
+/// adapter of an uninterrupted run, and the merged model differs from the base.
+#[test]
+fn resumed_lora_training_with_dropout_ends_with_identical_adapters() {
+    let adapter = json!({"kind": "lora", "rank": 4, "alpha": 8.0, "dropout": 0.1,
+                         "target_modules": ["q_proj", "v_proj"]});
+    let plan = plan(None, adapter);
+    let dir = tempfile::tempdir().unwrap();
+    let whole = Cache::open(&dir.path().join("a"), "test").unwrap();
+    run(&whole, &plan, u64::MAX);
+    let cut = Cache::open(&dir.path().join("b"), "test").unwrap();
+    assert!(run(&cut, &plan, 2).interrupted);
+    run(&cut, &plan, u64::MAX);
+    for name in [
+        "adapter/adapter_model.safetensors",
+        "model/model.safetensors",
+    ] {
+        assert!(
+            output_bytes(&cut, name) == output_bytes(&whole, name),
+            "{name} differs"
+        );
+    }
+    let config = String::from_utf8(output_bytes(&whole, "adapter/adapter_config.json")).unwrap();
+    assert!(config.contains("\"LORA\""), "{config}");
+    let base = std::fs::read(fixture().join("model.safetensors")).unwrap();
+    assert!(output_bytes(&whole, "model/model.safetensors") != base);
 }

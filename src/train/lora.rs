@@ -130,6 +130,24 @@ fn low_rank<B: Backend>(
     }
 }
 
+/// Whether any adapter of `model` applies dropout (and so draws random numbers).
+pub fn has_dropout<B: Backend>(model: &CausalLm<B>) -> bool {
+    model.model.layers.iter().any(|layer| {
+        let (a, m) = (&layer.self_attn, &layer.mlp);
+        [
+            &a.q_proj,
+            &a.k_proj,
+            &a.v_proj,
+            &a.o_proj,
+            &m.gate_proj,
+            &m.up_proj,
+            &m.down_proj,
+        ]
+        .iter()
+        .any(|l| l.lora.as_ref().is_some_and(|r| r.dropout > 0.0))
+    })
+}
+
 /// Our parameter name of an adapter matrix → PEFT's key, e.g.
 /// `model.layers.0.self_attn.q_proj.lora.a` → `base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight`.
 pub fn peft_key(name: &str) -> Option<String> {
