@@ -245,7 +245,7 @@ pub(crate) fn run_loop(
         ctx.check_stop()?;
         log.push(trainer.step());
         ctx.advance(1);
-        if trainer.step % save_every == 0 && !trainer.is_done() {
+        if trainer.step.is_multiple_of(save_every) && !trainer.is_done() {
             let note = serde_json::to_string(&log).map_err(fail)?;
             let state = trainer.state_bytes(&note).map_err(fail)?;
             ctx.save("state", &state)?;

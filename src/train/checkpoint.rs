@@ -65,10 +65,11 @@ pub fn safetensors_bytes(
     safetensors::serialize(views, metadata).map_err(|e| TrainError::State(e.to_string()))
 }
 
+/// Tensors by name and the string metadata of a safetensors file.
+pub type Contents = (BTreeMap<String, HostTensor>, HashMap<String, String>);
+
 /// Reads every tensor of safetensors bytes as f32, and the metadata.
-pub fn read_safetensors(
-    bytes: &[u8],
-) -> Result<(BTreeMap<String, HostTensor>, HashMap<String, String>), TrainError> {
+pub fn read_safetensors(bytes: &[u8]) -> Result<Contents, TrainError> {
     let (_, meta) =
         SafeTensors::read_metadata(bytes).map_err(|e| TrainError::State(e.to_string()))?;
     let metadata = meta.metadata().clone().unwrap_or_default();

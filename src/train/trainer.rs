@@ -209,8 +209,10 @@ impl<B: AutodiffBackend> Trainer<B> {
                 .ok_or_else(|| TrainError::State(format!("metadata {key} missing")))
         };
         let mut params = BTreeMap::new();
-        let mut adam = AdamState::default();
-        adam.step = number("adam_step")?;
+        let mut adam = AdamState {
+            step: number("adam_step")?,
+            ..AdamState::default()
+        };
         for (key, (shape, values)) in tensors {
             let n = values.len();
             let flat = || {
