@@ -70,7 +70,7 @@ fn plan(weights: Option<String>, adapter: Value) -> Plan {
         }
         None => "sft",
     };
-    let hparams = json!({"epochs": 2, "learning_rate": 1e-3, "batch_size": 3,
+    let hparams = json!({"epochs": 4, "learning_rate": 1e-3, "batch_size": 3,
         "micro_batch_size": 2, "warmup_ratio": 0.1, "schedule": "cosine", "precision": "f32",
         "max_length": 64, "optimizer": "adamw", "weight_decay": 0.01, "grad_clip": 1.0,
         "adam_beta1": 0.9, "adam_beta2": 0.999, "adam_eps": 1e-8, "seed": 3});
@@ -102,6 +102,8 @@ struct StopAfter {
 }
 impl Progress for StopAfter {
     fn stage_progress(&self, done: u64) {
+        // Read by the parent of `kill_9_during_training_loses_nothing`.
+        println!("step {done}");
         self.seen.store(done, Ordering::SeqCst);
         if done >= self.after {
             self.stop.store(true, Ordering::SeqCst);
@@ -179,8 +181,68 @@ fn resumed_training_ends_with_identical_weights() {
         assert!(record.outputs.contains_key(file), "{file} missing");
     }
     let steps = record.metrics["steps"].as_array().unwrap();
-    assert_eq!(steps.len(), 4, "2 epochs x ceil(5 / 3) steps");
+    assert_eq!(steps.len(), 8, "4 epochs x ceil(5 / 3) steps");
     assert!(record.metrics["final_loss"].as_f64().unwrap().is_finite());
+}
+
+/// The child side of the kill test: trains on the cache named by the environment until the
+/// parent kills it.
+#[test]
+#[ignore = "run by kill_9_during_training_loses_nothing as a child process"]
+fn child_trains_until_killed() {
+    let dir = std::env::var("CFT_TEST_CHILD_CACHE").expect("set by the parent test");
+    let cache = Cache::open(std::path::Path::new(&dir), "child").unwrap();
+    run(&cache, &plan(None, json!({"kind": "full"})), u64::MAX);
+}
+
+#[test]
+fn kill_9_during_training_loses_nothing() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let plan = plan(None, json!({"kind": "full"}));
+    let dir = tempfile::tempdir().unwrap();
+    let whole = Cache::open(&dir.path().join("a"), "test").unwrap();
+    run(&whole, &plan, u64::MAX);
+    let expected = output_bytes(&whole, "model/model.safetensors");
+    drop(whole);
+
+    let cut_dir = dir.path().join("b");
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "child_trains_until_killed",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("CFT_TEST_CHILD_CACHE", &cut_dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    while let Some(Ok(line)) = lines.next() {
+        if line == "step 3" {
+            break;
+        }
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let cut = Cache::open(&cut_dir, "test").unwrap();
+    let record = cut
+        .records()
+        .unwrap()
+        .into_iter()
+        .find(|r| r.kind == "train");
+    assert!(
+        record.is_none_or(|r| r.status != RecordStatus::Done),
+        "killed too late"
+    );
+    run(&cut, &plan, u64::MAX);
+    assert!(
+        output_bytes(&cut, "model/model.safetensors") == expected,
+        "resumed weights differ"
+    );
 }
 
 #[test]
