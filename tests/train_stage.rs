@@ -300,3 +300,32 @@ fn resumed_lora_training_with_dropout_ends_with_identical_adapters() {
     let base = std::fs::read(fixture().join("model.safetensors")).unwrap();
     assert!(output_bytes(&whole, "model/model.safetensors") != base);
 }
+
+/// Writes a full and a LoRA checkpoint of this file's plan under `$CFT_CHECKPOINT_OUT`
+/// (`full/`, `lora/model/`, `lora/adapter/`) for `scripts/check_train_checkpoints.py`.
+#[test]
+#[ignore = "writes checkpoints for scripts/check_train_checkpoints.py"]
+fn export_checkpoints() {
+    let out = std::path::PathBuf::from(std::env::var("CFT_CHECKPOINT_OUT").expect("output dir"));
+    let lora = json!({"kind": "lora", "rank": 4, "alpha": 8.0, "dropout": 0.1,
+                      "target_modules": ["q_proj", "v_proj", "up_proj"]});
+    for (name, adapter) in [("full", json!({"kind": "full"})), ("lora", lora)] {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::open(dir.path(), "test").unwrap();
+        run(&cache, &plan(None, adapter), u64::MAX);
+        let record = cache
+            .records()
+            .unwrap()
+            .into_iter()
+            .find(|r| r.kind == "train")
+            .unwrap();
+        for file in record.outputs.keys() {
+            let target = match name {
+                "full" => out.join("full").join(file.trim_start_matches("model/")),
+                _ => out.join("lora").join(file),
+            };
+            std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+            std::fs::write(&target, output_bytes(&cache, file)).unwrap();
+        }
+    }
+}
