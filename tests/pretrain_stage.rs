@@ -38,16 +38,21 @@ fn pretrain_writes_a_loadable_model_and_learns() {
     let dir = tempfile::tempdir().unwrap();
     let cache = Cache::open(dir.path(), "test").unwrap();
     let stop = AtomicBool::new(false);
-    let summary = exec::run(
-        &plan,
-        &cache,
-        &cft::stages::registry(),
-        &NoEvents,
-        &stop,
-        Options { keep_going: false },
-    )
-    .unwrap();
-    assert!(summary.failed.is_empty(), "{:?}", summary.failed);
+    let run = |cache: &Cache| {
+        let registry = cft::stages::registry();
+        let options = Options { keep_going: false };
+        let summary = exec::run(&plan, cache, &registry, &NoEvents, &stop, options).unwrap();
+        assert!(summary.failed.is_empty(), "{:?}", summary.failed);
+    };
+    run(&cache);
+    // Determinism: a second cache gets the same tokenizer and weights, byte for byte.
+    let other_dir = tempfile::tempdir().unwrap();
+    let other = Cache::open(other_dir.path(), "test").unwrap();
+    run(&other);
+    assert!(
+        pretrain_outputs(&cache) == pretrain_outputs(&other),
+        "pretrain is not deterministic"
+    );
     let record = cache
         .records()
         .unwrap()
@@ -84,4 +89,27 @@ fn pretrain_writes_a_loadable_model_and_learns() {
         lm.eos_token_ids
             .contains(&lm.tokenizer.token_id("<|endoftext|>").unwrap())
     );
+}
+
+/// The pretrain record's outputs as (name, bytes).
+fn pretrain_outputs(cache: &Cache) -> Vec<(String, Vec<u8>)> {
+    let record = cache
+        .records()
+        .unwrap()
+        .into_iter()
+        .find(|r| r.kind == "pretrain")
+        .unwrap();
+    record
+        .outputs
+        .iter()
+        .map(|(name, out)| {
+            let cft::cache::OutputRef::Blob { hash, .. } = out else {
+                panic!("{name}")
+            };
+            (
+                name.clone(),
+                std::fs::read(cache.blobs().path(hash)).unwrap(),
+            )
+        })
+        .collect()
 }
