@@ -184,8 +184,7 @@ fn gc(cache: &Cache, manifests: &[PathBuf], yes: bool) -> anyhow::Result<ExitCod
         // The linked model directory of a dropped checkpoint, if one was materialised.
         let models = cache.root().join("models").join(&r.key);
         if models.exists() {
-            std::fs::remove_dir_all(&models)
-                .map_err(|e| anyhow::anyhow!("{}: {e}", models.display()))?;
+            std::fs::remove_dir_all(&models).map_err(|e| anyhow::anyhow!("{}: {e}", models.display()))?;
         }
     }
     for (h, _) in &artifacts {

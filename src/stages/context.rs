@@ -124,14 +124,10 @@ impl<'a> StageCtx<'a> {
     /// links are safe; idempotent.
     pub fn model_dir(&self, record: &Record) -> Result<PathBuf, StageError> {
         let dir = self.cache.root().join("models").join(&record.key);
-        let fail = |e: std::io::Error, p: &std::path::Path| {
-            StageError::Failed(format!("{}: {e}", p.display()))
-        };
+        let fail = |e: std::io::Error, p: &std::path::Path| StageError::Failed(format!("{}: {e}", p.display()));
         let mut any = false;
         for (name, out) in &record.outputs {
-            let Some(rel) = name.strip_prefix("model/") else {
-                continue;
-            };
+            let Some(rel) = name.strip_prefix("model/") else { continue };
             any = true;
             let target = dir.join(rel);
             if target.exists() {
@@ -154,10 +150,7 @@ impl<'a> StageCtx<'a> {
             }
         }
         if !any {
-            return Err(StageError::Failed(format!(
-                "`{}` produced no model files",
-                record.label
-            )));
+            return Err(StageError::Failed(format!("`{}` produced no model files", record.label)));
         }
         Ok(dir)
     }
