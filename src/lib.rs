@@ -17,3 +17,4 @@ pub mod report;
 pub mod rng;
 pub mod stages;
 pub mod toy;
+pub mod train;

@@ -24,6 +24,10 @@ pub enum BenchCommand {
     Generate(BenchGenerateArgs),
     /// Naive sequential vs batched counterfactual rollouts on the same examples.
     Annotate(super::bench_annotate::BenchAnnotateArgs),
+    /// Training tokens per second (forward, backward, AdamW) on random ids.
+    Train(super::bench_train::BenchTrainArgs),
+    /// Pretrain the toy family and grade it greedily on held-out problems.
+    Toy(super::bench_train::BenchToyArgs),
 }
 
 #[derive(Args, Debug)]
@@ -48,6 +52,8 @@ pub fn run(cache: &std::path::Path, cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
         BenchCommand::Generate(args) => dispatch(args.device, args),
         BenchCommand::Annotate(args) => super::bench_annotate::run(cache, args),
+        BenchCommand::Train(args) => super::bench_train::train(args),
+        BenchCommand::Toy(args) => super::bench_train::toy(args),
     }
 }
 

@@ -26,11 +26,13 @@ const MASKED: f32 = -1.0e30;
 /// Below this many rows, [`matmul_wt`] multiplies in the transposed order.
 const SMALL_M: usize = 64;
 
-/// `y = x W^T + b`, with `W` stored `[out, in]` as in the checkpoint.
+/// `y = x W^T + b`, with `W` stored `[out, in]` as in the checkpoint, plus an optional LoRA
+/// update attached by `train::lora` (never present in a loaded checkpoint).
 #[derive(Module, Debug)]
 pub struct Linear<B: Backend> {
     pub weight: Param<Tensor<B, 2>>,
     pub bias: Option<Param<Tensor<B, 1>>>,
+    pub lora: Option<LowRank<B>>,
 }
 
 impl<B: Backend> Linear<B> {
@@ -40,12 +42,54 @@ impl<B: Backend> Linear<B> {
         let [b, t, d_in] = x.dims();
         let w = self.weight.val(); // [out, in]
         let [d_out, _] = w.dims();
+        let delta = self.lora.as_ref().map(|l| l.forward(x.clone())); // [b, t, out]
         let y = matmul_wt(x.reshape([b * t, d_in]), w); // [b*t, out]
         let y = match &self.bias {
             Some(bias) => y + bias.val().unsqueeze_dim(0),
             None => y,
         };
-        y.reshape([b, t, d_out])
+        let y = y.reshape([b, t, d_out]);
+        match delta {
+            Some(delta) => y + delta,
+            None => y,
+        }
+    }
+}
+
+/// LoRA's low-rank update (Hu et al. 2021), as PEFT computes it:
+/// `scale · dropout(x) A^T B^T` with `scale = alpha / r`.
+#[derive(Module, Debug)]
+pub struct LowRank<B: Backend> {
+    /// `[r, in]`: PEFT's `lora_A.weight`.
+    pub a: Param<Tensor<B, 2>>,
+    /// `[out, r]`: PEFT's `lora_B.weight`.
+    pub b: Param<Tensor<B, 2>>,
+    pub scale: f64,
+    /// Dropout on the input of `A`, active only under autodiff (training).
+    pub dropout: f64,
+}
+
+impl<B: Backend> LowRank<B> {
+    /// # Shapes
+    /// - `x`: `[b, t, in]` → `[b, t, out]`
+    pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        let [b, t, d_in] = x.dims();
+        let x = match self.dropout > 0.0 && B::ad_enabled(&x.device()) {
+            true => {
+                let keep = 1.0 - self.dropout;
+                let mask = x.random_like(burn::tensor::Distribution::Bernoulli(keep));
+                x * mask / keep
+            }
+            false => x,
+        };
+        let a = self.a.val(); // [r, in]
+        let bw = self.b.val(); // [out, r]
+        let [d_out, _] = bw.dims();
+        let y = x
+            .reshape([b * t, d_in])
+            .matmul(a.transpose()) // [b*t, r]
+            .matmul(bw.transpose()); // [b*t, out]
+        (y * self.scale).reshape([b, t, d_out])
     }
 }
 

@@ -143,6 +143,7 @@ impl Weights {
                 true => Some(self.take(&format!("{prefix}.bias"), [d_out], device)?),
                 false => None,
             },
+            lora: None,
         })
     }
 

@@ -9,11 +9,13 @@ pub mod dataset;
 mod device;
 pub mod eval;
 pub mod greedy;
+pub mod pretrain;
 pub mod prompt;
 pub mod report;
 pub mod rollout;
 pub mod selection;
 pub mod token_stats;
+pub mod train;
 
 pub use context::{Output, Progress, StageCtx, StageError, StageImpl, StageOutput};
 pub use device::Device;
@@ -32,6 +34,8 @@ pub fn version(kind: &str) -> u32 {
         "criticality" => criticality::VERSION,
         "selection" => selection::VERSION,
         "token-stats" => token_stats::VERSION,
+        "train" => train::VERSION,
+        "pretrain" => pretrain::VERSION,
         _ => 1,
     }
 }
@@ -47,5 +51,7 @@ pub fn registry() -> Registry {
     r.register("criticality", criticality::Criticality);
     r.register("selection", selection::Selection);
     r.register("token-stats", token_stats::TokenStats);
+    r.register("train", train::Train);
+    r.register("pretrain", pretrain::Pretrain);
     r
 }

@@ -1,0 +1,219 @@
+//! `cft bench train`: training tokens per second (forward + backward + AdamW step) of a model
+//! directory on random token ids; `scripts/bench_train_transformers.py` times the same step
+//! with transformers. `cft bench toy`: pretrains the toy family at a given scale through the
+//! real `pretrain` stage and reports greedy accuracy on held-out synthetic problems.
+
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use burn::backend::{Autodiff, Flex};
+use clap::Args;
+use serde_json::{Value, json};
+
+use cft::generate::{Engine, EngineOptions, Request};
+use cft::model::{LanguageModel, LoadOptions};
+use cft::rng::Rng;
+use cft::train::data::Example;
+use cft::train::optim::AdamConfig;
+use cft::train::{Objective, Schedule, TrainSettings, Trainer};
+
+type AB = Autodiff<Flex>;
+
+#[derive(Args, Debug)]
+pub struct BenchTrainArgs {
+    #[arg(long, value_name = "DIR")]
+    pub model: PathBuf,
+    #[arg(long, default_value_t = 8)]
+    pub batch: usize,
+    #[arg(long, default_value_t = 128)]
+    pub seq_len: usize,
+    /// Timed optimiser steps (after one untimed warm-up step).
+    #[arg(long, default_value_t = 5)]
+    pub steps: u64,
+}
+
+pub fn train(args: BenchTrainArgs) -> anyhow::Result<()> {
+    let device = Default::default();
+    let lm = LanguageModel::<AB>::load(&args.model, &device, LoadOptions::default())
+        .with_context(|| format!("loading {}", args.model.display()))?;
+    let vocab = lm.lm.config.vocab_size as u64;
+    let params = burn::module::Module::num_params(&lm.lm);
+    let mut rng = Rng::new(0);
+    let examples: Vec<Example> = (0..args.batch)
+        .map(|i| {
+            let ids: Vec<u32> = (0..args.seq_len + 1)
+                .map(|_| (rng.next_u64() % vocab) as u32)
+                .collect();
+            Example::new(i as u64, &[], &ids, None, args.seq_len + 1)
+        })
+        .collect::<Result<_, _>>()?;
+    let total = args.steps + 1;
+    let settings = TrainSettings {
+        objective: Objective::Sft,
+        batch_size: args.batch,
+        micro_batch_size: args.batch,
+        total_steps: total,
+        schedule: Schedule::new("constant", 1e-4, 0.0, total)?,
+        adam: AdamConfig::torch_adamw(),
+        grad_clip: 1.0,
+        seed: 0,
+        pad_id: lm.pad_token_id,
+    };
+    let mut trainer = Trainer::new(lm.lm, settings, examples, device)?;
+    trainer.step(); // warm-up
+    let start = Instant::now();
+    let mut tokens = 0;
+    while !trainer.is_done() {
+        tokens += trainer.step().tokens;
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    println!(
+        "model {} ({params} parameters), batch {} x {} tokens: {tokens} tokens in {seconds:.3} s = {:.1} training tokens/s ({:.1} ms/step)",
+        args.model.display(),
+        args.batch,
+        args.seq_len + 1,
+        tokens as f64 / seconds,
+        seconds * 1000.0 / args.steps as f64
+    );
+    Ok(())
+}
+
+#[derive(Args, Debug)]
+pub struct BenchToyArgs {
+    #[arg(long, default_value_t = 128)]
+    pub hidden: u64,
+    #[arg(long, default_value_t = 4)]
+    pub layers: u64,
+    #[arg(long, default_value_t = 4)]
+    pub heads: u64,
+    #[arg(long, default_value_t = 2000)]
+    pub problems: u64,
+    #[arg(long, default_value_t = 600)]
+    pub steps: u64,
+    #[arg(long, default_value_t = 32)]
+    pub batch: u64,
+    #[arg(long, default_value_t = 2e-3)]
+    pub lr: f64,
+    /// Held-out problems graded.
+    #[arg(long, default_value_t = 200)]
+    pub eval: u64,
+    #[arg(long, default_value_t = 4)]
+    pub max_steps: u64,
+    /// Cache directory (kept, so the model can be reused); a temporary one when absent.
+    #[arg(long)]
+    pub cache: Option<PathBuf>,
+}
+
+pub fn toy(args: BenchToyArgs) -> anyhow::Result<()> {
+    use cft::cache::{Cache, Store};
+    use cft::plan::{Plan, StageSpec};
+    let tmp = tempdir()?;
+    let root = args.cache.clone().unwrap_or(tmp.clone());
+    let cache = Cache::open(&root, "bench").context("opening the cache")?;
+    let mut plan = Plan::default();
+    let corpus = plan.add(StageSpec::new(
+        "bench",
+        "dataset",
+        cft::stages::version("dataset"),
+        "corpus".into(),
+        json!({"source": "synthetic", "synthetic": {"split": "train", "n": args.problems,
+               "seed": 1, "min_steps": 1, "max_steps": args.max_steps}}),
+        vec![],
+        Value::Null,
+    ));
+    let toy = json!({"architecture": "llama", "hidden_size": args.hidden, "num_layers": args.layers,
+        "num_heads": args.heads, "num_kv_heads": args.heads, "intermediate_size": args.hidden * 3,
+        "max_position": 512, "vocab_size": 512, "pretrain": {"steps": args.steps,
+        "batch_size": args.batch, "learning_rate": args.lr, "warmup_ratio": 0.03, "seed": 1}});
+    plan.add(StageSpec::new(
+        "bench",
+        "pretrain",
+        cft::stages::version("pretrain"),
+        "pretrain".into(),
+        json!({"toy": toy}),
+        vec![corpus],
+        Value::Null,
+    ));
+    let stop = AtomicBool::new(false);
+    let start = Instant::now();
+    let summary = cft::exec::run(
+        &plan,
+        &cache,
+        &cft::stages::registry(),
+        &cft::exec::NoEvents,
+        &stop,
+        cft::exec::Options::default(),
+    )?;
+    if let Some((label, error)) = summary.failed.first() {
+        bail!("{label}: {error}");
+    }
+    let train_seconds = start.elapsed().as_secs_f64();
+    let record = cache
+        .records()?
+        .into_iter()
+        .find(|r| r.kind == "pretrain")
+        .context("no pretrain record")?;
+    let dir = root.join("models").join(&record.key);
+    std::fs::create_dir_all(&dir)?;
+    for (name, out) in &record.outputs {
+        if let (Some(rel), cft::cache::OutputRef::Blob { hash, .. }) =
+            (name.strip_prefix("model/"), out)
+        {
+            std::fs::copy(cache.blobs().path(hash), dir.join(rel))?;
+        }
+    }
+    let model = LanguageModel::<Flex>::load(&dir, &Default::default(), LoadOptions::default())?;
+    let held_out = cft::toy::problems::generate(1, "test", args.eval, 1, args.max_steps);
+    let engine = Engine::new(
+        &model.lm,
+        EngineOptions {
+            max_batch: 64,
+            top_alternatives: 0,
+            ..Default::default()
+        },
+    );
+    let mut requests = Vec::new();
+    for p in &held_out {
+        let prompt = format!("Question: {}\nAnswer:", p.question);
+        let mut r = Request::<Flex>::greedy(model.tokenizer.encode(&prompt, false)?, 256);
+        r.eos_token_ids = model.eos_token_ids.clone();
+        requests.push(r);
+    }
+    let gen_start = Instant::now();
+    let completions = engine.generate(requests)?;
+    let mut correct = 0;
+    for (p, c) in held_out.iter().zip(&completions) {
+        let text = model.tokenizer.decode(&c.tokens, true)?;
+        let gold = p.answer.rsplit("#### ").next().unwrap_or("").trim();
+        let pred = text
+            .rsplit("#### ")
+            .next()
+            .map(|s| s.trim())
+            .filter(|_| text.contains("####"));
+        if pred == Some(gold) {
+            correct += 1;
+        }
+    }
+    println!(
+        "toy llama hidden {} x {} layers, {} steps of {} on {} problems: {:.0} s training (final loss {}); greedy accuracy {correct}/{} = {:.1}% on held-out problems ({:.0} s decoding)",
+        args.hidden,
+        args.layers,
+        args.steps,
+        args.batch,
+        args.problems,
+        train_seconds,
+        record.metrics["final_loss"],
+        held_out.len(),
+        100.0 * correct as f64 / held_out.len().max(1) as f64,
+        gen_start.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+fn tempdir() -> anyhow::Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("cft-bench-toy-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}

@@ -1,0 +1,98 @@
+//! `pretrain`: the built-in toy family, trained from scratch on the synthetic corpus so that
+//! the whole pipeline runs on a fresh CPU-only machine. A tokenizer is trained on the corpus,
+//! a decoder of the manifest's architecture is initialised at random, and the fine-tuning
+//! loop (SFT over every token of `"Question: {question}\nAnswer: {solution}<|endoftext|>"`,
+//! the `plain` template) runs for the configured steps. The output is an HF directory
+//! (`model/...`) like any checkpoint. Resumes like `train` (progress item `state`).
+
+use serde::Deserialize;
+
+use super::dataset::parse_problems;
+use super::train::{model_outputs, run_loop};
+use super::{StageCtx, StageError, StageImpl, StageOutput};
+use crate::model::{LanguageModel, LoadOptions};
+use crate::train::data::Example;
+use crate::train::optim::AdamConfig;
+use crate::train::scratch::{EOS, PAD, ToyArch, write_random_model, write_tokenizer};
+use crate::train::{Objective, Schedule, TrainSettings, Trainer};
+
+pub const VERSION: u32 = 1;
+
+#[derive(Deserialize)]
+struct PretrainParams {
+    steps: u64,
+    batch_size: u64,
+    learning_rate: f64,
+    warmup_ratio: f64,
+    seed: u64,
+}
+
+pub struct Pretrain;
+
+fn fail(e: impl std::fmt::Display) -> StageError {
+    StageError::Failed(e.to_string())
+}
+
+/// The `plain` template's training text of one problem.
+pub fn document(question: &str, solution: &str) -> String {
+    format!("Question: {question}\nAnswer: {solution}")
+}
+
+impl StageImpl for Pretrain {
+    fn run(&self, ctx: &mut StageCtx<'_>) -> Result<StageOutput, StageError> {
+        let toy = ctx.params()["toy"].clone();
+        let arch: ToyArch =
+            serde_json::from_value(toy.clone()).map_err(|e| fail(format!("toy: {e}")))?;
+        let p: PretrainParams = serde_json::from_value(toy["pretrain"].clone())
+            .map_err(|e| fail(format!("toy.pretrain: {e}")))?;
+
+        // 1. the corpus
+        let corpus = ctx.input("dataset")?.clone();
+        let problems = parse_problems(&ctx.read(&corpus, "problems.jsonl")?)?;
+        let texts: Vec<String> = problems
+            .iter()
+            .map(|q| document(&q.question, q.solution.as_deref().unwrap_or(&q.gold)))
+            .collect();
+
+        // 2. tokenizer, config and random weights, written as an HF directory
+        let base = ctx.temp_path();
+        std::fs::create_dir_all(&base).map_err(fail)?;
+        let vocab = write_tokenizer(&base, &texts, arch.vocab_size).map_err(fail)?;
+        let tokenizer = crate::model::TextTokenizer::from_dir(&base).map_err(fail)?;
+        let id = |t: &str| {
+            tokenizer
+                .token_id(t)
+                .ok_or_else(|| fail(format!("tokenizer lacks {t}")))
+        };
+        let (eos, pad) = (id(EOS)?, id(PAD)?);
+        write_random_model(&base, &arch, vocab, (eos, pad), p.seed).map_err(fail)?;
+        let device = Default::default();
+        let lm = LanguageModel::load(&base, &device, LoadOptions::default()).map_err(fail)?;
+
+        // 3. every token of every document carries loss
+        let mut examples = Vec::with_capacity(texts.len());
+        for (q, text) in problems.iter().zip(&texts) {
+            let mut ids = lm.tokenizer.encode(text, false).map_err(fail)?;
+            ids.push(eos);
+            examples.push(Example::new(q.idx, &[], &ids, None, arch.max_position).map_err(fail)?);
+        }
+        let settings = TrainSettings {
+            objective: Objective::Sft,
+            batch_size: p.batch_size as usize,
+            micro_batch_size: p.batch_size as usize,
+            total_steps: p.steps,
+            schedule: Schedule::new("cosine", p.learning_rate, p.warmup_ratio, p.steps)
+                .map_err(fail)?,
+            adam: AdamConfig::torch_adamw(),
+            grad_clip: 1.0,
+            seed: p.seed,
+            pad_id: pad,
+        };
+        let mut trainer = Trainer::new(lm.lm, settings, examples, device).map_err(fail)?;
+        let mut metrics = run_loop(ctx, &mut trainer)?;
+        metrics["vocab_size"] = vocab.into();
+        let outputs = model_outputs(ctx, &base, &trainer)?;
+        std::fs::remove_dir_all(&base).map_err(fail)?;
+        Ok(StageOutput { outputs, metrics })
+    }
+}

@@ -1,0 +1,306 @@
+//! `train`: fine-tunes the model on D_correct with SFT (Eq. 1), a weighted objective (CFT,
+//! Eq. 8, or a selection baseline's mask) or DFT, full or LoRA, and outputs an HF model
+//! directory (`model/...`; for LoRA also the PEFT adapter under `adapter/...`).
+//!
+//! Reads the `greedy` input's `responses.jsonl` (the lines with `correct == true`, in file
+//! order) and, for the weighted objective, the `criticality` or `selection` input's
+//! `weights.jsonl`, matched by `idx`. Resumes: every `save_every` optimiser steps (binding,
+//! default 10: it changes when progress is saved, not what is computed) the whole training
+//! state goes into the progress item `state`, and a restarted run continues from it; on the
+//! CPU the result is bit for bit that of an uninterrupted run.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Instant;
+
+use burn::backend::{Autodiff, Flex};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{Output, StageCtx, StageError, StageImpl, StageOutput};
+use crate::manifest::Adapter;
+use crate::model::{LanguageModel, LoadOptions};
+use crate::train::checkpoint::{StoreDtype, write_model_dir};
+use crate::train::data::Example;
+use crate::train::lora::{self, LoraSpec};
+use crate::train::optim::AdamConfig;
+use crate::train::params::named_values;
+use crate::train::{Objective, Schedule, StepMetrics, TrainError, TrainSettings, Trainer};
+
+pub const VERSION: u32 = 1;
+
+/// The CPU training backend (f32).
+type AB = Autodiff<Flex>;
+
+pub struct Train;
+
+/// One line of the greedy stage's `responses.jsonl`.
+#[derive(Deserialize)]
+struct Response {
+    idx: u64,
+    prompt_ids: Vec<u32>,
+    response_ids: Vec<u32>,
+    correct: bool,
+}
+
+/// One line of `weights.jsonl`.
+#[derive(Deserialize)]
+struct Weights {
+    idx: u64,
+    weights: Vec<f32>,
+}
+
+/// The `hparams` of the stage params (`TrainParams` as JSON).
+#[derive(Deserialize)]
+struct Hparams {
+    epochs: u64,
+    learning_rate: f64,
+    batch_size: u64,
+    micro_batch_size: u64,
+    warmup_ratio: f64,
+    schedule: String,
+    max_length: u64,
+    optimizer: String,
+    weight_decay: f64,
+    grad_clip: f64,
+    adam_beta1: f64,
+    adam_beta2: f64,
+    adam_eps: f64,
+    seed: u64,
+}
+
+fn fail(e: impl std::fmt::Display) -> StageError {
+    StageError::Failed(e.to_string())
+}
+
+/// Parses a JSONL output, naming the file and line of a bad line.
+pub(crate) fn jsonl<T: for<'de> Deserialize<'de>>(
+    bytes: &[u8],
+    file: &str,
+) -> Result<Vec<T>, StageError> {
+    bytes
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .enumerate()
+        .map(|(i, l)| {
+            serde_json::from_slice(l).map_err(|e| fail(format!("{file} line {}: {e}", i + 1)))
+        })
+        .collect()
+}
+
+impl StageImpl for Train {
+    fn run(&self, ctx: &mut StageCtx<'_>) -> Result<StageOutput, StageError> {
+        let params = ctx.params().clone();
+        let objective = params["objective"]
+            .as_str()
+            .and_then(Objective::parse)
+            .ok_or_else(|| fail(format!("unknown objective {}", params["objective"])))?;
+        let adapter: Adapter = adapter_from_json(&params["adapter"])?;
+        let hp: Hparams = serde_json::from_value(params["hparams"].clone())
+            .map_err(|e| fail(format!("hparams: {e}")))?;
+
+        // 1. the data: D_correct, with weights matched by idx
+        let greedy = ctx.input("greedy")?.clone();
+        let responses: Vec<Response> =
+            jsonl(&ctx.read(&greedy, "responses.jsonl")?, "responses.jsonl")?;
+        let weights: Option<HashMap<u64, Vec<f32>>> = match objective {
+            Objective::Weighted => {
+                let record = ctx
+                    .inputs()
+                    .iter()
+                    .find(|r| r.kind == "criticality" || r.kind == "selection")
+                    .cloned()
+                    .ok_or_else(|| {
+                        fail("the weighted objective needs a criticality or selection input")
+                    })?;
+                let lines: Vec<Weights> =
+                    jsonl(&ctx.read(&record, "weights.jsonl")?, "weights.jsonl")?;
+                Some(lines.into_iter().map(|w| (w.idx, w.weights)).collect())
+            }
+            _ => None,
+        };
+        let mut examples = Vec::new();
+        for r in responses.iter().filter(|r| r.correct) {
+            let w = match &weights {
+                Some(map) => Some(
+                    map.get(&r.idx)
+                        .ok_or(TrainError::MissingWeights(r.idx))
+                        .map_err(fail)?
+                        .as_slice(),
+                ),
+                None => None,
+            };
+            examples.push(
+                Example::new(
+                    r.idx,
+                    &r.prompt_ids,
+                    &r.response_ids,
+                    w,
+                    hp.max_length as usize,
+                )
+                .map_err(fail)?,
+            );
+        }
+        if examples.is_empty() {
+            return Err(fail("D_correct is empty: no greedy response was correct"));
+        }
+
+        // 2. the model and the settings
+        let base = ctx.input_model_dir()?;
+        let device = Default::default();
+        let lm = LanguageModel::<AB>::load(&base, &device, LoadOptions::default()).map_err(fail)?;
+        let lora = match &adapter {
+            Adapter::Full => None,
+            Adapter::Lora {
+                rank,
+                alpha,
+                dropout,
+                target_modules,
+            } => Some(LoraSpec {
+                rank: *rank as usize,
+                alpha: *alpha,
+                dropout: *dropout,
+                target_modules: target_modules.clone(),
+            }),
+        };
+        let model = match &lora {
+            None => lm.lm,
+            Some(spec) => lora::attach(lm.lm, spec, hp.seed).map_err(fail)?,
+        };
+        let batch_size = hp.batch_size as usize;
+        let per_epoch = examples.len().div_ceil(batch_size.max(1)) as u64;
+        let total_steps = hp.epochs * per_epoch;
+        let settings = TrainSettings {
+            objective,
+            batch_size,
+            micro_batch_size: hp.micro_batch_size.min(hp.batch_size) as usize,
+            total_steps,
+            schedule: Schedule::new(&hp.schedule, hp.learning_rate, hp.warmup_ratio, total_steps)
+                .map_err(fail)?,
+            adam: AdamConfig::new(
+                &hp.optimizer,
+                hp.adam_beta1,
+                hp.adam_beta2,
+                hp.adam_eps,
+                hp.weight_decay,
+            )
+            .map_err(fail)?,
+            grad_clip: hp.grad_clip,
+            seed: hp.seed,
+            pad_id: lm.pad_token_id,
+        };
+        let mut trainer = Trainer::new(model, settings, examples, device).map_err(fail)?;
+        let steps = run_loop(ctx, &mut trainer)?;
+
+        // 3. the checkpoint
+        let mut outputs = model_outputs(ctx, &base, &trainer)?;
+        if let Some(spec) = &lora {
+            let dir = ctx.temp_path();
+            let names =
+                lora::write_peft(&dir, &named_values(&trainer.model), spec).map_err(fail)?;
+            outputs.extend(move_outputs(ctx, &dir, names, "adapter")?);
+        }
+        Ok(StageOutput {
+            outputs,
+            metrics: steps,
+        })
+    }
+}
+
+/// The adapter of the stage params (the manifest's `Adapter`, serialised).
+fn adapter_from_json(v: &Value) -> Result<Adapter, StageError> {
+    match v["kind"].as_str() {
+        Some("full") | None => Ok(Adapter::Full),
+        Some("lora") => Ok(Adapter::Lora {
+            rank: v["rank"]
+                .as_u64()
+                .ok_or_else(|| fail("adapter.rank missing"))?,
+            alpha: v["alpha"]
+                .as_f64()
+                .ok_or_else(|| fail("adapter.alpha missing"))?,
+            dropout: v["dropout"].as_f64().unwrap_or(0.0),
+            target_modules: serde_json::from_value(v["target_modules"].clone())
+                .map_err(|e| fail(format!("adapter.target_modules: {e}")))?,
+        }),
+        Some(other) => Err(fail(format!("unknown adapter kind {other:?}"))),
+    }
+}
+
+/// Trains to the end, resuming from and saving to the progress item `state`; returns the
+/// metrics for the record.
+pub(crate) fn run_loop(
+    ctx: &mut StageCtx<'_>,
+    trainer: &mut Trainer<AB>,
+) -> Result<Value, StageError> {
+    let save_every = ctx.bindings()["save_every"].as_u64().unwrap_or(10).max(1);
+    let mut log: Vec<StepMetrics> = Vec::new();
+    if let Some(bytes) = ctx.saved("state")? {
+        let note = trainer.restore(&bytes).map_err(fail)?;
+        log = serde_json::from_str(&note).map_err(fail)?;
+    }
+    ctx.set_total(trainer.settings.total_steps);
+    ctx.advance(trainer.step);
+    let start = Instant::now();
+    while !trainer.is_done() {
+        ctx.check_stop()?;
+        log.push(trainer.step());
+        ctx.advance(1);
+        if trainer.step.is_multiple_of(save_every) && !trainer.is_done() {
+            let note = serde_json::to_string(&log).map_err(fail)?;
+            let state = trainer.state_bytes(&note).map_err(fail)?;
+            ctx.save("state", &state)?;
+        }
+    }
+    Ok(summarise(&log, start.elapsed().as_secs_f64()))
+}
+
+/// Step metrics thinned to at most 200 entries, plus totals.
+pub(crate) fn summarise(log: &[StepMetrics], seconds: f64) -> Value {
+    let every = log.len().div_ceil(200).max(1);
+    let steps: Vec<Value> = log
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| i % every == 0 || i + 1 == log.len())
+        .map(|(_, m)| {
+            json!({"step": m.step, "loss": m.loss, "lr": m.lr, "grad_norm": m.grad_norm,
+                   "tokens_per_s": m.tokens_per_s, "weighted_fraction": m.weighted_fraction})
+        })
+        .collect();
+    json!({
+        "steps": steps,
+        "final_loss": log.last().map(|m| m.loss),
+        "train_tokens": log.iter().map(|m| m.tokens).sum::<u64>(),
+        "weighted_tokens": log.iter().map(|m| m.weighted_tokens).sum::<u64>(),
+        "seconds": seconds,
+    })
+}
+
+/// Writes the trained model as `model/<file>` outputs, one blob per file; LoRA adapters
+/// are merged into their weights.
+pub(crate) fn model_outputs(
+    ctx: &StageCtx<'_>,
+    base: &Path,
+    trainer: &Trainer<AB>,
+) -> Result<Vec<(String, Output)>, StageError> {
+    let dir = ctx.temp_path();
+    let tensors = lora::merged_values(&trainer.model);
+    let names = write_model_dir(&dir, base, &tensors, StoreDtype::F32).map_err(fail)?;
+    move_outputs(ctx, &dir, names, "model")
+}
+
+/// Moves each file of `dir` to its own temporary blob path, as output `<prefix>/<name>`.
+fn move_outputs(
+    ctx: &StageCtx<'_>,
+    dir: &Path,
+    names: Vec<String>,
+    prefix: &str,
+) -> Result<Vec<(String, Output)>, StageError> {
+    let mut outputs = Vec::new();
+    for name in names {
+        let path = ctx.temp_path();
+        std::fs::rename(dir.join(&name), &path).map_err(fail)?;
+        outputs.push((format!("{prefix}/{name}"), Output::File(path)));
+    }
+    std::fs::remove_dir(dir).map_err(fail)?;
+    Ok(outputs)
+}

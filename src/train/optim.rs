@@ -1,0 +1,168 @@
+//! Adam / AdamW with PyTorch's update rule and defaults set explicitly (burn's `AdamWConfig`
+//! defaults to epsilon 1e-5 and weight decay 1e-4; PyTorch's to 1e-8 and 0.01 for AdamW, 0 for
+//! Adam). Moments are kept by parameter name in f32, so the state saves and reloads without
+//! burn's `ParamId`s; see [`super::params`].
+
+use std::collections::BTreeMap;
+
+use burn::module::{Module, ModuleMapper, Param};
+use burn::prelude::*;
+use burn::tensor::DType;
+use burn::tensor::backend::AutodiffBackend;
+
+use super::TrainError;
+use super::params::NamedFlat;
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AdamConfig {
+    /// `true`: decoupled weight decay (`torch.optim.AdamW`); `false`: L2 added to the gradient
+    /// (`torch.optim.Adam`).
+    pub decoupled: bool,
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+    pub weight_decay: f64,
+}
+
+impl AdamConfig {
+    /// `optimizer` is the manifest's name: `adam` or `adamw`.
+    pub fn new(
+        optimizer: &str,
+        beta1: f64,
+        beta2: f64,
+        eps: f64,
+        weight_decay: f64,
+    ) -> Result<Self, TrainError> {
+        let decoupled = match optimizer {
+            "adamw" => true,
+            "adam" => false,
+            other => {
+                return Err(TrainError::Setting {
+                    name: "optimizer".into(),
+                    message: format!("unknown optimizer {other:?} (adam, adamw)"),
+                });
+            }
+        };
+        Ok(Self {
+            decoupled,
+            beta1,
+            beta2,
+            eps,
+            weight_decay,
+        })
+    }
+
+    /// `torch.optim.AdamW()`'s defaults.
+    pub fn torch_adamw() -> Self {
+        Self {
+            decoupled: true,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.01,
+        }
+    }
+}
+
+/// First and second moments of every trainable parameter, and the step count.
+pub struct AdamState<B: Backend> {
+    pub step: u64,
+    pub m: NamedFlat<B>,
+    pub v: NamedFlat<B>,
+}
+
+impl<B: Backend> Default for AdamState<B> {
+    fn default() -> Self {
+        Self {
+            step: 0,
+            m: BTreeMap::new(),
+            v: BTreeMap::new(),
+        }
+    }
+}
+
+/// One optimiser step: consumes the accumulated gradients (already clipped by `grad_scale`),
+/// updates the moments and returns the updated module. Parameters without a gradient
+/// (frozen) are left as they are.
+pub fn adam_step<B: AutodiffBackend, M: Module<B>>(
+    module: M,
+    grads: &mut NamedFlat<B::InnerBackend>,
+    state: &mut AdamState<B::InnerBackend>,
+    config: AdamConfig,
+    lr: f64,
+    grad_scale: f64,
+) -> M {
+    state.step += 1;
+    let mut mapper = Step::<B> {
+        path: Vec::new(),
+        grads,
+        state,
+        config,
+        lr,
+        grad_scale,
+    };
+    module.map(&mut mapper)
+}
+
+struct Step<'a, B: AutodiffBackend> {
+    path: Vec<String>,
+    grads: &'a mut NamedFlat<B::InnerBackend>,
+    state: &'a mut AdamState<B::InnerBackend>,
+    config: AdamConfig,
+    lr: f64,
+    grad_scale: f64,
+}
+
+impl<B: AutodiffBackend> ModuleMapper<B> for Step<'_, B> {
+    fn enter_module(&mut self, name: &str, _: &str) {
+        self.path.push(name.to_string());
+    }
+    fn exit_module(&mut self, _: &str, _: &str) {
+        self.path.pop();
+    }
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
+        let name = self.path.join(".");
+        let Some(grad) = self.grads.remove(&name) else {
+            return param;
+        };
+        let (id, tensor, mapper) = param.consume();
+        let dtype = tensor.dtype();
+        let shape = tensor.dims();
+        let n = grad.shape().num_elements();
+        let c = self.config;
+        // The update runs in f32 whatever the parameter dtype (bf16 on CUDA).
+        let p = tensor.inner().cast(DType::F32).reshape([n]); // [n]
+        let mut g = grad.cast(DType::F32);
+        if self.grad_scale != 1.0 {
+            g = g * self.grad_scale;
+        }
+        if !c.decoupled && c.weight_decay != 0.0 {
+            g = g + p.clone() * c.weight_decay;
+        }
+        // torch.optim.Adam(W), single-tensor path:
+        //   m = b1 m + (1-b1) g;  v = b2 v + (1-b2) g^2
+        //   p = p (1 - lr wd)   [AdamW only]
+        //   p = p - lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)
+        let m = match self.state.m.remove(&name) {
+            Some(m) => m * c.beta1 + g.clone() * (1.0 - c.beta1),
+            None => g.clone() * (1.0 - c.beta1),
+        };
+        let v = match self.state.v.remove(&name) {
+            Some(v) => v * c.beta2 + g.square() * (1.0 - c.beta2),
+            None => g.square() * (1.0 - c.beta2),
+        };
+        let t = self.state.step as i32;
+        let bias1 = 1.0 - c.beta1.powi(t);
+        let bias2_sqrt = (1.0 - c.beta2.powi(t)).sqrt();
+        let mut p = p;
+        if c.decoupled && c.weight_decay != 0.0 {
+            p = p * (1.0 - self.lr * c.weight_decay);
+        }
+        let denom = v.clone().sqrt() / bias2_sqrt + c.eps;
+        let p = p - m.clone() / denom * (self.lr / bias1);
+        self.state.m.insert(name.clone(), m);
+        self.state.v.insert(name, v);
+        let updated = Tensor::<B, D>::from_inner(p.reshape(shape).cast(dtype)).require_grad();
+        Param::from_mapped_value(id, updated, mapper)
+    }
+}

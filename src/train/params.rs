@@ -1,0 +1,165 @@
+//! Parameters by checkpoint name. Module fields are named after HF keys, so the path a
+//! visitor walks (`model` → `layers` → `0` → `self_attn` → `q_proj` → `weight`) joined with
+//! dots is the safetensors name. Gradients, optimiser moments and saved state are all keyed
+//! by it; nothing depends on burn's random `ParamId`s.
+
+use std::collections::BTreeMap;
+
+use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
+use burn::prelude::*;
+use burn::tensor::backend::AutodiffBackend;
+
+/// A flattened host copy of a tensor: `(shape, f32 values)`.
+pub type HostTensor = (Vec<usize>, Vec<f32>);
+
+/// Flattened gradients (or moments) by parameter name, on the inner (non-autodiff) backend.
+pub type NamedFlat<B> = BTreeMap<String, Tensor<B, 1>>;
+
+/// Every float parameter of `module`, by name, as host f32 data (for checkpoints and state).
+pub fn named_values<B: Backend, M: Module<B>>(module: &M) -> BTreeMap<String, HostTensor> {
+    struct Collect {
+        path: Vec<String>,
+        out: BTreeMap<String, HostTensor>,
+    }
+    impl<B: Backend> ModuleVisitor<B> for Collect {
+        fn enter_module(&mut self, name: &str, _: &str) {
+            self.path.push(name.to_string());
+        }
+        fn exit_module(&mut self, _: &str, _: &str) {
+            self.path.pop();
+        }
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+            let value = param.val();
+            let shape = value.dims().to_vec();
+            let data = value.into_data().convert::<f32>();
+            let values = data.to_vec::<f32>().unwrap_or_default();
+            self.out.insert(self.path.join("."), (shape, values));
+        }
+    }
+    let mut c = Collect {
+        path: Vec::new(),
+        out: BTreeMap::new(),
+    };
+    module.visit(&mut c);
+    c.out
+}
+
+/// Replaces the value of every parameter named in `values` (shape checked), keeping its id
+/// and trainability; returns the names it did not find in the module.
+pub fn load_values<B: Backend, M: Module<B>>(
+    module: M,
+    values: &BTreeMap<String, HostTensor>,
+) -> Result<M, String> {
+    struct Load<'a> {
+        path: Vec<String>,
+        values: &'a BTreeMap<String, HostTensor>,
+        used: usize,
+        error: Option<String>,
+    }
+    impl<B: Backend> ModuleMapper<B> for Load<'_> {
+        fn enter_module(&mut self, name: &str, _: &str) {
+            self.path.push(name.to_string());
+        }
+        fn exit_module(&mut self, _: &str, _: &str) {
+            self.path.pop();
+        }
+        fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
+            let name = self.path.join(".");
+            let Some((shape, values)) = self.values.get(&name) else {
+                return param;
+            };
+            let (id, tensor, mapper) = param.consume();
+            if tensor.dims().as_slice() != shape.as_slice() {
+                self.error.get_or_insert(format!(
+                    "{name}: shape {shape:?} in the state, {:?} in the model",
+                    tensor.dims()
+                ));
+                return Param::from_mapped_value(id, tensor, mapper);
+            }
+            self.used += 1;
+            let require_grad = tensor.is_require_grad();
+            let data = TensorData::new(values.clone(), shape.clone());
+            let new = Tensor::<B, D>::from_data(data, (&tensor.device(), tensor.dtype()));
+            let new = if require_grad {
+                new.require_grad()
+            } else {
+                new
+            };
+            Param::from_mapped_value(id, new, mapper)
+        }
+    }
+    let mut l = Load {
+        path: Vec::new(),
+        values,
+        used: 0,
+        error: None,
+    };
+    let module = module.map(&mut l);
+    if let Some(e) = l.error {
+        return Err(e);
+    }
+    if l.used != values.len() {
+        return Err(format!(
+            "{} of {} saved tensors have no parameter of that name",
+            values.len() - l.used,
+            values.len()
+        ));
+    }
+    Ok(module)
+}
+
+/// Adds the gradients of `module`'s trainable parameters in `grads` into `acc`, flattened
+/// and by name. Frozen parameters (no gradient) are skipped.
+pub fn accumulate_grads<B: AutodiffBackend, M: Module<B>>(
+    module: &M,
+    grads: &B::Gradients,
+    acc: &mut NamedFlat<B::InnerBackend>,
+) {
+    struct Acc<'a, B: AutodiffBackend> {
+        path: Vec<String>,
+        grads: &'a B::Gradients,
+        acc: &'a mut NamedFlat<B::InnerBackend>,
+    }
+    impl<B: AutodiffBackend> ModuleVisitor<B> for Acc<'_, B> {
+        fn enter_module(&mut self, name: &str, _: &str) {
+            self.path.push(name.to_string());
+        }
+        fn exit_module(&mut self, _: &str, _: &str) {
+            self.path.pop();
+        }
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+            let Some(grad) = param.val().grad(self.grads) else {
+                return;
+            };
+            let n = grad.shape().num_elements();
+            let grad = grad.reshape([n]); // [n]
+            let name = self.path.join(".");
+            let sum = match self.acc.remove(&name) {
+                Some(prev) => prev + grad,
+                None => grad,
+            };
+            self.acc.insert(name, sum);
+        }
+    }
+    module.visit(&mut Acc::<B> {
+        path: Vec::new(),
+        grads,
+        acc,
+    });
+}
+
+/// Global L2 norm of all gradients, as `torch.nn.utils.clip_grad_norm_` computes it.
+pub fn global_norm<B: Backend>(grads: &NamedFlat<B>) -> f64 {
+    let mut total: Option<Tensor<B, 1>> = None;
+    for g in grads.values() {
+        let sq = g.clone().square().sum(); // [1]
+        total = Some(match total {
+            Some(t) => t + sq,
+            None => sq,
+        });
+    }
+    match total {
+        Some(t) => (t.into_scalar().elem::<f32>() as f64).sqrt(),
+        None => 0.0,
+    }
+}

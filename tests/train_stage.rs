@@ -1,0 +1,331 @@
+//! The `train` stage end to end on a tiny fixture: it trains, writes an HF model directory
+//! that loads back, resumes after an interruption with bit-identical weights, and refuses
+//! weights that do not match the tokenised responses.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use cft::cache::{Cache, OutputRef, RecordStatus, Store};
+use cft::exec::{self, Events, Options, Registry};
+use cft::plan::{Plan, StageSpec};
+use cft::stages::{Output, Progress, StageCtx, StageError, StageImpl, StageOutput};
+use serde_json::{Value, json};
+
+fn fixture() -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/models/qwen2")
+}
+
+/// Stands in for a `greedy` or `criticality` stage: emits its `text` param as `file`.
+struct Fixed;
+impl StageImpl for Fixed {
+    fn run(&self, ctx: &mut StageCtx<'_>) -> Result<StageOutput, StageError> {
+        let file = ctx.params()["file"].as_str().unwrap_or("out").to_string();
+        let text = ctx.params()["text"]
+            .as_str()
+            .unwrap_or("")
+            .as_bytes()
+            .to_vec();
+        Ok(StageOutput {
+            outputs: vec![(file, Output::Bytes(text))],
+            metrics: Value::Null,
+        })
+    }
+}
+
+fn responses() -> String {
+    let mut lines = String::new();
+    for i in 0..6u64 {
+        let prompt: Vec<u64> = (0..5).map(|j| 3 + (i * 7 + j * 3) % 40).collect();
+        let response: Vec<u64> = (0..4 + i % 3).map(|j| 3 + (i * 11 + j * 5) % 40).collect();
+        let line = json!({"idx": i, "prompt_ids": prompt, "response_ids": response,
+                          "text": "", "pred": "", "correct": i != 2});
+        lines.push_str(&format!("{line}\n"));
+    }
+    lines
+}
+
+fn plan(weights: Option<String>, adapter: Value) -> Plan {
+    let mut plan = Plan::default();
+    let greedy = plan.add(StageSpec::new(
+        "test",
+        "greedy",
+        1,
+        "greedy".into(),
+        json!({"file": "responses.jsonl", "text": responses()}),
+        vec![],
+        Value::Null,
+    ));
+    let mut inputs = vec![greedy];
+    let objective = match weights {
+        Some(text) => {
+            inputs.push(plan.add(StageSpec::new(
+                "test",
+                "criticality",
+                1,
+                "criticality".into(),
+                json!({"file": "weights.jsonl", "text": text}),
+                vec![],
+                Value::Null,
+            )));
+            "weighted"
+        }
+        None => "sft",
+    };
+    let hparams = json!({"epochs": 4, "learning_rate": 1e-3, "batch_size": 3,
+        "micro_batch_size": 2, "warmup_ratio": 0.1, "schedule": "cosine", "precision": "f32",
+        "max_length": 64, "optimizer": "adamw", "weight_decay": 0.01, "grad_clip": 1.0,
+        "adam_beta1": 0.9, "adam_beta2": 0.999, "adam_eps": 1e-8, "seed": 3});
+    plan.add(StageSpec::new(
+        "test",
+        "train",
+        cft::stages::version("train"),
+        "train".into(),
+        json!({"model": {"fingerprint": "x"}, "objective": objective,
+               "adapter": adapter, "hparams": hparams}),
+        inputs,
+        json!({"model_dir": fixture(), "save_every": 1}),
+    ));
+    plan
+}
+
+fn registry() -> Registry {
+    let mut r = cft::stages::registry();
+    r.register("greedy", Fixed);
+    r.register("criticality", Fixed);
+    r
+}
+
+/// Raises the stop flag once the stage reports `after` steps done.
+struct StopAfter {
+    after: u64,
+    stop: &'static AtomicBool,
+    seen: AtomicU64,
+}
+impl Progress for StopAfter {
+    fn stage_progress(&self, done: u64) {
+        // Read by the parent of `kill_9_during_training_loses_nothing`.
+        println!("step {done}");
+        self.seen.store(done, Ordering::SeqCst);
+        if done >= self.after {
+            self.stop.store(true, Ordering::SeqCst);
+        }
+    }
+}
+impl Events for StopAfter {}
+
+/// The backend's random generator (LoRA dropout) is process-wide: runs in this file take
+/// turns so that one run's draws are not taken by another's.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn run(cache: &Cache, plan: &Plan, stop_after: u64) -> exec::Summary {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let stop: &'static AtomicBool = Box::leak(Box::new(AtomicBool::new(false)));
+    let events = StopAfter {
+        after: stop_after,
+        stop,
+        seen: AtomicU64::new(0),
+    };
+    exec::run(
+        plan,
+        cache,
+        &registry(),
+        &events,
+        stop,
+        Options::default(),
+    )
+    .unwrap()
+}
+
+fn output_bytes(cache: &Cache, name: &str) -> Vec<u8> {
+    let record = cache
+        .records()
+        .unwrap()
+        .into_iter()
+        .find(|r| r.kind == "train")
+        .unwrap();
+    assert_eq!(record.status, RecordStatus::Done, "{:?}", record.error);
+    match &record.outputs[name] {
+        OutputRef::Blob { hash, .. } => std::fs::read(cache.blobs().path(hash)).unwrap(),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn resumed_training_ends_with_identical_weights() {
+    let plan = plan(None, json!({"kind": "full"}));
+    let dir = tempfile::tempdir().unwrap();
+    let whole = Cache::open(&dir.path().join("a"), "test").unwrap();
+    run(&whole, &plan, u64::MAX);
+    let expected = output_bytes(&whole, "model/model.safetensors");
+
+    let cut = Cache::open(&dir.path().join("b"), "test").unwrap();
+    let first = run(&cut, &plan, 2);
+    assert!(first.interrupted, "the stop flag should interrupt the run");
+    run(&cut, &plan, u64::MAX);
+    assert!(
+        output_bytes(&cut, "model/model.safetensors") == expected,
+        "resumed weights differ"
+    );
+
+    // The checkpoint is an HF directory that loads, and training moved the weights.
+    let record = whole
+        .records()
+        .unwrap()
+        .into_iter()
+        .find(|r| r.kind == "train")
+        .unwrap();
+    for file in [
+        "model/config.json",
+        "model/tokenizer.json",
+        "model/tokenizer_config.json",
+    ] {
+        assert!(record.outputs.contains_key(file), "{file} missing");
+    }
+    let steps = record.metrics["steps"].as_array().unwrap();
+    assert_eq!(steps.len(), 8, "4 epochs x ceil(5 / 3) steps");
+    assert!(record.metrics["final_loss"].as_f64().unwrap().is_finite());
+}
+
+/// The child side of the kill test: trains on the cache named by the environment until the
+/// parent kills it.
+#[test]
+#[ignore = "run by kill_9_during_training_loses_nothing as a child process"]
+fn child_trains_until_killed() {
+    let dir = std::env::var("CFT_TEST_CHILD_CACHE").expect("set by the parent test");
+    let cache = Cache::open(std::path::Path::new(&dir), "child").unwrap();
+    run(&cache, &plan(None, json!({"kind": "full"})), u64::MAX);
+}
+
+#[test]
+fn kill_9_during_training_loses_nothing() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let plan = plan(None, json!({"kind": "full"}));
+    let dir = tempfile::tempdir().unwrap();
+    let whole = Cache::open(&dir.path().join("a"), "test").unwrap();
+    run(&whole, &plan, u64::MAX);
+    let expected = output_bytes(&whole, "model/model.safetensors");
+    drop(whole);
+
+    let cut_dir = dir.path().join("b");
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "child_trains_until_killed",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("CFT_TEST_CHILD_CACHE", &cut_dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    while let Some(Ok(line)) = lines.next() {
+        if line == "step 3" {
+            break;
+        }
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let cut = Cache::open(&cut_dir, "test").unwrap();
+    let record = cut
+        .records()
+        .unwrap()
+        .into_iter()
+        .find(|r| r.kind == "train");
+    assert!(
+        record.is_none_or(|r| r.status != RecordStatus::Done),
+        "killed too late"
+    );
+    run(&cut, &plan, u64::MAX);
+    assert!(
+        output_bytes(&cut, "model/model.safetensors") == expected,
+        "resumed weights differ"
+    );
+}
+
+#[test]
+fn weights_of_the_wrong_length_are_an_error_naming_the_example() {
+    let mut weights = String::new();
+    for i in [0u64, 1, 3, 4, 5] {
+        let n = 4 + i % 3 + u64::from(i == 4);
+        let w: Vec<f32> = (0..n).map(|j| (j % 2) as f32).collect();
+        weights.push_str(&format!("{}\n", json!({"idx": i, "weights": w})));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let cache = Cache::open(dir.path(), "test").unwrap();
+    run(
+        &cache,
+        &plan(Some(weights), json!({"kind": "full"})),
+        u64::MAX,
+    );
+    let record = cache
+        .records()
+        .unwrap()
+        .into_iter()
+        .find(|r| r.kind == "train")
+        .unwrap();
+    let error = record.error.unwrap_or_default();
+    assert!(
+        error.contains("idx 4") && error.contains("6 weights for 5"),
+        "{error}"
+    );
+}
+
+/// LoRA with dropout: the adapter of a run stopped after two steps and resumed is the
+/// adapter of an uninterrupted run, and the merged model differs from the base.
+#[test]
+fn resumed_lora_training_with_dropout_ends_with_identical_adapters() {
+    let adapter = json!({"kind": "lora", "rank": 4, "alpha": 8.0, "dropout": 0.1,
+                         "target_modules": ["q_proj", "v_proj"]});
+    let plan = plan(None, adapter);
+    let dir = tempfile::tempdir().unwrap();
+    let whole = Cache::open(&dir.path().join("a"), "test").unwrap();
+    run(&whole, &plan, u64::MAX);
+    let cut = Cache::open(&dir.path().join("b"), "test").unwrap();
+    assert!(run(&cut, &plan, 2).interrupted);
+    run(&cut, &plan, u64::MAX);
+    for name in [
+        "adapter/adapter_model.safetensors",
+        "model/model.safetensors",
+    ] {
+        assert!(
+            output_bytes(&cut, name) == output_bytes(&whole, name),
+            "{name} differs"
+        );
+    }
+    let config = String::from_utf8(output_bytes(&whole, "adapter/adapter_config.json")).unwrap();
+    assert!(config.contains("\"LORA\""), "{config}");
+    let base = std::fs::read(fixture().join("model.safetensors")).unwrap();
+    assert!(output_bytes(&whole, "model/model.safetensors") != base);
+}
+
+/// Writes a full and a LoRA checkpoint of this file's plan under `$CFT_CHECKPOINT_OUT`
+/// (`full/`, `lora/model/`, `lora/adapter/`) for `scripts/check_train_checkpoints.py`.
+#[test]
+#[ignore = "writes checkpoints for scripts/check_train_checkpoints.py"]
+fn export_checkpoints() {
+    let out = std::path::PathBuf::from(std::env::var("CFT_CHECKPOINT_OUT").expect("output dir"));
+    let lora = json!({"kind": "lora", "rank": 4, "alpha": 8.0, "dropout": 0.1,
+                      "target_modules": ["q_proj", "v_proj", "up_proj"]});
+    for (name, adapter) in [("full", json!({"kind": "full"})), ("lora", lora)] {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::open(dir.path(), "test").unwrap();
+        run(&cache, &plan(None, adapter), u64::MAX);
+        let record = cache
+            .records()
+            .unwrap()
+            .into_iter()
+            .find(|r| r.kind == "train")
+            .unwrap();
+        for file in record.outputs.keys() {
+            let target = match name {
+                "full" => out.join("full").join(file.trim_start_matches("model/")),
+                _ => out.join("lora").join(file),
+            };
+            std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+            std::fs::write(&target, output_bytes(&cache, file)).unwrap();
+        }
+    }
+}
