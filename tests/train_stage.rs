@@ -124,15 +124,7 @@ fn run(cache: &Cache, plan: &Plan, stop_after: u64) -> exec::Summary {
         stop,
         seen: AtomicU64::new(0),
     };
-    exec::run(
-        plan,
-        cache,
-        &registry(),
-        &events,
-        stop,
-        Options::default(),
-    )
-    .unwrap()
+    exec::run(plan, cache, &registry(), &events, stop, Options::default()).unwrap()
 }
 
 fn output_bytes(cache: &Cache, name: &str) -> Vec<u8> {

@@ -81,7 +81,25 @@ pub fn run(cache: &Path, args: StatusArgs) -> anyhow::Result<ExitCode> {
         println!("  {:<12} {:<24} {:<28} eval", "method", "cell", "train");
         for method in &exp.methods {
             for cell in &method.cells {
-                let train = show(&format!("train {name} {} {}", method.name, cell.label));
+                let train_label = format!("train {name} {} {}", method.name, cell.label);
+                let mut train = show(&train_label);
+                // Training metrics of a finished cell: final loss and the share of tokens trained on.
+                if let Some(spec) = by_label.get(train_label.as_str())
+                    && let Some(r) = view.store().record(&spec.key)?
+                    && r.status == cft::cache::RecordStatus::Done
+                {
+                    let m = &r.metrics;
+                    if let (Some(loss), Some(tokens), Some(weighted)) = (
+                        m["final_loss"].as_f64(),
+                        m["train_tokens"].as_f64(),
+                        m["weighted_tokens"].as_f64(),
+                    ) {
+                        train = format!(
+                            "done, loss {loss:.3}, {:.1}% of tokens trained",
+                            100.0 * weighted / tokens.max(1.0)
+                        );
+                    }
+                }
                 let evals: Vec<&StageStatus> = benches
                     .iter()
                     .filter_map(|b| {
