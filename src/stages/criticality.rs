@@ -102,7 +102,7 @@ impl StageImpl for Criticality {
                 "tokens": tokens,
                 "critical_tokens": critical,
                 "critical_ratio": critical as f64 / tokens.max(1) as f64,
-                "seconds_per_1k": rollout_seconds / examples as f64 * 1000.0,
+                "seconds_per_1k": (!responses.is_empty()).then(|| rollout_seconds / examples as f64 * 1000.0),
                 "categories": categories,
             }),
         })
