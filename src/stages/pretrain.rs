@@ -10,7 +10,10 @@ use serde::Deserialize;
 use super::dataset::parse_problems;
 use super::train::{model_outputs, run_loop};
 use super::{StageCtx, StageError, StageImpl, StageOutput};
-use crate::model::{LanguageModel, LoadOptions};
+use burn::backend::Autodiff;
+use burn::prelude::Backend;
+
+use crate::model::LanguageModel;
 use crate::train::data::Example;
 use crate::train::optim::AdamConfig;
 use crate::train::scratch::{EOS, PAD, ToyArch, write_random_model, write_tokenizer};
@@ -40,59 +43,68 @@ pub fn document(question: &str, solution: &str) -> String {
 
 impl StageImpl for Pretrain {
     fn run(&self, ctx: &mut StageCtx<'_>) -> Result<StageOutput, StageError> {
-        let toy = ctx.params()["toy"].clone();
-        let arch: ToyArch =
-            serde_json::from_value(toy.clone()).map_err(|e| fail(format!("toy: {e}")))?;
-        let p: PretrainParams = serde_json::from_value(toy["pretrain"].clone())
-            .map_err(|e| fail(format!("toy.pretrain: {e}")))?;
-
-        // 1. the corpus
-        let corpus = ctx.input("dataset")?.clone();
-        let problems = parse_problems(&ctx.read(&corpus, "problems.jsonl")?)?;
-        let texts: Vec<String> = problems
-            .iter()
-            .map(|q| document(&q.question, q.solution.as_deref().unwrap_or(&q.gold)))
-            .collect();
-
-        // 2. tokenizer, config and random weights, written as an HF directory
-        let base = ctx.temp_path();
-        std::fs::create_dir_all(&base).map_err(fail)?;
-        let vocab = write_tokenizer(&base, &texts, arch.vocab_size).map_err(fail)?;
-        let tokenizer = crate::model::TextTokenizer::from_dir(&base).map_err(fail)?;
-        let id = |t: &str| {
-            tokenizer
-                .token_id(t)
-                .ok_or_else(|| fail(format!("tokenizer lacks {t}")))
-        };
-        let (eos, pad) = (id(EOS)?, id(PAD)?);
-        write_random_model(&base, &arch, vocab, (eos, pad), p.seed).map_err(fail)?;
-        let device = Default::default();
-        let lm = LanguageModel::load(&base, &device, LoadOptions::default()).map_err(fail)?;
-
-        // 3. every token of every document carries loss
-        let mut examples = Vec::with_capacity(texts.len());
-        for (q, text) in problems.iter().zip(&texts) {
-            let mut ids = lm.tokenizer.encode(text, false).map_err(fail)?;
-            ids.push(eos);
-            examples.push(Example::new(q.idx, &[], &ids, None, arch.max_position).map_err(fail)?);
-        }
-        let settings = TrainSettings {
-            objective: Objective::Sft,
-            batch_size: p.batch_size as usize,
-            micro_batch_size: p.batch_size as usize,
-            total_steps: p.steps,
-            schedule: Schedule::new("cosine", p.learning_rate, p.warmup_ratio, p.steps)
-                .map_err(fail)?,
-            adam: AdamConfig::torch_adamw(),
-            grad_clip: 1.0,
-            seed: p.seed,
-            pad_id: pad,
-        };
-        let mut trainer = Trainer::new(lm.lm, settings, examples, device).map_err(fail)?;
-        let mut metrics = run_loop(ctx, &mut trainer)?;
-        metrics["vocab_size"] = vocab.into();
-        let outputs = model_outputs(ctx, &base, &trainer)?;
-        std::fs::remove_dir_all(&base).map_err(fail)?;
-        Ok(StageOutput { outputs, metrics })
+        crate::on_device!(ctx, pretrain_on)
     }
+}
+
+/// The stage on backend `B` (training on `Autodiff<B>`; `cft run --device` picks `B`).
+fn pretrain_on<B: Backend>(
+    ctx: &mut StageCtx<'_>,
+    device: &B::Device,
+) -> Result<StageOutput, StageError> {
+    let toy = ctx.params()["toy"].clone();
+    let arch: ToyArch =
+        serde_json::from_value(toy.clone()).map_err(|e| fail(format!("toy: {e}")))?;
+    let p: PretrainParams = serde_json::from_value(toy["pretrain"].clone())
+        .map_err(|e| fail(format!("toy.pretrain: {e}")))?;
+
+    // 1. the corpus
+    let corpus = ctx.input("dataset")?.clone();
+    let problems = parse_problems(&ctx.read(&corpus, "problems.jsonl")?)?;
+    let texts: Vec<String> = problems
+        .iter()
+        .map(|q| document(&q.question, q.solution.as_deref().unwrap_or(&q.gold)))
+        .collect();
+
+    // 2. tokenizer, config and random weights, written as an HF directory
+    let base = ctx.temp_path();
+    std::fs::create_dir_all(&base).map_err(fail)?;
+    let vocab = write_tokenizer(&base, &texts, arch.vocab_size).map_err(fail)?;
+    let tokenizer = crate::model::TextTokenizer::from_dir(&base).map_err(fail)?;
+    let id = |t: &str| {
+        tokenizer
+            .token_id(t)
+            .ok_or_else(|| fail(format!("tokenizer lacks {t}")))
+    };
+    let (eos, pad) = (id(EOS)?, id(PAD)?);
+    write_random_model(&base, &arch, vocab, (eos, pad), p.seed).map_err(fail)?;
+    let device = device.clone();
+    let lm = LanguageModel::<Autodiff<B>>::load(&base, &device, ctx.device().load_options())
+        .map_err(fail)?;
+
+    // 3. every token of every document carries loss
+    let mut examples = Vec::with_capacity(texts.len());
+    for (q, text) in problems.iter().zip(&texts) {
+        let mut ids = lm.tokenizer.encode(text, false).map_err(fail)?;
+        ids.push(eos);
+        examples.push(Example::new(q.idx, &[], &ids, None, arch.max_position).map_err(fail)?);
+    }
+    let settings = TrainSettings {
+        objective: Objective::Sft,
+        batch_size: p.batch_size as usize,
+        micro_batch_size: p.batch_size as usize,
+        total_steps: p.steps,
+        schedule: Schedule::new("cosine", p.learning_rate, p.warmup_ratio, p.steps)
+            .map_err(fail)?,
+        adam: AdamConfig::torch_adamw(),
+        grad_clip: 1.0,
+        seed: p.seed,
+        pad_id: pad,
+    };
+    let mut trainer = Trainer::new(lm.lm, settings, examples, device).map_err(fail)?;
+    let mut metrics = run_loop(ctx, &mut trainer)?;
+    metrics["vocab_size"] = vocab.into();
+    let outputs = model_outputs(ctx, &base, &trainer)?;
+    std::fs::remove_dir_all(&base).map_err(fail)?;
+    Ok(StageOutput { outputs, metrics })
 }

@@ -13,13 +13,15 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::Instant;
 
-use burn::backend::{Autodiff, Flex};
+use burn::backend::Autodiff;
+use burn::prelude::Backend;
+use burn::tensor::backend::AutodiffBackend;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{Output, StageCtx, StageError, StageImpl, StageOutput};
 use crate::manifest::Adapter;
-use crate::model::{LanguageModel, LoadOptions};
+use crate::model::LanguageModel;
 use crate::train::checkpoint::{StoreDtype, write_model_dir};
 use crate::train::data::Example;
 use crate::train::lora::{self, LoraSpec};
@@ -28,9 +30,6 @@ use crate::train::params::named_values;
 use crate::train::{Objective, Schedule, StepMetrics, TrainError, TrainSettings, Trainer};
 
 pub const VERSION: u32 = 1;
-
-/// The CPU training backend (f32).
-type AB = Autodiff<Flex>;
 
 pub struct Train;
 
@@ -90,121 +89,128 @@ pub(crate) fn jsonl<T: for<'de> Deserialize<'de>>(
 
 impl StageImpl for Train {
     fn run(&self, ctx: &mut StageCtx<'_>) -> Result<StageOutput, StageError> {
-        let params = ctx.params().clone();
-        let objective = params["objective"]
-            .as_str()
-            .and_then(Objective::parse)
-            .ok_or_else(|| fail(format!("unknown objective {}", params["objective"])))?;
-        let adapter: Adapter = adapter_from_json(&params["adapter"])?;
-        let hp: Hparams = serde_json::from_value(params["hparams"].clone())
-            .map_err(|e| fail(format!("hparams: {e}")))?;
+        crate::on_device!(ctx, train_on)
+    }
+}
 
-        // 1. the data: D_correct, with weights matched by idx
-        let greedy = ctx.input("greedy")?.clone();
-        let responses: Vec<Response> =
-            jsonl(&ctx.read(&greedy, "responses.jsonl")?, "responses.jsonl")?;
-        let weights: Option<HashMap<u64, Vec<f32>>> = match objective {
-            Objective::Weighted => {
-                let record = ctx
-                    .inputs()
-                    .iter()
-                    .find(|r| r.kind == "criticality" || r.kind == "selection")
-                    .cloned()
-                    .ok_or_else(|| {
-                        fail("the weighted objective needs a criticality or selection input")
-                    })?;
-                let lines: Vec<Weights> =
-                    jsonl(&ctx.read(&record, "weights.jsonl")?, "weights.jsonl")?;
-                Some(lines.into_iter().map(|w| (w.idx, w.weights)).collect())
-            }
-            _ => None,
-        };
-        let mut examples = Vec::new();
-        for r in responses.iter().filter(|r| r.correct) {
-            let w = match &weights {
-                Some(map) => Some(
-                    map.get(&r.idx)
-                        .ok_or(TrainError::MissingWeights(r.idx))
-                        .map_err(fail)?
-                        .as_slice(),
-                ),
-                None => None,
-            };
-            examples.push(
-                Example::new(
-                    r.idx,
-                    &r.prompt_ids,
-                    &r.response_ids,
-                    w,
-                    hp.max_length as usize,
-                )
-                .map_err(fail)?,
-            );
-        }
-        if examples.is_empty() {
-            return Err(fail("D_correct is empty: no greedy response was correct"));
-        }
+/// The stage on backend `B` (training on `Autodiff<B>`; `cft run --device` picks `B`).
+fn train_on<B: Backend>(
+    ctx: &mut StageCtx<'_>,
+    device: &B::Device,
+) -> Result<StageOutput, StageError> {
+    let params = ctx.params().clone();
+    let objective = params["objective"]
+        .as_str()
+        .and_then(Objective::parse)
+        .ok_or_else(|| fail(format!("unknown objective {}", params["objective"])))?;
+    let adapter: Adapter = adapter_from_json(&params["adapter"])?;
+    let hp: Hparams = serde_json::from_value(params["hparams"].clone())
+        .map_err(|e| fail(format!("hparams: {e}")))?;
 
-        // 2. the model and the settings
-        let base = ctx.input_model_dir()?;
-        let device = Default::default();
-        let lm = LanguageModel::<AB>::load(&base, &device, LoadOptions::default()).map_err(fail)?;
-        let lora = match &adapter {
-            Adapter::Full => None,
-            Adapter::Lora {
-                rank,
-                alpha,
-                dropout,
-                target_modules,
-            } => Some(LoraSpec {
-                rank: *rank as usize,
-                alpha: *alpha,
-                dropout: *dropout,
-                target_modules: target_modules.clone(),
-            }),
+    // 1. the data: D_correct, with weights matched by idx
+    let greedy = ctx.input("greedy")?.clone();
+    let responses: Vec<Response> =
+        jsonl(&ctx.read(&greedy, "responses.jsonl")?, "responses.jsonl")?;
+    let weights: Option<HashMap<u64, Vec<f32>>> = match objective {
+        Objective::Weighted => {
+            let record = ctx
+                .inputs()
+                .iter()
+                .find(|r| r.kind == "criticality" || r.kind == "selection")
+                .cloned()
+                .ok_or_else(|| {
+                    fail("the weighted objective needs a criticality or selection input")
+                })?;
+            let lines: Vec<Weights> = jsonl(&ctx.read(&record, "weights.jsonl")?, "weights.jsonl")?;
+            Some(lines.into_iter().map(|w| (w.idx, w.weights)).collect())
+        }
+        _ => None,
+    };
+    let mut examples = Vec::new();
+    for r in responses.iter().filter(|r| r.correct) {
+        let w = match &weights {
+            Some(map) => Some(
+                map.get(&r.idx)
+                    .ok_or(TrainError::MissingWeights(r.idx))
+                    .map_err(fail)?
+                    .as_slice(),
+            ),
+            None => None,
         };
-        let model = match &lora {
-            None => lm.lm,
-            Some(spec) => lora::attach(lm.lm, spec, hp.seed).map_err(fail)?,
-        };
-        let batch_size = hp.batch_size as usize;
-        let per_epoch = examples.len().div_ceil(batch_size.max(1)) as u64;
-        let total_steps = hp.epochs * per_epoch;
-        let settings = TrainSettings {
-            objective,
-            batch_size,
-            micro_batch_size: hp.micro_batch_size.min(hp.batch_size) as usize,
-            total_steps,
-            schedule: Schedule::new(&hp.schedule, hp.learning_rate, hp.warmup_ratio, total_steps)
-                .map_err(fail)?,
-            adam: AdamConfig::new(
-                &hp.optimizer,
-                hp.adam_beta1,
-                hp.adam_beta2,
-                hp.adam_eps,
-                hp.weight_decay,
+        examples.push(
+            Example::new(
+                r.idx,
+                &r.prompt_ids,
+                &r.response_ids,
+                w,
+                hp.max_length as usize,
             )
             .map_err(fail)?,
-            grad_clip: hp.grad_clip,
-            seed: hp.seed,
-            pad_id: lm.pad_token_id,
-        };
-        let mut trainer = Trainer::new(model, settings, examples, device).map_err(fail)?;
-        let steps = run_loop(ctx, &mut trainer)?;
-
-        // 3. the checkpoint
-        let mut outputs = model_outputs(ctx, &base, &trainer)?;
-        if let Some(spec) = &lora {
-            let dir = ctx.temp_path();
-            let names =
-                lora::write_peft(&dir, &named_values(&trainer.model), spec).map_err(fail)?;
-            outputs.extend(move_outputs(ctx, &dir, names, "adapter")?);
-        }
-        Ok(StageOutput {
-            outputs,
-            metrics: steps,
-        })
+        );
     }
+    if examples.is_empty() {
+        return Err(fail("D_correct is empty: no greedy response was correct"));
+    }
+
+    // 2. the model and the settings
+    let base = ctx.input_model_dir()?;
+    let device = device.clone();
+    let lm = LanguageModel::<Autodiff<B>>::load(&base, &device, ctx.device().load_options())
+        .map_err(fail)?;
+    let lora = match &adapter {
+        Adapter::Full => None,
+        Adapter::Lora {
+            rank,
+            alpha,
+            dropout,
+            target_modules,
+        } => Some(LoraSpec {
+            rank: *rank as usize,
+            alpha: *alpha,
+            dropout: *dropout,
+            target_modules: target_modules.clone(),
+        }),
+    };
+    let model = match &lora {
+        None => lm.lm,
+        Some(spec) => lora::attach(lm.lm, spec, hp.seed).map_err(fail)?,
+    };
+    let batch_size = hp.batch_size as usize;
+    let per_epoch = examples.len().div_ceil(batch_size.max(1)) as u64;
+    let total_steps = hp.epochs * per_epoch;
+    let settings = TrainSettings {
+        objective,
+        batch_size,
+        micro_batch_size: hp.micro_batch_size.min(hp.batch_size) as usize,
+        total_steps,
+        schedule: Schedule::new(&hp.schedule, hp.learning_rate, hp.warmup_ratio, total_steps)
+            .map_err(fail)?,
+        adam: AdamConfig::new(
+            &hp.optimizer,
+            hp.adam_beta1,
+            hp.adam_beta2,
+            hp.adam_eps,
+            hp.weight_decay,
+        )
+        .map_err(fail)?,
+        grad_clip: hp.grad_clip,
+        seed: hp.seed,
+        pad_id: lm.pad_token_id,
+    };
+    let mut trainer = Trainer::new(model, settings, examples, device).map_err(fail)?;
+    let steps = run_loop(ctx, &mut trainer)?;
+
+    // 3. the checkpoint
+    let mut outputs = model_outputs(ctx, &base, &trainer)?;
+    if let Some(spec) = &lora {
+        let dir = ctx.temp_path();
+        let names = lora::write_peft(&dir, &named_values(&trainer.model), spec).map_err(fail)?;
+        outputs.extend(move_outputs(ctx, &dir, names, "adapter")?);
+    }
+    Ok(StageOutput {
+        outputs,
+        metrics: steps,
+    })
 }
 
 /// The adapter of the stage params (the manifest's `Adapter`, serialised).
@@ -228,9 +234,9 @@ fn adapter_from_json(v: &Value) -> Result<Adapter, StageError> {
 
 /// Trains to the end, resuming from and saving to the progress item `state`; returns the
 /// metrics for the record.
-pub(crate) fn run_loop(
+pub(crate) fn run_loop<B: AutodiffBackend>(
     ctx: &mut StageCtx<'_>,
-    trainer: &mut Trainer<AB>,
+    trainer: &mut Trainer<B>,
 ) -> Result<Value, StageError> {
     let save_every = ctx.bindings()["save_every"].as_u64().unwrap_or(10).max(1);
     let mut log: Vec<StepMetrics> = Vec::new();
@@ -277,10 +283,10 @@ pub(crate) fn summarise(log: &[StepMetrics], seconds: f64) -> Value {
 
 /// Writes the trained model as `model/<file>` outputs, one blob per file; LoRA adapters
 /// are merged into their weights.
-pub(crate) fn model_outputs(
+pub(crate) fn model_outputs<B: AutodiffBackend>(
     ctx: &StageCtx<'_>,
     base: &Path,
-    trainer: &Trainer<AB>,
+    trainer: &Trainer<B>,
 ) -> Result<Vec<(String, Output)>, StageError> {
     let dir = ctx.temp_path();
     let tensors = lora::merged_values(&trainer.model);
