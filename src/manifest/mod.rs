@@ -8,7 +8,9 @@
 //! cross-reference — names the file, line, column and dotted key, even across includes.
 
 mod error;
+mod evaluate;
 mod grid;
+mod methods;
 mod node;
 mod read;
 mod resolve;
