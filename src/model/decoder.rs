@@ -374,23 +374,9 @@ impl<B: Backend> CausalLm<B> {
         ids: Tensor<B, 2, Int>,
         positions: Tensor<B, 2, Int>,
         bias: Tensor<B, 4>,
-        mut cache: Option<&mut KvCache<B>>,
+        cache: Option<&mut KvCache<B>>,
     ) -> Tensor<B, 3> {
-        let mut x = self.model.embed_tokens.forward(ids); // [b, t, hidden]
-        let c = &self.config;
-        let rope = self.rope.tables(
-            positions,
-            c.num_attention_heads,
-            c.num_key_value_heads,
-            x.dtype(),
-        );
-        let rep = c.num_attention_heads / c.num_key_value_heads;
-        let bias = expand_bias(bias, c.num_key_value_heads, rep); // [b, kvh, rep, t, s]
-        for (i, layer) in self.model.layers.iter().enumerate() {
-            let slot = cache.as_deref_mut().and_then(|c| c.layers.get_mut(i));
-            x = layer.forward(x, &rope, bias.clone(), slot, None);
-        }
-        self.model.norm.forward(x)
+        self.run_layers(ids, positions, bias, cache, None)
     }
 
     /// The training forward that also returns every layer's attention probabilities
@@ -405,8 +391,28 @@ impl<B: Backend> CausalLm<B> {
     ) -> (Tensor<B, 3>, Vec<Tensor<B, 4>>) {
         let [_, t] = ids.dims();
         let positions = positions_from_valid(key_valid.clone());
-        let c = &self.config;
+        let mut probs = Vec::with_capacity(self.model.layers.len());
+        let hidden = self.run_layers(
+            ids,
+            positions,
+            attention_bias(key_valid, t),
+            None,
+            Some(&mut probs),
+        );
+        (self.logits(hidden), probs)
+    }
+
+    /// Embedding, every layer, final norm; `probs` collects attention probabilities.
+    fn run_layers(
+        &self,
+        ids: Tensor<B, 2, Int>,
+        positions: Tensor<B, 2, Int>,
+        bias: Tensor<B, 4>,
+        mut cache: Option<&mut KvCache<B>>,
+        mut probs: Option<&mut Vec<Tensor<B, 4>>>,
+    ) -> Tensor<B, 3> {
         let mut x = self.model.embed_tokens.forward(ids); // [b, t, hidden]
+        let c = &self.config;
         let rope = self.rope.tables(
             positions,
             c.num_attention_heads,
@@ -414,12 +420,12 @@ impl<B: Backend> CausalLm<B> {
             x.dtype(),
         );
         let rep = c.num_attention_heads / c.num_key_value_heads;
-        let bias = expand_bias(attention_bias(key_valid, t), c.num_key_value_heads, rep);
-        let mut probs = Vec::with_capacity(self.model.layers.len());
-        for layer in &self.model.layers {
-            x = layer.forward(x, &rope, bias.clone(), None, Some(&mut probs));
+        let bias = expand_bias(bias, c.num_key_value_heads, rep); // [b, kvh, rep, t, s]
+        for (i, layer) in self.model.layers.iter().enumerate() {
+            let slot = cache.as_deref_mut().and_then(|c| c.layers.get_mut(i));
+            x = layer.forward(x, &rope, bias.clone(), slot, probs.as_deref_mut());
         }
-        (self.logits(self.model.norm.forward(x)), probs)
+        self.model.norm.forward(x)
     }
 
     /// Logits from hidden states, in f32.

@@ -62,12 +62,9 @@ struct WeightsLine {
     weights: Vec<f32>,
 }
 
+/// The shared JSONL reader; an unreadable file counts as absent (the report shows "—").
 fn jsonl<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Option<Vec<T>> {
-    bytes
-        .split(|b| *b == b'\n')
-        .filter(|l| !l.is_empty())
-        .map(|l| serde_json::from_slice(l).ok())
-        .collect()
+    crate::stages::annotate::read_lines(bytes, "").ok()
 }
 
 #[derive(Default)]

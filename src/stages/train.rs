@@ -19,6 +19,7 @@ use burn::tensor::backend::AutodiffBackend;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::annotate::{Response, Weights, read_lines};
 use super::{Output, StageCtx, StageError, StageImpl, StageOutput};
 use crate::manifest::Adapter;
 use crate::model::LanguageModel;
@@ -32,22 +33,6 @@ use crate::train::{Objective, Schedule, StepMetrics, TrainError, TrainSettings, 
 pub const VERSION: u32 = 1;
 
 pub struct Train;
-
-/// One line of the greedy stage's `responses.jsonl`.
-#[derive(Deserialize)]
-struct Response {
-    idx: u64,
-    prompt_ids: Vec<u32>,
-    response_ids: Vec<u32>,
-    correct: bool,
-}
-
-/// One line of `weights.jsonl`.
-#[derive(Deserialize)]
-struct Weights {
-    idx: u64,
-    weights: Vec<f32>,
-}
 
 /// The `hparams` of the stage params (`TrainParams` as JSON).
 #[derive(Deserialize)]
@@ -70,21 +55,6 @@ struct Hparams {
 
 fn fail(e: impl std::fmt::Display) -> StageError {
     StageError::Failed(e.to_string())
-}
-
-/// Parses a JSONL output, naming the file and line of a bad line.
-pub(crate) fn jsonl<T: for<'de> Deserialize<'de>>(
-    bytes: &[u8],
-    file: &str,
-) -> Result<Vec<T>, StageError> {
-    bytes
-        .split(|b| *b == b'\n')
-        .filter(|l| !l.is_empty())
-        .enumerate()
-        .map(|(i, l)| {
-            serde_json::from_slice(l).map_err(|e| fail(format!("{file} line {}: {e}", i + 1)))
-        })
-        .collect()
 }
 
 impl StageImpl for Train {
@@ -110,7 +80,7 @@ fn train_on<B: Backend>(
     // 1. the data: D_correct, with weights matched by idx
     let greedy = ctx.input("greedy")?.clone();
     let responses: Vec<Response> =
-        jsonl(&ctx.read(&greedy, "responses.jsonl")?, "responses.jsonl")?;
+        read_lines(&ctx.read(&greedy, "responses.jsonl")?, "responses.jsonl")?;
     let weights: Option<HashMap<u64, Vec<f32>>> = match objective {
         Objective::Weighted => {
             let record = ctx
@@ -121,7 +91,8 @@ fn train_on<B: Backend>(
                 .ok_or_else(|| {
                     fail("the weighted objective needs a criticality or selection input")
                 })?;
-            let lines: Vec<Weights> = jsonl(&ctx.read(&record, "weights.jsonl")?, "weights.jsonl")?;
+            let lines: Vec<Weights> =
+                read_lines(&ctx.read(&record, "weights.jsonl")?, "weights.jsonl")?;
             Some(lines.into_iter().map(|w| (w.idx, w.weights)).collect())
         }
         _ => None,
