@@ -90,16 +90,16 @@ pub struct BenchToyArgs {
     pub heads: u64,
     #[arg(long, default_value_t = 2000)]
     pub problems: u64,
-    #[arg(long, default_value_t = 600)]
+    #[arg(long, default_value_t = 700)]
     pub steps: u64,
     #[arg(long, default_value_t = 32)]
     pub batch: u64,
-    #[arg(long, default_value_t = 2e-3)]
+    #[arg(long, default_value_t = 3e-3)]
     pub lr: f64,
     /// Held-out problems graded.
     #[arg(long, default_value_t = 200)]
     pub eval: u64,
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 2)]
     pub max_steps: u64,
     /// Cache directory (kept, so the model can be reused); a temporary one when absent.
     #[arg(long)]

@@ -74,6 +74,7 @@ pub fn run(cache_dir: &Path, args: RunArgs) -> anyhow::Result<ExitCode> {
         .filter(|s| s.status != Status::Cached)
         .count();
     if pending == 0 {
+        print_tables(cache, &plan, &args.file)?;
         println!(
             "nothing to do: all {} stages of `{}` are cached ({})",
             plan.len(),
@@ -130,9 +131,21 @@ pub fn run(cache_dir: &Path, args: RunArgs) -> anyhow::Result<ExitCode> {
         );
         return Ok(ExitCode::from(1));
     }
+    print_tables(cache, &plan, &args.file)?;
     println!(
         "done: {} stages ran, {} cached ({took})",
         summary.ran, summary.cached
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// The experiment's main tables, when the plan includes its report.
+fn print_tables(cache: Cache, plan: &plan::Plan, file: &Path) -> anyhow::Result<()> {
+    if plan.graph.node_weights().any(|s| s.kind == "report") {
+        let view = cft::cache::View::Open(cache);
+        let report = super::report::report_of(&view, plan)?;
+        print!("{}", cft::report::markdown::summary(&report));
+        println!("\n(the full report: `cft report {}`)", file.display());
+    }
+    Ok(())
 }

@@ -250,6 +250,7 @@ pub(super) fn read_report(
             baseline: default_baseline,
             select: Select::BestAverage,
             bootstrap: 1000,
+            timings: true,
             confidence: 0.95,
         });
     };
@@ -322,11 +323,13 @@ pub(super) fn read_report(
         Some(c) => c.value,
         None => 0.95,
     };
+    let timings = t.boolean("timings")?.unwrap_or(true);
     t.finish()?;
     Ok(Report {
         baseline,
         select,
         bootstrap,
         confidence,
+        timings,
     })
 }

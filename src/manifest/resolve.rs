@@ -294,10 +294,10 @@ pub(super) fn read_source(mut t: Reader<'_>, seed: u64, default_split: &str) -> 
             let (lo, hi) = (
                 min_steps
                     .as_ref()
-                    .map_or(if hard { 5 } else { 1 }, |v| v.value),
+                    .map_or(if hard { 3 } else { 1 }, |v| v.value),
                 max_steps
                     .as_ref()
-                    .map_or(if hard { 7 } else { 4 }, |v| v.value),
+                    .map_or(if hard { 4 } else { 2 }, |v| v.value),
             );
             if lo > hi {
                 let at = max_steps.or(min_steps).map(|v| (v.loc, v.key));

@@ -209,6 +209,9 @@ pub struct Report {
     pub select: Select,
     pub bootstrap: u64,
     pub confidence: f64,
+    /// Wall-clock columns (rollout seconds per 1k examples, training seconds). Without them a
+    /// report is a pure function of the manifest: the same bytes however the run went.
+    pub timings: bool,
 }
 
 /// How the report picks one cell of a method's sweep (the paper reports each method's best).

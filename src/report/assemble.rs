@@ -28,18 +28,25 @@ pub fn build(params: &Params, records: &Records<'_>) -> Report {
         .iter()
         .find(|m| m.name == settings.baseline)
         .map_or(settings.baseline.clone(), |m| m.label.clone());
+    let mut annotation = analysis::annotation(params, records);
+    let mut training = analysis::training(params, records, &chosen);
+    if !settings.timings {
+        annotation.iter_mut().for_each(|a| a.seconds_per_1k = None);
+        training.iter_mut().for_each(|t| t.seconds = None);
+    }
     Report {
         experiment: params.experiment.clone(),
         baseline,
         select: rule.describe(),
         confidence: settings.confidence,
         bootstrap: settings.bootstrap,
+        timings: settings.timings,
         benchmarks: params.benchmarks.clone(),
         blocks,
-        annotation: analysis::annotation(params, records),
+        annotation,
         token_stats: analysis::token_stats(params, records),
         categories: analysis::categories(params, records),
-        training: analysis::training(params, records, &chosen),
+        training,
         pass_at: analysis::pass_at(params, records, &chosen),
     }
 }

@@ -69,6 +69,7 @@ pub fn merge(reports: &[Report]) -> Report {
         select: join(&|r| r.select.clone()),
         confidence: reports.first().map_or(0.95, |r| r.confidence),
         bootstrap: reports.first().map_or(0, |r| r.bootstrap),
+        timings: reports.iter().any(|r| r.timings),
         benchmarks,
         blocks,
         annotation: reports

@@ -62,6 +62,12 @@ pub struct Settings {
     pub select: SelectParams,
     pub bootstrap: u64,
     pub confidence: f64,
+    #[serde(default = "yes")]
+    pub timings: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// `manifest::Select` as serialised: `{"by": "best-average"}`, `{"by": "best-on", "value": b}`,

@@ -2,11 +2,39 @@
 
 use super::Report;
 use super::plots::Plot;
-use super::sections::{Table, sections};
+use super::sections::{Section, Table, sections};
 
 pub fn render(report: &Report, plots: &[Plot]) -> String {
     let mut out = format!("# Report: {}\n", report.experiment);
-    for s in sections(report) {
+    render_sections(&mut out, sections(report));
+    if !plots.is_empty() {
+        out.push_str("\n## Plots\n\n");
+        for p in plots {
+            out.push_str(&format!(
+                "- [{}](plots/{}.svg) ([PNG](plots/{}.png))\n",
+                p.title, p.name, p.name
+            ));
+        }
+    }
+    out
+}
+
+/// What `cft run` prints when it finishes: the accuracy table, Pass@N and the annotation
+/// summary (Table 4); `cft report` has the rest.
+pub fn summary(report: &Report) -> String {
+    let mut out = String::new();
+    let wanted = ["Accuracy", "Pass@N", "Greedy decoding"];
+    render_sections(
+        &mut out,
+        sections(report)
+            .into_iter()
+            .filter(|s| wanted.iter().any(|w| s.title.starts_with(w))),
+    );
+    out
+}
+
+fn render_sections(out: &mut String, sections: impl IntoIterator<Item = Section>) {
+    for s in sections {
         out.push_str(&format!("\n## {}\n\n{}\n", s.title, s.note));
         let empty = s.tables.iter().all(|t| t.rows.is_empty());
         if empty {
@@ -18,19 +46,9 @@ pub fn render(report: &Report, plots: &[Plot]) -> String {
             if !t.caption.is_empty() {
                 out.push_str(&format!("**{}**\n\n", escape(&t.caption)));
             }
-            table(&mut out, t);
+            table(out, t);
         }
     }
-    if !plots.is_empty() {
-        out.push_str("\n## Plots\n\n");
-        for p in plots {
-            out.push_str(&format!(
-                "- [{}](plots/{}.svg) ([PNG](plots/{}.png))\n",
-                p.title, p.name, p.name
-            ));
-        }
-    }
-    out
 }
 
 fn escape(s: &str) -> String {

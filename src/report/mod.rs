@@ -53,6 +53,9 @@ pub struct Report {
     pub select: String,
     pub confidence: f64,
     pub bootstrap: u64,
+    /// `report.timings`: whether wall-clock columns are shown (without them the report's
+    /// bytes do not depend on how the run went).
+    pub timings: bool,
     /// Column order of every row's per-benchmark values.
     pub benchmarks: Vec<String>,
     /// Table 1/2/6: one block per model family.

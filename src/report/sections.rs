@@ -202,7 +202,7 @@ pub fn sections(r: &Report) -> Vec<Section> {
     out.push(Section {
         title: "Greedy decoding and annotation (Table 4)".into(),
         note: "Greedy pass over the training questions; critical tokens among the correct responses; rollout time per 1,000 examples.".into(),
-        tables: vec![table(strings(&header), rows, 2)],
+        tables: vec![timed(r, table(strings(&header), rows, 2))],
     });
 
     // Table 5.
@@ -293,9 +293,20 @@ pub fn sections(r: &Report) -> Vec<Section> {
     out.push(Section {
         title: "Training".into(),
         note: "The chosen cell of each method: the fraction of response tokens with non-zero weight, and its loss.".into(),
-        tables: vec![table(strings(&header), rows, 3)],
+        tables: vec![timed(r, table(strings(&header), rows, 3))],
     });
     out
+}
+
+/// Drops a table's last column, its wall-clock one, when the report leaves timings out.
+fn timed(r: &Report, mut t: Table) -> Table {
+    if !r.timings {
+        t.header.pop();
+        t.rows.iter_mut().for_each(|row| {
+            row.pop();
+        });
+    }
+    t
 }
 
 fn strings(s: &[&str]) -> Vec<String> {

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use super::{Output, StageCtx, StageError, StageImpl, StageOutput};
 use crate::toy::problems;
 
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 
 /// One normalised problem.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -1,8 +1,8 @@
 //! `pretrain`: the built-in toy family, trained from scratch on the synthetic corpus so that
 //! the whole pipeline runs on a fresh CPU-only machine. A tokenizer is trained on the corpus,
 //! a decoder of the manifest's architecture is initialised at random, and the fine-tuning
-//! loop (SFT over every token of `"Question: {question}\nAnswer: {solution}<|endoftext|>"`,
-//! the `plain` template) runs for the configured steps. The output is an HF directory
+//! loop (SFT on `" {solution}<|endoftext|>"` after the `plain` template's
+//! `"Question: {question}\nAnswer:"`) runs for the configured steps. The output is an HF directory
 //! (`model/...`) like any checkpoint. Resumes like `train` (progress item `state`).
 
 use serde::Deserialize;
@@ -19,7 +19,7 @@ use crate::train::optim::AdamConfig;
 use crate::train::scratch::{EOS, PAD, ToyArch, write_random_model, write_tokenizer};
 use crate::train::{Objective, Schedule, TrainSettings, Trainer};
 
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 
 #[derive(Deserialize)]
 struct PretrainParams {
@@ -36,9 +36,12 @@ fn fail(e: impl std::fmt::Display) -> StageError {
     StageError::Failed(e.to_string())
 }
 
-/// The `plain` template's training text of one problem.
-pub fn document(question: &str, solution: &str) -> String {
-    format!("Question: {question}\nAnswer: {solution}")
+/// The `plain` template's prompt and the solution that follows it (with its leading space).
+fn document(question: &str, solution: &str) -> (String, String) {
+    (
+        super::prompt::PLAIN.replace("{question}", question),
+        format!(" {solution}"),
+    )
 }
 
 impl StageImpl for Pretrain {
@@ -61,10 +64,11 @@ fn pretrain_on<B: Backend>(
     // 1. the corpus
     let corpus = ctx.input("dataset")?.clone();
     let problems = parse_problems(&ctx.read(&corpus, "problems.jsonl")?)?;
-    let texts: Vec<String> = problems
+    let documents: Vec<(String, String)> = problems
         .iter()
         .map(|q| document(&q.question, q.solution.as_deref().unwrap_or(&q.gold)))
         .collect();
+    let texts: Vec<String> = documents.iter().map(|(p, a)| format!("{p}{a}")).collect();
 
     // 2. tokenizer, config and random weights, written as an HF directory
     let base = ctx.temp_path();
@@ -82,12 +86,15 @@ fn pretrain_on<B: Backend>(
     let lm = LanguageModel::<Autodiff<B>>::load(&base, &device, ctx.device().load_options())
         .map_err(fail)?;
 
-    // 3. every token of every document carries loss
+    // 3. the solution's tokens carry the loss, given the question (as in fine-tuning); the
+    // questions' names and numbers are unpredictable, and fitting them slows learning to answer
     let mut examples = Vec::with_capacity(texts.len());
-    for (q, text) in problems.iter().zip(&texts) {
-        let mut ids = lm.tokenizer.encode(text, false).map_err(fail)?;
-        ids.push(eos);
-        examples.push(Example::new(q.idx, &[], &ids, None, arch.max_position).map_err(fail)?);
+    for (q, (prompt, answer)) in problems.iter().zip(&documents) {
+        let prompt = lm.tokenizer.encode(prompt, false).map_err(fail)?;
+        let mut answer = lm.tokenizer.encode(answer, false).map_err(fail)?;
+        answer.push(eos);
+        examples
+            .push(Example::new(q.idx, &prompt, &answer, None, arch.max_position).map_err(fail)?);
     }
     let settings = TrainSettings {
         objective: Objective::Sft,

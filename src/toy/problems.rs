@@ -2,8 +2,11 @@
 //!
 //! The wording varies (names, items, verbs, sentence frames) while the numbers and the
 //! operations decide the answer — the structure the paper's method relies on: many tokens of
-//! a solution can be replaced freely, a few cannot. Splits draw from independent streams;
-//! `hard` uses more steps and plays the out-of-domain benchmark.
+//! a solution can be replaced freely, a few cannot. Each solution line restates the question's
+//! event in its own words ("She gives away 4, so 13 - 4 = 9."), so the operand is copied from
+//! the question and the verb picks the operation; values stay below 60 so that the arithmetic
+//! is learnable by a ~1M-parameter model in minutes on a CPU. Splits draw from independent
+//! streams; `hard` uses more steps and plays the out-of-domain benchmark.
 
 use serde::{Deserialize, Serialize};
 
@@ -36,6 +39,10 @@ const ITEMS: [&str; 10] = [
     "cards",
 ];
 
+/// Values stay below this, so the arithmetic is a table a few-million-parameter model can
+/// learn in minutes on a CPU (numbers are spelled digit by digit by the toy tokenizer).
+const MAX_VALUE: u64 = 60;
+
 #[derive(Clone, Copy)]
 enum Op {
     Add,
@@ -52,10 +59,24 @@ pub fn generate(seed: u64, split: &str, n: u64, min_steps: u64, max_steps: u64) 
         .collect()
 }
 
+/// Capitalises the first letter (pronouns opening a sentence).
+fn cap(word: &str) -> String {
+    let mut chars = word.chars();
+    match chars.next() {
+        Some(c) => c.to_uppercase().chain(chars).collect(),
+        None => String::new(),
+    }
+}
+
+/// How a solution line joins the restated event to its arithmetic: free wording, so these
+/// tokens can be replaced without changing the answer.
+const JOINS: [&str; 4] = [", so", ", which makes", ". Now", ", and"];
+
 fn one(rng: &mut Rng, min_steps: u64, max_steps: u64) -> Problem {
     let (name, he) = *rng.pick(&NAMES);
+    let he_cap = cap(he);
     let items = *rng.pick(&ITEMS);
-    let start = rng.range(2, 40);
+    let start = rng.range(2, 20);
     let steps = rng.range(min_steps, max_steps);
 
     let mut question = vec![match rng.range(0, 2) {
@@ -63,103 +84,115 @@ fn one(rng: &mut Rng, min_steps: u64, max_steps: u64) -> Problem {
         1 => format!("{name} starts with {start} {items}."),
         _ => format!("There are {start} {items} in {name}'s box."),
     }];
-    let mut solution = vec![match rng.range(0, 1) {
+    let mut solution = vec![match rng.range(0, 2) {
         0 => format!("{name} starts with {start} {items}."),
-        _ => format!("At first {name} has {start} {items}."),
+        1 => format!("At first {he} has {start}."),
+        _ => format!("{name} has {start} {items} to begin with."),
     }];
     let mut value = start;
     for _ in 0..steps {
         let op = loop {
-            let op = match rng.range(0, 3) {
-                0 => Op::Add,
-                1 => Op::Sub,
-                2 => Op::Mul,
+            let op = match rng.range(0, 5) {
+                0 | 1 => Op::Add,
+                2 | 3 => Op::Sub,
+                4 => Op::Mul,
                 _ => Op::Div,
             };
             let ok = match op {
-                Op::Add => true,
+                Op::Add => value < MAX_VALUE - 1,
                 Op::Sub => value >= 2,
-                Op::Mul => value <= 150,
-                Op::Div => (2..=5).any(|d| value.is_multiple_of(d)),
+                Op::Mul => value * 2 < MAX_VALUE,
+                Op::Div => value >= 4 && value.is_multiple_of(2),
             };
             if ok {
                 break op;
             }
         };
-        let (q, s, next) = match op {
+        // The question states an event; the solution restates it, then computes.
+        let (q, echo, sign, b) = match op {
             Op::Add => {
-                let b = rng.range(1, 30);
-                let next = value + b;
-                let q = match rng.range(0, 2) {
-                    0 => format!("Then {he} buys {b} more."),
-                    1 => format!("{name} finds {b} more {items}."),
-                    _ => format!("A friend gives {name} {b} {items}."),
+                let b = rng.range(1, 9.min(MAX_VALUE - 1 - value));
+                let (q, echo) = match rng.range(0, 2) {
+                    0 => (
+                        format!("Then {he} buys {b} more."),
+                        format!("{he_cap} buys {b} more"),
+                    ),
+                    1 => (
+                        format!("{name} finds {b} more {items}."),
+                        format!("{name} finds {b} more"),
+                    ),
+                    _ => (
+                        format!("A friend gives {name} {b} {items}."),
+                        format!("{he_cap} gets {b} from a friend"),
+                    ),
                 };
-                let s = match rng.range(0, 1) {
-                    0 => {
-                        format!("After getting {b} more, {he} has {value} + {b} = {next} {items}.")
-                    }
-                    _ => format!("{value} + {b} = {next}, so {he} now has {next} {items}."),
-                };
-                (q, s, next)
+                (q, echo, '+', b)
             }
             Op::Sub => {
-                let b = rng.range(1, value - 1);
-                let next = value - b;
-                let q = match rng.range(0, 2) {
-                    0 => format!("Then {he} gives away {b} {items}."),
-                    1 => format!("{name} loses {b} of them."),
-                    _ => format!("{name} uses {b} {items}."),
+                let b = rng.range(1, 9.min(value - 1));
+                let (q, echo) = match rng.range(0, 2) {
+                    0 => (
+                        format!("Then {he} gives away {b} {items}."),
+                        format!("{he_cap} gives away {b}"),
+                    ),
+                    1 => (
+                        format!("{name} loses {b} of them."),
+                        format!("{name} loses {b}"),
+                    ),
+                    _ => (
+                        format!("{name} uses {b} {items}."),
+                        format!("{he_cap} uses {b}"),
+                    ),
                 };
-                let s = match rng.range(0, 1) {
-                    0 => format!("After losing {b}, {he} has {value} - {b} = {next} {items}."),
-                    _ => format!("{value} - {b} = {next}, so {he} now has {next} {items}."),
-                };
-                (q, s, next)
+                (q, echo, '-', b)
             }
             Op::Mul => {
-                let b = rng.range(2, 4);
-                let next = value * b;
-                let word = match b {
-                    2 => "doubles",
-                    3 => "triples",
-                    _ => "grows four times",
+                let (q, echo) = match rng.range(0, 1) {
+                    0 => (
+                        format!("Then the number of {items} doubles."),
+                        "The number doubles".to_string(),
+                    ),
+                    _ => (
+                        format!("{name} ends up with twice as many {items}."),
+                        format!("{he_cap} ends up with twice as many"),
+                    ),
                 };
-                let q = match rng.range(0, 1) {
-                    0 => format!("Then the number of {items} {word}."),
-                    _ => format!("{name} ends up with {b} times as many {items}."),
-                };
-                let s = match rng.range(0, 1) {
-                    0 => format!("That is {value} * {b} = {next} {items}."),
-                    _ => format!("{value} * {b} = {next}, so {he} now has {next} {items}."),
-                };
-                (q, s, next)
+                (q, echo, '*', 2)
             }
             Op::Div => {
-                let choices: Vec<u64> = (2..=5).filter(|d| value.is_multiple_of(*d)).collect();
-                let b = *rng.pick(&choices);
-                let next = value / b;
-                let q = match rng.range(0, 1) {
-                    0 => format!("Then {he} splits them equally into {b} bags and keeps one bag."),
-                    _ => {
-                        format!("{name} shares them equally among {b} friends, keeping one share.")
-                    }
+                let (q, echo) = match rng.range(0, 1) {
+                    0 => (
+                        format!("Then {he} gives half of them away."),
+                        format!("{he_cap} gives half away"),
+                    ),
+                    _ => (
+                        format!("{name} shares them equally with a friend."),
+                        format!("{he_cap} keeps half"),
+                    ),
                 };
-                let s = match rng.range(0, 1) {
-                    0 => format!("One share is {value} / {b} = {next} {items}."),
-                    _ => format!("{value} / {b} = {next}, so {he} now has {next} {items}."),
-                };
-                (q, s, next)
+                (q, echo, '/', 2)
             }
         };
+        let next = match sign {
+            '+' => value + b,
+            '-' => value - b,
+            '*' => value * b,
+            _ => value / b,
+        };
+        let join = *rng.pick(&JOINS);
+        let tail = if rng.range(0, 1) == 0 {
+            String::new()
+        } else {
+            format!(" {items}")
+        };
         question.push(q);
-        solution.push(s);
+        solution.push(format!("{echo}{join} {value} {sign} {b} = {next}{tail}."));
         value = next;
     }
     question.push(match rng.range(0, 2) {
         0 => format!("How many {items} does {name} have now?"),
         1 => format!("How many {items} does {name} have at the end?"),
-        _ => format!("What is the number of {items} {name} has in the end?"),
+        _ => format!("How many {items} are left?"),
     });
     solution.push(format!("#### {value}"));
     Problem {
