@@ -4,6 +4,8 @@
 //! evaluation, report); a second run reuses everything; and a run killed with `kill -9` at
 //! several points and resumed ends with the same stage outputs and a byte-identical report.
 
+mod support;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -103,27 +105,10 @@ fn stages(manifest: &Path, cache: &Path) -> Vec<Value> {
     v["stages"].as_array().unwrap().clone()
 }
 
-/// The bytes of every stage output of the cache, by stage label and output name. Timings
-/// live in metrics, not in outputs, so two runs of the same manifest must agree on all of it.
+/// The bytes of every stage output of the cache (`support::results`). Timings live in
+/// metrics, not in outputs, so two runs of the same manifest must agree on all of it.
 fn outputs(cache: &Path) -> Vec<(String, String, Vec<u8>)> {
-    use cft::cache::Store;
-    let cache = cft::cache::Cache::open(cache, "test").unwrap();
-    let mut all = Vec::new();
-    for record in cache.records().unwrap() {
-        for (name, out) in &record.outputs {
-            let bytes = match out {
-                cft::cache::OutputRef::Blob { hash, .. } => {
-                    std::fs::read(cache.blobs().path(hash)).unwrap()
-                }
-                cft::cache::OutputRef::Artifact { hash, .. } => {
-                    cache.artifact(hash).unwrap().unwrap()
-                }
-            };
-            all.push((record.label.clone(), name.clone(), bytes));
-        }
-    }
-    all.sort();
-    all
+    support::results(&cft::cache::Cache::open(cache, "test").unwrap())
 }
 
 /// Runs `cft run` and kills it with SIGKILL `after` the first stage of `kind` begins (its
