@@ -106,9 +106,15 @@ fn tokenizer_and_chat_template_match_transformers() {
 fn bf16_weights_can_stay_bf16() {
     use cft::model::{LanguageModel, LoadOptions};
     let dir = common::fixture("qwen2-bf16");
-    let model =
-        LanguageModel::<B>::load(&dir, &Default::default(), LoadOptions { keep_half: true })
-            .unwrap();
+    let model = LanguageModel::<B>::load(
+        &dir,
+        &Default::default(),
+        LoadOptions {
+            keep_half: true,
+            dtype: None,
+        },
+    )
+    .unwrap();
     assert_eq!(model.lm.dtype(), burn::tensor::DType::BF16);
     let r = reference("qwen2-bf16");
     let device = Default::default();

@@ -22,7 +22,10 @@ pub fn dispatch<T: OnDevice>(device: DeviceArg, task: T) -> anyhow::Result<()> {
         #[cfg(feature = "cuda")]
         DeviceArg::Cuda(n) => task.run::<burn::backend::Cuda>(
             burn::backend::cuda::CudaDevice::new(n),
-            LoadOptions { keep_half: true },
+            LoadOptions {
+                keep_half: true,
+                dtype: None,
+            },
         ),
         #[cfg(not(feature = "cuda"))]
         DeviceArg::Cuda(_) => anyhow::bail!("this cft was built without the `cuda` feature"),

@@ -90,6 +90,9 @@ impl Default for EngineOptions {
 /// A row being decoded.
 struct Row<'a> {
     index: usize,
+    /// Finished: the row still occupies its slot (fed a dummy token, its outputs ignored)
+    /// until the batch is compacted.
+    done: bool,
     next_pos: usize,
     max_new_tokens: usize,
     decoding: Decoding,
@@ -144,10 +147,33 @@ impl<'m, B: Backend> Engine<'m, B> {
             requests.into_iter().enumerate().collect();
         let mut rows: Vec<Row<'_>> = Vec::new();
         let mut active: Option<(BatchState<B>, Tensor<B, 2>)> = None;
+        // Rebuilding the batch copies every row's cache, so finished rows are dropped and new
+        // ones admitted together, once enough slots are free (or too many rows are dead).
+        let refill_at = (max_batch / 8).max(1);
         loop {
-            // 1. refill free rows from the queue
+            // 1. compact and refill
+            let live = rows.iter().filter(|r| !r.done).count();
+            let refill = !queue.is_empty() && (max_batch - live >= refill_at || live == 0);
+            let dead = rows.len() - live;
+            if dead > 0 && (refill || live == 0 || dead * 4 >= rows.len()) {
+                let keep: Vec<usize> = (0..rows.len()).filter(|&r| !rows[r].done).collect();
+                rows.retain(|r| !r.done);
+                active = match active.take() {
+                    Some((batch, logits)) if !keep.is_empty() => {
+                        let idx = Tensor::<B, 1, Int>::from_data(
+                            TensorData::new(
+                                keep.iter().map(|&r| r as i32).collect::<Vec<_>>(),
+                                [keep.len()],
+                            ),
+                            &device,
+                        );
+                        Some((batch.select_rows(&keep), logits.select(0, idx)))
+                    }
+                    _ => None,
+                };
+            }
             let mut group = Vec::new();
-            while rows.len() + group.len() < max_batch {
+            while refill && rows.len() + group.len() < max_batch {
                 let Some((i, r)) = queue.pop_front() else {
                     break;
                 };
@@ -170,17 +196,22 @@ impl<'m, B: Backend> Engine<'m, B> {
                 rows.extend(new_rows);
             }
             let Some((batch, logits)) = active.take() else {
-                break;
+                if queue.is_empty() {
+                    break;
+                }
+                continue;
             };
 
             // 2. choose every row's next token: one host synchronisation
             let picks = self.choose(logits, &mut rows, &device)?;
 
-            // 3. record, retire finished rows
-            let mut keep = Vec::with_capacity(rows.len());
+            // 3. record, retire finished rows (they keep their slot until compaction)
             let mut feed = Vec::with_capacity(rows.len());
-            let mut still = Vec::with_capacity(rows.len());
-            for (r, (mut row, pick)) in rows.drain(..).zip(picks).enumerate() {
+            for (row, pick) in rows.iter_mut().zip(picks) {
+                if row.done {
+                    feed.push(0);
+                    continue;
+                }
                 row.out.tokens.push(pick.token);
                 row.out.logprobs.push(pick.logprob);
                 if self.options.top_alternatives > 0 {
@@ -197,24 +228,21 @@ impl<'m, B: Backend> Engine<'m, B> {
                 };
                 match finish {
                     Some(reason) => {
+                        row.done = true;
                         row.out.finish = reason;
-                        on_done(row.index, row.out);
+                        on_done(
+                            row.index,
+                            std::mem::replace(&mut row.out, empty_completion()),
+                        );
+                        feed.push(0);
                     }
-                    None => {
-                        keep.push(r);
-                        feed.push(pick.token);
-                        still.push(row);
-                    }
+                    None => feed.push(pick.token),
                 }
             }
-            rows = still;
-            if rows.is_empty() {
+            if rows.iter().all(|r| r.done) {
+                rows.clear();
                 continue;
             }
-            let batch = match keep.len() == batch.rows() {
-                true => batch,
-                false => batch.select_rows(&keep),
-            };
 
             // 4. feed the chosen tokens
             active = Some(self.step(batch, &feed, &mut rows, &device));
@@ -273,6 +301,7 @@ impl<'m, B: Backend> Engine<'m, B> {
                 };
                 Row {
                     index,
+                    done: false,
                     next_pos: r.prefix.as_ref().map_or(0, |s| s.len) + r.tokens.len(),
                     max_new_tokens: r.max_new_tokens,
                     decoding: r.decoding,
@@ -336,7 +365,9 @@ impl<'m, B: Backend> Engine<'m, B> {
             let (top_lp, top_ids) = logp.clone().topk_with_indices(k, 1); // [b, k]
             tx = tx.register(top_lp.exp()).register(top_ids);
         }
-        let sampled: Vec<usize> = (0..b).filter(|&r| !rows[r].decoding.is_greedy()).collect();
+        let sampled: Vec<usize> = (0..b)
+            .filter(|&r| !rows[r].done && !rows[r].decoding.is_greedy())
+            .collect();
         if !sampled.is_empty() {
             let idx: Vec<i32> = sampled.iter().map(|&r| r as i32).collect();
             let idx = Tensor::<B, 1, Int>::from_data(TensorData::new(idx, [sampled.len()]), device);
@@ -367,6 +398,14 @@ impl<'m, B: Backend> Engine<'m, B> {
         let mut picks = Vec::with_capacity(b);
         let mut sampled_row = 0;
         for (r, row) in rows.iter_mut().enumerate() {
+            if row.done {
+                picks.push(Pick {
+                    token: 0,
+                    logprob: 0.0,
+                    alternatives: Vec::new(),
+                });
+                continue;
+            }
             let alternatives = (0..k)
                 .map(|j| (top_ids[r * k + j] as u32, top_p[r * k + j]))
                 .collect();

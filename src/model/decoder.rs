@@ -72,8 +72,12 @@ pub struct LowRank<B: Backend> {
 impl<B: Backend> LowRank<B> {
     /// # Shapes
     /// - `x`: `[b, t, in]` → `[b, t, out]`
+    /// The adapters stay f32 on a half-precision model; as PEFT does, the input is cast to
+    /// their dtype and the update back to the input's.
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         let [b, t, d_in] = x.dims();
+        let dtype = x.dtype();
+        let x = x.cast(self.a.val().dtype());
         let x = match self.dropout > 0.0 && B::ad_enabled(&x.device()) {
             true => {
                 let keep = 1.0 - self.dropout;
@@ -89,7 +93,7 @@ impl<B: Backend> LowRank<B> {
             .reshape([b * t, d_in])
             .matmul(a.transpose()) // [b*t, r]
             .matmul(bw.transpose()); // [b*t, out]
-        (y * self.scale).reshape([b, t, d_out])
+        (y * self.scale).reshape([b, t, d_out]).cast(dtype)
     }
 }
 

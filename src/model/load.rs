@@ -27,6 +27,9 @@ use super::rope::Rope;
 pub struct LoadOptions {
     /// Keep bf16/f16 weights in their stored dtype instead of converting them to f32.
     pub keep_half: bool,
+    /// Convert every weight to this float dtype, whatever it is stored as (training's
+    /// `precision`); overrides `keep_half`.
+    pub dtype: Option<burn::tensor::DType>,
 }
 
 /// Reads `config.json` and the weights of an HF directory onto `device`.
@@ -197,6 +200,13 @@ fn to_tensor_data(
     bytes: &[u8],
     options: LoadOptions,
 ) -> Option<TensorData> {
+    if let Some(target) = options.dtype {
+        let widened = LoadOptions {
+            keep_half: false,
+            dtype: None,
+        };
+        return to_tensor_data(dtype, shape, bytes, widened).map(|d| d.convert_dtype(target));
+    }
     let shape = shape.to_vec();
     let pairs = || bytes.chunks_exact(2).map(|c| [c[0], c[1]]);
     Some(match dtype {

@@ -31,6 +31,7 @@ impl Device {
     pub fn load_options(self) -> LoadOptions {
         LoadOptions {
             keep_half: self != Device::Cpu,
+            dtype: None,
         }
     }
 }

@@ -10,6 +10,7 @@ use serde::Deserialize;
 use super::dataset::parse_problems;
 use super::train::{model_outputs, run_loop};
 use super::{StageCtx, StageError, StageImpl, StageOutput};
+use crate::train::checkpoint::StoreDtype;
 use burn::backend::Autodiff;
 use burn::prelude::Backend;
 
@@ -111,7 +112,7 @@ fn pretrain_on<B: Backend>(
     let mut trainer = Trainer::new(lm.lm, settings, examples, device).map_err(fail)?;
     let mut metrics = run_loop(ctx, &mut trainer)?;
     metrics["vocab_size"] = vocab.into();
-    let outputs = model_outputs(ctx, &base, &trainer)?;
+    let outputs = model_outputs(ctx, &base, &trainer, StoreDtype::F32)?;
     std::fs::remove_dir_all(&base).map_err(fail)?;
     Ok(StageOutput { outputs, metrics })
 }

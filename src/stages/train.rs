@@ -15,6 +15,7 @@ use std::time::Instant;
 
 use burn::backend::Autodiff;
 use burn::prelude::Backend;
+use burn::tensor::DType;
 use burn::tensor::backend::AutodiffBackend;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -22,7 +23,7 @@ use serde_json::{Value, json};
 use super::annotate::{Response, Weights, read_lines};
 use super::{Output, StageCtx, StageError, StageImpl, StageOutput};
 use crate::manifest::Adapter;
-use crate::model::LanguageModel;
+use crate::model::{LanguageModel, LoadOptions};
 use crate::train::checkpoint::{StoreDtype, write_model_dir};
 use crate::train::data::Example;
 use crate::train::lora::{self, LoraSpec};
@@ -30,7 +31,9 @@ use crate::train::optim::AdamConfig;
 use crate::train::params::named_values;
 use crate::train::{Objective, Schedule, StepMetrics, TrainError, TrainSettings, Trainer};
 
-pub const VERSION: u32 = 1;
+/// 2: `precision` is honoured on every device (before, the CPU trained in f32 whatever it said),
+/// half-precision parameters update through f32 master copies, bf16 checkpoints are stored bf16.
+pub const VERSION: u32 = 2;
 
 pub struct Train;
 
@@ -43,6 +46,7 @@ struct Hparams {
     micro_batch_size: u64,
     warmup_ratio: f64,
     schedule: String,
+    precision: String,
     max_length: u64,
     optimizer: String,
     weight_decay: f64,
@@ -126,8 +130,12 @@ fn train_on<B: Backend>(
     // 2. the model and the settings
     let base = ctx.input_model_dir()?;
     let device = device.clone();
-    let lm = LanguageModel::<Autodiff<B>>::load(&base, &device, ctx.device().load_options())
-        .map_err(fail)?;
+    let dtype = training_dtype(&hp.precision)?;
+    let load = LoadOptions {
+        keep_half: false,
+        dtype: Some(dtype),
+    };
+    let lm = LanguageModel::<Autodiff<B>>::load(&base, &device, load).map_err(fail)?;
     let lora = match &adapter {
         Adapter::Full => None,
         Adapter::Lora {
@@ -172,7 +180,11 @@ fn train_on<B: Backend>(
     let steps = run_loop(ctx, &mut trainer)?;
 
     // 3. the checkpoint
-    let mut outputs = model_outputs(ctx, &base, &trainer)?;
+    let store = match dtype {
+        DType::BF16 => StoreDtype::Bf16,
+        _ => StoreDtype::F32,
+    };
+    let mut outputs = model_outputs(ctx, &base, &trainer, store)?;
     if let Some(spec) = &lora {
         let dir = ctx.temp_path();
         let names = lora::write_peft(&dir, &named_values(&trainer.model), spec).map_err(fail)?;
@@ -182,6 +194,20 @@ fn train_on<B: Backend>(
         outputs,
         metrics: steps,
     })
+}
+
+/// The manifest's `precision`: the dtype the weights train in, on every device. The CPU
+/// backend computes half precision by way of f32 (slowly), with the same rounding of weights
+/// and activations as a GPU. Softmax, norms, the loss and the optimiser run in f32 either way.
+fn training_dtype(precision: &str) -> Result<DType, StageError> {
+    match precision {
+        "f32" => Ok(DType::F32),
+        "bf16" => Ok(DType::BF16),
+        "f16" => Ok(DType::F16),
+        other => Err(fail(format!(
+            "unknown precision {other:?} (f32, bf16, f16)"
+        ))),
+    }
 }
 
 /// The adapter of the stage params (the manifest's `Adapter`, serialised).
@@ -258,10 +284,11 @@ pub(crate) fn model_outputs<B: AutodiffBackend>(
     ctx: &StageCtx<'_>,
     base: &Path,
     trainer: &Trainer<B>,
+    store: StoreDtype,
 ) -> Result<Vec<(String, Output)>, StageError> {
     let dir = ctx.temp_path();
     let tensors = lora::merged_values(&trainer.model);
-    let names = write_model_dir(&dir, base, &tensors, StoreDtype::F32).map_err(fail)?;
+    let names = write_model_dir(&dir, base, &tensors, store).map_err(fail)?;
     move_outputs(ctx, &dir, names, "model")
 }
 

@@ -69,6 +69,10 @@ pub struct AdamState<B: Backend> {
     pub step: u64,
     pub m: NamedFlat<B>,
     pub v: NamedFlat<B>,
+    /// f32 master copies of the parameters that train in half precision: the update is
+    /// applied to these and the parameter is their rounding, so updates smaller than half
+    /// precision's resolution (lr 1e-5 against bf16's 8 bits) accumulate instead of vanishing.
+    pub master: NamedFlat<B>,
 }
 
 impl<B: Backend> Default for AdamState<B> {
@@ -77,6 +81,7 @@ impl<B: Backend> Default for AdamState<B> {
             step: 0,
             m: BTreeMap::new(),
             v: BTreeMap::new(),
+            master: BTreeMap::new(),
         }
     }
 }
@@ -130,8 +135,12 @@ impl<B: AutodiffBackend> ModuleMapper<B> for Step<'_, B> {
         let shape = tensor.dims();
         let n = grad.shape().num_elements();
         let c = self.config;
-        // The update runs in f32 whatever the parameter dtype (bf16 on CUDA).
-        let p = tensor.inner().cast(DType::F32).reshape([n]); // [n]
+        // The update runs in f32 whatever the parameter dtype, on the f32 master copy of a
+        // half-precision parameter.
+        let p = match self.state.master.remove(&name) {
+            Some(master) => master,
+            None => tensor.inner().cast(DType::F32).reshape([n]), // [n]
+        };
         let mut g = grad.cast(DType::F32);
         if self.grad_scale != 1.0 {
             g = g * self.grad_scale;
@@ -161,7 +170,10 @@ impl<B: AutodiffBackend> ModuleMapper<B> for Step<'_, B> {
         let denom = v.clone().sqrt() / bias2_sqrt + c.eps;
         let p = p - m.clone() / denom * (self.lr / bias1);
         self.state.m.insert(name.clone(), m);
-        self.state.v.insert(name, v);
+        self.state.v.insert(name.clone(), v);
+        if dtype != DType::F32 {
+            self.state.master.insert(name, p.clone());
+        }
         let updated = Tensor::<B, D>::from_inner(p.reshape(shape).cast(dtype)).require_grad();
         Param::from_mapped_value(id, updated, mapper)
     }

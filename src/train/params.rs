@@ -132,7 +132,8 @@ pub fn accumulate_grads<B: AutodiffBackend, M: Module<B>>(
                 return;
             };
             let n = grad.shape().num_elements();
-            let grad = grad.reshape([n]); // [n]
+            // Summed in f32 whatever the parameter dtype.
+            let grad = grad.reshape([n]).cast(burn::tensor::DType::F32); // [n]
             let name = self.path.join(".");
             let sum = match self.acc.remove(&name) {
                 Some(prev) => prev + grad,

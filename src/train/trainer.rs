@@ -192,6 +192,9 @@ impl<B: AutodiffBackend> Trainer<B> {
             tensors.insert(format!("param.{name}"), p.clone());
             tensors.insert(format!("m.{name}"), host(m));
             tensors.insert(format!("v.{name}"), host(v));
+            if let Some(master) = self.adam.master.get(name) {
+                tensors.insert(format!("master.{name}"), host(master));
+            }
         }
         let mut meta = HashMap::new();
         meta.insert("step".to_string(), self.step.to_string());
@@ -227,6 +230,8 @@ impl<B: AutodiffBackend> Trainer<B> {
                 adam.m.insert(name.to_string(), flat());
             } else if let Some(name) = key.strip_prefix("v.") {
                 adam.v.insert(name.to_string(), flat());
+            } else if let Some(name) = key.strip_prefix("master.") {
+                adam.master.insert(name.to_string(), flat());
             }
         }
         self.model = load_values(self.model.clone(), &params).map_err(TrainError::State)?;
