@@ -70,10 +70,11 @@ pub struct LowRank<B: Backend> {
 }
 
 impl<B: Backend> LowRank<B> {
-    /// # Shapes
-    /// - `x`: `[b, t, in]` → `[b, t, out]`
     /// The adapters stay f32 on a half-precision model; as PEFT does, the input is cast to
     /// their dtype and the update back to the input's.
+    ///
+    /// # Shapes
+    /// - `x`: `[b, t, in]` → `[b, t, out]`
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         let [b, t, d_in] = x.dims();
         let dtype = x.dtype();
