@@ -53,10 +53,12 @@ fn batched_rollouts_equal_the_naive_path_for_every_rule() {
         )
         .unwrap();
         let ex = examples(&model);
+        // Two engines side by side, each on its share of the branches.
         let settings = |rank| Settings {
             rank,
             max_new_tokens: 24,
             max_batch: 16,
+            threads: 2,
         };
         let mut per_rank = Vec::new();
         for rank in [2, 3] {
@@ -102,6 +104,7 @@ fn the_strict_shortcut_gives_the_same_masks_as_full_rollouts() {
         rank,
         max_new_tokens: 24,
         max_batch: 16,
+        threads: 1,
     };
     let rank2 = fails(&batched(&model.lm, &ex, &[], &Toy, settings(2)).unwrap());
     let rank3_full = fails(&batched(&model.lm, &ex, &[], &Toy, settings(3)).unwrap());

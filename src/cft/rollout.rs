@@ -37,7 +37,7 @@ pub struct Outcome {
 
 /// Decides branches: when one is finished, and whether it is correct. Both see the whole
 /// response of the branch, `y_<t ++ [alternative] ++ continuation`.
-pub trait Judge {
+pub trait Judge: Sync {
     fn complete(&self, response: &[u32]) -> bool;
     fn correct(&self, example: usize, response: &[u32]) -> bool;
 }
@@ -50,6 +50,14 @@ pub struct Settings {
     pub max_new_tokens: usize,
     /// Rows decoded together by the batched path.
     pub max_batch: usize,
+    /// Engines the batched path runs side by side, each on its share of the branches (the
+    /// CPU backend computes a decoding step of a small model on about one core). 1 on a GPU.
+    pub threads: usize,
+}
+
+/// Engines to run side by side on the CPU: one per core.
+pub fn cpu_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 /// A branch waiting to run.
@@ -135,29 +143,54 @@ pub fn batched<B: Backend>(
     settings: Settings,
 ) -> Result<Vec<Outcome>, GenerateError> {
     let (branches, encoded) = alternatives(lm, examples, settings.rank)?;
-    let engine = Engine::new(
-        lm,
-        EngineOptions {
-            max_batch: settings.max_batch,
-            top_alternatives: 0,
-            ..Default::default()
-        },
-    );
-    let requests: Vec<Request<'_, B>> = branches
-        .iter()
-        .map(|b| {
-            let e = &examples[b.example];
-            let kept: Vec<u32> = branch_response(e, b, &[]);
-            let mut r = Request::greedy(vec![b.alt], budget(&settings, b, eos));
-            r.prefix = Some(encoded[b.example].state.prefix(e.prompt.len() + b.position));
-            r.eos_token_ids = eos.to_vec();
-            r.stop = Some(Box::new(move |generated: &[u32]| {
-                judge.complete(&[kept.as_slice(), generated].concat())
-            }));
-            r
-        })
-        .collect();
-    let completions = engine.generate(requests)?;
+    // A branch's continuation does not depend on the rows beside it, so the branches can be
+    // split between engines without changing any outcome.
+    let threads = settings
+        .threads
+        .clamp(1, branches.len().div_ceil(settings.max_batch).max(1));
+    let share = branches.len().div_ceil(threads).max(1);
+    let run = |part: &[Branch]| -> Result<Vec<crate::generate::Completion>, GenerateError> {
+        let engine = Engine::new(
+            lm,
+            EngineOptions {
+                max_batch: settings.max_batch,
+                top_alternatives: 0,
+                ..Default::default()
+            },
+        );
+        let requests: Vec<Request<'_, B>> = part
+            .iter()
+            .map(|b| {
+                let e = &examples[b.example];
+                let kept: Vec<u32> = branch_response(e, b, &[]);
+                let mut r = Request::greedy(vec![b.alt], budget(&settings, b, eos));
+                r.prefix = Some(encoded[b.example].state.prefix(e.prompt.len() + b.position));
+                r.eos_token_ids = eos.to_vec();
+                r.stop = Some(Box::new(move |generated: &[u32]| {
+                    judge.complete(&[kept.as_slice(), generated].concat())
+                }));
+                r
+            })
+            .collect();
+        engine.generate(requests)
+    };
+    let completions = match threads {
+        1 => run(&branches)?,
+        _ => std::thread::scope(|scope| {
+            let handles: Vec<_> = branches
+                .chunks(share)
+                .map(|part| scope.spawn(move || run(part)))
+                .collect();
+            let mut all = Vec::with_capacity(branches.len());
+            for handle in handles {
+                let part = handle
+                    .join()
+                    .map_err(|_| GenerateError::Device("a rollout thread panicked".into()))??;
+                all.extend(part);
+            }
+            Ok::<_, GenerateError>(all)
+        })?,
+    };
     let mut out = empty_outcomes(examples);
     for (b, c) in branches.iter().zip(completions) {
         let response = branch_response(&examples[b.example], b, &c.tokens);

@@ -44,6 +44,8 @@ struct Prepared {
     k: usize,
     max_new_tokens: usize,
     json: bool,
+    /// Engines the batched path runs side by side (one per core on the CPU).
+    threads: usize,
 }
 
 pub fn run(cache_dir: &Path, args: BenchAnnotateArgs) -> anyhow::Result<()> {
@@ -120,6 +122,10 @@ pub fn run(cache_dir: &Path, args: BenchAnnotateArgs) -> anyhow::Result<()> {
         k,
         max_new_tokens: exp.annotate.max_new_tokens as usize,
         json: args.json,
+        threads: match args.device {
+            DeviceArg::Cpu => cft::cft::rollout::cpu_threads(),
+            DeviceArg::Cuda(_) => 1,
+        },
     };
     dispatch(args.device, prepared)
 }
@@ -145,6 +151,7 @@ impl OnDevice for Prepared {
             rank,
             max_new_tokens: self.max_new_tokens,
             max_batch: 64,
+            threads: self.threads,
         };
         let eos = &model.eos_token_ids;
 
@@ -195,7 +202,11 @@ impl OnDevice for Prepared {
                 self.k
             );
             println!("sequential (one branch at a time, full prefill): {sequential_s:.2} s");
-            println!("batched (shared prefixes, continuous batching):  {batched_s:.2} s");
+            println!(
+                "batched (shared prefixes, continuous batching, {} engine{}):  {batched_s:.2} s",
+                self.threads,
+                if self.threads == 1 { "" } else { "s" }
+            );
             println!("speedup: {speedup:.1}x");
         }
         Ok(())

@@ -54,6 +54,10 @@ fn run<B: Backend>(ctx: &mut StageCtx<'_>, device: &B::Device) -> Result<StageOu
         rank,
         max_new_tokens: max_new,
         max_batch: MAX_BATCH,
+        threads: match ctx.device() {
+            super::Device::Cpu => crate::cft::rollout::cpu_threads(),
+            super::Device::Cuda(_) => 1,
+        },
     };
 
     ctx.set_total(responses.len() as u64);
