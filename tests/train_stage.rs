@@ -131,13 +131,18 @@ fn run(cache: &Cache, plan: &Plan, stop_after: u64) -> exec::Summary {
     exec::run(plan, cache, &registry(), &events, stop, Options::default()).unwrap()
 }
 
-fn output_bytes(cache: &Cache, name: &str) -> Vec<u8> {
-    let record = cache
+/// The record of the plan's `train` stage.
+fn train_record(cache: &Cache) -> cft::cache::Record {
+    cache
         .records()
         .unwrap()
         .into_iter()
         .find(|r| r.kind == "train")
-        .unwrap();
+        .unwrap()
+}
+
+fn output_bytes(cache: &Cache, name: &str) -> Vec<u8> {
+    let record = train_record(cache);
     assert_eq!(record.status, RecordStatus::Done, "{:?}", record.error);
     match &record.outputs[name] {
         OutputRef::Blob { hash, .. } => std::fs::read(cache.blobs().path(hash)).unwrap(),
@@ -163,12 +168,7 @@ fn resumed_training_ends_with_identical_weights() {
     );
 
     // The checkpoint is an HF directory that loads, and training moved the weights.
-    let record = whole
-        .records()
-        .unwrap()
-        .into_iter()
-        .find(|r| r.kind == "train")
-        .unwrap();
+    let record = train_record(&whole);
     for file in [
         "model/config.json",
         "model/tokenizer.json",
@@ -209,12 +209,7 @@ fn tensors(bytes: &[u8]) -> Vec<(String, String, Vec<f32>)> {
 }
 
 fn losses(cache: &Cache) -> Vec<f64> {
-    let record = cache
-        .records()
-        .unwrap()
-        .into_iter()
-        .find(|r| r.kind == "train")
-        .unwrap();
+    let record = train_record(cache);
     record.metrics["steps"]
         .as_array()
         .unwrap()
@@ -391,12 +386,7 @@ fn weights_of_the_wrong_length_are_an_error_naming_the_example() {
         &plan(Some(weights), json!({"kind": "full"})),
         u64::MAX,
     );
-    let record = cache
-        .records()
-        .unwrap()
-        .into_iter()
-        .find(|r| r.kind == "train")
-        .unwrap();
+    let record = train_record(&cache);
     let error = record.error.unwrap_or_default();
     assert!(
         error.contains("idx 4") && error.contains("6 weights for 5"),
@@ -444,12 +434,7 @@ fn export_checkpoints() {
         let dir = tempfile::tempdir().unwrap();
         let cache = Cache::open(dir.path(), "test").unwrap();
         run(&cache, &plan(None, adapter), u64::MAX);
-        let record = cache
-            .records()
-            .unwrap()
-            .into_iter()
-            .find(|r| r.kind == "train")
-            .unwrap();
+        let record = train_record(&cache);
         for file in record.outputs.keys() {
             let target = match name {
                 "full" => out.join("full").join(file.trim_start_matches("model/")),
