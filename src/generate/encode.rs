@@ -30,12 +30,11 @@ pub fn encode<B: Backend>(
     };
     let device = lm.model.embed_tokens.weight.device();
     let n = sequences.len();
-    let (mut ids, mut masks, mut first_valid) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut ids, mut masks) = (Vec::new(), Vec::new());
     for s in sequences {
         let pad = width - s.len();
         ids.extend(std::iter::repeat_n(0, pad).chain(s.iter().map(|&t| t as i32)));
         masks.push([vec![false; pad], vec![true; s.len()]].concat());
-        first_valid.push(pad);
     }
     let ids = Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [n, width]), &device);
     let valid = valid_tensor::<B>(&masks, &device);
@@ -47,7 +46,6 @@ pub fn encode<B: Backend>(
     let batch = BatchState {
         cache,
         valid: masks,
-        first_valid,
     };
     Ok(sequences
         .iter()

@@ -15,6 +15,7 @@ use burn::tensor::activation::log_softmax;
 use super::GenerateError;
 use super::sampling::{Decoding, SplitMix64, sample_from_logprobs};
 use super::state::{BatchState, SequenceState, stack_prefixes, valid_tensor};
+use crate::model::inplace::assign_block;
 use crate::model::{CausalLm, KvCache, attention_bias};
 
 /// A caller's test on the tokens generated so far (not including the request's `tokens`).
@@ -147,15 +148,64 @@ impl<'m, B: Backend> Engine<'m, B> {
             requests.into_iter().enumerate().collect();
         let mut rows: Vec<Row<'_>> = Vec::new();
         let mut active: Option<(BatchState<B>, Tensor<B, 2>)> = None;
-        // Rebuilding the batch copies every row's cache, so finished rows are dropped and new
-        // ones admitted together, once enough slots are free (or too many rows are dead).
+        // A finished row keeps its slot (masked out) until a new request is written into it,
+        // so admitting copies only the new rows. Requests are admitted in groups, once enough
+        // slots are free, to share their prefill.
         let refill_at = (max_batch / 8).max(1);
         loop {
-            // 1. compact and refill
+            // 1. admit waiting requests into free slots, or start the batch
             let live = rows.iter().filter(|r| !r.done).count();
-            let refill = !queue.is_empty() && (max_batch - live >= refill_at || live == 0);
+            let free = match active {
+                Some(_) => rows.len() - live,
+                None => max_batch,
+            };
+            let mut group = Vec::new();
+            if !queue.is_empty() && (free >= refill_at || live == 0) {
+                while group.len() < free {
+                    let Some((i, r)) = queue.pop_front() else {
+                        break;
+                    };
+                    match r.max_new_tokens {
+                        0 => on_done(i, empty_completion()),
+                        _ => group.push((i, r)),
+                    }
+                }
+            }
+            // Prefill in chunks: the attention scores of a chunk are rows × t × t.
+            let chunk = self.options.prefill_rows.max(1);
+            while !group.is_empty() {
+                let rest = group.split_off(chunk.min(group.len()));
+                let (state, logits, new_rows) =
+                    self.prefill(std::mem::replace(&mut group, rest), &device);
+                active = Some(match active.take() {
+                    None => {
+                        rows.extend(new_rows);
+                        (state, logits)
+                    }
+                    Some((batch, old)) => {
+                        let slots: Vec<usize> = (0..rows.len()).filter(|&r| rows[r].done).collect();
+                        match slots.get(..new_rows.len()) {
+                            Some(slots) => {
+                                let logits = assign_rows(old, slots, logits);
+                                for (&slot, row) in slots.iter().zip(new_rows) {
+                                    rows[slot] = row;
+                                }
+                                (batch.admit(state, slots), logits)
+                            }
+                            // the batch is still being filled
+                            None => {
+                                rows.extend(new_rows);
+                                (batch.stack(state), Tensor::cat(vec![old, logits], 0))
+                            }
+                        }
+                    }
+                });
+            }
+            // Once nothing waits, finished rows are dropped when they are a quarter of the
+            // batch: their slots would only be computed for nothing.
+            let live = rows.iter().filter(|r| !r.done).count();
             let dead = rows.len() - live;
-            if dead > 0 && (refill || live == 0 || dead * 4 >= rows.len()) {
+            if queue.is_empty() && dead > 0 && (live == 0 || dead * 4 >= rows.len()) {
                 let keep: Vec<usize> = (0..rows.len()).filter(|&r| !rows[r].done).collect();
                 rows.retain(|r| !r.done);
                 active = match active.take() {
@@ -172,42 +222,24 @@ impl<'m, B: Backend> Engine<'m, B> {
                     _ => None,
                 };
             }
-            let mut group = Vec::new();
-            while refill && rows.len() + group.len() < max_batch {
-                let Some((i, r)) = queue.pop_front() else {
-                    break;
-                };
-                if r.max_new_tokens == 0 {
-                    on_done(i, empty_completion());
-                } else {
-                    group.push((i, r));
-                }
-            }
-            // Prefill in chunks: the attention scores of a chunk are rows × t × t.
-            let chunk = self.options.prefill_rows.max(1);
-            while !group.is_empty() {
-                let rest = group.split_off(chunk.min(group.len()));
-                let (state, logits, new_rows) =
-                    self.prefill(std::mem::replace(&mut group, rest), &device);
-                active = Some(match active.take() {
-                    Some((batch, old)) => (batch.stack(state), Tensor::cat(vec![old, logits], 0)),
-                    None => (state, logits),
-                });
-                rows.extend(new_rows);
-            }
             let Some((batch, logits)) = active.take() else {
                 if queue.is_empty() {
                     break;
                 }
                 continue;
             };
+            // Columns no row attends to any more are dropped once they are a quarter of the
+            // batch's width.
+            let quarter = batch.columns() / 4;
+            let batch = batch.trimmed(quarter);
 
             // 2. choose every row's next token: one host synchronisation
             let picks = self.choose(logits, &mut rows, &device)?;
 
-            // 3. record, retire finished rows (they keep their slot until compaction)
+            // 3. record, retire finished rows (they keep their slot, masked out)
+            let mut batch = batch;
             let mut feed = Vec::with_capacity(rows.len());
-            for (row, pick) in rows.iter_mut().zip(picks) {
+            for (slot, (row, pick)) in rows.iter_mut().zip(picks).enumerate() {
                 if row.done {
                     feed.push(0);
                     continue;
@@ -229,6 +261,7 @@ impl<'m, B: Backend> Engine<'m, B> {
                 match finish {
                     Some(reason) => {
                         row.done = true;
+                        batch.retire(slot);
                         row.out.finish = reason;
                         on_done(
                             row.index,
@@ -261,12 +294,10 @@ impl<'m, B: Backend> Engine<'m, B> {
         let prefixes: Vec<Option<&SequenceState<B>>> =
             group.iter().map(|(_, r)| r.prefix.as_ref()).collect();
         let (cache, prefix_masks) = stack_prefixes(&prefixes, num_layers);
-        let width = prefix_masks.first().map_or(0, Vec::len);
         let g = group.len();
         let n_max = group.iter().map(|(_, r)| r.tokens.len()).max().unwrap_or(1);
 
-        let (mut ids, mut positions, mut masks, mut first_valid) =
-            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let (mut ids, mut positions, mut masks) = (Vec::new(), Vec::new(), Vec::new());
         for ((_, r), mut mask) in group.iter().zip(prefix_masks) {
             let p = r.prefix.as_ref().map_or(0, |s| s.len);
             let pad = n_max - r.tokens.len();
@@ -278,7 +309,6 @@ impl<'m, B: Backend> Engine<'m, B> {
                 std::iter::repeat_n(false, pad).chain(std::iter::repeat_n(true, r.tokens.len())),
             );
             masks.push(mask);
-            first_valid.push(if p > 0 { width - p } else { width + pad });
         }
         let ids = Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [g, n_max]), device);
         let positions =
@@ -315,9 +345,8 @@ impl<'m, B: Backend> Engine<'m, B> {
         let state = BatchState {
             cache,
             valid: masks,
-            first_valid,
         }
-        .trimmed();
+        .trimmed(0);
         (state, logits.reshape([g, vocab]), rows)
     }
 
@@ -334,8 +363,8 @@ impl<'m, B: Backend> Engine<'m, B> {
         let positions: Vec<i32> = rows.iter().map(|r| r.next_pos as i32).collect();
         let ids = Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [b, 1]), device);
         let positions = Tensor::<B, 2, Int>::from_data(TensorData::new(positions, [b, 1]), device);
-        for row in batch.valid.iter_mut() {
-            row.push(true);
+        for (cols, row) in batch.valid.iter_mut().zip(rows.iter()) {
+            cols.push(!row.done);
         }
         let bias = attention_bias(valid_tensor::<B>(&batch.valid, device), 1); // [b, 1, 1, s + 1]
         let hidden = self
@@ -432,6 +461,21 @@ impl<'m, B: Backend> Engine<'m, B> {
         }
         Ok(picks)
     }
+}
+
+/// `logits` (`[b, vocab]`) with rows `slots` replaced by the rows of `new` (`[slots.len(), vocab]`).
+fn assign_rows<B: Backend>(
+    logits: Tensor<B, 2>,
+    slots: &[usize],
+    new: Tensor<B, 2>,
+) -> Tensor<B, 2> {
+    let [b, vocab] = logits.dims();
+    let mut out = logits.reshape([b, 1, 1, vocab]);
+    for (i, &slot) in slots.iter().enumerate() {
+        let row = new.clone().narrow(0, i, 1).reshape([1, 1, 1, vocab]);
+        out = assign_block(out, slot..slot + 1, 0..1, row);
+    }
+    out.reshape([b, vocab])
 }
 
 fn empty_completion() -> Completion {

@@ -14,9 +14,10 @@
 use burn::module::Param;
 use burn::prelude::*;
 use burn::tensor::DType;
-use burn::tensor::activation::{silu, softmax};
+use burn::tensor::activation::silu;
 
 use super::config::DecoderConfig;
+use super::inplace::assign_block;
 use super::rope::{Rope, RotaryTables};
 
 /// Added to the attention score of a masked key. Finite, so a fully masked (padding) query
@@ -160,13 +161,90 @@ impl<B: Backend> Mlp<B> {
     }
 }
 
+/// Columns of room a [`LayerKv`] adds when it grows (at least; a quarter of its length if more).
+const KV_ROOM: usize = 64;
+
 /// Keys and values of one layer for the tokens seen so far.
+///
+/// The buffers may be wider than the cached tokens: columns `len..` are room that
+/// [`LayerKv::append`] writes in place, so a decoding step copies one column, not the whole
+/// cache (flex writes in place when the buffer is not shared, and the attention only borrows
+/// narrowed views for the length of a forward pass).
 #[derive(Debug, Clone)]
 pub struct LayerKv<B: Backend> {
-    /// `[b, kv_heads, s, head_dim]`, after RoPE.
-    pub k: Tensor<B, 4>,
-    /// `[b, kv_heads, s, head_dim]`.
-    pub v: Tensor<B, 4>,
+    /// `[b, kv_heads, capacity, head_dim]`, after RoPE.
+    k: Tensor<B, 4>,
+    /// `[b, kv_heads, capacity, head_dim]`.
+    v: Tensor<B, 4>,
+    len: usize,
+}
+
+impl<B: Backend> LayerKv<B> {
+    /// A cache holding exactly `k` and `v` (`[b, kv_heads, s, head_dim]`), no room.
+    pub fn new(k: Tensor<B, 4>, v: Tensor<B, 4>) -> Self {
+        let [_, _, len, _] = k.dims();
+        Self { k, v, len }
+    }
+
+    /// A cache whose first `len` columns of `k` and `v` are filled and the rest is room.
+    pub fn with_room(k: Tensor<B, 4>, v: Tensor<B, 4>, len: usize) -> Self {
+        Self { k, v, len }
+    }
+
+    /// Cached tokens (columns).
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Columns the buffers hold, filled or not.
+    pub fn capacity(&self) -> usize {
+        let [_, _, cap, _] = self.k.dims();
+        cap
+    }
+
+    /// `[b, kv_heads, len, head_dim]`: a view, no copy.
+    pub fn keys(&self) -> Tensor<B, 4> {
+        self.k.clone().narrow(2, 0, self.len)
+    }
+
+    /// `[b, kv_heads, len, head_dim]`: a view, no copy.
+    pub fn values(&self) -> Tensor<B, 4> {
+        self.v.clone().narrow(2, 0, self.len)
+    }
+
+    /// The buffers themselves (with their room) and the filled length, for reshaping a batch.
+    pub fn into_parts(self) -> (Tensor<B, 4>, Tensor<B, 4>, usize) {
+        (self.k, self.v, self.len)
+    }
+
+    /// Appends `t` new columns (`[b, kv_heads, t, head_dim]`): written in place while there
+    /// is room, else into new buffers with room to spare.
+    pub fn append(self, k: Tensor<B, 4>, v: Tensor<B, 4>) -> Self {
+        let [b, h, t, d] = k.dims();
+        let (start, len) = (self.len, self.len + t);
+        if len <= self.capacity() {
+            return Self {
+                k: assign_block(self.k, 0..b, start..len, k),
+                v: assign_block(self.v, 0..b, start..len, v),
+                len,
+            };
+        }
+        let capacity = len + (len / 4).max(KV_ROOM);
+        let grow = |old: Tensor<B, 4>, new: Tensor<B, 4>| {
+            let buffer = Tensor::<B, 4>::zeros([b, h, capacity, d], (&new.device(), new.dtype()));
+            let buffer = assign_block(buffer, 0..b, 0..start, old.narrow(2, 0, start));
+            assign_block(buffer, 0..b, start..len, new)
+        };
+        Self {
+            k: grow(self.k, k),
+            v: grow(self.v, v),
+            len,
+        }
+    }
 }
 
 /// Inference state kept outside the module: one [`LayerKv`] per layer, `None` before the
@@ -186,10 +264,7 @@ impl<B: Backend> KvCache<B> {
     /// Cached sequence length (columns), 0 when empty.
     pub fn len(&self) -> usize {
         match self.layers.first() {
-            Some(Some(kv)) => {
-                let [_, _, s, _] = kv.k.dims();
-                s
-            }
+            Some(Some(kv)) => kv.len(),
             _ => 0,
         }
     }
@@ -264,18 +339,13 @@ impl<B: Backend> Attention<B> {
         // 4. append to the cache
         let (k, v) = match cache {
             Some(slot) => {
-                let (k, v) = match slot.take() {
-                    Some(old) => (
-                        Tensor::cat(vec![old.k, k], 2),
-                        Tensor::cat(vec![old.v, v], 2),
-                    ),
-                    None => (k, v),
+                let kv = match slot.take() {
+                    Some(old) => old.append(k, v),
+                    None => LayerKv::new(k, v),
                 };
-                *slot = Some(LayerKv {
-                    k: k.clone(),
-                    v: v.clone(),
-                });
-                (k, v)
+                let views = (kv.keys(), kv.values());
+                *slot = Some(kv);
+                views
             }
             None => (k, v),
         };
@@ -290,7 +360,9 @@ impl<B: Backend> Attention<B> {
         let dtype = q.dtype();
         let scores = q.matmul(k.swap_dims(2, 3)) / (d as f64).sqrt(); // [b, kvh, rep*t, s]
         let scores = scores.cast(DType::F32).reshape([b, kvh, rep, t, s]) + bias;
-        let probs = softmax(scores, 4).cast(dtype).reshape([b, kvh, rep * t, s]);
+        let probs = masked_softmax(scores)
+            .cast(dtype)
+            .reshape([b, kvh, rep * t, s]);
         if let Some(sink) = probs_out {
             sink.push(probs.clone().reshape([b, h, t, s])); // [b, h, t, s], kv-head major
         }
@@ -465,6 +537,23 @@ impl<B: Backend> CausalLm<B> {
     pub fn dtype(&self) -> DType {
         self.model.embed_tokens.weight.val().dtype()
     }
+}
+
+/// Below this, `x - max` is clamped before `exp` in [`masked_softmax`].
+const EXP_FLOOR: f64 = -80.0;
+
+/// Softmax over the last axis of attention scores that carry [`MASKED`] entries.
+///
+/// A masked entry's `exp(x - max)` underflows, and glibc's `expf` takes a slow path (it sets
+/// `errno`) for every such element: a third of a decoding step's time with padded rows. The
+/// clamp keeps `exp` on its fast path; a masked key's weight becomes `e^-80 ≈ 1.8e-35` instead
+/// of 0, far below an f32 ulp of the sum it joins, and a fully masked (padding) row stays
+/// uniform as before.
+fn masked_softmax<B: Backend>(scores: Tensor<B, 5>) -> Tensor<B, 5> {
+    let max = scores.clone().detach().max_dim(4);
+    let e = (scores - max).clamp_min(EXP_FLOOR).exp();
+    let sum = e.clone().sum_dim(4);
+    e / sum
 }
 
 /// Above this many elements the per-head attention bias stays a broadcast view.
