@@ -293,9 +293,9 @@ impl<'m, B: Backend> Engine<'m, B> {
         let num_layers = self.lm.model.layers.len();
         let prefixes: Vec<Option<&SequenceState<B>>> =
             group.iter().map(|(_, r)| r.prefix.as_ref()).collect();
-        let (cache, prefix_masks) = stack_prefixes(&prefixes, num_layers);
-        let g = group.len();
         let n_max = group.iter().map(|(_, r)| r.tokens.len()).max().unwrap_or(1);
+        let (cache, prefix_masks) = stack_prefixes(&prefixes, num_layers, n_max);
+        let g = group.len();
 
         let (mut ids, mut positions, mut masks) = (Vec::new(), Vec::new(), Vec::new());
         for ((_, r), mut mask) in group.iter().zip(prefix_masks) {

@@ -148,13 +148,13 @@ impl<B: Backend> BatchState<B> {
                     let k = place(
                         &xk,
                         rows,
-                        width,
+                        [width, ROOM],
                         vec![(0, xk.clone(), pad_top), (top, yk, pad_bottom)],
                     );
                     let v = place(
                         &xk,
                         rows,
-                        width,
+                        [width, ROOM],
                         vec![(0, xv, pad_top), (top, y.values(), pad_bottom)],
                     );
                     Some(LayerKv::with_room(k, v, width))
@@ -226,8 +226,8 @@ impl<B: Backend> BatchState<B> {
             .map(|slot| {
                 slot.map(|kv| {
                     let (k, v) = (kv.keys(), kv.values());
-                    let k2 = place(&k, rows, width, vec![(0, k.clone(), extra)]);
-                    let v2 = place(&k, rows, width, vec![(0, v, extra)]);
+                    let k2 = place(&k, rows, [width, ROOM], vec![(0, k.clone(), extra)]);
+                    let v2 = place(&k, rows, [width, ROOM], vec![(0, v, extra)]);
                     LayerKv::with_room(k2, v2, width)
                 })
             })
@@ -266,7 +266,7 @@ impl<B: Backend> BatchState<B> {
     }
 }
 
-/// Columns of room [`place`] leaves for the decoding steps that follow.
+/// Columns of room a batch built by [`BatchState::stack`] leaves for the steps that follow.
 const ROOM: usize = 64;
 
 fn kv_capacity<B: Backend>(x: &Tensor<B, 4>) -> usize {
@@ -274,17 +274,17 @@ fn kv_capacity<B: Backend>(x: &Tensor<B, 4>) -> usize {
     cap
 }
 
-/// Places `parts` into one zeroed `[rows, h, width + ROOM, d]` buffer shaped like `like`
+/// Places `parts` into one zeroed `[rows, h, width + room, d]` buffer shaped like `like`
 /// (`[_, h, _, d]`): a part `(row, x, pad)` with `x: [b, h, s, d]` fills rows `row..row + b`,
 /// columns `pad..pad + s`. One copy of each part; rows no part covers stay zero.
 fn place<B: Backend>(
     like: &Tensor<B, 4>,
     rows: usize,
-    width: usize,
+    [width, room]: [usize; 2],
     parts: Vec<(usize, Tensor<B, 4>, usize)>,
 ) -> Tensor<B, 4> {
     let [_, h, _, d] = like.dims();
-    let mut out = Tensor::<B, 4>::zeros([rows, h, width + ROOM, d], (&like.device(), like.dtype()));
+    let mut out = Tensor::<B, 4>::zeros([rows, h, width + room, d], (&like.device(), like.dtype()));
     for (row, x, pad) in parts {
         let [b, _, s, _] = x.dims();
         out = assign_block(out, row..row + b, pad..pad + s, x);
@@ -293,12 +293,13 @@ fn place<B: Backend>(
 }
 
 /// Stacks sequence states left-padded to the longest: the cache a group of requests starts
-/// from. `None` when no request has a prefix.
+/// from, with room for the `room` tokens they feed next. `None` when no request has a prefix.
 ///
 /// Returns the cache and, per row, its validity mask over the prefix columns.
 pub fn stack_prefixes<B: Backend>(
     prefixes: &[Option<&SequenceState<B>>],
     num_layers: usize,
+    room: usize,
 ) -> (Option<KvCache<B>>, Vec<Vec<bool>>) {
     let width = prefixes.iter().flatten().map(|p| p.len).max().unwrap_or(0);
     let masks = prefixes
@@ -330,8 +331,8 @@ pub fn stack_prefixes<B: Backend>(
             }
             let rows = prefixes.len();
             Some(LayerKv::with_room(
-                place(&like, rows, width, ks),
-                place(&like, rows, width, vs),
+                place(&like, rows, [width, room], ks),
+                place(&like, rows, [width, room], vs),
                 width,
             ))
         })
