@@ -16,6 +16,7 @@ use cft::cft::criticality::weights;
 use cft::cft::rollout::{Example, Settings, batched, sequential};
 use cft::exec::{self, NoEvents, Options};
 use cft::manifest::{MethodKind, Rule};
+use cft::model::decoder::token_rows_run;
 use cft::model::{LanguageModel, LoadOptions};
 use cft::plan;
 use cft::stages::annotate::{GradeJudge, Response, read_lines};
@@ -155,12 +156,14 @@ impl OnDevice for Prepared {
         };
         let eos = &model.eos_token_ids;
 
-        let time = |f: &dyn Fn(usize) -> anyhow::Result<Vec<cft::cft::rollout::Outcome>>| -> anyhow::Result<(f64, Vec<Vec<cft::cft::rollout::Outcome>>)> {
-            let start = Instant::now();
+        // Seconds, token rows run through the model, outcomes per rank.
+        type Timed = (f64, u64, Vec<Vec<cft::cft::rollout::Outcome>>);
+        let time = |f: &dyn Fn(usize) -> anyhow::Result<Vec<cft::cft::rollout::Outcome>>| -> anyhow::Result<Timed> {
+            let (start, rows) = (Instant::now(), token_rows_run());
             let ranks = (2..=self.k).map(f).collect::<anyhow::Result<Vec<_>>>()?;
-            Ok((start.elapsed().as_secs_f64(), ranks))
+            Ok((start.elapsed().as_secs_f64(), token_rows_run() - rows, ranks))
         };
-        let (sequential_s, slow) = time(&|rank| {
+        let (sequential_s, sequential_rows, slow) = time(&|rank| {
             Ok(sequential(
                 &model.lm,
                 &examples,
@@ -169,7 +172,7 @@ impl OnDevice for Prepared {
                 settings(rank),
             )?)
         })?;
-        let (batched_s, fast) =
+        let (batched_s, batched_rows, fast) =
             time(&|rank| Ok(batched(&model.lm, &examples, eos, &judge, settings(rank))?))?;
         if slow != fast {
             bail!("the batched rollouts differ from the sequential ones: a bug, please report it");
@@ -193,7 +196,8 @@ impl OnDevice for Prepared {
         if self.json {
             println!(
                 "{}",
-                json!({"sequential_s": sequential_s, "batched_s": batched_s, "speedup": speedup, "branches": branches, "tokens": tokens})
+                json!({"sequential_s": sequential_s, "batched_s": batched_s, "speedup": speedup, "branches": branches, "tokens": tokens,
+                       "sequential_token_rows": sequential_rows, "batched_token_rows": batched_rows})
             );
         } else {
             println!(
@@ -201,13 +205,20 @@ impl OnDevice for Prepared {
                 examples.len(),
                 self.k
             );
-            println!("sequential (one branch at a time, full prefill): {sequential_s:.2} s");
             println!(
-                "batched (shared prefixes, continuous batching, {} engine{}):  {batched_s:.2} s",
+                "sequential (one branch at a time, full prefill): {sequential_s:.2} s, {sequential_rows} token rows run"
+            );
+            println!(
+                "batched (shared prefixes, continuous batching, {} engine{}):  {batched_s:.2} s, {batched_rows} token rows run",
                 self.threads,
                 if self.threads == 1 { "" } else { "s" }
             );
-            println!("speedup: {speedup:.1}x");
+            println!(
+                "speedup: {speedup:.1}x; the sequential path runs {:.1}x the token rows, at {:.0} vs {:.0} token rows/s",
+                sequential_rows as f64 / batched_rows.max(1) as f64,
+                sequential_rows as f64 / sequential_s.max(1e-9),
+                batched_rows as f64 / batched_s.max(1e-9)
+            );
         }
         Ok(())
     }
