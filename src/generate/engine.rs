@@ -15,7 +15,7 @@ use burn::tensor::activation::log_softmax;
 use super::GenerateError;
 use super::sampling::{Decoding, SplitMix64, sample_from_logprobs};
 use super::state::{BatchState, SequenceState, stack_prefixes, valid_tensor};
-use crate::model::inplace::assign_block;
+use crate::model::kernels::assign_block;
 use crate::model::{CausalLm, KvCache, attention_bias};
 
 /// A caller's test on the tokens generated so far (not including the request's `tokens`).

@@ -11,7 +11,7 @@
 
 use burn::prelude::*;
 
-use crate::model::inplace::assign_block;
+use crate::model::kernels::assign_block;
 use crate::model::{KvCache, LayerKv};
 
 /// Keys and values of one sequence (no padding): what a later request can start from.

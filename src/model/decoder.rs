@@ -16,10 +16,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use burn::module::Param;
 use burn::prelude::*;
 use burn::tensor::DType;
-use burn::tensor::activation::silu;
 
 use super::config::DecoderConfig;
-use super::inplace::assign_block;
+use super::kernels::{self, assign_block};
 use super::rope::{Rope, RotaryTables};
 
 /// Added to the attention score of a masked key. Finite, so a fully masked (padding) query
@@ -159,7 +158,7 @@ pub struct Mlp<B: Backend> {
 
 impl<B: Backend> Mlp<B> {
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        let gate = silu(self.gate_proj.forward(x.clone()));
+        let gate = kernels::silu(self.gate_proj.forward(x.clone()));
         self.down_proj.forward(gate * self.up_proj.forward(x))
     }
 }

@@ -7,7 +7,7 @@
 
 pub mod config;
 pub mod decoder;
-pub mod inplace;
+pub mod kernels;
 pub mod load;
 pub mod rope;
 pub mod tokenizer;
