@@ -47,6 +47,8 @@ struct Prepared {
     json: bool,
     /// Engines the batched path runs side by side (one per core on the CPU).
     threads: usize,
+    /// Rows each engine decodes together.
+    max_batch: usize,
 }
 
 pub fn run(cache_dir: &Path, args: BenchAnnotateArgs) -> anyhow::Result<()> {
@@ -127,6 +129,11 @@ pub fn run(cache_dir: &Path, args: BenchAnnotateArgs) -> anyhow::Result<()> {
             DeviceArg::Cpu => cft::cft::rollout::cpu_threads(),
             DeviceArg::Cuda(_) => 1,
         },
+        // as the rollout stage does
+        max_batch: match args.device {
+            DeviceArg::Cpu => cft::stages::rollout::CPU_MAX_BATCH,
+            DeviceArg::Cuda(_) => cft::stages::rollout::GPU_MAX_BATCH,
+        },
     };
     dispatch(args.device, prepared)
 }
@@ -151,7 +158,7 @@ impl OnDevice for Prepared {
         let settings = |rank| Settings {
             rank,
             max_new_tokens: self.max_new_tokens,
-            max_batch: 64,
+            max_batch: self.max_batch,
             threads: self.threads,
         };
         let eos = &model.eos_token_ids;

@@ -22,9 +22,15 @@ use super::{Output, StageCtx, StageError, StageImpl, StageOutput};
 
 pub const VERSION: u32 = 1;
 
-/// Examples per saved chunk, and rows decoded together.
+/// Examples per saved chunk.
 const CHUNK: usize = 8;
-const MAX_BATCH: usize = 64;
+/// Rows one engine decodes together on the CPU. Per row, a step of a small model costs more in
+/// wider batches there (host bookkeeping and attention over the widest row grow with it):
+/// `cft bench annotate` on the quickstart's model took 1.30 s at 32 rows, 1.42 s at 16,
+/// 1.58 s at 64, 1.98 s at 128.
+pub const CPU_MAX_BATCH: usize = 32;
+/// Rows decoded together on a GPU, where wider batches are what make decoding cheap.
+pub const GPU_MAX_BATCH: usize = 64;
 
 pub struct Rollout;
 
@@ -53,7 +59,10 @@ fn run<B: Backend>(ctx: &mut StageCtx<'_>, device: &B::Device) -> Result<StageOu
     let settings = Settings {
         rank,
         max_new_tokens: max_new,
-        max_batch: MAX_BATCH,
+        max_batch: match ctx.device() {
+            super::Device::Cpu => CPU_MAX_BATCH,
+            super::Device::Cuda(_) => GPU_MAX_BATCH,
+        },
         threads: match ctx.device() {
             super::Device::Cpu => crate::cft::rollout::cpu_threads(),
             super::Device::Cuda(_) => 1,
