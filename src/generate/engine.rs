@@ -3,8 +3,9 @@
 //! Requests wait in a queue; up to `max_batch` of them decode together. Each step reads the
 //! whole batch's choices back in one host synchronisation (a burn `Transaction`), records them,
 //! retires rows that hit EOS, their stop predicate or their length, and refills the freed rows
-//! from the queue. A request may start from the [`SequenceState`] of tokens already run
-//! (a prefix of another sequence); then only its own `tokens` are computed.
+//! from the queue: a new row is written into a finished row's slot, so admitting copies only
+//! the new rows (see `state.rs`). A request may start from the [`SequenceState`] of tokens
+//! already run (a prefix of another sequence); then only its own `tokens` are computed.
 
 use std::collections::VecDeque;
 
