@@ -67,19 +67,12 @@ impl<B: Backend> BatchState<B> {
         };
         let idx: Vec<i32> = keep.iter().map(|&r| r as i32).collect();
         let idx = Tensor::<B, 1, Int>::from_data(TensorData::new(idx, [keep.len()]), &device);
-        let layers = self
-            .cache
-            .layers
-            .into_iter()
-            .map(|slot| {
-                slot.map(|kv| {
-                    let (k, v, len) = kv.into_parts();
-                    LayerKv::with_room(k.select(0, idx.clone()), v.select(0, idx.clone()), len)
-                })
-            })
-            .collect();
+        let cache = self.cache.map_layers(|kv| {
+            let (k, v, len) = kv.into_parts();
+            LayerKv::with_room(k.select(0, idx.clone()), v.select(0, idx.clone()), len)
+        });
         Self {
-            cache: KvCache { layers },
+            cache,
             valid: keep.iter().map(|&r| self.valid[r].clone()).collect(),
         }
         .trimmed(0)
@@ -96,24 +89,17 @@ impl<B: Backend> BatchState<B> {
         if dead == 0 || dead <= at_least || dead >= s {
             return self;
         }
-        let layers = self
-            .cache
-            .layers
-            .into_iter()
-            .map(|slot| {
-                slot.map(|kv| {
-                    let (k, v, len) = kv.into_parts();
-                    let cap = kv_capacity(&k);
-                    LayerKv::with_room(
-                        k.narrow(2, dead, cap - dead),
-                        v.narrow(2, dead, cap - dead),
-                        len - dead,
-                    )
-                })
-            })
-            .collect();
+        let cache = self.cache.map_layers(|kv| {
+            let (k, v, len) = kv.into_parts();
+            let cap = kv_capacity(&k);
+            LayerKv::with_room(
+                k.narrow(2, dead, cap - dead),
+                v.narrow(2, dead, cap - dead),
+                len - dead,
+            )
+        });
         Self {
-            cache: KvCache { layers },
+            cache,
             valid: self
                 .valid
                 .into_iter()
@@ -219,21 +205,14 @@ impl<B: Backend> BatchState<B> {
     fn left_pad(self, extra: usize) -> Self {
         let width = self.columns() + extra;
         let rows = self.rows();
-        let layers = self
-            .cache
-            .layers
-            .into_iter()
-            .map(|slot| {
-                slot.map(|kv| {
-                    let (k, v) = (kv.keys(), kv.values());
-                    let k2 = place(&k, rows, [width, ROOM], vec![(0, k.clone(), extra)]);
-                    let v2 = place(&k, rows, [width, ROOM], vec![(0, v, extra)]);
-                    LayerKv::with_room(k2, v2, width)
-                })
-            })
-            .collect();
+        let cache = self.cache.map_layers(|kv| {
+            let (k, v) = (kv.keys(), kv.values());
+            let k2 = place(&k, rows, [width, ROOM], vec![(0, k.clone(), extra)]);
+            let v2 = place(&k, rows, [width, ROOM], vec![(0, v, extra)]);
+            LayerKv::with_room(k2, v2, width)
+        });
         Self {
-            cache: KvCache { layers },
+            cache,
             valid: self
                 .valid
                 .into_iter()

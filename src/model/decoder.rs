@@ -274,6 +274,17 @@ impl<B: Backend> KvCache<B> {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// Each layer's cache transformed by `f` (layers not run yet stay empty).
+    pub fn map_layers(self, mut f: impl FnMut(LayerKv<B>) -> LayerKv<B>) -> Self {
+        Self {
+            layers: self
+                .layers
+                .into_iter()
+                .map(|slot| slot.map(&mut f))
+                .collect(),
+        }
+    }
 }
 
 #[derive(Module, Debug)]
