@@ -287,9 +287,16 @@ mod tests {
         // the portable loop and the vectorised ones give the same bits
         let mut a: Vec<f32> = (0..97).map(|i| i as f32 * 0.31 - 15.0).collect();
         let mut b = a.clone();
+        let mut c = a.clone();
         silu_loop(&mut a);
         silu_slice(&mut b);
         assert_eq!(a, b);
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU supports AVX2.
+            unsafe { silu_avx2(&mut c) };
+            assert_eq!(a, c);
+        }
     }
 
     fn ramp(shape: [usize; 4], start: f32) -> Tensor<B, 4> {
