@@ -6,7 +6,7 @@
 //!   decoding step, in every layer. This writes only the block when the destination is a flex
 //!   tensor that nothing else holds.
 //! - [`silu`]: flex computes `x·σ(x)` one element at a time through glibc's `expf` (a function
-//!   call per element, 10-25% of a decoding step). This computes it in one vectorised pass with
+//!   call per element: 9% of a batch-64 decoding run and 15% of a prefill in `perf`). This computes it in one vectorised pass with
 //!   its own `exp` (within 2 ulp of the correctly rounded value).
 
 use std::any::Any;
@@ -19,40 +19,35 @@ use half::{bf16, f16};
 
 /// `x·σ(x)` (SwiGLU's activation).
 pub fn silu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
-    let primitive = match x.into_primitive() {
+    let mut primitive = match x.into_primitive() {
         TensorPrimitive::Float(p) => p,
         other => return burn::tensor::activation::silu(Tensor::from_primitive(other)),
     };
-    let fast = (&primitive as &dyn Any)
-        .downcast_ref::<FlexTensor>()
-        .and_then(silu_flex);
-    match fast {
-        Some(out) => {
-            let boxed: Box<dyn Any> = Box::new(out);
-            match boxed.downcast::<B::FloatTensorPrimitive>() {
-                Ok(out) => Tensor::from_primitive(TensorPrimitive::Float(*out)),
-                Err(_) => burn::tensor::activation::silu(Tensor::from_primitive(
-                    TensorPrimitive::Float(primitive),
-                )),
-            }
-        }
-        None => burn::tensor::activation::silu(Tensor::from_primitive(TensorPrimitive::Float(
-            primitive,
-        ))),
+    let done = (&mut primitive as &mut dyn Any)
+        .downcast_mut::<FlexTensor>()
+        .is_some_and(silu_flex);
+    let x = Tensor::from_primitive(TensorPrimitive::Float(primitive));
+    match done {
+        true => x,
+        false => burn::tensor::activation::silu(x),
     }
 }
 
-/// The f32 flex case: a new contiguous tensor, or `None` when it does not apply.
-fn silu_flex(x: &FlexTensor) -> Option<FlexTensor> {
+/// The f32 flex case: replaces `x` by a new contiguous tensor; false when it does not apply.
+fn silu_flex(x: &mut FlexTensor) -> bool {
     if x.dtype() != DType::F32 {
-        return None;
+        return false;
     }
-    let x = x.to_contiguous();
-    let n = x.layout().num_elements();
-    let mut values: Vec<f32> = x.storage::<f32>().get(..n)?.to_vec();
+    let contiguous = x.to_contiguous();
+    let n = contiguous.layout().num_elements();
+    let Some(values) = contiguous.storage::<f32>().get(..n) else {
+        return false;
+    };
+    let mut values = values.to_vec();
     silu_slice(&mut values);
-    let shape = x.layout().shape().clone();
-    Some(FlexTensor::from_data(TensorData::new(values, shape)))
+    let shape = contiguous.layout().shape().clone();
+    *x = FlexTensor::from_data(TensorData::new(values, shape));
+    true
 }
 
 /// `x ← x / (1 + e^-x)` over a slice, with the widest vector unit the CPU has.
