@@ -1,5 +1,5 @@
-//! Counterfactual rollouts: the batched engine (shared prefixes, continuous batching, early
-//! stop) gives exactly the outcomes of the naive one-branch-at-a-time path, on the tiny models
+//! Counterfactual rollouts: the batched engine (shared prefixes, continuous batching, the end
+//! rule) gives exactly the outcomes of the naive one-branch-at-a-time path, on the tiny models
 //! of all four families, for every criticality rule; the Strict shortcut gives the same masks.
 
 mod common;
@@ -11,12 +11,12 @@ use cft::model::{LanguageModel, LoadOptions};
 
 use common::{B, FAMILIES, fixture};
 
-/// A stand-in for the grader with a mix of outcomes: a branch is complete once it contains
-/// token 5, and correct when its token sum is not divisible by 3.
+/// A stand-in for the grader with a mix of outcomes: a branch ends once it contains token 5,
+/// and is correct when its token sum is not divisible by 3.
 struct Toy;
 impl Judge for Toy {
-    fn complete(&self, response: &[u32]) -> bool {
-        response.contains(&5)
+    fn ended(&self, kept: &[u32], generated: &[u32]) -> bool {
+        kept.contains(&5) || generated.contains(&5)
     }
     fn correct(&self, example: usize, response: &[u32]) -> bool {
         !(response.iter().map(|&t| t as usize).sum::<usize>() + example).is_multiple_of(3)
@@ -124,5 +124,65 @@ fn the_strict_shortcut_gives_the_same_masks_as_full_rollouts() {
         let full = weights(Rule::Strict, 3, &[rank2[i].clone(), rank3_full[i].clone()]).unwrap();
         let short = weights(Rule::Strict, 3, &[rank2[i].clone(), rank3_short[i].clone()]).unwrap();
         assert_eq!(full, short);
+    }
+}
+
+/// The real end rule and grader: stop strings that occur often in a random model's text end
+/// many branches (some straddling the kept prefix and the continuation), and the batched
+/// path still gives exactly the naive path's outcomes, with and without the opt-in early stop.
+#[test]
+fn batched_rollouts_equal_the_naive_path_under_the_real_end_rule() {
+    use cft::eval::Benchmark;
+    use cft::generate::{Ending, Engine, EngineOptions, FinishReason};
+    use cft::manifest::EarlyStop;
+    use cft::stages::annotate::GradeJudge;
+
+    for family in FAMILIES {
+        let model = LanguageModel::<B>::load(
+            &fixture(family),
+            &Default::default(),
+            LoadOptions::default(),
+        )
+        .unwrap();
+        let ex = examples(&model);
+        let ending = Ending::new(
+            &model.tokenizer,
+            &model.eos_token_ids,
+            vec!["e".into(), "t".into()],
+            24,
+        );
+        // The stop strings do end responses of this model.
+        let requests = ex
+            .iter()
+            .map(|e| ending.request(e.prompt.clone(), &[]))
+            .collect();
+        let finished = Engine::new(&model.lm, EngineOptions::default())
+            .generate(requests)
+            .unwrap();
+        assert!(
+            finished.iter().any(|c| c.finish == FinishReason::Stop),
+            "{family}: no response ended at a stop string"
+        );
+        let settings = |rank| Settings {
+            rank,
+            max_new_tokens: 24,
+            max_batch: 16,
+            threads: 2,
+        };
+        for early_stop in [EarlyStop::None, EarlyStop::Answer] {
+            let judge = GradeJudge {
+                ending: ending.clone(),
+                early_stop,
+                benchmark: Benchmark::Gsm8k,
+                golds: vec!["7".into(); ex.len()],
+            };
+            for rank in [2, 3] {
+                let fast =
+                    batched(&model.lm, &ex, ending.end_ids(), &judge, settings(rank)).unwrap();
+                let slow =
+                    sequential(&model.lm, &ex, ending.end_ids(), &judge, settings(rank)).unwrap();
+                assert_eq!(fast, slow, "{family}, rank {rank}, {early_stop:?}");
+            }
+        }
     }
 }

@@ -5,10 +5,13 @@
 //! Two paths compute the same outcomes:
 //! - [`batched`]: `[Q, y]` is encoded once per example; every branch starts from the KV state
 //!   of its prefix `[Q, y_<t]` (a slice, nothing recomputed), branches of many positions and
-//!   examples decode together with continuous batching (Eq. 7), and a branch stops as soon as
-//!   its final answer is complete;
+//!   examples decode together with continuous batching (Eq. 7);
 //! - [`sequential`]: one branch at a time, its whole prefix prefilled, nothing shared — the
 //!   correctness oracle and the baseline of `cft bench annotate`.
+//!
+//! Every branch ends as the greedy response it perturbs ended: at an end token (`eos`), when
+//! the [`Judge`] says it has ended (a stop string; under the opt-in early stop, a settled
+//! answer), or when the whole response reaches `max_new_tokens`. The judge then grades it.
 //!
 //! The alternative at t is taken from P(· | Q, y_<t) computed on the encoded sequence: the
 //! j-th most likely token among those other than y_t (y_t is the greedy choice, so normally
@@ -35,10 +38,12 @@ pub struct Outcome {
     pub fail: Vec<Option<bool>>,
 }
 
-/// Decides branches: when one is finished, and whether it is correct. Both see the whole
-/// response of the branch, `y_<t ++ [alternative] ++ continuation`.
+/// Decides branches: when one has ended (besides its end tokens and its budget, which the
+/// engine applies), and whether it is correct. A branch's response is
+/// `y_<t ++ [alternative] ++ continuation`; `ended` sees it in two parts, the tokens kept
+/// (`y_<t ++ [alternative]`) and those generated so far, so it can read only the tail.
 pub trait Judge: Sync {
-    fn complete(&self, response: &[u32]) -> bool;
+    fn ended(&self, kept: &[u32], generated: &[u32]) -> bool;
     fn correct(&self, example: usize, response: &[u32]) -> bool;
 }
 
@@ -125,12 +130,13 @@ fn branch_response(e: &Example, b: &Branch, continuation: &[u32]) -> Vec<u32> {
     r
 }
 
-/// Tokens the branch may still generate after its alternative.
-fn budget(settings: &Settings, b: &Branch, eos: &[u32]) -> usize {
-    if eos.contains(&b.alt) {
+/// Tokens the branch may still generate after its alternative: none when the alternative
+/// already ended it (an end token, or a stop string completed by it).
+pub fn budget(max_new_tokens: usize, kept: &[u32], eos: &[u32], judge: &dyn Judge) -> usize {
+    if kept.last().is_some_and(|t| eos.contains(t)) || judge.ended(kept, &[]) {
         0
     } else {
-        settings.max_new_tokens.saturating_sub(b.position + 1)
+        max_new_tokens.saturating_sub(kept.len())
     }
 }
 
@@ -163,11 +169,14 @@ pub fn batched<B: Backend>(
             .map(|b| {
                 let e = &examples[b.example];
                 let kept: Vec<u32> = branch_response(e, b, &[]);
-                let mut r = Request::greedy(vec![b.alt], budget(&settings, b, eos));
+                let mut r = Request::greedy(
+                    vec![b.alt],
+                    budget(settings.max_new_tokens, &kept, eos, judge),
+                );
                 r.prefix = Some(encoded[b.example].state.prefix(e.prompt.len() + b.position));
                 r.eos_token_ids = eos.to_vec();
                 r.stop = Some(Box::new(move |generated: &[u32]| {
-                    judge.complete(&[kept.as_slice(), generated].concat())
+                    judge.ended(&kept, generated)
                 }));
                 r
             })
@@ -224,12 +233,12 @@ pub fn sequential<B: Backend>(
             let kept = branch_response(e, &b, &[]);
             let mut r = Request::greedy(
                 [e.prompt.as_slice(), kept.as_slice()].concat(),
-                budget(&settings, &b, eos),
+                budget(settings.max_new_tokens, &kept, eos, judge),
             );
             r.eos_token_ids = eos.to_vec();
             let judge_kept = kept.clone();
             r.stop = Some(Box::new(move |generated: &[u32]| {
-                judge.complete(&[judge_kept.as_slice(), generated].concat())
+                judge.ended(&judge_kept, generated)
             }));
             let c = engine
                 .generate(vec![r])?

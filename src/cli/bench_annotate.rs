@@ -1,7 +1,8 @@
 //! `cft bench annotate --manifest FILE [--examples N] [--json]`: the naive sequential
 //! rollouts against the batched engine on the same correct examples of the manifest's first
 //! model, checking that both give identical annotations, and timing both (paper Table 4:
-//! sequential vs batched annotation time).
+//! sequential vs batched annotation time); then the batched engine again under the opt-in
+//! early stop (`early_stop = "answer"`), with the share of branches whose verdict it changes.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
@@ -15,7 +16,8 @@ use cft::cache::{Cache, RecordStatus, Store};
 use cft::cft::criticality::weights;
 use cft::cft::rollout::{Example, Settings, batched, sequential};
 use cft::exec::{self, NoEvents, Options};
-use cft::manifest::{MethodKind, Rule};
+use cft::generate::Ending;
+use cft::manifest::{EarlyStop, MethodKind, Rule};
 use cft::model::decoder::token_rows_run;
 use cft::model::{LanguageModel, LoadOptions};
 use cft::plan;
@@ -44,6 +46,8 @@ struct Prepared {
     rule: Rule,
     k: usize,
     max_new_tokens: usize,
+    template: String,
+    benchmark: cft::eval::Benchmark,
     json: bool,
     /// Engines the batched path runs side by side (one per core on the CPU).
     threads: usize,
@@ -124,6 +128,8 @@ pub fn run(cache_dir: &Path, args: BenchAnnotateArgs) -> anyhow::Result<()> {
         rule,
         k,
         max_new_tokens: exp.annotate.max_new_tokens as usize,
+        template: exp.annotate.template.clone(),
+        benchmark: cft::stages::eval::benchmark_of(exp.train_data.benchmark()),
         json: args.json,
         threads: match args.device {
             DeviceArg::Cpu => cft::cft::rollout::cpu_threads(),
@@ -151,17 +157,28 @@ impl OnDevice for Prepared {
                 open: vec![true; r.response_ids.len()],
             })
             .collect();
-        let judge = GradeJudge {
-            tokenizer: &model.tokenizer,
+        // The rollout stage's end rule and grader.
+        let ending = Ending::new(
+            &model.tokenizer,
+            &model.eos_token_ids,
+            cft::stages::prompt::stop_strings(&self.template),
+            self.max_new_tokens,
+        );
+        let judge_with = |early_stop| GradeJudge {
+            ending: ending.clone(),
+            early_stop,
+            benchmark: self.benchmark,
             golds: self.responses.iter().map(|r| r.gold.clone()).collect(),
         };
+        let judge = judge_with(EarlyStop::None);
+        let early = judge_with(EarlyStop::Answer);
         let settings = |rank| Settings {
             rank,
             max_new_tokens: self.max_new_tokens,
             max_batch: self.max_batch,
             threads: self.threads,
         };
-        let eos = &model.eos_token_ids;
+        let eos = ending.end_ids();
 
         // Seconds, token rows run through the model, outcomes per rank.
         type Timed = (f64, u64, Vec<Vec<cft::cft::rollout::Outcome>>);
@@ -184,6 +201,22 @@ impl OnDevice for Prepared {
         if slow != fast {
             bail!("the batched rollouts differ from the sequential ones: a bug, please report it");
         }
+        let (early_s, early_rows, stopped) =
+            time(&|rank| Ok(batched(&model.lm, &examples, eos, &early, settings(rank))?))?;
+        // Branches whose verdict the early stop changed (the same branches: the alternatives
+        // do not depend on how branches end).
+        let verdicts = |ranks: &[Vec<cft::cft::rollout::Outcome>]| -> Vec<Option<bool>> {
+            ranks
+                .iter()
+                .flatten()
+                .flat_map(|o| o.fail.iter().copied())
+                .collect()
+        };
+        let early_changed = verdicts(&fast)
+            .iter()
+            .zip(verdicts(&stopped))
+            .filter(|(a, b)| **a != *b)
+            .count();
         let mut critical = 0usize;
         for i in 0..examples.len() {
             let fails: Vec<Vec<Option<bool>>> =
@@ -200,11 +233,14 @@ impl OnDevice for Prepared {
             .sum();
         let tokens: usize = examples.iter().map(|e| e.response.len()).sum();
         let speedup = sequential_s / batched_s.max(1e-9);
+        let changed_share = early_changed as f64 / branches.max(1) as f64;
         if self.json {
             println!(
                 "{}",
                 json!({"sequential_s": sequential_s, "batched_s": batched_s, "speedup": speedup, "branches": branches, "tokens": tokens,
-                       "sequential_token_rows": sequential_rows, "batched_token_rows": batched_rows})
+                       "sequential_token_rows": sequential_rows, "batched_token_rows": batched_rows,
+                       "early_stop_s": early_s, "early_stop_token_rows": early_rows,
+                       "early_stop_changed": early_changed, "early_stop_changed_share": changed_share})
             );
         } else {
             println!(
@@ -225,6 +261,11 @@ impl OnDevice for Prepared {
                 sequential_rows as f64 / batched_rows.max(1) as f64,
                 sequential_rows as f64 / sequential_s.max(1e-9),
                 batched_rows as f64 / batched_s.max(1e-9)
+            );
+            println!(
+                "batched with early_stop = \"answer\": {early_s:.2} s, {early_rows} token rows run; \
+                 verdicts changed: {early_changed} of {branches} branches ({:.2}%)",
+                100.0 * changed_share
             );
         }
         Ok(())

@@ -11,7 +11,7 @@ use burn::prelude::Backend;
 use clap::Args;
 use serde::Serialize;
 
-use cft::generate::{Decoding, Engine, EngineOptions, Request, stop_strings};
+use cft::generate::{Decoding, Ending, Engine, EngineOptions, Request};
 use cft::model::{ChatMessage, LanguageModel, LoadOptions};
 
 use super::device::{DeviceArg, OnDevice, dispatch};
@@ -142,6 +142,18 @@ impl OnDevice for GenerateArgs {
             }
             prompts.push(ids);
         }
+        // `--stop` strings end a response as a template's do (a special token among them ends
+        // it as an end token).
+        let eos: &[u32] = match self.ignore_eos {
+            true => &[],
+            false => &model.eos_token_ids,
+        };
+        let ending = Ending::new(
+            &model.tokenizer,
+            eos,
+            self.stop.clone(),
+            self.max_new_tokens,
+        );
         let requests = prompts
             .iter()
             .enumerate()
@@ -158,11 +170,8 @@ impl OnDevice for GenerateArgs {
                     },
                     None => Decoding::Greedy,
                 },
-                eos_token_ids: match self.ignore_eos {
-                    true => Vec::new(),
-                    false => model.eos_token_ids.clone(),
-                },
-                stop: stop_strings(&model.tokenizer, self.stop.clone()),
+                eos_token_ids: ending.end_ids().to_vec(),
+                stop: ending.stop_predicate(Vec::new()),
             })
             .collect();
         let options = EngineOptions {

@@ -250,15 +250,8 @@ impl<'m, B: Backend> Engine<'m, B> {
                 if self.options.top_alternatives > 0 {
                     row.out.alternatives.push(pick.alternatives);
                 }
-                let finish = if row.eos.contains(&pick.token) {
-                    Some(FinishReason::Eos)
-                } else if row.stop.as_mut().is_some_and(|stop| stop(&row.out.tokens)) {
-                    Some(FinishReason::Stop)
-                } else if row.out.tokens.len() >= row.max_new_tokens {
-                    Some(FinishReason::Length)
-                } else {
-                    None
-                };
+                let finish =
+                    finish_reason(&row.eos, &mut row.stop, &row.out.tokens, row.max_new_tokens);
                 match finish {
                     Some(reason) => {
                         row.done = true;
@@ -477,6 +470,25 @@ fn assign_rows<B: Backend>(
         out = assign_block(out, slot..slot + 1, 0..1, row);
     }
     out.reshape([b, vocab])
+}
+
+/// Why a row whose output is now `tokens` (the newest last) ends, if it does: an end token,
+/// its stop predicate, or its budget, checked in that order.
+pub fn finish_reason(
+    eos: &[u32],
+    stop: &mut Option<StopPredicate<'_>>,
+    tokens: &[u32],
+    max_new_tokens: usize,
+) -> Option<FinishReason> {
+    if tokens.last().is_some_and(|t| eos.contains(t)) {
+        Some(FinishReason::Eos)
+    } else if stop.as_mut().is_some_and(|stop| stop(tokens)) {
+        Some(FinishReason::Stop)
+    } else if tokens.len() >= max_new_tokens {
+        Some(FinishReason::Length)
+    } else {
+        None
+    }
 }
 
 fn empty_completion() -> Completion {

@@ -6,24 +6,26 @@
 //! - [`encode`] runs known sequences once; [`SequenceState::prefix`] then gives the state of
 //!   any prefix without recomputation, so a counterfactual branch `[Q, y_<t, alternative]` is a
 //!   `Request { prefix: Some(encoded.state.prefix(len(Q) + t)), tokens: vec![alternative], .. }`
-//!   whose `stop` predicate ends it once its final answer is complete.
+//!   that ends by the same rule as the response it perturbs ([`Ending`]).
 //! - [`naive::greedy`] is the reference path (one sequence, full recomputation, no cache)
 //!   that the engine is tested against and benchmarked with.
 //!
 //! The KV cache lives here, not in the model module, so the same module trains.
 
 pub mod encode;
+pub mod ending;
 pub mod engine;
 pub mod naive;
 pub mod sampling;
 pub mod state;
 
 pub use encode::{Encoded, PositionScore, encode, score};
-pub use engine::{Completion, Engine, EngineOptions, FinishReason, Request, StopPredicate};
+pub use ending::Ending;
+pub use engine::{
+    Completion, Engine, EngineOptions, FinishReason, Request, StopPredicate, finish_reason,
+};
 pub use sampling::Decoding;
 pub use state::SequenceState;
-
-use crate::model::TextTokenizer;
 
 /// Every request non-empty and inside the vocabulary: a bad id would otherwise fail deep in
 /// the backend's gather.
@@ -62,23 +64,4 @@ pub enum GenerateError {
     InvalidDecoding(String),
     #[error("reading results from the device failed: {0}")]
     Device(String),
-}
-
-/// A stop predicate that fires when the decoded text of the generated tokens contains any of
-/// `strings`. Only the last few tokens are decoded each step (enough to cover the longest
-/// string), so the cost does not grow with the output.
-pub fn stop_strings<'a>(
-    tokenizer: &'a TextTokenizer,
-    strings: Vec<String>,
-) -> Option<StopPredicate<'a>> {
-    if strings.is_empty() {
-        return None;
-    }
-    let window = strings.iter().map(|s| s.len()).max().unwrap_or(1) + 1;
-    Some(Box::new(move |tokens: &[u32]| {
-        let tail = &tokens[tokens.len().saturating_sub(window)..];
-        tokenizer
-            .decode(tail, false)
-            .is_ok_and(|text| strings.iter().any(|s| text.contains(s.as_str())))
-    }))
 }

@@ -347,10 +347,17 @@ fn read_annotate(t: Option<Reader<'_>>) -> Result<Annotate> {
         template: "qwen25-math-cot".into(),
         max_new_tokens: 512,
         limit: None,
+        early_stop: EarlyStop::None,
     };
     if let Some(mut t) = t {
         if let Some(v) = t.choice("template", &TEMPLATES)? {
             out.template = v.value;
+        }
+        if let Some(v) = t.choice("early_stop", &["none", "answer"])? {
+            out.early_stop = match v.value.as_str() {
+                "answer" => EarlyStop::Answer,
+                _ => EarlyStop::None,
+            };
         }
         if let Some(v) = t.count("max_new_tokens", 1)? {
             out.max_new_tokens = v.value;

@@ -83,6 +83,17 @@ pub enum DataSource {
     Synthetic(Synthetic),
 }
 
+impl DataSource {
+    /// The benchmark whose grader judges answers to these questions: the file's format, or
+    /// GSM8K for the generator's problems.
+    pub fn benchmark(&self) -> &str {
+        match self {
+            DataSource::File { format, .. } => format,
+            DataSource::Synthetic(_) => "gsm8k",
+        }
+    }
+}
+
 #[derive(Clone, Debug, Serialize)]
 pub struct Synthetic {
     pub split: String,
@@ -97,6 +108,20 @@ pub struct Annotate {
     pub template: String,
     pub max_new_tokens: u64,
     pub limit: Option<u64>,
+    pub early_stop: EarlyStop,
+}
+
+/// When a counterfactual branch may stop before the end rule of the greedy response it
+/// perturbs (`[annotate] early_stop`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EarlyStop {
+    /// Never: each branch runs to its end token, stop string or budget (the paper's Eq. 5).
+    #[default]
+    None,
+    /// Once its answer is settled: a closed final `\boxed{}` that only a new box could
+    /// change (`cft::answer::settled`).
+    Answer,
 }
 
 #[derive(Clone, Debug)]

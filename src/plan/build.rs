@@ -177,13 +177,15 @@ impl Builder<'_> {
         let with_model =
             |extra: &[String]| -> Vec<String> { m.inputs.iter().chain(extra).cloned().collect() };
         let annotate = &exp.annotate;
+        // Answers to the training questions are graded as their benchmark grades them.
+        let benchmark = exp.train_data.benchmark();
         let mut report_inputs = Vec::new();
 
         // Eq. 3-4: one greedy pass over the training questions.
         let greedy = self.add(
             "greedy",
             format!("greedy {name}"),
-            json!({"model": m.param, "template": annotate.template, "max_new_tokens": annotate.max_new_tokens, "limit": annotate.limit}),
+            json!({"model": m.param, "template": annotate.template, "benchmark": benchmark, "max_new_tokens": annotate.max_new_tokens, "limit": annotate.limit}),
             with_model(&[train_data.to_string()]),
             m.binding.clone(),
         );
@@ -211,7 +213,7 @@ impl Builder<'_> {
             let key = self.add(
                 "rollout",
                 format!("rollout {name} j={j}"),
-                json!({"model": m.param, "j": j, "only_where_previous_failed": strict_only && j > 2, "template": annotate.template, "max_new_tokens": annotate.max_new_tokens}),
+                json!({"model": m.param, "j": j, "only_where_previous_failed": strict_only && j > 2, "template": annotate.template, "benchmark": benchmark, "early_stop": annotate.early_stop, "max_new_tokens": annotate.max_new_tokens}),
                 inputs,
                 m.binding.clone(),
             );

@@ -7,6 +7,9 @@ use std::path::Path;
 use burn::prelude::Backend;
 use serde::{Deserialize, Serialize};
 
+use crate::eval::Benchmark;
+use crate::generate::Ending;
+use crate::manifest::EarlyStop;
 use crate::model::{LanguageModel, LoadOptions};
 
 use super::StageError;
@@ -79,30 +82,53 @@ pub fn load_model<B: Backend>(
         .map_err(|e| StageError::Failed(format!("model {}: {e}", dir.display())))
 }
 
-/// The rollout judge of the real pipeline: a branch is complete when its text holds a final
-/// answer ([`crate::cft::answer::complete`]) and correct when the grader says so.
+/// The rollout judge of the real pipeline: a branch ends by the end rule of the greedy
+/// response it perturbs (its stop strings; the engine applies the end tokens and the budget)
+/// or, under the opt-in early stop, once its answer is settled
+/// ([`crate::cft::answer::settled`]); it is correct when the benchmark's grader says so of
+/// its graded text.
 pub struct GradeJudge<'a> {
-    pub tokenizer: &'a crate::model::TextTokenizer,
+    pub ending: Ending<'a>,
+    pub early_stop: EarlyStop,
+    pub benchmark: Benchmark,
     pub golds: Vec<String>,
 }
 
+/// Tokens of the tail in which the early stop looks for a `boxed` before decoding the whole
+/// response.
+const SETTLED_TAIL: usize = 64;
+
 impl crate::cft::rollout::Judge for GradeJudge<'_> {
-    fn complete(&self, response: &[u32]) -> bool {
-        // The last 64 tokens cover any answer line; decoding them is cheap per step.
-        let tail = &response[response.len().saturating_sub(64)..];
-        self.tokenizer
-            .decode(tail, true)
-            .is_ok_and(|text| crate::cft::answer::complete(&text))
+    fn ended(&self, kept: &[u32], generated: &[u32]) -> bool {
+        self.ending.stopped(kept, generated)
+            || (self.early_stop == EarlyStop::Answer && self.settled(kept, generated))
     }
 
     fn correct(&self, example: usize, response: &[u32]) -> bool {
-        let (Ok(text), Some(gold)) = (
-            self.tokenizer.decode(response, true),
-            self.golds.get(example),
-        ) else {
+        let (Ok(text), Some(gold)) = (self.ending.graded_text(response), self.golds.get(example))
+        else {
             return false;
         };
-        crate::eval::grade(crate::eval::Benchmark::Gsm8k, &text, gold).correct
+        crate::eval::grade(self.benchmark, &text, gold).correct
+    }
+}
+
+impl GradeJudge<'_> {
+    fn settled(&self, kept: &[u32], generated: &[u32]) -> bool {
+        // Cheap first: a box closing now lies in the tail; only then decode everything (the
+        // Minerva check needs the whole text).
+        let tokenizer = self.ending.tokenizer();
+        let tail = crate::generate::ending::tail(kept, generated, SETTLED_TAIL);
+        if !tokenizer
+            .decode(&tail, true)
+            .is_ok_and(|t| t.contains("boxed"))
+        {
+            return false;
+        }
+        let whole = [kept, generated].concat();
+        tokenizer
+            .decode(&whole, true)
+            .is_ok_and(|text| crate::cft::answer::settled(&text))
     }
 }
 

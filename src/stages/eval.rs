@@ -20,10 +20,12 @@ use super::prompt::{prompt_ids, stop_strings};
 use super::{Output, StageCtx, StageError, StageImpl, StageOutput};
 use crate::eval::pass_at::pass_at_curve;
 use crate::eval::{Benchmark, grade};
-use crate::generate::{Decoding, Engine, EngineOptions, Request, encode, score};
+use crate::generate::{Decoding, Ending, Engine, EngineOptions, encode, score};
 use crate::model::LanguageModel;
 
-pub const VERSION: u32 = 1;
+/// 2: responses end and are graded by [`Ending`] (the graded text is stripped, as the
+/// harness strips it; a stop string that is a special token ends generation as a token).
+pub const VERSION: u32 = 2;
 
 /// Questions per saved item.
 pub const BATCH: usize = 16;
@@ -88,6 +90,14 @@ pub fn benchmark_of(name: &str) -> Benchmark {
         .into_iter()
         .find(|b| b.name() == name)
         .unwrap_or(Benchmark::Gsm8k)
+}
+
+/// The `benchmark` param of a stage that grades.
+pub fn benchmark_param(params: &Value) -> Result<Benchmark, StageError> {
+    params["benchmark"]
+        .as_str()
+        .map(benchmark_of)
+        .ok_or_else(|| StageError::Failed("the stage's params lack `benchmark`".into()))
 }
 
 impl StageImpl for Eval {
@@ -196,38 +206,6 @@ fn sample_seed(seed: u64, idx: u64, i: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// Prompt token ids and the stop strings of a template (shared with the annotation stages, so
-/// a model is prompted the same way where it is annotated and where it is evaluated).
-fn prompt<B: Backend>(
-    model: &LanguageModel<B>,
-    template: &str,
-    question: &str,
-) -> Result<(Vec<u32>, Vec<String>), StageError> {
-    Ok((
-        prompt_ids(template, question, &model.tokenizer)?,
-        stop_strings(template),
-    ))
-}
-
-/// The response text as the harness sees it: special tokens dropped, cut at the first stop
-/// string.
-fn response_text<B: Backend>(
-    model: &LanguageModel<B>,
-    tokens: &[u32],
-    stops: &[String],
-) -> Result<String, StageError> {
-    let text = model
-        .tokenizer
-        .decode(tokens, true)
-        .map_err(|e| StageError::Failed(format!("decode: {e}")))?;
-    let cut = stops
-        .iter()
-        .filter_map(|s| text.find(s.as_str()))
-        .min()
-        .unwrap_or(text.len());
-    Ok(text[..cut].to_string())
-}
-
 /// Greedy (and sampled) responses of one batch of questions, graded.
 fn run_batch<B: Backend>(
     model: &LanguageModel<B>,
@@ -235,13 +213,26 @@ fn run_batch<B: Backend>(
     batch: &[Problem],
 ) -> Result<Vec<QuestionOutput>, StageError> {
     let fail = |e: crate::generate::GenerateError| StageError::Failed(format!("generate: {e}"));
-    let prompts: Vec<(Vec<u32>, Vec<String>)> = batch
+    // The same end rule and prompts as the annotation stages, so a model is prompted and
+    // graded the same way where it is annotated and where it is evaluated.
+    let ending = Ending::new(
+        &model.tokenizer,
+        &model.eos_token_ids,
+        stop_strings(&setup.template),
+        setup.max_new_tokens,
+    );
+    let graded = |tokens: &[u32]| {
+        ending
+            .graded_text(tokens)
+            .map_err(|e| StageError::Failed(format!("decode: {e}")))
+    };
+    let prompts: Vec<Vec<u32>> = batch
         .iter()
-        .map(|p| prompt(model, &setup.template, &p.question))
+        .map(|p| prompt_ids(&setup.template, &p.question, &model.tokenizer))
         .collect::<Result<_, _>>()?;
     let n_samples = setup.sampling.as_ref().map_or(0, |s| s.n as usize);
     let mut requests = Vec::new();
-    for (p, (ids, stops)) in batch.iter().zip(&prompts) {
+    for (p, ids) in batch.iter().zip(&prompts) {
         for i in 0..=n_samples {
             let decoding = match (&setup.sampling, i) {
                 (Some(s), i) if i > 0 => Decoding::Sample {
@@ -252,14 +243,9 @@ fn run_batch<B: Backend>(
                 },
                 _ => Decoding::Greedy,
             };
-            requests.push(Request {
-                prefix: None,
-                tokens: ids.clone(),
-                max_new_tokens: setup.max_new_tokens,
-                decoding,
-                eos_token_ids: model.eos_token_ids.clone(),
-                stop: crate::generate::stop_strings(&model.tokenizer, stops.clone()),
-            });
+            let mut r = ending.request(ids.clone(), &[]);
+            r.decoding = decoding;
+            requests.push(r);
         }
     }
     let engine = Engine::new(&model.lm, EngineOptions::default());
@@ -270,15 +256,15 @@ fn run_batch<B: Backend>(
     let sequences: Vec<Vec<u32>> = prompts
         .iter()
         .enumerate()
-        .map(|(q, (ids, _))| [ids.as_slice(), &completions[q * per_question].tokens].concat())
+        .map(|(q, ids)| [ids.as_slice(), &completions[q * per_question].tokens].concat())
         .collect();
     let encoded = encode(&model.lm, &sequences).map_err(fail)?;
 
     let mut out = Vec::with_capacity(batch.len());
     for (q, p) in batch.iter().enumerate() {
-        let (ids, stops) = &prompts[q];
+        let ids = &prompts[q];
         let greedy = &completions[q * per_question];
-        let text = response_text(model, &greedy.tokens, stops)?;
+        let text = graded(&greedy.tokens)?;
         let verdict = grade(setup.benchmark, &text, &p.gold);
         let entropy = if greedy.tokens.is_empty() {
             None
@@ -294,11 +280,7 @@ fn run_batch<B: Backend>(
                 let mut preds = Vec::with_capacity(n_samples);
                 let mut correct = Vec::with_capacity(n_samples);
                 for c in &completions[q * per_question + 1..(q + 1) * per_question] {
-                    let v = grade(
-                        setup.benchmark,
-                        &response_text(model, &c.tokens, stops)?,
-                        &p.gold,
-                    );
+                    let v = grade(setup.benchmark, &graded(&c.tokens)?, &p.gold);
                     preds.push(v.pred);
                     correct.push(v.correct);
                 }

@@ -9,15 +9,18 @@ use std::time::Instant;
 use burn::prelude::Backend;
 use serde_json::json;
 
-use crate::eval::{Benchmark, grade};
-use crate::generate::{Engine, EngineOptions, Request, stop_strings as stop_predicate};
+use crate::eval::grade;
+use crate::generate::{Ending, Engine, EngineOptions};
 
 use super::annotate::{Response, decode_each, load_model, read_lines, write_lines};
 use super::dataset::Problem;
-use super::prompt::{prompt_ids, stop_strings, trim_at_stop};
+use super::eval::benchmark_param;
+use super::prompt::{prompt_ids, stop_strings};
 use super::{Output, StageCtx, StageError, StageImpl, StageOutput};
 
-pub const VERSION: u32 = 1;
+/// 2: responses end and are graded by [`Ending`] (the text cut at the stop string and
+/// stripped, graded by the training data's benchmark); y no longer holds the end token.
+pub const VERSION: u32 = 2;
 
 /// Questions per saved chunk.
 const CHUNK: usize = 64;
@@ -35,6 +38,7 @@ fn run<B: Backend>(ctx: &mut StageCtx<'_>, device: &B::Device) -> Result<StageOu
     let params = ctx.params().clone();
     let template = params["template"].as_str().unwrap_or("plain").to_string();
     let max_new = params["max_new_tokens"].as_u64().unwrap_or(512) as usize;
+    let benchmark = benchmark_param(&params)?;
     let mut problems: Vec<Problem> = read_lines(
         &ctx.read(ctx.input("dataset")?, "problems.jsonl")?,
         "problems.jsonl",
@@ -44,7 +48,12 @@ fn run<B: Backend>(ctx: &mut StageCtx<'_>, device: &B::Device) -> Result<StageOu
     }
     let model = load_model::<B>(&ctx.input_model_dir()?, device, ctx.device().load_options())?;
     let tokenizer = &model.tokenizer;
-    let stops = stop_strings(&template);
+    let ending = Ending::new(
+        tokenizer,
+        &model.eos_token_ids,
+        stop_strings(&template),
+        max_new,
+    );
     let engine = Engine::new(
         &model.lm,
         EngineOptions {
@@ -69,21 +78,18 @@ fn run<B: Backend>(ctx: &mut StageCtx<'_>, device: &B::Device) -> Result<StageOu
         for p in chunk {
             let ids = prompt_ids(&template, &p.question, tokenizer)?;
             prompts.push(ids.clone());
-            let mut r = Request::greedy(ids, max_new);
-            r.eos_token_ids = model.eos_token_ids.clone();
-            r.stop = stop_predicate(tokenizer, stops.clone());
-            requests.push(r);
+            requests.push(ending.request(ids, &[]));
         }
         let completions = engine
             .generate(requests)
             .map_err(|e| StageError::Failed(e.to_string()))?;
         let mut done = Vec::with_capacity(chunk.len());
         for ((p, prompt), completion) in chunk.iter().zip(prompts).zip(completions) {
-            let response_ids = trim_at_stop(&completion.tokens, &stops, tokenizer);
-            let text = tokenizer
-                .decode(&response_ids, true)
+            let response_ids = ending.kept(&completion.tokens);
+            let text = ending
+                .graded_text(&completion.tokens)
                 .map_err(|e| StageError::Failed(e.to_string()))?;
-            let verdict = grade(Benchmark::Gsm8k, &text, &p.gold);
+            let verdict = grade(benchmark, &text, &p.gold);
             done.push(Response {
                 idx: p.idx,
                 prompt_ids: prompt,

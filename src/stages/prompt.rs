@@ -53,22 +53,3 @@ pub fn stop_strings(template: &str) -> Vec<String> {
             .unwrap_or_default(),
     }
 }
-
-/// Drops a stop string the generator emitted, and everything after it, from `tokens`: the
-/// longest token prefix whose text ends before the stop string begins.
-pub fn trim_at_stop(tokens: &[u32], stops: &[String], tokenizer: &TextTokenizer) -> Vec<u32> {
-    let Ok(text) = tokenizer.decode(tokens, false) else {
-        return tokens.to_vec();
-    };
-    let Some(cut) = stops.iter().filter_map(|s| text.find(s.as_str())).min() else {
-        return tokens.to_vec();
-    };
-    let mut keep = 0;
-    for n in 1..=tokens.len() {
-        match tokenizer.decode(&tokens[..n], false) {
-            Ok(prefix) if prefix.len() <= cut => keep = n,
-            _ => break,
-        }
-    }
-    tokens[..keep].to_vec()
-}

@@ -1,6 +1,8 @@
 //! `rollout` (paper Eq. 5-7), one stage per model and alternative rank j: for every position
 //! of every correct greedy response, substitute the j-th most likely token, continue greedily
-//! until the final answer is complete, and record whether the branch is still correct.
+//! until the branch ends by the greedy response's own end rule ([`Ending`]: end token, stop
+//! string, budget; or, opted into, a settled answer), and record whether the branch's graded
+//! text is still correct under the training data's benchmark.
 //!
 //! Under the Strict-only shortcut (`only_where_previous_failed`), rank j runs only where rank
 //! j-1 failed: a success already makes the token non-critical. Examples run in chunks through
@@ -14,13 +16,19 @@ use burn::prelude::Backend;
 use serde_json::json;
 
 use crate::cft::rollout::{Example, Settings, batched};
+use crate::generate::Ending;
+use crate::manifest::EarlyStop;
 
 use super::annotate::{
     Branches, GradeJudge, correct_responses, load_model, read_lines, write_lines,
 };
+use super::eval::benchmark_param;
+use super::prompt::stop_strings;
 use super::{Output, StageCtx, StageError, StageImpl, StageOutput};
 
-pub const VERSION: u32 = 1;
+/// 2: branches end by the greedy response's end rule and are graded on its cut (the early
+/// stop at the first complete answer is gone; `early_stop = "answer"` opts into the safe one).
+pub const VERSION: u32 = 2;
 
 /// Examples per saved chunk.
 const CHUNK: usize = 8;
@@ -45,6 +53,13 @@ fn run<B: Backend>(ctx: &mut StageCtx<'_>, device: &B::Device) -> Result<StageOu
     let params = ctx.params().clone();
     let rank = params["j"].as_u64().unwrap_or(2) as usize;
     let max_new = params["max_new_tokens"].as_u64().unwrap_or(512) as usize;
+    let template = params["template"]
+        .as_str()
+        .ok_or_else(|| StageError::Failed("rollout params lack `template`".into()))?
+        .to_string();
+    let benchmark = benchmark_param(&params)?;
+    let early_stop: EarlyStop = serde_json::from_value(params["early_stop"].clone())
+        .map_err(|e| StageError::Failed(format!("rollout params: early_stop: {e}")))?;
     let responses = correct_responses(ctx)?;
     let previous: Option<HashMap<u64, Branches>> =
         if params["only_where_previous_failed"].as_bool() == Some(true) {
@@ -68,6 +83,14 @@ fn run<B: Backend>(ctx: &mut StageCtx<'_>, device: &B::Device) -> Result<StageOu
             super::Device::Cuda(_) => 1,
         },
     };
+
+    // The end rule of the greedy responses the branches perturb.
+    let ending = Ending::new(
+        &model.tokenizer,
+        &model.eos_token_ids,
+        stop_strings(&template),
+        max_new,
+    );
 
     ctx.set_total(responses.len() as u64);
     let mut out: Vec<Branches> = Vec::with_capacity(responses.len());
@@ -114,10 +137,12 @@ fn run<B: Backend>(ctx: &mut StageCtx<'_>, device: &B::Device) -> Result<StageOu
             });
         }
         let judge = GradeJudge {
-            tokenizer: &model.tokenizer,
+            ending: ending.clone(),
+            early_stop,
+            benchmark,
             golds: chunk.iter().map(|r| r.gold.clone()).collect(),
         };
-        let outcomes = batched(&model.lm, &examples, &model.eos_token_ids, &judge, settings)
+        let outcomes = batched(&model.lm, &examples, ending.end_ids(), &judge, settings)
             .map_err(|e| StageError::Failed(e.to_string()))?;
         let done: Vec<Branches> = chunk
             .iter()
