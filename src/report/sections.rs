@@ -292,7 +292,7 @@ pub fn sections(r: &Report) -> Vec<Section> {
         .collect();
     out.push(Section {
         title: "Training".into(),
-        note: "The chosen cell of each method: the fraction of response tokens with non-zero weight, and its loss.".into(),
+        note: "The chosen cell of each method: the share of the annotated response tokens it trained on (non-zero weight; prompts are not counted, so SFT is 100%), the tokens it processed (prompts included, every epoch), and its final loss.".into(),
         tables: vec![timed(r, table(strings(&header), rows, 3))],
     });
     out
