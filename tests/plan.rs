@@ -67,6 +67,61 @@ fn table1_shares_token_statistics_between_entropy_and_attention() {
     }
 }
 
+/// `match_scope` is in the selection's key: the paper manifests rank globally, and without
+/// the key the same manifest selects per example, in selections of their own, while the
+/// stages they read are shared.
+#[test]
+fn match_scope_enters_the_selection_key() {
+    let t1 = plan_of(Path::new("experiments/table1.toml"));
+    let dir = tempfile::tempdir().unwrap();
+    for file in ["paper-base.toml", "table1.toml"] {
+        let text = std::fs::read_to_string(Path::new("experiments").join(file)).unwrap();
+        support::write(
+            dir.path(),
+            file,
+            &text.replace("match_scope = \"global\"\n", ""),
+        );
+    }
+    let default = plan_of(&dir.path().join("table1.toml"));
+    let selections = |p: &Plan| -> Vec<(String, String, String)> {
+        let mut v: Vec<_> = p
+            .graph
+            .node_weights()
+            .filter(|s| s.kind == "selection")
+            .map(|s| {
+                (
+                    s.label.clone(),
+                    s.params["match_scope"].as_str().unwrap_or("").to_string(),
+                    s.key.clone(),
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let (global, per_example) = (selections(&t1), selections(&default));
+    assert_eq!(global.len(), 10);
+    assert!(global.iter().all(|s| s.1 == "global"), "{global:?}");
+    assert!(
+        per_example.iter().all(|s| s.1 == "example"),
+        "{per_example:?}"
+    );
+    for (g, e) in global.iter().zip(&per_example) {
+        assert_eq!(g.0, e.0);
+        assert_ne!(g.2, e.2, "{} has the same key in both scopes", g.0);
+    }
+    let keys = |p: &Plan, kind: &str| -> HashSet<String> {
+        p.graph
+            .node_weights()
+            .filter(|s| s.kind == kind)
+            .map(|s| s.key.clone())
+            .collect()
+    };
+    for kind in ["token-stats", "criticality", "greedy"] {
+        assert_eq!(keys(&t1, kind), keys(&default, kind), "{kind} is shared");
+    }
+}
+
 #[test]
 fn table6_differs_from_table1_only_in_training_and_what_follows() {
     let t1 = plan_of(Path::new("experiments/table1.toml"));

@@ -118,14 +118,25 @@ pub enum MethodKind {
     /// or weighted by the number of failures (Graded).
     Cft { rule: Rule, k: u64 },
     /// Highest-entropy tokens, as many as the matched CFT method selects.
-    Entropy { matched: String },
+    Entropy { matched: String, scope: MatchScope },
     /// Tokens receiving the most attention, as many as the matched CFT method selects.
-    Attention { matched: String },
+    Attention { matched: String, scope: MatchScope },
     /// Random tokens, as many as the matched CFT method selects.
     Random { matched: String },
     /// Numeric tokens (SFT-Number), or numeric tokens among a CFT method's critical ones
     /// (CFT-Number), paper Appendix C.3.
     Number { within: Option<String> },
+}
+
+/// Where a score-ranked selection (Entropy, Attention) copies its CFT method's token count:
+/// in each example (the same number of tokens per example as CFT marks there), or over the
+/// whole of D_correct (the top share of all tokens, the share CFT marks overall). Paper §4.1
+/// says only that "the fraction of tokens selected is matched".
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MatchScope {
+    Example,
+    Global,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]

@@ -263,13 +263,19 @@ impl Builder<'_> {
                 MethodKind::Sft => ("sft", None),
                 MethodKind::Dft => ("dft", None),
                 MethodKind::Cft { .. } => ("weighted", criticality.get(&me.name).cloned()),
-                MethodKind::Entropy { matched }
-                | MethodKind::Attention { matched }
+                MethodKind::Entropy { matched, .. }
+                | MethodKind::Attention { matched, .. }
                 | MethodKind::Random { matched } => {
-                    let (kind, stats) = match &me.kind {
-                        MethodKind::Entropy { .. } => ("entropy", token_stats.clone()),
-                        MethodKind::Attention { .. } => ("attention", token_stats.clone()),
-                        _ => ("random", None),
+                    let (params, stats) = match &me.kind {
+                        MethodKind::Entropy { scope, .. } => (
+                            json!({"selection": "entropy", "match_scope": scope}),
+                            token_stats.clone(),
+                        ),
+                        MethodKind::Attention { scope, .. } => (
+                            json!({"selection": "attention", "match_scope": scope}),
+                            token_stats.clone(),
+                        ),
+                        _ => (json!({"selection": "random", "seed": exp.seed}), None),
                     };
                     let mut inputs = vec![greedy.clone()];
                     inputs.extend(stats);
@@ -277,7 +283,7 @@ impl Builder<'_> {
                     let key = self.add(
                         "selection",
                         format!("selection {name} {}", me.name),
-                        json!({"selection": kind, "seed": exp.seed}),
+                        params,
                         inputs,
                         Value::Null,
                     );
