@@ -196,6 +196,20 @@ fn match_scope_is_checked_where_it_is_written() {
 }
 
 #[test]
+fn a_model_template_is_one_of_the_templates() {
+    let msg = error_of(&VALID.replace(
+        "path = \"model\"",
+        "path = \"model\"\ntemplate = \"qwen2.5-math-cot\"",
+    ));
+    assert!(
+        msg.contains("m.toml:9:12")
+            && msg.contains("`model[0].template`")
+            && msg.contains("did you mean `qwen25-math-cot`?"),
+        "{msg}"
+    );
+}
+
+#[test]
 fn unknown_choices_and_benchmarks_suggest() {
     let msg = error_of(&VALID.replace("rule = \"strict\"", "rule = \"strictt\""));
     assert!(

@@ -122,6 +122,70 @@ fn match_scope_enters_the_selection_key() {
     }
 }
 
+/// A model's own `template` is the prompt of its greedy pass, its rollouts and every one of
+/// its evaluations; the other models keep `[annotate]`'s and `[eval]`'s, and their stages
+/// are unchanged by it.
+#[test]
+fn a_model_template_overrides_annotation_and_evaluation_prompts_of_that_model_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = |own: &str| {
+        format!(
+            r#"
+[experiment]
+name = "t"
+[[model]]
+name = "llama"
+path = "llama"
+{own}
+[[model]]
+name = "qwen"
+path = "qwen"
+[data.train]
+synthetic = {{ split = "train", n = 10 }}
+[annotate]
+template = "qwen25-math-cot"
+[[method]]
+name = "strict3"
+kind = "cft"
+rule = "strict"
+k = 3
+[eval]
+template = "qwen-boxed"
+benchmarks = [{{ name = "toy", synthetic = {{ split = "test", n = 5 }} }}]
+"#
+        )
+    };
+    let with = plan_of(&support::write(
+        dir.path(),
+        "a.toml",
+        &text("template = \"cot\""),
+    ));
+    let without = plan_of(&support::write(dir.path(), "b.toml", &text("")));
+    let template = |p: &Plan, label: &str| -> (String, String) {
+        let s = p.graph.node_weights().find(|s| s.label == label).unwrap();
+        (
+            s.params["template"].as_str().unwrap().to_string(),
+            s.key.clone(),
+        )
+    };
+    for (label, own, default) in [
+        ("greedy llama", "cot", "qwen25-math-cot"),
+        ("rollout llama j=2", "cot", "qwen25-math-cot"),
+        ("eval llama base toy", "cot", "qwen-boxed"),
+        ("eval llama strict3 default toy", "cot", "qwen-boxed"),
+    ] {
+        assert_eq!(template(&with, label).0, own, "{label}");
+        assert_eq!(template(&without, label).0, default, "{label}");
+    }
+    for label in [
+        "greedy qwen",
+        "rollout qwen j=3",
+        "eval qwen strict3 default toy",
+    ] {
+        assert_eq!(template(&with, label), template(&without, label), "{label}");
+    }
+}
+
 #[test]
 fn table6_differs_from_table1_only_in_training_and_what_follows() {
     let t1 = plan_of(Path::new("experiments/table1.toml"));

@@ -27,6 +27,17 @@ pub struct Experiment {
 pub struct ModelSpec {
     pub name: String,
     pub source: ModelSource,
+    pub templates: Templates,
+}
+
+/// The prompt templates of one model: the model's own `template` when it has one (a family
+/// may need another prompt than the rest), else `[annotate].template` and `[eval].template`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Templates {
+    /// The greedy pass and the rollouts (what D_correct's prompts are, and so training's).
+    pub annotate: String,
+    /// Every evaluation of the model, base and fine-tuned.
+    pub eval: String,
 }
 
 #[derive(Clone, Debug)]
@@ -92,9 +103,9 @@ pub struct Synthetic {
     pub max_steps: u64,
 }
 
+/// `[annotate]` without its `template`, which each model resolves ([`ModelSpec::templates`]).
 #[derive(Clone, Debug, Serialize)]
 pub struct Annotate {
-    pub template: String,
     pub max_new_tokens: u64,
     pub limit: Option<u64>,
 }
@@ -186,10 +197,10 @@ pub enum Adapter {
     },
 }
 
+/// `[eval]` without its `template`, which each model resolves ([`ModelSpec::templates`]).
 #[derive(Clone, Debug)]
 pub struct Eval {
     pub benchmarks: Vec<BenchmarkSpec>,
-    pub template: String,
     pub max_new_tokens: u64,
     pub limit: Option<u64>,
     pub include_base: bool,

@@ -183,7 +183,7 @@ impl Builder<'_> {
         let greedy = self.add(
             "greedy",
             format!("greedy {name}"),
-            json!({"model": m.param, "template": annotate.template, "max_new_tokens": annotate.max_new_tokens, "limit": annotate.limit}),
+            json!({"model": m.param, "template": model.templates.annotate, "max_new_tokens": annotate.max_new_tokens, "limit": annotate.limit}),
             with_model(&[train_data.to_string()]),
             m.binding.clone(),
         );
@@ -211,7 +211,7 @@ impl Builder<'_> {
             let key = self.add(
                 "rollout",
                 format!("rollout {name} j={j}"),
-                json!({"model": m.param, "j": j, "only_where_previous_failed": strict_only && j > 2, "template": annotate.template, "max_new_tokens": annotate.max_new_tokens}),
+                json!({"model": m.param, "j": j, "only_where_previous_failed": strict_only && j > 2, "template": model.templates.annotate, "max_new_tokens": annotate.max_new_tokens}),
                 inputs,
                 m.binding.clone(),
             );
@@ -347,7 +347,7 @@ impl Builder<'_> {
                 let key = self.add(
                     "eval",
                     format!("eval {name} {subject} {bench}"),
-                    json!({"model": model_param, "benchmark": bench, "template": eval.template, "max_new_tokens": eval.max_new_tokens, "sampling": sampling}),
+                    json!({"model": model_param, "benchmark": bench, "template": model.templates.eval, "max_new_tokens": eval.max_new_tokens, "sampling": sampling}),
                     all,
                     m.binding.clone(),
                 );
