@@ -268,15 +268,19 @@ fn annotation_stages_produce_consistent_masks_for_every_rule() {
     // `match_scope = "global"`: as many tokens as Strict-3 marks over all of D_correct, and
     // they are the highest-scoring ones wherever they are (not so per example: some example
     // gets a different count than Strict-3 gives it).
-    let global: [(&str, fn(&Stats) -> Vec<f32>); 2] = [
-        ("selection llama entropy-global", |s| s.entropy.clone()),
-        ("selection llama attn-global", |s| s.attention.clone()),
-    ];
-    for (label, pick) in global {
+    for (label, by_attention) in [
+        ("selection llama entropy-global", false),
+        ("selection llama attn-global", true),
+    ] {
         let mask = weights(&cache, &m, label);
         let (mut chosen, mut rest) = (Vec::new(), Vec::new());
         for st in &stats {
-            for (x, w) in pick(st).into_iter().zip(&mask[&st.idx]) {
+            let scores = if by_attention {
+                &st.attention
+            } else {
+                &st.entropy
+            };
+            for (x, w) in scores.iter().copied().zip(&mask[&st.idx]) {
                 if *w != 0.0 {
                     chosen.push(x)
                 } else {

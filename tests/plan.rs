@@ -51,6 +51,14 @@ fn table1_shares_token_statistics_between_entropy_and_attention() {
     assert_eq!(plan.count("token-stats"), 5);
     assert_eq!(plan.count("selection"), 10);
     assert_eq!(plan.count("train"), 5 * 5 * 9);
+    // Every model states its prompt, and that is what its annotation and evaluation use.
+    for s in plan
+        .graph
+        .node_weights()
+        .filter(|s| ["greedy", "rollout", "eval"].contains(&s.kind))
+    {
+        assert_eq!(s.params["template"], "qwen25-math-cot", "{}", s.label);
+    }
     // Only Strict rules: rank 3 runs only where rank 2 failed, so it reads rank 2's output.
     for r3 in plan
         .graph

@@ -201,7 +201,7 @@ pub fn sections(r: &Report) -> Vec<Section> {
         .collect();
     out.push(Section {
         title: "Greedy decoding and annotation (Table 4)".into(),
-        note: "Greedy pass over the training questions; critical tokens among the correct responses; rollout time per 1,000 examples.".into(),
+        note: "Greedy pass over the training questions; the mean length of the correct responses and the critical tokens among them; rollout time per 1,000 examples.".into(),
         tables: vec![timed(r, table(strings(&header), rows, 2))],
     });
 
