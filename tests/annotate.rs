@@ -65,6 +65,16 @@ match = "strict3"
 name = "attn"
 kind = "attention"
 match = "strict3"
+[[method]]
+name = "entropy-global"
+kind = "entropy"
+match = "strict3"
+match_scope = "global"
+[[method]]
+name = "attn-global"
+kind = "attention"
+match = "strict3"
+match_scope = "global"
 [eval]
 include_base = false
 "#
@@ -254,6 +264,50 @@ fn annotation_stages_produce_consistent_masks_for_every_rule() {
         }
     }
     assert!(checked > 0);
+
+    // `match_scope = "global"`: as many tokens as Strict-3 marks over all of D_correct, and
+    // they are the highest-scoring ones wherever they are (not so per example: some example
+    // gets a different count than Strict-3 gives it).
+    for (label, by_attention) in [
+        ("selection llama entropy-global", false),
+        ("selection llama attn-global", true),
+    ] {
+        let mask = weights(&cache, &m, label);
+        let (mut chosen, mut rest) = (Vec::new(), Vec::new());
+        for st in &stats {
+            let scores = if by_attention {
+                &st.attention
+            } else {
+                &st.entropy
+            };
+            for (x, w) in scores.iter().copied().zip(&mask[&st.idx]) {
+                if *w != 0.0 {
+                    chosen.push(x)
+                } else {
+                    rest.push(x)
+                }
+            }
+        }
+        assert_eq!(
+            chosen.len(),
+            marked,
+            "{label} selects Strict-3's token count"
+        );
+        let lowest = chosen.iter().copied().fold(f32::INFINITY, f32::min);
+        let highest = rest.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        assert!(
+            lowest >= highest,
+            "{label}: {lowest} selected, {highest} left out"
+        );
+        let per_example = stats.iter().all(|st| {
+            let count = |w: &Vec<f32>| w.iter().filter(|x| **x != 0.0).count();
+            count(&mask[&st.idx]) == count(&strict[&st.idx])
+        });
+        assert!(
+            !per_example,
+            "{label} copies Strict-3's count in every example"
+        );
+    }
 }
 
 /// Prints each item a stage finishes, for the parent of the kill test.

@@ -173,6 +173,43 @@ fn selection_matched_to_a_missing_method_is_rejected() {
 }
 
 #[test]
+fn match_scope_is_checked_where_it_is_written() {
+    let ent = "\n[[method]]\nname = \"ent\"\nkind = \"entropy\"\nmatch = \"strict3\"\n";
+    let msg = error_of(&format!("{VALID}{ent}match_scope = \"globl\"\n"));
+    assert!(
+        msg.contains("m.toml:31:15")
+            && msg.contains("`method[2].match_scope`")
+            && msg.contains("did you mean `global`?"),
+        "{msg}"
+    );
+    // Random selections draw positions; there is no score to rank globally.
+    let text = format!(
+        "{VALID}\n[[method]]\nname = \"rnd\"\nkind = \"random\"\nmatch = \"strict3\"\nmatch_scope = \"global\"\n"
+    );
+    let msg = error_of(&text);
+    assert!(
+        msg.contains("m.toml:31:15")
+            && msg.contains("`method[2].match_scope`")
+            && msg.contains("only entropy and attention"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn a_model_template_is_one_of_the_templates() {
+    let msg = error_of(&VALID.replace(
+        "path = \"model\"",
+        "path = \"model\"\ntemplate = \"qwen2.5-math-cot\"",
+    ));
+    assert!(
+        msg.contains("m.toml:9:12")
+            && msg.contains("`model[0].template`")
+            && msg.contains("did you mean `qwen25-math-cot`?"),
+        "{msg}"
+    );
+}
+
+#[test]
 fn unknown_choices_and_benchmarks_suggest() {
     let msg = error_of(&VALID.replace("rule = \"strict\"", "rule = \"strictt\""));
     assert!(

@@ -51,6 +51,14 @@ fn table1_shares_token_statistics_between_entropy_and_attention() {
     assert_eq!(plan.count("token-stats"), 5);
     assert_eq!(plan.count("selection"), 10);
     assert_eq!(plan.count("train"), 5 * 5 * 9);
+    // Every model states its prompt, and that is what its annotation and evaluation use.
+    for s in plan
+        .graph
+        .node_weights()
+        .filter(|s| ["greedy", "rollout", "eval"].contains(&s.kind))
+    {
+        assert_eq!(s.params["template"], "qwen25-math-cot", "{}", s.label);
+    }
     // Only Strict rules: rank 3 runs only where rank 2 failed, so it reads rank 2's output.
     for r3 in plan
         .graph
@@ -64,6 +72,125 @@ fn table1_shares_token_statistics_between_entropy_and_attention() {
             .map(|k| plan.get(k).unwrap().kind)
             .collect();
         assert_eq!(inputs, ["greedy", "rollout"]);
+    }
+}
+
+/// `match_scope` is in the selection's key: the paper manifests rank globally, and without
+/// the key the same manifest selects per example, in selections of their own, while the
+/// stages they read are shared.
+#[test]
+fn match_scope_enters_the_selection_key() {
+    let t1 = plan_of(Path::new("experiments/table1.toml"));
+    let dir = tempfile::tempdir().unwrap();
+    for file in ["paper-base.toml", "table1.toml"] {
+        let text = std::fs::read_to_string(Path::new("experiments").join(file)).unwrap();
+        support::write(
+            dir.path(),
+            file,
+            &text.replace("match_scope = \"global\"\n", ""),
+        );
+    }
+    let default = plan_of(&dir.path().join("table1.toml"));
+    let selections = |p: &Plan| -> Vec<(String, String, String)> {
+        let mut v: Vec<_> = p
+            .graph
+            .node_weights()
+            .filter(|s| s.kind == "selection")
+            .map(|s| {
+                (
+                    s.label.clone(),
+                    s.params["match_scope"].as_str().unwrap_or("").to_string(),
+                    s.key.clone(),
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let (global, per_example) = (selections(&t1), selections(&default));
+    assert_eq!(global.len(), 10);
+    assert!(global.iter().all(|s| s.1 == "global"), "{global:?}");
+    assert!(
+        per_example.iter().all(|s| s.1 == "example"),
+        "{per_example:?}"
+    );
+    for (g, e) in global.iter().zip(&per_example) {
+        assert_eq!(g.0, e.0);
+        assert_ne!(g.2, e.2, "{} has the same key in both scopes", g.0);
+    }
+    let keys = |p: &Plan, kind: &str| -> HashSet<String> {
+        p.graph
+            .node_weights()
+            .filter(|s| s.kind == kind)
+            .map(|s| s.key.clone())
+            .collect()
+    };
+    for kind in ["token-stats", "criticality", "greedy"] {
+        assert_eq!(keys(&t1, kind), keys(&default, kind), "{kind} is shared");
+    }
+}
+
+/// A model's own `template` is the prompt of its greedy pass, its rollouts and every one of
+/// its evaluations; the other models keep `[annotate]`'s and `[eval]`'s, and their stages
+/// are unchanged by it.
+#[test]
+fn a_model_template_overrides_annotation_and_evaluation_prompts_of_that_model_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = |own: &str| {
+        format!(
+            r#"
+[experiment]
+name = "t"
+[[model]]
+name = "llama"
+path = "llama"
+{own}
+[[model]]
+name = "qwen"
+path = "qwen"
+[data.train]
+synthetic = {{ split = "train", n = 10 }}
+[annotate]
+template = "qwen25-math-cot"
+[[method]]
+name = "strict3"
+kind = "cft"
+rule = "strict"
+k = 3
+[eval]
+template = "qwen-boxed"
+benchmarks = [{{ name = "toy", synthetic = {{ split = "test", n = 5 }} }}]
+"#
+        )
+    };
+    let with = plan_of(&support::write(
+        dir.path(),
+        "a.toml",
+        &text("template = \"cot\""),
+    ));
+    let without = plan_of(&support::write(dir.path(), "b.toml", &text("")));
+    let template = |p: &Plan, label: &str| -> (String, String) {
+        let s = p.graph.node_weights().find(|s| s.label == label).unwrap();
+        (
+            s.params["template"].as_str().unwrap().to_string(),
+            s.key.clone(),
+        )
+    };
+    for (label, own, default) in [
+        ("greedy llama", "cot", "qwen25-math-cot"),
+        ("rollout llama j=2", "cot", "qwen25-math-cot"),
+        ("eval llama base toy", "cot", "qwen-boxed"),
+        ("eval llama strict3 default toy", "cot", "qwen-boxed"),
+    ] {
+        assert_eq!(template(&with, label).0, own, "{label}");
+        assert_eq!(template(&without, label).0, default, "{label}");
+    }
+    for label in [
+        "greedy qwen",
+        "rollout qwen j=3",
+        "eval qwen strict3 default toy",
+    ] {
+        assert_eq!(template(&with, label), template(&without, label), "{label}");
     }
 }
 

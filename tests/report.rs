@@ -169,7 +169,7 @@ fn fabricate(cache: &Cache, plan: &Plan) {
             "greedy" => record(
                 cache,
                 spec,
-                json!({"accuracy": 0.6, "correct": 12, "total": 20, "mean_response_tokens": 31.5, "seconds": 3.0}),
+                json!({"accuracy": 0.6, "correct": 12, "total": 20, "mean_response_tokens": 31.5, "mean_correct_response_tokens": 10.0, "seconds": 3.0}),
                 vec![],
             ),
             "criticality" => {
@@ -179,7 +179,7 @@ fn fabricate(cache: &Cache, plan: &Plan) {
                 record(
                     cache,
                     spec,
-                    json!({"rule": "strict", "k": 3, "critical_ratio": 0.2, "tokens": 120, "critical_tokens": 24, "seconds_per_1k": 41.0,
+                    json!({"rule": "strict", "k": 3, "critical_ratio": 0.2, "examples": 12, "tokens": 120, "critical_tokens": 24, "seconds_per_1k": 41.0,
                         "categories": {"critical": {"number": 16, "operator": 2, "punctuation": 1, "special": 0, "word": 4, "other": 1},
                                        "normal": {"number": 20, "operator": 6, "punctuation": 20, "special": 2, "word": 44, "other": 4}}}),
                     vec![("weights.jsonl", jsonl(weights))],
@@ -204,11 +204,12 @@ fn fabricate(cache: &Cache, plan: &Plan) {
                 let steps: Vec<Value> = (1..=5)
                     .map(|s| json!({"step": s, "loss": 2.0 / s as f64, "lr": 1e-4, "grad_norm": 1.0, "tokens_per_s": 100.0, "weighted_fraction": 0.2}))
                     .collect();
+                // 120 response tokens, and 80 prompt tokens in the batches too.
                 let weighted = if words[2] == "sft" { 120 } else { 24 };
                 record(
                     cache,
                     spec,
-                    json!({"steps": steps, "final_loss": 0.4, "train_tokens": 120, "weighted_tokens": weighted, "seconds": 9.5}),
+                    json!({"steps": steps, "final_loss": 0.4, "train_tokens": 200, "weighted_tokens": weighted, "response_tokens": 120, "seconds": 9.5}),
                     vec![],
                 );
             }
@@ -276,6 +277,17 @@ fn report_from_cached_records_picks_best_cells_and_is_byte_identical() {
         md.contains("| tiny | Entropy | lr2e-4 | 20.00 | — | — | — |"),
         "{md}"
     );
+    // Tokens trained on are a share of the response tokens, not of the batches' 200.
+    assert!(
+        md.contains("| tiny | SFT | lr1e-4 | 100.00 | 200 |"),
+        "{md}"
+    );
+    assert!(md.contains("| tiny | CFT | lr2e-4 | 20.00 | 200 |"), "{md}");
+    // Table 4's Avg tokens: the correct responses' length, not all responses' 31.5.
+    assert!(
+        md.contains("| tiny | CFT | 12 / 20 | 60.0 | 10.0 | 20.00 |"),
+        "{md}"
+    );
     let names: Vec<&str> = first.iter().map(|f| f.0.as_str()).collect();
     for want in [
         "report.csv",
@@ -293,6 +305,50 @@ fn report_from_cached_records_picks_best_cells_and_is_byte_identical() {
     if let Ok(keep) = std::env::var("CFT_KEEP_REPORT") {
         cft::report::write_files(Path::new(&keep), &first).unwrap();
     }
+}
+
+/// Records written before the response-token and correct-length metrics existed still give
+/// shares of the response tokens (from the method's weights; SFT and DFT by definition) and
+/// Table 4's length of the correct responses (from the criticality record).
+#[test]
+fn records_of_earlier_builds_still_give_shares_and_lengths() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (plan, _) = setup(dir);
+    {
+        let cache = Cache::open(&dir.join("cache"), "test").unwrap();
+        for spec in plan.order() {
+            let mut metrics = cft::cache::Store::record(&cache, &spec.key)
+                .unwrap()
+                .map(|r| r.metrics)
+                .unwrap_or(Value::Null);
+            let Some(m) = metrics.as_object_mut() else {
+                continue;
+            };
+            let dropped = match spec.kind {
+                "greedy" => m.remove("mean_correct_response_tokens"),
+                "train" => m.remove("response_tokens"),
+                _ => None,
+            };
+            if dropped.is_some() {
+                record(&cache, spec, metrics, vec![]);
+            }
+        }
+        cache.flush().unwrap();
+    }
+    let report = report_of(dir, &plan);
+    let files = artifacts(&report).unwrap();
+    let md =
+        String::from_utf8(files.iter().find(|f| f.0 == "report.md").unwrap().1.clone()).unwrap();
+    assert!(
+        md.contains("| tiny | SFT | lr1e-4 | 100.00 | 200 |"),
+        "{md}"
+    );
+    assert!(md.contains("| tiny | CFT | lr2e-4 | 20.00 | 200 |"), "{md}");
+    assert!(
+        md.contains("| tiny | CFT | 12 / 20 | 60.0 | 10.0 | 20.00 |"),
+        "{md}"
+    );
 }
 
 #[test]

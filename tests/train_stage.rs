@@ -394,6 +394,48 @@ fn weights_of_the_wrong_length_are_an_error_naming_the_example() {
     );
 }
 
+/// The report's "tokens trained on" is a share of the annotated response tokens, as the
+/// paper's "< 12% of tokens" is: SFT trains on all of them, so 100%, although the batches
+/// also hold the prompts; a weighted method trains on the tokens its weights mark (Graded
+/// weights above 1 count once), whatever their value.
+#[test]
+fn tokens_trained_on_are_a_share_of_the_response_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    let sft = Cache::open(&dir.path().join("sft"), "test").unwrap();
+    run(&sft, &plan(None, json!({"kind": "full"})), u64::MAX);
+    let metrics = train_record(&sft).metrics;
+    assert_eq!(cft::report::analysis::trained_share(&metrics), Some(1.0));
+    let all = metrics["train_tokens"].as_u64().unwrap();
+    let response = metrics["response_tokens"].as_u64().unwrap();
+    // 4 epochs of the 5 correct answers (idx 0, 1, 3, 4, 5: 4 + idx % 3 tokens each), and
+    // of their 5-token prompts.
+    assert_eq!(response, 4 * (4 + 5 + 4 + 5 + 6));
+    assert_eq!(all, response + 4 * 5 * 5);
+
+    let (mut marked, mut tokens) = (0, 0);
+    let mut weights = String::new();
+    for i in [0u64, 1, 3, 4, 5] {
+        let w: Vec<f32> = (0..4 + i % 3)
+            .map(|j| match (i + j) % 3 {
+                0 => 1.0,
+                1 if i == 4 => 2.0,
+                _ => 0.0,
+            })
+            .collect();
+        marked += w.iter().filter(|x| **x != 0.0).count();
+        tokens += w.len();
+        weights.push_str(&format!("{}\n", json!({"idx": i, "weights": w})));
+    }
+    let cft = Cache::open(&dir.path().join("cft"), "test").unwrap();
+    run(
+        &cft,
+        &plan(Some(weights), json!({"kind": "full"})),
+        u64::MAX,
+    );
+    let share = cft::report::analysis::trained_share(&train_record(&cft).metrics).unwrap();
+    assert_eq!(share, marked as f64 / tokens as f64, "{marked} of {tokens}");
+}
+
 /// LoRA with dropout: the adapter of a run stopped after two steps and resumed is the
 /// adapter of an uninterrupted run, and the merged model differs from the base.
 #[test]

@@ -2,10 +2,13 @@
 //! tokens), Attention (tokens that receive the most attention), Random, and Number (numeric
 //! tokens, optionally only among the critical ones: CFT-Number).
 //!
-//! Entropy, Attention and Random select, in each example, as many tokens as the matched CFT
-//! method marks critical there — so the overall fraction matches CFT's exactly, and so does
-//! how the selected tokens spread over examples. Ties break towards the earlier position, so
-//! a selection is a pure function of its inputs.
+//! Entropy, Attention and Random select as many tokens as the matched CFT method marks
+//! critical, so the overall fraction matches CFT's exactly. By default they do so in each
+//! example, which also copies how CFT's tokens spread over examples; Entropy and Attention
+//! can instead rank all tokens of D_correct together ([`top_global`], `match_scope =
+//! "global"`), which matches only the overall fraction, as a score threshold would. Ties
+//! break towards the earlier example and position, so a selection is a pure function of its
+//! inputs.
 
 use crate::rng::Rng;
 
@@ -18,6 +21,24 @@ pub fn top(scores: &[f32], count: usize) -> Vec<f32> {
         mask[i] = 1.0;
     }
     mask
+}
+
+/// One 0/1 mask per example with the `count` highest-`score` tokens of all examples together
+/// set: the top share of D_correct, wherever it falls.
+pub fn top_global(scores: &[Vec<f32>], count: usize) -> Vec<Vec<f32>> {
+    // (example, position) of every token, best first; the sort is stable, so ties keep
+    // example and position order.
+    let mut order: Vec<(usize, usize)> = scores
+        .iter()
+        .enumerate()
+        .flat_map(|(e, s)| (0..s.len()).map(move |t| (e, t)))
+        .collect();
+    order.sort_by(|&(ea, ta), &(eb, tb)| scores[eb][tb].total_cmp(&scores[ea][ta]));
+    let mut masks: Vec<Vec<f32>> = scores.iter().map(|s| vec![0.0; s.len()]).collect();
+    for &(e, t) in order.iter().take(count) {
+        masks[e][t] = 1.0;
+    }
+    masks
 }
 
 /// `count` positions out of `len`, uniformly, from the example's own random stream.
@@ -58,6 +79,25 @@ mod tests {
         assert_eq!(top(&[0.1, 0.9, 0.5, 0.9], 2), [0.0, 1.0, 0.0, 1.0]);
         assert_eq!(top(&[0.5, 0.5, 0.5], 1), [1.0, 0.0, 0.0]);
         assert_eq!(top(&[0.5, 0.1], 5), [1.0, 1.0]);
+    }
+
+    #[test]
+    fn top_global_ranks_all_examples_together() {
+        // Three selected tokens overall: the flat example gets none, the peaked one two.
+        let scores = vec![vec![0.5, 0.5, 0.5], vec![0.9, 0.1, 0.8], vec![0.6, 0.2]];
+        let masks = top_global(&scores, 3);
+        assert_eq!(
+            masks,
+            [vec![0.0, 0.0, 0.0], vec![1.0, 0.0, 1.0], vec![1.0, 0.0]]
+        );
+        // Ties go to the earlier example, then the earlier position.
+        let masks = top_global(&scores, 5);
+        assert_eq!(
+            masks,
+            [vec![1.0, 1.0, 0.0], vec![1.0, 0.0, 1.0], vec![1.0, 0.0]]
+        );
+        let everything = top_global(&scores, 100);
+        assert!(everything.iter().flatten().all(|m| *m == 1.0));
     }
 
     #[test]

@@ -128,7 +128,7 @@ pub fn run(cache_dir: &Path, args: BenchAnnotateArgs) -> anyhow::Result<()> {
         rule,
         k,
         max_new_tokens: exp.annotate.max_new_tokens as usize,
-        template: exp.annotate.template.clone(),
+        template: model.templates.annotate.clone(),
         benchmark: cft::stages::eval::benchmark_of(exp.train_data.benchmark()),
         json: args.json,
         threads: match args.device {

@@ -89,15 +89,14 @@ pub fn run(cache: &Path, args: StatusArgs) -> anyhow::Result<ExitCode> {
                     && r.status == cft::cache::RecordStatus::Done
                 {
                     let m = &r.metrics;
-                    if let (Some(loss), Some(tokens), Some(weighted)) = (
-                        m["final_loss"].as_f64(),
-                        m["train_tokens"].as_f64(),
-                        m["weighted_tokens"].as_f64(),
-                    ) {
-                        train = format!(
-                            "done, loss {loss:.3}, {:.1}% of tokens trained",
-                            100.0 * weighted / tokens.max(1.0)
-                        );
+                    if let Some(loss) = m["final_loss"].as_f64() {
+                        train = match cft::report::analysis::trained_share(m) {
+                            Some(share) => format!(
+                                "done, loss {loss:.3}, {:.1}% of response tokens trained",
+                                100.0 * share
+                            ),
+                            None => format!("done, loss {loss:.3}"),
+                        };
                     }
                 }
                 let evals: Vec<&StageStatus> = benches

@@ -9,16 +9,17 @@ use super::types::*;
 
 type Result<T> = std::result::Result<T, ManifestError>;
 
-pub(super) fn read_eval(t: Option<Reader<'_>>, seed: u64) -> Result<Eval> {
+/// `[eval]`, and its `template` (the default of every model that does not set its own).
+pub(super) fn read_eval(t: Option<Reader<'_>>, seed: u64) -> Result<(Eval, String)> {
     let Some(mut t) = t else {
-        return Ok(Eval {
+        let eval = Eval {
             benchmarks: Vec::new(),
-            template: "qwen25-math-cot".into(),
             max_new_tokens: 1024,
             limit: None,
             include_base: true,
             sampling: None,
-        });
+        };
+        return Ok((eval, "qwen25-math-cot".into()));
     };
     let data_dir = t.path("data_dir")?;
     let data_dir_written = t.string("data_dir")?;
@@ -223,14 +224,14 @@ pub(super) fn read_eval(t: Option<Reader<'_>>, seed: u64) -> Result<Eval> {
         None => None,
     };
     t.finish()?;
-    Ok(Eval {
+    let eval = Eval {
         benchmarks,
-        template,
         max_new_tokens,
         limit,
         include_base,
         sampling,
-    })
+    };
+    Ok((eval, template))
 }
 
 pub(super) fn read_report(

@@ -51,6 +51,7 @@ pub(super) fn read_methods(
         let rule = t.choice("rule", &["strict", "union", "graded"])?;
         let k = t.integer("k")?;
         let matched = t.string("match")?;
+        let scope = t.choice("match_scope", &["example", "global"])?;
         let within = t.string("within")?;
         if kind.value != "cft" {
             for (key, present) in [("rule", rule.is_some()), ("k", k.is_some())] {
@@ -75,6 +76,23 @@ pub(super) fn read_methods(
                 ),
             ));
         }
+        if let Some(s) = &scope
+            && !["entropy", "attention"].contains(&kind.value.as_str())
+        {
+            return Err(ManifestError::invalid(
+                &s.loc,
+                &s.key,
+                format!(
+                    "only entropy and attention selections rank tokens by a score and take `match_scope` (this one is `{}`)",
+                    kind.value
+                ),
+            ));
+        }
+        // Absent: per example, what every selection did before `match_scope` existed.
+        let scope = match scope.as_ref().map(|s| s.value.as_str()) {
+            Some("global") => MatchScope::Global,
+            _ => MatchScope::Example,
+        };
         if within.is_some() && kind.value != "number" {
             return Err(t.error("within", "only `number` methods take `within`"));
         }
@@ -127,8 +145,8 @@ pub(super) fn read_methods(
                 };
                 let matched = m.value.clone();
                 match other {
-                    "entropy" => MethodKind::Entropy { matched },
-                    "attention" => MethodKind::Attention { matched },
+                    "entropy" => MethodKind::Entropy { matched, scope },
+                    "attention" => MethodKind::Attention { matched, scope },
                     _ => MethodKind::Random { matched },
                 }
             }

@@ -77,7 +77,14 @@ pub fn resolve(
         }
     };
 
-    let models = read_models(&mut r, seed)?;
+    // `[annotate]` and `[eval]` first: their templates are the defaults of every model.
+    let (annotate, annotate_template) = read_annotate(r.table("annotate")?)?;
+    let (eval, eval_template) = super::evaluate::read_eval(r.table("eval")?, seed)?;
+    let defaults = Templates {
+        annotate: annotate_template,
+        eval: eval_template,
+    };
+    let models = read_models(&mut r, seed, &defaults)?;
     let train_data = match r.table("data")? {
         Some(mut d) => {
             let source = match d.table("train")? {
@@ -89,7 +96,6 @@ pub fn resolve(
         }
         None => return Err(r.error("data", "missing required table `[data]` with `train`")),
     };
-    let annotate = read_annotate(r.table("annotate")?)?;
     let adapter = read_adapter(r.table("adapter")?)?;
     let global_train = match r.node("train") {
         Some(n) => match &n.value {
@@ -105,7 +111,6 @@ pub fn resolve(
         None => Table::default(),
     };
     let methods = super::methods::read_methods(&mut r, &global_train, seed)?;
-    let eval = super::evaluate::read_eval(r.table("eval")?, seed)?;
     let report = super::evaluate::read_report(r.table("report")?, &methods, &eval)?;
     r.finish()?;
 
@@ -144,7 +149,7 @@ pub(super) fn check_name(name: &At<String>) -> Result<()> {
     }
 }
 
-fn read_models(r: &mut Reader<'_>, seed: u64) -> Result<Vec<ModelSpec>> {
+fn read_models(r: &mut Reader<'_>, seed: u64, defaults: &Templates) -> Result<Vec<ModelSpec>> {
     let tables = r.tables("model")?;
     if tables.is_empty() {
         return Err(r.error("model", "at least one `[[model]]` is required"));
@@ -164,6 +169,15 @@ fn read_models(r: &mut Reader<'_>, seed: u64) -> Result<Vec<ModelSpec>> {
         let path = t.path("path")?;
         let written = t.string("path")?;
         let toy = t.table("toy")?;
+        // One key for both: a model is evaluated with the prompt it was annotated, and so
+        // fine-tuned, with.
+        let templates = match t.choice("template", &TEMPLATES)? {
+            Some(own) => Templates {
+                annotate: own.value.clone(),
+                eval: own.value,
+            },
+            None => defaults.clone(),
+        };
         let source = match (path, written, toy) {
             (Some(p), Some(w), None) => ModelSource::Dir(InputPath {
                 path: p.value,
@@ -186,6 +200,7 @@ fn read_models(r: &mut Reader<'_>, seed: u64) -> Result<Vec<ModelSpec>> {
         models.push(ModelSpec {
             name: name.value,
             source,
+            templates,
         });
     }
     Ok(models)
@@ -342,16 +357,17 @@ pub(super) fn read_source(mut t: Reader<'_>, seed: u64, default_split: &str) -> 
     Ok(source)
 }
 
-fn read_annotate(t: Option<Reader<'_>>) -> Result<Annotate> {
+/// `[annotate]`, and its `template` (the default of every model that does not set its own).
+fn read_annotate(t: Option<Reader<'_>>) -> Result<(Annotate, String)> {
     let mut out = Annotate {
-        template: "qwen25-math-cot".into(),
         max_new_tokens: 512,
         limit: None,
         early_stop: EarlyStop::None,
     };
+    let mut template = "qwen25-math-cot".to_string();
     if let Some(mut t) = t {
         if let Some(v) = t.choice("template", &TEMPLATES)? {
-            out.template = v.value;
+            template = v.value;
         }
         if let Some(v) = t.choice("early_stop", &["none", "answer"])? {
             out.early_stop = match v.value.as_str() {
@@ -365,7 +381,7 @@ fn read_annotate(t: Option<Reader<'_>>) -> Result<Annotate> {
         out.limit = t.count("limit", 1)?.map(|v| v.value);
         t.finish()?;
     }
-    Ok(out)
+    Ok((out, template))
 }
 
 fn read_adapter(t: Option<Reader<'_>>) -> Result<Adapter> {

@@ -27,6 +27,17 @@ pub struct Experiment {
 pub struct ModelSpec {
     pub name: String,
     pub source: ModelSource,
+    pub templates: Templates,
+}
+
+/// The prompt templates of one model: the model's own `template` when it has one (a family
+/// may need another prompt than the rest), else `[annotate].template` and `[eval].template`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Templates {
+    /// The greedy pass and the rollouts (what D_correct's prompts are, and so training's).
+    pub annotate: String,
+    /// Every evaluation of the model, base and fine-tuned.
+    pub eval: String,
 }
 
 #[derive(Clone, Debug)]
@@ -103,9 +114,9 @@ pub struct Synthetic {
     pub max_steps: u64,
 }
 
+/// `[annotate]` without its `template`, which each model resolves ([`ModelSpec::templates`]).
 #[derive(Clone, Debug, Serialize)]
 pub struct Annotate {
-    pub template: String,
     pub max_new_tokens: u64,
     pub limit: Option<u64>,
     pub early_stop: EarlyStop,
@@ -143,14 +154,25 @@ pub enum MethodKind {
     /// or weighted by the number of failures (Graded).
     Cft { rule: Rule, k: u64 },
     /// Highest-entropy tokens, as many as the matched CFT method selects.
-    Entropy { matched: String },
+    Entropy { matched: String, scope: MatchScope },
     /// Tokens receiving the most attention, as many as the matched CFT method selects.
-    Attention { matched: String },
+    Attention { matched: String, scope: MatchScope },
     /// Random tokens, as many as the matched CFT method selects.
     Random { matched: String },
     /// Numeric tokens (SFT-Number), or numeric tokens among a CFT method's critical ones
     /// (CFT-Number), paper Appendix C.3.
     Number { within: Option<String> },
+}
+
+/// Where a score-ranked selection (Entropy, Attention) copies its CFT method's token count:
+/// in each example (the same number of tokens per example as CFT marks there), or over the
+/// whole of D_correct (the top share of all tokens, the share CFT marks overall). Paper §4.1
+/// says only that "the fraction of tokens selected is matched".
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MatchScope {
+    Example,
+    Global,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
@@ -200,10 +222,10 @@ pub enum Adapter {
     },
 }
 
+/// `[eval]` without its `template`, which each model resolves ([`ModelSpec::templates`]).
 #[derive(Clone, Debug)]
 pub struct Eval {
     pub benchmarks: Vec<BenchmarkSpec>,
-    pub template: String,
     pub max_new_tokens: u64,
     pub limit: Option<u64>,
     pub include_base: bool,

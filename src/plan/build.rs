@@ -185,7 +185,7 @@ impl Builder<'_> {
         let greedy = self.add(
             "greedy",
             format!("greedy {name}"),
-            json!({"model": m.param, "template": annotate.template, "benchmark": benchmark, "max_new_tokens": annotate.max_new_tokens, "limit": annotate.limit}),
+            json!({"model": m.param, "template": model.templates.annotate, "benchmark": benchmark, "max_new_tokens": annotate.max_new_tokens, "limit": annotate.limit}),
             with_model(&[train_data.to_string()]),
             m.binding.clone(),
         );
@@ -213,7 +213,7 @@ impl Builder<'_> {
             let key = self.add(
                 "rollout",
                 format!("rollout {name} j={j}"),
-                json!({"model": m.param, "j": j, "only_where_previous_failed": strict_only && j > 2, "template": annotate.template, "benchmark": benchmark, "early_stop": annotate.early_stop, "max_new_tokens": annotate.max_new_tokens}),
+                json!({"model": m.param, "j": j, "only_where_previous_failed": strict_only && j > 2, "template": model.templates.annotate, "benchmark": benchmark, "early_stop": annotate.early_stop, "max_new_tokens": annotate.max_new_tokens}),
                 inputs,
                 m.binding.clone(),
             );
@@ -265,13 +265,19 @@ impl Builder<'_> {
                 MethodKind::Sft => ("sft", None),
                 MethodKind::Dft => ("dft", None),
                 MethodKind::Cft { .. } => ("weighted", criticality.get(&me.name).cloned()),
-                MethodKind::Entropy { matched }
-                | MethodKind::Attention { matched }
+                MethodKind::Entropy { matched, .. }
+                | MethodKind::Attention { matched, .. }
                 | MethodKind::Random { matched } => {
-                    let (kind, stats) = match &me.kind {
-                        MethodKind::Entropy { .. } => ("entropy", token_stats.clone()),
-                        MethodKind::Attention { .. } => ("attention", token_stats.clone()),
-                        _ => ("random", None),
+                    let (params, stats) = match &me.kind {
+                        MethodKind::Entropy { scope, .. } => (
+                            json!({"selection": "entropy", "match_scope": scope}),
+                            token_stats.clone(),
+                        ),
+                        MethodKind::Attention { scope, .. } => (
+                            json!({"selection": "attention", "match_scope": scope}),
+                            token_stats.clone(),
+                        ),
+                        _ => (json!({"selection": "random", "seed": exp.seed}), None),
                     };
                     let mut inputs = vec![greedy.clone()];
                     inputs.extend(stats);
@@ -279,7 +285,7 @@ impl Builder<'_> {
                     let key = self.add(
                         "selection",
                         format!("selection {name} {}", me.name),
-                        json!({"selection": kind, "seed": exp.seed}),
+                        params,
                         inputs,
                         Value::Null,
                     );
@@ -343,7 +349,7 @@ impl Builder<'_> {
                 let key = self.add(
                     "eval",
                     format!("eval {name} {subject} {bench}"),
-                    json!({"model": model_param, "benchmark": bench, "template": eval.template, "max_new_tokens": eval.max_new_tokens, "sampling": sampling}),
+                    json!({"model": model_param, "benchmark": bench, "template": model.templates.eval, "max_new_tokens": eval.max_new_tokens, "sampling": sampling}),
                     all,
                     m.binding.clone(),
                 );

@@ -30,7 +30,7 @@ pub fn annotation(params: &Params, records: &Records<'_>) -> Vec<AnnotationRow> 
             greedy_correct: greedy.and_then(|m| m["correct"].as_u64()),
             total: greedy.and_then(|m| m["total"].as_u64()),
             accuracy: g("accuracy").map(|a| a * 100.0),
-            mean_tokens: g("mean_response_tokens"),
+            mean_tokens: g("mean_correct_response_tokens").or_else(|| crit.and_then(mean_tokens)),
             critical_ratio: crit
                 .and_then(|c| c["critical_ratio"].as_f64())
                 .map(|r| r * 100.0),
@@ -47,6 +47,15 @@ pub fn annotation(params: &Params, records: &Records<'_>) -> Vec<AnnotationRow> 
         }
     }
     out
+}
+
+/// The mean length of the correct responses from a criticality record, which counts the
+/// tokens of exactly those: greedy records written before `mean_correct_response_tokens`
+/// was recorded still get Table 4's "Avg Tokens" from it.
+fn mean_tokens(criticality: &Value) -> Option<f64> {
+    let tokens = criticality["tokens"].as_f64()?;
+    let examples = criticality["examples"].as_f64()?;
+    (examples > 0.0).then(|| tokens / examples)
 }
 
 #[derive(Deserialize)]
@@ -190,6 +199,16 @@ pub fn categories(params: &Params, records: &Records<'_>) -> Vec<CategoryRow> {
     out
 }
 
+/// The share of the annotated response tokens a `train` record put weight on — what the
+/// paper's "fine-tuning on less than 12% of tokens" counts, so 1 for SFT. Prompt tokens are
+/// not in it: `train_tokens` counts them, and dividing by it would halve every share.
+/// `None` for records written before `response_tokens` was recorded.
+pub fn trained_share(train: &Value) -> Option<f64> {
+    let weighted = train["weighted_tokens"].as_f64()?;
+    let response = train["response_tokens"].as_f64()?;
+    (response > 0.0).then(|| weighted / response)
+}
+
 /// Training of each method's chosen cell: the fraction of tokens it trained on, its final
 /// loss and its curve.
 pub fn training(
@@ -205,9 +224,11 @@ pub fn training(
             };
             let train = records.metrics(&label::train(model, &method.name, cell));
             let t = |k: &str| train.and_then(|m| m[k].as_f64());
-            let fraction = match (t("weighted_tokens"), t("train_tokens")) {
-                (Some(w), Some(n)) if n > 0.0 => Some(w / n),
-                _ => records
+            // A record without the response-token count (or no record yet): the share of the
+            // annotated tokens the method's weights select, which is what training trains on
+            // up to `max_length` truncation; SFT and DFT weigh every response token.
+            let fraction = train.and_then(trained_share).or_else(|| {
+                records
                     .metrics(&label::selection(model, &method.name))
                     .and_then(|m| m["fraction"].as_f64())
                     .or_else(|| {
@@ -216,8 +237,9 @@ pub fn training(
                                 .metrics(&label::criticality(model, &c))
                                 .and_then(|m| m["critical_ratio"].as_f64())
                         })
-                    }),
-            };
+                    })
+                    .or_else(|| matches!(method.kind_name(), "sft" | "dft").then_some(1.0))
+            });
             let curve = train
                 .and_then(|m| m["steps"].as_array())
                 .map(|steps| {

@@ -143,9 +143,11 @@ pub struct TrainingRow {
     pub model: String,
     pub method: String,
     pub cell: String,
-    /// Fraction of response tokens with non-zero weight.
+    /// Share of the annotated response tokens with non-zero weight (SFT: 1); see
+    /// [`analysis::trained_share`].
     pub fraction: Option<f64>,
     pub final_loss: Option<f64>,
+    /// Tokens processed: every token of every batch, prompts included, over all epochs.
     pub train_tokens: Option<u64>,
     pub seconds: Option<f64>,
     /// `(step, loss)`.

@@ -201,7 +201,7 @@ pub fn sections(r: &Report) -> Vec<Section> {
         .collect();
     out.push(Section {
         title: "Greedy decoding and annotation (Table 4)".into(),
-        note: "Greedy pass over the training questions; critical tokens among the correct responses; rollout time per 1,000 examples.".into(),
+        note: "Greedy pass over the training questions; the mean length of the correct responses and the critical tokens among them; rollout time per 1,000 examples.".into(),
         tables: vec![timed(r, table(strings(&header), rows, 2))],
     });
 
@@ -292,7 +292,7 @@ pub fn sections(r: &Report) -> Vec<Section> {
         .collect();
     out.push(Section {
         title: "Training".into(),
-        note: "The chosen cell of each method: the fraction of response tokens with non-zero weight, and its loss.".into(),
+        note: "The chosen cell of each method: the share of the annotated response tokens it trained on (non-zero weight; prompts are not counted, so SFT is 100%), the tokens it processed (prompts included, every epoch), and its final loss.".into(),
         tables: vec![timed(r, table(strings(&header), rows, 3))],
     });
     out

@@ -108,6 +108,11 @@ fn run<B: Backend>(ctx: &mut StageCtx<'_>, device: &B::Device) -> Result<StageOu
 
     let correct = responses.iter().filter(|r| r.correct).count();
     let tokens: usize = responses.iter().map(|r| r.response_ids.len()).sum();
+    let correct_tokens: usize = responses
+        .iter()
+        .filter(|r| r.correct)
+        .map(|r| r.response_ids.len())
+        .sum();
     let total = responses.len().max(1);
     Ok(StageOutput {
         outputs: vec![(
@@ -119,6 +124,9 @@ fn run<B: Backend>(ctx: &mut StageCtx<'_>, device: &B::Device) -> Result<StageOu
             "correct": correct,
             "total": responses.len(),
             "mean_response_tokens": tokens as f64 / total as f64,
+            // Table 4's "Avg Tokens": the length of the solutions that form D_correct, the
+            // ones annotated and trained on (a wrong answer is often a long, looping one).
+            "mean_correct_response_tokens": (correct > 0).then(|| correct_tokens as f64 / correct as f64),
             "seconds": started.elapsed().as_secs_f64(),
         }),
     })

@@ -1,6 +1,7 @@
-//! `selection`: the token masks of the baselines ([`crate::cft::selection`]). Entropy,
-//! Attention and Random select, per example, as many tokens as the matched CFT method marks;
-//! Number selects numeric tokens (CFT-Number: only those the matched method marks).
+//! `selection`: the token masks of the baselines ([`crate::cft::selection`]). Entropy and
+//! Attention select as many tokens as the matched CFT method marks, per example or, with
+//! `match_scope = "global"`, over all of D_correct; Random selects per example; Number
+//! selects numeric tokens (CFT-Number: only those the matched method marks).
 
 use std::collections::HashMap;
 
@@ -8,12 +9,15 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::cft::categories::{Category, categorize};
-use crate::cft::selection::{count_marked, numbers, random, top};
+use crate::cft::selection::{count_marked, numbers, random, top, top_global};
+use crate::manifest::MatchScope;
 
-use super::annotate::{Weights, correct_responses, read_lines, write_lines};
+use super::annotate::{Response, Weights, correct_responses, read_lines, write_lines};
 use super::{Output, StageCtx, StageError, StageImpl, StageOutput};
 
-pub const VERSION: u32 = 1;
+/// 2: `match_scope` (Entropy and Attention may match CFT's count over all of D_correct); the
+/// unused `seed` left their params.
+pub const VERSION: u32 = 2;
 
 /// A line of the `token-stats` output.
 #[derive(Deserialize)]
@@ -31,6 +35,12 @@ impl StageImpl for Selection {
         let params = ctx.params().clone();
         let kind = params["selection"].as_str().unwrap_or_default().to_string();
         let seed = params["seed"].as_u64().unwrap_or(0);
+        // Absent in the params of random and number selections, which have no scope.
+        let scope: MatchScope = match params.get("match_scope") {
+            None => MatchScope::Example,
+            Some(v) => serde_json::from_value(v.clone())
+                .map_err(|e| StageError::Failed(format!("match_scope: {e}")))?,
+        };
         let responses = correct_responses(ctx)?;
         let matched: Option<HashMap<u64, Vec<f32>>> =
             match ctx.inputs().iter().find(|r| r.kind == "criticality") {
@@ -53,58 +63,93 @@ impl StageImpl for Selection {
         let missing = |what: &str, idx: u64| {
             StageError::Failed(format!("{kind} selection: no {what} for example {idx}"))
         };
-        let mut out = Vec::with_capacity(responses.len());
-        let (mut tokens, mut selected) = (0usize, 0usize);
-        for r in &responses {
-            let len = r.response_ids.len();
-            let cft = match &matched {
-                Some(m) => Some(
-                    m.get(&r.idx)
-                        .ok_or_else(|| missing("matched weights", r.idx))?,
-                ),
-                None => None,
-            };
-            let count = cft.map_or(0, |w| count_marked(w));
-            let scores = |pick: fn(&TokenStats) -> &Vec<f32>| -> Result<Vec<f32>, StageError> {
-                let s = stats
-                    .as_ref()
-                    .and_then(|s| s.get(&r.idx))
-                    .ok_or_else(|| missing("token statistics", r.idx))?;
-                let v = pick(s);
-                if v.len() != len {
-                    return Err(StageError::Failed(format!(
-                        "example {}: {} statistics for {len} tokens",
-                        r.idx,
-                        v.len()
-                    )));
-                }
-                Ok(v.clone())
-            };
-            let mask = match kind.as_str() {
-                "entropy" => top(&scores(|s| &s.entropy)?, count),
-                "attention" => top(&scores(|s| &s.attention)?, count),
-                "random" => random(len, count, seed, r.idx),
-                "number" => {
-                    let is_number: Vec<bool> = (0..len)
+        // The matched CFT method's weights of each example, in response order.
+        let cft: Vec<Option<&Vec<f32>>> = responses
+            .iter()
+            .map(|r| match &matched {
+                Some(m) => m
+                    .get(&r.idx)
+                    .map(Some)
+                    .ok_or_else(|| missing("matched weights", r.idx)),
+                None => Ok(None),
+            })
+            .collect::<Result<_, _>>()?;
+        let counts: Vec<usize> = cft
+            .iter()
+            .map(|w| w.map_or(0, |w| count_marked(w)))
+            .collect();
+        let scores = |pick: fn(&TokenStats) -> &Vec<f32>| -> Result<Vec<Vec<f32>>, StageError> {
+            responses
+                .iter()
+                .map(|r| score_line(r, stats.as_ref(), pick, &missing))
+                .collect()
+        };
+        let ranked = |scores: Vec<Vec<f32>>| match scope {
+            MatchScope::Example => scores
+                .iter()
+                .zip(&counts)
+                .map(|(s, c)| top(s, *c))
+                .collect(),
+            MatchScope::Global => top_global(&scores, counts.iter().sum()),
+        };
+        let masks: Vec<Vec<f32>> = match kind.as_str() {
+            "entropy" => ranked(scores(|s| &s.entropy)?),
+            "attention" => ranked(scores(|s| &s.attention)?),
+            "random" => responses
+                .iter()
+                .zip(&counts)
+                .map(|(r, c)| random(r.response_ids.len(), *c, seed, r.idx))
+                .collect(),
+            "number" => responses
+                .iter()
+                .zip(&cft)
+                .map(|(r, within)| {
+                    let is_number: Vec<bool> = (0..r.response_ids.len())
                         .map(|t| {
                             categorize(r.pieces.get(t).map_or("", String::as_str))
                                 == Category::Number
                         })
                         .collect();
-                    numbers(&is_number, cft.map(Vec::as_slice))
-                }
-                other => return Err(StageError::Failed(format!("unknown selection `{other}`"))),
-            };
-            tokens += len;
-            selected += count_marked(&mask);
-            out.push(Weights {
+                    numbers(&is_number, within.map(Vec::as_slice))
+                })
+                .collect(),
+            other => return Err(StageError::Failed(format!("unknown selection `{other}`"))),
+        };
+        let tokens: usize = responses.iter().map(|r| r.response_ids.len()).sum();
+        let selected: usize = masks.iter().map(|m| count_marked(m)).sum();
+        let out: Vec<Weights> = responses
+            .iter()
+            .zip(masks)
+            .map(|(r, mask)| Weights {
                 idx: r.idx,
                 weights: mask,
-            });
-        }
+            })
+            .collect();
         Ok(StageOutput {
             outputs: vec![("weights.jsonl".into(), Output::Bytes(write_lines(&out)?))],
-            metrics: json!({"selection": kind, "tokens": tokens, "selected": selected, "fraction": selected as f64 / tokens.max(1) as f64}),
+            metrics: json!({"selection": kind, "match_scope": params.get("match_scope"), "tokens": tokens, "selected": selected, "fraction": selected as f64 / tokens.max(1) as f64}),
         })
     }
+}
+
+/// One example's scores (entropy or attention), checked against its response length.
+fn score_line(
+    r: &Response,
+    stats: Option<&HashMap<u64, TokenStats>>,
+    pick: fn(&TokenStats) -> &Vec<f32>,
+    missing: &dyn Fn(&str, u64) -> StageError,
+) -> Result<Vec<f32>, StageError> {
+    let s = stats
+        .and_then(|s| s.get(&r.idx))
+        .ok_or_else(|| missing("token statistics", r.idx))?;
+    let v = pick(s);
+    let len = r.response_ids.len();
+    if v.len() != len {
+        return Err(StageError::Failed(format!(
+            "example {}: {} statistics for {len} tokens",
+            r.idx,
+            v.len()
+        )));
+    }
+    Ok(v.clone())
 }

@@ -272,8 +272,11 @@ pub(crate) fn summarise(log: &[StepMetrics], seconds: f64) -> Value {
     json!({
         "steps": steps,
         "final_loss": log.last().map(|m| m.loss),
+        // Every token of every batch, prompts included: the work done, not the share trained
+        // on, which is weighted_tokens / response_tokens (`report::analysis::trained_share`).
         "train_tokens": log.iter().map(|m| m.tokens).sum::<u64>(),
         "weighted_tokens": log.iter().map(|m| m.weighted_tokens).sum::<u64>(),
+        "response_tokens": log.iter().map(|m| m.response_tokens).sum::<Option<u64>>(),
         "seconds": seconds,
     })
 }

@@ -17,8 +17,11 @@ pub struct Example {
     /// Weight of predicting `ids[t + 1]` from position `t`; `len = ids.len() - 1`. Zero on
     /// prompt positions.
     pub weights: Vec<f32>,
-    /// Number of response tokens predicted (after truncation).
+    /// Number of annotated response tokens predicted (after truncation): the denominator of
+    /// the share of tokens trained on, as the paper's "< 12% of tokens" counts them.
     pub response_tokens: usize,
+    /// How many of those carry a non-zero weight (all of them for SFT and DFT).
+    pub weighted_tokens: usize,
 }
 
 impl Example {
@@ -42,7 +45,7 @@ impl Example {
         let mut ids: Vec<u32> = prompt.iter().chain(response).copied().collect();
         ids.truncate(max_length.max(2));
         let mut per_position = vec![0.0f32; ids.len().saturating_sub(1)];
-        let mut response_tokens = 0;
+        let (mut response_tokens, mut weighted_tokens) = (0, 0);
         for (j, slot) in per_position.iter_mut().enumerate() {
             // position j predicts token j + 1; response token r is token prompt.len() + r
             let Some(r) = (j + 1).checked_sub(prompt.len()) else {
@@ -50,12 +53,14 @@ impl Example {
             };
             *slot = weights.map_or(1.0, |w| w[r]);
             response_tokens += 1;
+            weighted_tokens += usize::from(*slot != 0.0);
         }
         Ok(Self {
             idx,
             ids,
             weights: per_position,
             response_tokens,
+            weighted_tokens,
         })
     }
 }
@@ -130,9 +135,11 @@ mod tests {
         assert_eq!(e.ids, vec![1, 2, 3, 4, 5]);
         // positions 0,1 predict prompt tokens; 2 predicts 4 (w 0); 3 predicts 5 (w 2)
         assert_eq!(e.weights, vec![0.0, 0.0, 0.0, 2.0]);
-        assert_eq!(e.response_tokens, 2);
+        assert_eq!((e.response_tokens, e.weighted_tokens), (2, 1));
         let sft = Example::new(7, &[1, 2, 3], &[4, 5], None, 100).unwrap();
         assert_eq!(sft.weights, vec![0.0, 0.0, 1.0, 1.0]);
+        // SFT weighs every response token and no prompt token.
+        assert_eq!((sft.response_tokens, sft.weighted_tokens), (2, 2));
     }
 
     #[test]
@@ -150,6 +157,8 @@ mod tests {
         let e = Example::new(0, &[1, 2], &[3, 4, 5], Some(&[1.0, 0.0, 1.0]), 4).unwrap();
         assert_eq!(e.ids, vec![1, 2, 3, 4]);
         assert_eq!(e.weights, vec![0.0, 1.0, 0.0]);
+        // The share of tokens trained on counts the response tokens that were kept.
+        assert_eq!((e.response_tokens, e.weighted_tokens), (2, 1));
     }
 
     #[test]

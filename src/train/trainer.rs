@@ -64,8 +64,14 @@ pub struct StepMetrics {
     pub tokens_per_s: f64,
     /// Response tokens with nonzero weight / response tokens.
     pub weighted_fraction: f64,
+    /// Every token of the batch, prompts included (what `tokens_per_s` counts).
     pub tokens: u64,
+    /// Annotated response tokens with a nonzero weight.
     pub weighted_tokens: u64,
+    /// Annotated response tokens. `None` in a log saved by a build that did not count them,
+    /// so a resumed run's total is never a partial sum.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_tokens: Option<u64>,
 }
 
 pub struct Trainer<B: AutodiffBackend> {
@@ -160,11 +166,7 @@ impl<B: AutodiffBackend> Trainer<B> {
         let model = self.model.clone();
         self.model = adam_step(model, &mut grads, &mut self.adam, s.adam, lr, scale);
         let response: usize = batch.iter().map(|e| e.response_tokens).sum();
-        let weighted = batch
-            .iter()
-            .flat_map(|e| e.weights.iter())
-            .filter(|w| **w != 0.0)
-            .count();
+        let weighted: usize = batch.iter().map(|e| e.weighted_tokens).sum();
         self.step += 1;
         StepMetrics {
             step: self.step,
@@ -175,6 +177,7 @@ impl<B: AutodiffBackend> Trainer<B> {
             weighted_fraction: weighted as f64 / response.max(1) as f64,
             tokens: tokens as u64,
             weighted_tokens: weighted as u64,
+            response_tokens: Some(response as u64),
         }
     }
 
