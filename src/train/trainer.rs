@@ -62,6 +62,8 @@ impl TrainSettings {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct StepMetrics {
     pub step: u64,
+    /// The step's loss, summed over its micro-batches as `loss_normalization` divided them
+    /// (under `dataset` it is the batch's share of Eq. 8, so much smaller than the others).
     pub loss: f64,
     pub lr: f64,
     /// Before clipping.
