@@ -6,7 +6,6 @@
 mod common;
 
 use burn::backend::Autodiff;
-use burn::prelude::*;
 use cft::model::{LanguageModel, LoadOptions};
 use cft::train::data::{Batch, Example, epoch_order};
 use cft::train::objective::target_log_probs;
