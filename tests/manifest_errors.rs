@@ -338,3 +338,75 @@ fn bad_manifest_exits_2_and_missing_inputs_block_run_but_not_plan() {
         "{stderr}"
     );
 }
+
+/// The training recipe's keys (`min_lr_ratio`, `loss_normalization`, `last_batch`,
+/// `append_eos`): a bad value names file, line, column and key.
+#[test]
+fn training_recipe_values_are_checked() {
+    let with = |extra: &str| {
+        error_of(&VALID.replace("batch_size = 8", &format!("batch_size = 8\n{extra}")))
+    };
+    let msg = with("loss_normalization = \"mean\"");
+    assert!(
+        msg.contains("m.toml:26:22")
+            && msg.contains("`train.loss_normalization`")
+            && msg.contains("not one of batch, micro-batch, dataset"),
+        "{msg}"
+    );
+    let msg = with("last_batch = \"skip\"");
+    assert!(
+        msg.contains("m.toml:26:14")
+            && msg.contains("`train.last_batch`")
+            && msg.contains("not one of short, drop"),
+        "{msg}"
+    );
+    let msg = with("append_eos = \"yes\"");
+    assert!(
+        msg.contains("m.toml:26:14")
+            && msg.contains("`train.append_eos`")
+            && msg.contains("expected true or false")
+            && msg.contains("found a string"),
+        "{msg}"
+    );
+    let msg = with("min_lr_ratio = 1.5");
+    assert!(
+        msg.contains("m.toml:26:16")
+            && msg.contains("`train.min_lr_ratio`")
+            && msg.contains("in [0, 1)"),
+        "{msg}"
+    );
+    let msg = with("schedule = \"linear\"\nmin_lr_ratio = 0.1");
+    assert!(
+        msg.contains("m.toml:27:16")
+            && msg.contains("`train.min_lr_ratio`")
+            && msg.contains("needs schedule = \"cosine\""),
+        "{msg}"
+    );
+}
+
+/// Like every `[train]` key, the recipe's may be lists that expand into the sweep grid.
+#[test]
+fn training_recipe_values_sweep() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = VALID.replace(
+        "learning_rate = [1e-5, 2e-5]",
+        "learning_rate = 1e-5\nappend_eos = [false, true]\nloss_normalization = [\"micro-batch\", \"dataset\"]",
+    );
+    let exp = cft::manifest::load(&write(dir.path(), "m.toml", &text)).unwrap();
+    let cells = &exp.methods[0].cells;
+    let labels: Vec<&str> = cells.iter().map(|c| c.label.as_str()).collect();
+    assert_eq!(
+        labels,
+        [
+            "loss_normalizationmicro-batch-eosfalse",
+            "loss_normalizationmicro-batch-eostrue",
+            "loss_normalizationdataset-eosfalse",
+            "loss_normalizationdataset-eostrue"
+        ]
+    );
+    assert!(cells[1].params.append_eos && !cells[0].params.append_eos);
+    // absent keys keep the behaviour from before they existed
+    assert_eq!(cells[0].params.min_lr_ratio, 0.0);
+    assert_eq!(cells[0].params.last_batch, "short");
+    assert_eq!(cells[0].params.adam_beta2, 0.999);
+}

@@ -386,3 +386,23 @@ fn cache_gc_keeps_what_the_named_manifests_reference() {
         13
     );
 }
+
+/// The paper's manifests train as OpenRLHF's SFT trainer does where the paper is silent
+/// (`experiments/paper-base.toml`); table6-lora inherits it through table1.
+#[test]
+fn paper_manifests_take_openrlhf_training_recipe() {
+    for manifest in ["table1", "table2", "table6-lora"] {
+        let plan = plan_of(Path::new(&format!("experiments/{manifest}.toml")));
+        let mut trains = plan.graph.node_weights().filter(|s| s.kind == "train");
+        let train = trains.next().unwrap();
+        let hp = &train.params["hparams"];
+        assert_eq!(hp["adam_beta1"], 0.9, "{manifest}");
+        assert_eq!(hp["adam_beta2"], 0.95, "{manifest}");
+        assert_eq!(hp["min_lr_ratio"], 0.1, "{manifest}");
+        assert_eq!(hp["schedule"], "cosine", "{manifest}");
+        assert_eq!(hp["warmup_ratio"], 0.03, "{manifest}");
+        assert_eq!(hp["loss_normalization"], "micro-batch", "{manifest}");
+        assert_eq!(hp["last_batch"], "drop", "{manifest}");
+        assert_eq!(hp["append_eos"], true, "{manifest}");
+    }
+}

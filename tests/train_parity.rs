@@ -76,7 +76,7 @@ fn loss_and_grads(
         .map(|(i, s)| {
             let (prompt, response) = s.ids.split_at(s.prompt_len);
             let weights = (objective == Objective::Weighted).then_some(s.graded.as_slice());
-            Example::new(i as u64, prompt, response, weights, 1024).unwrap()
+            Example::new(i as u64, prompt, response, weights, None, 1024).unwrap()
         })
         .collect();
     let refs: Vec<&Example> = examples.iter().collect();

@@ -48,13 +48,19 @@ fn plan(weights: Option<String>, adapter: Value) -> Plan {
 }
 
 fn plan_with(weights: Option<String>, adapter: Value, precision: &str, lr: f64) -> Plan {
+    let overrides = json!({"precision": precision, "learning_rate": lr});
+    plan_of(&responses(), weights, adapter, overrides)
+}
+
+/// The train stage on `responses` with this file's hparams, `overrides` replacing some.
+fn plan_of(responses: &str, weights: Option<String>, adapter: Value, overrides: Value) -> Plan {
     let mut plan = Plan::default();
     let greedy = plan.add(StageSpec::new(
         "test",
         "greedy",
         1,
         "greedy".into(),
-        json!({"file": "responses.jsonl", "text": responses()}),
+        json!({"file": "responses.jsonl", "text": responses}),
         vec![],
         Value::Null,
     ));
@@ -74,10 +80,14 @@ fn plan_with(weights: Option<String>, adapter: Value, precision: &str, lr: f64) 
         }
         None => "sft",
     };
-    let hparams = json!({"epochs": 4, "learning_rate": lr, "batch_size": 3,
-        "micro_batch_size": 2, "warmup_ratio": 0.1, "schedule": "cosine", "precision": precision,
+    let mut hparams = json!({"epochs": 4, "learning_rate": 1e-3, "batch_size": 3,
+        "micro_batch_size": 2, "warmup_ratio": 0.1, "schedule": "cosine", "precision": "f32",
         "max_length": 64, "optimizer": "adamw", "weight_decay": 0.01, "grad_clip": 1.0,
-        "adam_beta1": 0.9, "adam_beta2": 0.999, "adam_eps": 1e-8, "seed": 3});
+        "adam_beta1": 0.9, "adam_beta2": 0.999, "adam_eps": 1e-8, "min_lr_ratio": 0.0,
+        "loss_normalization": "batch", "last_batch": "short", "append_eos": false, "seed": 3});
+    for (key, value) in overrides.as_object().into_iter().flatten() {
+        hparams[key] = value.clone();
+    }
     plan.add(StageSpec::new(
         "test",
         "train",
@@ -179,6 +189,113 @@ fn resumed_training_ends_with_identical_weights() {
     let steps = record.metrics["steps"].as_array().unwrap();
     assert_eq!(steps.len(), 8, "4 epochs x ceil(5 / 3) steps");
     assert!(record.metrics["final_loss"].as_f64().unwrap().is_finite());
+}
+
+/// The recipe of OpenRLHF's SFT trainer, as the stage runs it: 5 examples in batches of 3
+/// with the last batch dropped is one step per epoch (4 steps, not 8); a cosine to 0.1 x the
+/// peak after ceil(0.1 x 4) = 1 warmup step; an EOS after every response that does not end
+/// with one already.
+#[test]
+fn openrlhf_recipe_in_the_train_stage() {
+    let dir = tempfile::tempdir().unwrap();
+    // idx 5's greedy response stopped on the fixture's EOS (id 2): it gets no second one
+    let mut text = String::new();
+    for line in responses().lines() {
+        let mut v: Value = serde_json::from_str(line).unwrap();
+        if v["idx"] == 5 {
+            v["response_ids"].as_array_mut().unwrap().push(json!(2));
+        }
+        text.push_str(&format!("{v}\n"));
+    }
+    let responses: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    // CFT weights: every other response token, the generated EOS included
+    let mut weights = String::new();
+    for r in responses.iter().filter(|r| r["correct"] == true) {
+        let n = r["response_ids"].as_array().unwrap().len();
+        let w: Vec<f32> = (0..n).map(|j| ((j + 1) % 2) as f32).collect();
+        weights.push_str(&format!("{}\n", json!({"idx": r["idx"], "weights": w})));
+    }
+    let recipe = |append_eos: bool| {
+        json!({"min_lr_ratio": 0.1, "last_batch": "drop", "loss_normalization": "micro-batch",
+               "adam_beta2": 0.95, "append_eos": append_eos})
+    };
+    let full = json!({"kind": "full"});
+    let metrics = |name: &str, weights: Option<String>, append_eos: bool| {
+        let cache = Cache::open(&dir.path().join(name), "test").unwrap();
+        let plan = plan_of(&text, weights, full.clone(), recipe(append_eos));
+        run(&cache, &plan, u64::MAX);
+        let record = train_record(&cache);
+        assert_eq!(record.status, RecordStatus::Done, "{:?}", record.error);
+        record.metrics
+    };
+    let sft = metrics("sft", None, true);
+    let steps = sft["steps"].as_array().unwrap();
+    assert_eq!(steps.len(), 4, "4 epochs x floor(5 / 3) steps");
+    let lrs: Vec<f64> = steps.iter().map(|s| s["lr"].as_f64().unwrap()).collect();
+    // step s >= 1: 1e-3 (0.1 + 0.9 x 1/2 (1 + cos(pi (s - 1) / 3)))
+    for (got, want) in lrs.iter().zip([0.0, 1e-3, 0.775e-3, 0.325e-3]) {
+        assert!((got - want).abs() < 1e-12, "lrs {lrs:?}");
+    }
+
+    // The EOS adds one token per example and step, except to idx 5 (D_correct position 4)
+    let appended: u64 = (0..4)
+        .map(|epoch| {
+            let batch = &cft::train::data::epoch_order(5, 3, epoch)[..3];
+            batch.iter().filter(|&&i| i != 4).count() as u64
+        })
+        .sum();
+    assert!(
+        appended < 12,
+        "idx 5 was never drawn: the test checks nothing"
+    );
+    let tokens = |m: &Value, key: &str| m[key].as_u64().unwrap();
+    let sft_off = metrics("sft-off", None, false);
+    assert_eq!(
+        tokens(&sft, "train_tokens") - tokens(&sft_off, "train_tokens"),
+        appended
+    );
+    // The appended EOS is trained on (SFT weighs it 1, see `train::data`) but it is not an
+    // annotated response token: the share of tokens trained on counts those only.
+    assert_eq!(
+        tokens(&sft, "weighted_tokens"),
+        tokens(&sft_off, "weighted_tokens")
+    );
+    assert_eq!(
+        tokens(&sft, "response_tokens"),
+        tokens(&sft_off, "response_tokens")
+    );
+    let cft = metrics("cft", Some(weights.clone()), true);
+    let cft_off = metrics("cft-off", Some(weights), false);
+    assert_eq!(
+        tokens(&cft, "train_tokens") - tokens(&cft_off, "train_tokens"),
+        appended
+    );
+    assert_eq!(
+        tokens(&cft, "weighted_tokens"),
+        tokens(&cft_off, "weighted_tokens")
+    );
+}
+
+/// With the last batch dropped, a D_correct smaller than one batch would train nothing: the
+/// stage fails and says why.
+#[test]
+fn dropping_the_only_batch_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = Cache::open(dir.path(), "test").unwrap();
+    let overrides = json!({"batch_size": 6, "micro_batch_size": 2, "last_batch": "drop"});
+    run(
+        &cache,
+        &plan_of(&responses(), None, json!({"kind": "full"}), overrides),
+        u64::MAX,
+    );
+    let error = train_record(&cache).error.unwrap_or_default();
+    assert!(
+        error.contains("5 examples are fewer than batch_size 6") && error.contains("last_batch"),
+        "{error}"
+    );
 }
 
 /// Every tensor of a safetensors file as f32, with its stored dtype.

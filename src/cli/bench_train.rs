@@ -17,7 +17,7 @@ use cft::model::{LanguageModel, LoadOptions};
 use cft::rng::Rng;
 use cft::train::data::Example;
 use cft::train::optim::AdamConfig;
-use cft::train::{Objective, Schedule, TrainSettings, Trainer};
+use cft::train::{LastBatch, Normalization, Objective, Schedule, TrainSettings, Trainer};
 
 type AB = Autodiff<Flex>;
 
@@ -46,7 +46,7 @@ pub fn train(args: BenchTrainArgs) -> anyhow::Result<()> {
             let ids: Vec<u32> = (0..args.seq_len + 1)
                 .map(|_| (rng.next_u64() % vocab) as u32)
                 .collect();
-            Example::new(i as u64, &[], &ids, None, args.seq_len + 1)
+            Example::new(i as u64, &[], &ids, None, None, args.seq_len + 1)
         })
         .collect::<Result<_, _>>()?;
     let total = args.steps + 1;
@@ -54,8 +54,10 @@ pub fn train(args: BenchTrainArgs) -> anyhow::Result<()> {
         objective: Objective::Sft,
         batch_size: args.batch,
         micro_batch_size: args.batch,
+        normalization: Normalization::Batch,
+        last_batch: LastBatch::Short,
         total_steps: total,
-        schedule: Schedule::new("constant", 1e-4, 0.0, total)?,
+        schedule: Schedule::new("constant", 1e-4, 0.0, total, 0.0)?,
         adam: AdamConfig::torch_adamw(),
         grad_clip: 1.0,
         seed: 0,

@@ -13,6 +13,7 @@ enum V {
     Int(u64),
     Float(f64),
     Str(String),
+    Bool(bool),
 }
 
 enum Check {
@@ -23,6 +24,7 @@ enum Check {
     Ratio,
     NonNegative,
     Choice(&'static [&'static str]),
+    Bool,
 }
 
 /// (key, short name used in cell labels, check, default).
@@ -57,6 +59,22 @@ fn fields(seed: u64) -> Vec<(&'static str, &'static str, Check, V)> {
         ("adam_beta1", "b1", Check::Ratio, V::Float(0.9)),
         ("adam_beta2", "b2", Check::Ratio, V::Float(0.999)),
         ("adam_eps", "eps", Check::Positive, V::Float(1e-8)),
+        // The floor of the cosine decay as a fraction of the peak (transformers'
+        // `min_lr_rate`); 0 decays to 0.
+        ("min_lr_ratio", "minlr", Check::Ratio, V::Float(0.0)),
+        (
+            "loss_normalization",
+            "",
+            Check::Choice(&["batch", "micro-batch", "dataset"]),
+            V::Str("batch".into()),
+        ),
+        (
+            "last_batch",
+            "",
+            Check::Choice(&["short", "drop"]),
+            V::Str("short".into()),
+        ),
+        ("append_eos", "eos", Check::Bool, V::Bool(false)),
         ("seed", "seed", Check::Int(0), V::Int(seed)),
     ]
 }
@@ -139,7 +157,11 @@ pub fn expand(table: &Table, owner: &Loc, seed: u64) -> Result<Vec<TrainCell>> {
             adam_beta1: float(value(11)),
             adam_beta2: float(value(12)),
             adam_eps: float(value(13)),
-            seed: int(value(14)),
+            min_lr_ratio: float(value(14)),
+            loss_normalization: string(value(15)),
+            last_batch: string(value(16)),
+            append_eos: matches!(value(17), V::Bool(true)),
+            seed: int(value(18)),
         };
         if !params
             .batch_size
@@ -152,6 +174,18 @@ pub fn expand(table: &Table, owner: &Loc, seed: u64) -> Result<Vec<TrainCell>> {
                 format!(
                     "batch_size {} is not a multiple of micro_batch_size {}",
                     params.batch_size, params.micro_batch_size
+                ),
+            ));
+        }
+        if params.min_lr_ratio > 0.0 && params.schedule != "cosine" {
+            let loc = table.get("min_lr_ratio").map_or(owner, |e| &e.node.loc);
+            return Err(ManifestError::invalid(
+                loc,
+                "train.min_lr_ratio",
+                format!(
+                    "a learning-rate floor needs schedule = \"cosine\" (transformers' \
+                     cosine_with_min_lr), not {:?}",
+                    params.schedule
                 ),
             ));
         }
@@ -218,6 +252,13 @@ fn read_value(node: &Node, check: &Check, key: &str) -> Result<V> {
                 node.value.type_name()
             ))),
         },
+        Check::Bool => match node.value {
+            Value::Boolean(b) => Ok(V::Bool(b)),
+            _ => Err(bad(format!(
+                "expected true or false (or a list of them), found {}",
+                node.value.type_name()
+            ))),
+        },
     }
 }
 
@@ -225,7 +266,7 @@ fn int(v: &V) -> u64 {
     match v {
         V::Int(i) => *i,
         V::Float(f) => *f as u64,
-        V::Str(_) => 0,
+        V::Str(_) | V::Bool(_) => 0,
     }
 }
 
@@ -233,7 +274,7 @@ fn float(v: &V) -> f64 {
     match v {
         V::Float(f) => *f,
         V::Int(i) => *i as f64,
-        V::Str(_) => 0.0,
+        V::Str(_) | V::Bool(_) => 0.0,
     }
 }
 
@@ -242,6 +283,7 @@ fn string(v: &V) -> String {
         V::Str(s) => s.clone(),
         V::Int(i) => i.to_string(),
         V::Float(f) => f.to_string(),
+        V::Bool(b) => b.to_string(),
     }
 }
 
@@ -250,5 +292,6 @@ fn show(v: &V) -> String {
         V::Int(i) => i.to_string(),
         V::Float(f) => format!("{f:e}"),
         V::Str(s) => s.clone(),
+        V::Bool(b) => b.to_string(),
     }
 }

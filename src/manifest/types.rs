@@ -207,6 +207,17 @@ pub struct TrainParams {
     pub adam_beta1: f64,
     pub adam_beta2: f64,
     pub adam_eps: f64,
+    /// Floor of the cosine decay as a fraction of `learning_rate` (OpenRLHF: 0.1).
+    pub min_lr_ratio: f64,
+    /// What the loss is divided by: `micro-batch` (each micro-batch's weighted mean, averaged
+    /// over the step's micro-batches: OpenRLHF), `batch` (the optimiser batch's weight sum) or
+    /// `dataset` (D_correct's weight sum, Eq. 8).
+    pub loss_normalization: String,
+    /// An epoch's last, incomplete batch: `short` (one more, smaller step) or `drop`
+    /// (OpenRLHF: `len // train_batch_size` steps).
+    pub last_batch: String,
+    /// End every training sequence with the tokenizer's EOS (OpenRLHF's SFTDataset).
+    pub append_eos: bool,
     pub seed: u64,
 }
 

@@ -18,7 +18,7 @@ use crate::model::LanguageModel;
 use crate::train::data::Example;
 use crate::train::optim::AdamConfig;
 use crate::train::scratch::{EOS, PAD, ToyArch, write_random_model, write_tokenizer};
-use crate::train::{Objective, Schedule, TrainSettings, Trainer};
+use crate::train::{LastBatch, Normalization, Objective, Schedule, TrainSettings, Trainer};
 
 pub const VERSION: u32 = 2;
 
@@ -94,15 +94,18 @@ fn pretrain_on<B: Backend>(
         let prompt = lm.tokenizer.encode(prompt, false).map_err(fail)?;
         let mut answer = lm.tokenizer.encode(answer, false).map_err(fail)?;
         answer.push(eos);
-        examples
-            .push(Example::new(q.idx, &prompt, &answer, None, arch.max_position).map_err(fail)?);
+        examples.push(
+            Example::new(q.idx, &prompt, &answer, None, None, arch.max_position).map_err(fail)?,
+        );
     }
     let settings = TrainSettings {
         objective: Objective::Sft,
         batch_size: p.batch_size as usize,
         micro_batch_size: p.batch_size as usize,
+        normalization: Normalization::Batch,
+        last_batch: LastBatch::Short,
         total_steps: p.steps,
-        schedule: Schedule::new("cosine", p.learning_rate, p.warmup_ratio, p.steps)
+        schedule: Schedule::new("cosine", p.learning_rate, p.warmup_ratio, p.steps, 0.0)
             .map_err(fail)?,
         adam: AdamConfig::torch_adamw(),
         grad_clip: 1.0,

@@ -4,10 +4,14 @@
 //!
 //! Reads the `greedy` input's `responses.jsonl` (the lines with `correct == true`, in file
 //! order) and, for the weighted objective, the `criticality` or `selection` input's
-//! `weights.jsonl`, matched by `idx`. Resumes: every `save_every` optimiser steps (binding,
-//! default 10: it changes when progress is saved, not what is computed) the whole training
-//! state goes into the progress item `state`, and a restarted run continues from it; on the
-//! CPU the result is bit for bit that of an uninterrupted run.
+//! `weights.jsonl`, matched by `idx`. How OpenRLHF's SFT trainer (the paper's) differs from
+//! the defaults is a setting each: the cosine's floor, Adam's betas, the loss normalisation,
+//! the dropped last batch and the appended EOS (see README, "Training as OpenRLHF runs it").
+//!
+//! Resumes: every `save_every` optimiser steps (binding, default 10: it changes when progress
+//! is saved, not what is computed) the whole training state goes into the progress item
+//! `state`, and a restarted run continues from it; on the CPU the result is bit for bit that
+//! of an uninterrupted run.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -25,11 +29,13 @@ use super::{Output, StageCtx, StageError, StageImpl, StageOutput};
 use crate::manifest::Adapter;
 use crate::model::{LanguageModel, LoadOptions};
 use crate::train::checkpoint::{StoreDtype, write_model_dir};
-use crate::train::data::Example;
+use crate::train::data::{EndOfSequence, Example, LastBatch};
 use crate::train::lora::{self, LoraSpec};
 use crate::train::optim::AdamConfig;
 use crate::train::params::named_values;
-use crate::train::{Objective, Schedule, StepMetrics, TrainError, TrainSettings, Trainer};
+use crate::train::{
+    Normalization, Objective, Schedule, StepMetrics, TrainError, TrainSettings, Trainer,
+};
 
 /// 2: `precision` is honoured on every device (before, the CPU trained in f32 whatever it said),
 /// half-precision parameters update through f32 master copies, bf16 checkpoints are stored bf16.
@@ -54,6 +60,10 @@ struct Hparams {
     adam_beta1: f64,
     adam_beta2: f64,
     adam_eps: f64,
+    min_lr_ratio: f64,
+    loss_normalization: String,
+    last_batch: String,
+    append_eos: bool,
     seed: u64,
 }
 
@@ -81,7 +91,17 @@ fn train_on<B: Backend>(
     let hp: Hparams = serde_json::from_value(params["hparams"].clone())
         .map_err(|e| fail(format!("hparams: {e}")))?;
 
-    // 1. the data: D_correct, with weights matched by idx
+    // 1. the model
+    let base = ctx.input_model_dir()?;
+    let device = device.clone();
+    let dtype = training_dtype(&hp.precision)?;
+    let load = LoadOptions {
+        keep_half: false,
+        dtype: Some(dtype),
+    };
+    let lm = LanguageModel::<Autodiff<B>>::load(&base, &device, load).map_err(fail)?;
+
+    // 2. the data: D_correct, with weights matched by idx
     let greedy = ctx.input("greedy")?.clone();
     let responses: Vec<Response> =
         read_lines(&ctx.read(&greedy, "responses.jsonl")?, "responses.jsonl")?;
@@ -101,41 +121,13 @@ fn train_on<B: Backend>(
         }
         _ => None,
     };
-    let mut examples = Vec::new();
-    for r in responses.iter().filter(|r| r.correct) {
-        let w = match &weights {
-            Some(map) => Some(
-                map.get(&r.idx)
-                    .ok_or(TrainError::MissingWeights(r.idx))
-                    .map_err(fail)?
-                    .as_slice(),
-            ),
-            None => None,
-        };
-        examples.push(
-            Example::new(
-                r.idx,
-                &r.prompt_ids,
-                &r.response_ids,
-                w,
-                hp.max_length as usize,
-            )
-            .map_err(fail)?,
-        );
-    }
-    if examples.is_empty() {
-        return Err(fail("D_correct is empty: no greedy response was correct"));
-    }
-
-    // 2. the model and the settings
-    let base = ctx.input_model_dir()?;
-    let device = device.clone();
-    let dtype = training_dtype(&hp.precision)?;
-    let load = LoadOptions {
-        keep_half: false,
-        dtype: Some(dtype),
+    let eos = match hp.append_eos {
+        true => Some(end_of_sequence(&lm)?),
+        false => None,
     };
-    let lm = LanguageModel::<Autodiff<B>>::load(&base, &device, load).map_err(fail)?;
+    let examples = d_correct(&responses, weights.as_ref(), eos.as_ref(), hp.max_length)?;
+
+    // 3. the settings
     let lora = match &adapter {
         Adapter::Full => None,
         Adapter::Lora {
@@ -155,15 +147,32 @@ fn train_on<B: Backend>(
         Some(spec) => lora::attach(lm.lm, spec, hp.seed).map_err(fail)?,
     };
     let batch_size = hp.batch_size as usize;
-    let per_epoch = examples.len().div_ceil(batch_size.max(1)) as u64;
-    let total_steps = hp.epochs * per_epoch;
+    let last_batch = LastBatch::parse(&hp.last_batch)
+        .ok_or_else(|| fail(format!("unknown last_batch {:?}", hp.last_batch)))?;
+    let normalization = Normalization::parse(&hp.loss_normalization).ok_or_else(|| {
+        fail(format!(
+            "unknown loss_normalization {:?}",
+            hp.loss_normalization
+        ))
+    })?;
+    // OpenRLHF cli/train_sft.py: max_steps = epochs * num_update_steps_per_epoch, and the
+    // warmup is math.ceil(max_steps * lr_warmup_ratio) of them (Schedule::new).
+    let total_steps = hp.epochs * last_batch.steps_per_epoch(examples.len(), batch_size);
     let settings = TrainSettings {
         objective,
         batch_size,
         micro_batch_size: hp.micro_batch_size.min(hp.batch_size) as usize,
+        normalization,
+        last_batch,
         total_steps,
-        schedule: Schedule::new(&hp.schedule, hp.learning_rate, hp.warmup_ratio, total_steps)
-            .map_err(fail)?,
+        schedule: Schedule::new(
+            &hp.schedule,
+            hp.learning_rate,
+            hp.warmup_ratio,
+            total_steps,
+            hp.min_lr_ratio,
+        )
+        .map_err(fail)?,
         adam: AdamConfig::new(
             &hp.optimizer,
             hp.adam_beta1,
@@ -179,7 +188,7 @@ fn train_on<B: Backend>(
     let mut trainer = Trainer::new(model, settings, examples, device).map_err(fail)?;
     let steps = run_loop(ctx, &mut trainer)?;
 
-    // 3. the checkpoint
+    // 4. the checkpoint
     let store = match dtype {
         DType::BF16 => StoreDtype::Bf16,
         _ => StoreDtype::F32,
@@ -193,6 +202,61 @@ fn train_on<B: Backend>(
     Ok(StageOutput {
         outputs,
         metrics: steps,
+    })
+}
+
+/// The training sequences: the correct greedy responses in file order, each with its weights
+/// (`weights`: by idx, for the weighted objective) and, under `append_eos`, ending with `eos`.
+fn d_correct(
+    responses: &[Response],
+    weights: Option<&HashMap<u64, Vec<f32>>>,
+    eos: Option<&EndOfSequence>,
+    max_length: u64,
+) -> Result<Vec<Example>, StageError> {
+    let mut examples = Vec::new();
+    for r in responses.iter().filter(|r| r.correct) {
+        let w = match weights {
+            Some(map) => Some(
+                map.get(&r.idx)
+                    .ok_or(TrainError::MissingWeights(r.idx))
+                    .map_err(fail)?
+                    .as_slice(),
+            ),
+            None => None,
+        };
+        let example = Example::new(
+            r.idx,
+            &r.prompt_ids,
+            &r.response_ids,
+            w,
+            eos,
+            max_length as usize,
+        );
+        examples.push(example.map_err(fail)?);
+    }
+    if examples.is_empty() {
+        return Err(fail("D_correct is empty: no greedy response was correct"));
+    }
+    Ok(examples)
+}
+
+/// What `append_eos` appends: the tokenizer's `eos_token`, which OpenRLHF's SFTDataset appends
+/// (`text += " " + tokenizer.eos_token`), else the model's first EOS id; every EOS id of the
+/// model counts as an end already there.
+fn end_of_sequence<B: Backend>(lm: &LanguageModel<B>) -> Result<EndOfSequence, StageError> {
+    let id = lm
+        .tokenizer
+        .eos_token_id()
+        .or_else(|| lm.eos_token_ids.first().copied())
+        .ok_or_else(|| {
+            fail(
+                "append_eos = true, but the model names no EOS token (tokenizer_config.json \
+                 eos_token, config.json or generation_config.json eos_token_id)",
+            )
+        })?;
+    Ok(EndOfSequence {
+        id,
+        stops: lm.eos_token_ids.clone(),
     })
 }
 

@@ -16,7 +16,8 @@ pub mod schedule;
 pub mod scratch;
 pub mod trainer;
 
-pub use objective::Objective;
+pub use data::{EndOfSequence, LastBatch};
+pub use objective::{Normalization, Objective};
 pub use schedule::Schedule;
 pub use trainer::{StepMetrics, TrainSettings, Trainer};
 

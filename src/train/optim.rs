@@ -178,3 +178,58 @@ impl<B: AutodiffBackend> ModuleMapper<B> for Step<'_, B> {
         Param::from_mapped_value(id, updated, mapper)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::decoder::Linear;
+    use crate::train::params::named_values;
+    use burn::backend::{Autodiff, Flex};
+
+    type AB = Autodiff<Flex>;
+
+    /// Two Adam steps on p = [1, -2] with gradients [0.5, -1] then [-0.2, 3], lr 0.1, no
+    /// weight decay, betas (0.9, 0.95) as OpenRLHF sets them (`cli/train_sft.py --adam_betas`):
+    ///   step 1: m = 0.1 g, v = 0.05 g², m̂ = g, v̂ = g²: p = [0.9, -1.9] (betas do not matter)
+    ///   step 2: m = 0.09 g1 + 0.1 g2 = [0.025, 0.21], v = 0.0475 g1² + 0.05 g2² =
+    ///   [0.013875, 0.4975], p -= 0.1 / 0.19 · m / (√v / √0.0975 + 1e-8)
+    ///   = [0.8651203, -1.9489296].
+    /// torch's default betas (0.9, 0.999) give [0.8654394, -1.9494190] from the same steps.
+    #[test]
+    fn two_adam_steps_by_hand_with_openrlhf_betas() {
+        let run = |beta2: f64| -> Vec<f32> {
+            let device = Default::default();
+            let weight =
+                Tensor::<AB, 2>::from_data(TensorData::new(vec![1.0f32, -2.0], [1, 2]), &device);
+            let mut module = Linear::<AB> {
+                weight: Param::from_tensor(weight),
+                bias: None,
+                lora: None,
+            };
+            let names: Vec<String> = named_values(&module).into_keys().collect();
+            let [name] = names.as_slice() else {
+                panic!("one parameter expected: {names:?}");
+            };
+            let config = AdamConfig::new("adam", 0.9, beta2, 1e-8, 0.0).unwrap();
+            let mut state = AdamState::default();
+            for g in [[0.5f32, -1.0], [-0.2, 3.0]] {
+                let mut grads = BTreeMap::new();
+                grads.insert(
+                    name.clone(),
+                    Tensor::<Flex, 1>::from_data(TensorData::new(g.to_vec(), [2]), &device),
+                );
+                module = adam_step(module, &mut grads, &mut state, config, 0.1, 1.0);
+            }
+            module.weight.val().into_data().to_vec::<f32>().unwrap()
+        };
+        let close = |got: &[f32], want: [f64; 2]| {
+            got.iter()
+                .zip(want)
+                .all(|(g, w)| (*g as f64 - w).abs() < 2e-6)
+        };
+        let openrlhf = run(0.95);
+        assert!(close(&openrlhf, [0.8651203, -1.9489296]), "{openrlhf:?}");
+        let torch = run(0.999);
+        assert!(close(&torch, [0.8654394, -1.9494190]), "{torch:?}");
+    }
+}

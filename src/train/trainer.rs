@@ -15,8 +15,8 @@ use serde::{Deserialize, Serialize};
 
 use super::TrainError;
 use super::checkpoint::{StoreDtype, read_safetensors, safetensors_bytes};
-use super::data::{Batch, Example, epoch_order};
-use super::objective::{Objective, target_log_probs};
+use super::data::{Batch, Example, LastBatch, epoch_order};
+use super::objective::{Normalization, Objective, target_log_probs};
 use super::optim::{AdamConfig, AdamState, adam_step};
 use super::params::{HostTensor, accumulate_grads, global_norm, load_values, named_values};
 use super::schedule::Schedule;
@@ -32,7 +32,12 @@ pub struct TrainSettings {
     /// Examples per forward/backward; `batch_size / micro_batch_size` micro-batches are
     /// accumulated into one step.
     pub micro_batch_size: usize,
-    /// Optimiser steps in the run (epochs × ceil(examples / batch_size) for fine-tuning).
+    /// What each micro-batch's loss is divided by (OpenRLHF: its own weight sum).
+    pub normalization: Normalization,
+    /// Whether an epoch's last, incomplete batch is a step (OpenRLHF drops it).
+    pub last_batch: LastBatch,
+    /// Optimiser steps in the run (epochs × [`TrainSettings::steps_per_epoch`] for
+    /// fine-tuning).
     pub total_steps: u64,
     /// Peak learning rate, warmup ratio and decay shape (HF's cosine with 3% warmup).
     pub schedule: Schedule,
@@ -47,9 +52,9 @@ pub struct TrainSettings {
 }
 
 impl TrainSettings {
-    /// Optimiser steps per pass over `n` examples (the last batch may be short, as in HF).
+    /// Optimiser steps per pass over `n` examples (see [`LastBatch`]).
     pub fn steps_per_epoch(&self, n: usize) -> u64 {
-        n.div_ceil(self.batch_size.max(1)) as u64
+        self.last_batch.steps_per_epoch(n, self.batch_size)
     }
 }
 
@@ -57,6 +62,8 @@ impl TrainSettings {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct StepMetrics {
     pub step: u64,
+    /// The step's loss, summed over its micro-batches as `loss_normalization` divided them
+    /// (under `dataset` it is the batch's share of Eq. 8, so much smaller than the others).
     pub loss: f64,
     pub lr: f64,
     /// Before clipping.
@@ -78,6 +85,8 @@ pub struct Trainer<B: AutodiffBackend> {
     pub model: CausalLm<B>,
     pub settings: TrainSettings,
     examples: Vec<Example>,
+    /// D_correct's weight sum, the denominator of `Normalization::Dataset`.
+    dataset_weight: f32,
     adam: AdamState<B::InnerBackend>,
     /// Optimiser steps done.
     pub step: u64,
@@ -100,10 +109,23 @@ impl<B: AutodiffBackend> Trainer<B> {
                 message: "batch and micro-batch sizes must be positive".into(),
             });
         }
+        if settings.steps_per_epoch(examples.len()) == 0 {
+            return Err(TrainError::Setting {
+                name: "last_batch".into(),
+                message: format!(
+                    "{} examples are fewer than batch_size {}: with last_batch = \"drop\" an \
+                     epoch has no step",
+                    examples.len(),
+                    settings.batch_size
+                ),
+            });
+        }
+        let dataset_weight = examples.iter().flat_map(|e| &e.weights).sum();
         Ok(Self {
             model,
             settings,
             examples,
+            dataset_weight,
             adam: AdamState::default(),
             step: 0,
             device,
@@ -121,6 +143,7 @@ impl<B: AutodiffBackend> Trainer<B> {
         let (epoch, k) = (step / per_epoch, (step % per_epoch) as usize);
         let order = epoch_order(n, self.settings.seed, epoch);
         let bs = self.settings.batch_size;
+        // Under `LastBatch::Drop` k never reaches the short tail.
         order[k * bs..((k + 1) * bs).min(n)].to_vec()
     }
 
@@ -133,11 +156,14 @@ impl<B: AutodiffBackend> Trainer<B> {
             .into_iter()
             .map(|i| &self.examples[i])
             .collect();
-        // Eq. 1 / Eq. 8 divide by the whole batch's token count (weight sum), not per
-        // micro-batch, so accumulation reproduces the full-batch gradient.
-        let denominator = s
-            .objective
-            .denominator(batch.iter().flat_map(|e| e.weights.iter().copied()));
+        let micro_batches: Vec<&[&Example]> = batch.chunks(s.micro_batch_size).collect();
+        let micro_sums: Vec<f32> = micro_batches
+            .iter()
+            .map(|micro| micro.iter().flat_map(|e| &e.weights).sum())
+            .collect();
+        let denominators = s
+            .normalization
+            .denominators(&micro_sums, self.dataset_weight);
         // LoRA dropout draws from the backend's generator: seeding it per step makes a
         // resumed run draw what an uninterrupted one would.
         B::seed(
@@ -146,7 +172,7 @@ impl<B: AutodiffBackend> Trainer<B> {
         );
         let mut grads = BTreeMap::new();
         let (mut loss, mut tokens) = (0.0f64, 0usize);
-        for micro in batch.chunks(s.micro_batch_size) {
+        for (micro, denominator) in micro_batches.into_iter().zip(denominators) {
             let mb = Batch::<B>::new(micro, s.pad_id, &self.device);
             tokens += mb.tokens;
             let logits = self.model.forward(mb.inputs, mb.valid); // [b, t, vocab]
