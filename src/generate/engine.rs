@@ -33,7 +33,7 @@ pub struct Request<'a, B: Backend> {
     pub decoding: Decoding,
     /// Generation ends after emitting one of these (it is kept in the output). Empty: never.
     pub eos_token_ids: Vec<u32>,
-    /// Generation ends once this returns true (e.g. a stop string or a complete answer).
+    /// Generation ends once this returns true (e.g. a stop string, or a settled answer).
     pub stop: Option<StopPredicate<'a>>,
 }
 
