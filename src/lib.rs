@@ -1,12 +1,17 @@
 //! `cft`: a declarative orchestrator for Critical Token Fine-tuning.
 //!
-//! The layers follow `DESIGN.md`; each uses only those listed after it:
-//! `exec` → `plan` → `cache` → `stages` → `cft` / `generate` / `train` / `eval` → `model`
-//! → `manifest`. The binary (`src/main.rs`, `src/cli/`) is the only place that prints or
-//! uses `anyhow`.
+//! The layers, top to bottom; each module uses only those after it (`tests/layering.rs`
+//! checks every `crate::` path): `exec` → `stages` → `report` → `plan` → `cache` → `cft` →
+//! `generate` → `train` → `eval` → `toy` → `model` → `contract` → `manifest` → `rng`.
+//! This is DESIGN.md's order as the code found it: the report stage builds a report, so
+//! `report` sits below `stages`; `plan` and `stages` both read and write records, so `cache`
+//! sits below them; `contract` (stage kinds, their versions, typed params and artifacts) sits
+//! below everything that plans, runs or reports stages. The binary (`src/main.rs`,
+//! `src/cli/`) sits on top and is the only place that prints or uses `anyhow`.
 
 pub mod cache;
 pub mod cft;
+pub mod contract;
 pub mod eval;
 pub mod exec;
 pub mod generate;

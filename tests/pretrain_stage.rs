@@ -15,7 +15,7 @@ fn pretrain_writes_a_loadable_model_and_learns() {
     let corpus = plan.add(StageSpec::new(
         "test",
         "dataset",
-        cft::stages::version("dataset"),
+        cft::contract::Kind::Dataset.version(),
         "corpus".into(),
         json!({"source": "synthetic", "synthetic":
                {"split": "train", "n": 64, "seed": 1, "min_steps": 1, "max_steps": 2}}),
@@ -29,7 +29,7 @@ fn pretrain_writes_a_loadable_model_and_learns() {
     plan.add(StageSpec::new(
         "test",
         "pretrain",
-        cft::stages::version("pretrain"),
+        cft::contract::Kind::Pretrain.version(),
         "pretrain".into(),
         json!({"toy": toy}),
         vec![corpus],

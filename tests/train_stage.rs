@@ -91,7 +91,7 @@ fn plan_of(responses: &str, weights: Option<String>, adapter: Value, overrides: 
     plan.add(StageSpec::new(
         "test",
         "train",
-        cft::stages::version("train"),
+        cft::contract::Kind::Train.version(),
         "train".into(),
         json!({"model": {"fingerprint": "x"}, "objective": objective,
                "adapter": adapter, "hparams": hparams}),

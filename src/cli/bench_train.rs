@@ -118,7 +118,7 @@ pub fn toy(args: BenchToyArgs) -> anyhow::Result<()> {
     let corpus = plan.add(StageSpec::new(
         "bench",
         "dataset",
-        cft::stages::version("dataset"),
+        cft::contract::Kind::Dataset.version(),
         "corpus".into(),
         json!({"source": "synthetic", "synthetic": {"split": "train", "n": args.problems,
                "seed": 1, "min_steps": 1, "max_steps": args.max_steps}}),
@@ -132,7 +132,7 @@ pub fn toy(args: BenchToyArgs) -> anyhow::Result<()> {
     plan.add(StageSpec::new(
         "bench",
         "pretrain",
-        cft::stages::version("pretrain"),
+        cft::contract::Kind::Pretrain.version(),
         "pretrain".into(),
         json!({"toy": toy}),
         vec![corpus],

@@ -4,7 +4,7 @@
 //! Records are written last: a stage is done only when its record says so, and that record is
 //! written after its artifacts and blobs are durable (DESIGN.md, Cache and Resume).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
@@ -14,23 +14,7 @@ use serde_json::Value;
 use crate::cache::{Cache, CacheError, OutputRef, Record, RecordStatus, Store, now_secs};
 use crate::plan::{Plan, StageSpec, Status, statuses};
 
-pub use crate::stages::{Output, Progress, StageCtx, StageError, StageImpl, StageOutput};
-
-/// Stage implementations by kind name.
-#[derive(Default)]
-pub struct Registry {
-    impls: HashMap<String, Box<dyn StageImpl>>,
-}
-
-impl Registry {
-    pub fn register(&mut self, kind: &str, imp: impl StageImpl + 'static) {
-        self.impls.insert(kind.to_string(), Box::new(imp));
-    }
-
-    pub fn get(&self, kind: &str) -> Option<&dyn StageImpl> {
-        self.impls.get(kind).map(|b| b.as_ref())
-    }
-}
+pub use crate::stages::{Output, Progress, Registry, StageCtx, StageError, StageImpl, StageOutput};
 
 /// How one stage ended.
 #[derive(Debug, Clone)]

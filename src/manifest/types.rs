@@ -58,7 +58,7 @@ pub struct InputPath {
     pub key: String,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug)]
 pub struct ToyModel {
     pub architecture: String,
     pub hidden_size: u64,
@@ -71,9 +71,8 @@ pub struct ToyModel {
     pub pretrain: Pretrain,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug)]
 pub struct Pretrain {
-    #[serde(skip)]
     pub corpus: DataSource,
     pub steps: u64,
     pub batch_size: u64,
@@ -105,7 +104,8 @@ impl DataSource {
     }
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Synthetic {
     pub split: String,
     pub n: u64,
@@ -191,7 +191,8 @@ pub struct TrainCell {
     pub params: TrainParams,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct TrainParams {
     pub epochs: u64,
     pub learning_rate: f64,
@@ -221,8 +222,8 @@ pub struct TrainParams {
     pub seed: u64,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
-#[serde(tag = "kind", rename_all = "lowercase")]
+#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
 pub enum Adapter {
     Full,
     Lora {
@@ -249,7 +250,8 @@ pub struct BenchmarkSpec {
     pub source: DataSource,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Sampling {
     pub n: u64,
     pub temperature: f64,

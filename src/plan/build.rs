@@ -8,10 +8,14 @@ use std::collections::BTreeSet;
 use serde_json::{Value, json};
 
 use crate::cache::Store;
+use crate::contract::{
+    BaseModel, CheckpointModel, CriticalityParams, DatasetParams, EvalModel, EvalParams,
+    GreedyParams, Kind, ModelParam, Params, PretrainParams, RolloutParams, SelectionParams,
+    TokenStatsParams, ToyParams, ToyPretrainParams, TrainObjective, TrainStageParams,
+};
 use crate::manifest::{
     DataSource, Experiment, InputPath, MethodKind, ModelSource, ModelSpec, Rule,
 };
-use crate::stages::version;
 
 use super::{MissingInput, Plan, PlanError, StageSpec};
 
@@ -24,7 +28,7 @@ struct Builder<'a> {
 /// How a model enters the stages that use it.
 struct ModelRef {
     /// In params: the content fingerprint, or the pretrain stage for the toy family.
-    param: Value,
+    param: ModelParam,
     /// Stage inputs (the pretrain stage, for the toy family).
     inputs: Vec<String>,
     binding: Value,
@@ -62,7 +66,7 @@ pub fn build(exp: &Experiment, store: &dyn Store) -> Result<Plan, PlanError> {
         "report": report,
     });
     b.add(
-        "report",
+        Kind::Report,
         format!("report {}", exp.name),
         params,
         report_inputs,
@@ -74,7 +78,7 @@ pub fn build(exp: &Experiment, store: &dyn Store) -> Result<Plan, PlanError> {
 impl Builder<'_> {
     fn add(
         &mut self,
-        kind: &'static str,
+        kind: Kind,
         label: String,
         params: Value,
         inputs: Vec<String>,
@@ -82,14 +86,28 @@ impl Builder<'_> {
     ) -> String {
         let spec = StageSpec::new(
             &self.exp.name,
-            kind,
-            version(kind),
+            kind.name(),
+            kind.version(),
             label,
             params,
             inputs,
             bindings,
         );
         self.plan.add(spec)
+    }
+
+    /// Adds a stage whose params are its kind's struct.
+    fn add_typed<P: Params>(
+        &mut self,
+        label: String,
+        params: &P,
+        inputs: Vec<String>,
+        bindings: Value,
+    ) -> Result<String, PlanError> {
+        let value = params
+            .to_value()
+            .map_err(|e| PlanError::Invalid(e.to_string()))?;
+        Ok(self.add(P::KIND, label, value, inputs, bindings))
     }
 
     /// The fingerprint of an external input, or a marker naming it as missing.
@@ -115,24 +133,22 @@ impl Builder<'_> {
                 input,
                 format,
                 limit,
-            } => {
-                let fp = self.fingerprint(format!("data `{name}`"), input)?;
-                (
-                    json!({"source": "file", "format": format, "fingerprint": fp, "limit": limit}),
-                    json!({"path": input.path}),
-                )
-            }
-            DataSource::Synthetic(s) => {
-                (json!({"source": "synthetic", "synthetic": s}), Value::Null)
-            }
+            } => (
+                DatasetParams::File {
+                    format: format.clone(),
+                    fingerprint: self.fingerprint(format!("data `{name}`"), input)?,
+                    limit: *limit,
+                },
+                json!({"path": input.path}),
+            ),
+            DataSource::Synthetic(s) => (
+                DatasetParams::Synthetic {
+                    synthetic: s.clone(),
+                },
+                Value::Null,
+            ),
         };
-        Ok(self.add(
-            "dataset",
-            format!("dataset {name}"),
-            params,
-            Vec::new(),
-            bindings,
-        ))
+        self.add_typed(format!("dataset {name}"), &params, Vec::new(), bindings)
     }
 
     fn model(&mut self, model: &ModelSpec) -> Result<ModelRef, PlanError> {
@@ -140,7 +156,7 @@ impl Builder<'_> {
             ModelSource::Dir(input) => {
                 let fp = self.fingerprint(format!("model `{}`", model.name), input)?;
                 Ok(ModelRef {
-                    param: json!({"fingerprint": fp}),
+                    param: ModelParam::dir(fp),
                     inputs: Vec::new(),
                     binding: json!({"model_dir": input.path}),
                 })
@@ -148,15 +164,34 @@ impl Builder<'_> {
             ModelSource::Toy(toy) => {
                 let corpus =
                     self.dataset(&format!("{} corpus", model.name), &toy.pretrain.corpus)?;
-                let key = self.add(
-                    "pretrain",
+                let p = &toy.pretrain;
+                let params = PretrainParams {
+                    toy: ToyParams {
+                        architecture: toy.architecture.clone(),
+                        hidden_size: toy.hidden_size,
+                        num_layers: toy.num_layers,
+                        num_heads: toy.num_heads,
+                        num_kv_heads: toy.num_kv_heads,
+                        intermediate_size: toy.intermediate_size,
+                        max_position: toy.max_position,
+                        vocab_size: toy.vocab_size,
+                        pretrain: ToyPretrainParams {
+                            steps: p.steps,
+                            batch_size: p.batch_size,
+                            learning_rate: p.learning_rate,
+                            warmup_ratio: p.warmup_ratio,
+                            seed: p.seed,
+                        },
+                    },
+                };
+                let key = self.add_typed(
                     format!("pretrain {}", model.name),
-                    json!({"toy": toy}),
+                    &params,
                     vec![corpus],
                     Value::Null,
-                );
+                )?;
                 Ok(ModelRef {
-                    param: json!({"pretrained": true}),
+                    param: ModelParam::pretrained(),
                     inputs: vec![key],
                     binding: Value::Null,
                 })
@@ -182,13 +217,18 @@ impl Builder<'_> {
         let mut report_inputs = Vec::new();
 
         // Eq. 3-4: one greedy pass over the training questions.
-        let greedy = self.add(
-            "greedy",
+        let greedy = self.add_typed(
             format!("greedy {name}"),
-            json!({"model": m.param, "template": model.templates.annotate, "benchmark": benchmark, "max_new_tokens": annotate.max_new_tokens, "limit": annotate.limit}),
+            &GreedyParams {
+                model: m.param.clone(),
+                template: model.templates.annotate.clone(),
+                benchmark: benchmark.to_string(),
+                max_new_tokens: annotate.max_new_tokens,
+                limit: annotate.limit,
+            },
             with_model(&[train_data.to_string()]),
             m.binding.clone(),
-        );
+        )?;
         report_inputs.push(greedy.clone());
 
         // Eq. 5-7: rollouts per alternative rank j, shared by every rule that needs rank j.
@@ -210,13 +250,20 @@ impl Builder<'_> {
             if strict_only && let Some(prev) = rollouts.last() {
                 inputs.push(prev.clone());
             }
-            let key = self.add(
-                "rollout",
+            let key = self.add_typed(
                 format!("rollout {name} j={j}"),
-                json!({"model": m.param, "j": j, "only_where_previous_failed": strict_only && j > 2, "template": model.templates.annotate, "benchmark": benchmark, "early_stop": annotate.early_stop, "max_new_tokens": annotate.max_new_tokens}),
+                &RolloutParams {
+                    model: m.param.clone(),
+                    j,
+                    only_where_previous_failed: strict_only && j > 2,
+                    template: model.templates.annotate.clone(),
+                    benchmark: benchmark.to_string(),
+                    early_stop: annotate.early_stop,
+                    max_new_tokens: annotate.max_new_tokens,
+                },
                 inputs,
                 m.binding.clone(),
-            );
+            )?;
             rollouts.push(key);
         }
 
@@ -225,13 +272,12 @@ impl Builder<'_> {
             if let MethodKind::Cft { rule, k } = me.kind {
                 let mut inputs = vec![greedy.clone()];
                 inputs.extend_from_slice(&rollouts[..(k as usize - 1)]);
-                let key = self.add(
-                    "criticality",
+                let key = self.add_typed(
                     format!("criticality {name} {}-k{k}", rule_name(rule)),
-                    json!({"rule": rule, "k": k}),
+                    &CriticalityParams { rule, k },
                     inputs,
                     Value::Null,
-                );
+                )?;
                 report_inputs.push(key.clone());
                 criticality.insert(me.name.clone(), key);
             }
@@ -246,13 +292,14 @@ impl Builder<'_> {
             )
         });
         let token_stats = if needs_stats {
-            let key = self.add(
-                "token-stats",
+            let key = self.add_typed(
                 format!("token-stats {name}"),
-                json!({"model": m.param}),
+                &TokenStatsParams {
+                    model: m.param.clone(),
+                },
                 with_model(std::slice::from_ref(&greedy)),
                 m.binding.clone(),
-            );
+            )?;
             report_inputs.push(key.clone());
             Some(key)
         } else {
@@ -262,48 +309,55 @@ impl Builder<'_> {
         let mut checkpoints: Vec<(String, String, String)> = Vec::new(); // (method, cell, key)
         for me in &exp.methods {
             let (objective, weights) = match &me.kind {
-                MethodKind::Sft => ("sft", None),
-                MethodKind::Dft => ("dft", None),
-                MethodKind::Cft { .. } => ("weighted", criticality.get(&me.name).cloned()),
+                MethodKind::Sft => (TrainObjective::Sft, None),
+                MethodKind::Dft => (TrainObjective::Dft, None),
+                MethodKind::Cft { .. } => {
+                    (TrainObjective::Weighted, criticality.get(&me.name).cloned())
+                }
                 MethodKind::Entropy { matched, .. }
                 | MethodKind::Attention { matched, .. }
                 | MethodKind::Random { matched } => {
                     let (params, stats) = match &me.kind {
                         MethodKind::Entropy { scope, .. } => (
-                            json!({"selection": "entropy", "match_scope": scope}),
+                            SelectionParams::Entropy {
+                                match_scope: *scope,
+                            },
                             token_stats.clone(),
                         ),
                         MethodKind::Attention { scope, .. } => (
-                            json!({"selection": "attention", "match_scope": scope}),
+                            SelectionParams::Attention {
+                                match_scope: *scope,
+                            },
                             token_stats.clone(),
                         ),
-                        _ => (json!({"selection": "random", "seed": exp.seed}), None),
+                        _ => (SelectionParams::Random { seed: exp.seed }, None),
                     };
                     let mut inputs = vec![greedy.clone()];
                     inputs.extend(stats);
                     inputs.extend(criticality.get(matched).cloned());
-                    let key = self.add(
-                        "selection",
+                    let key = self.add_typed(
                         format!("selection {name} {}", me.name),
-                        params,
+                        &params,
                         inputs,
                         Value::Null,
-                    );
-                    ("weighted", Some(key))
+                    )?;
+                    (TrainObjective::Weighted, Some(key))
                 }
                 MethodKind::Number { within } => {
                     let mut inputs = with_model(std::slice::from_ref(&greedy));
                     if let Some(w) = within {
                         inputs.extend(criticality.get(w).cloned());
                     }
-                    let key = self.add(
-                        "selection",
+                    let key = self.add_typed(
                         format!("selection {name} {}", me.name),
-                        json!({"selection": "number", "model": m.param, "within_critical": within.is_some()}),
+                        &SelectionParams::Number {
+                            model: m.param.clone(),
+                            within_critical: within.is_some(),
+                        },
                         inputs,
                         m.binding.clone(),
-                    );
-                    ("weighted", Some(key))
+                    )?;
+                    (TrainObjective::Weighted, Some(key))
                 }
             };
             if let Some(w) = &weights {
@@ -312,13 +366,17 @@ impl Builder<'_> {
             for cell in &me.cells {
                 let mut inputs = with_model(std::slice::from_ref(&greedy));
                 inputs.extend(weights.clone());
-                let key = self.add(
-                    "train",
+                let key = self.add_typed(
                     format!("train {name} {} {}", me.name, cell.label),
-                    json!({"model": m.param, "objective": objective, "adapter": exp.adapter, "hparams": cell.params}),
+                    &TrainStageParams {
+                        model: m.param.clone(),
+                        objective,
+                        adapter: exp.adapter.clone(),
+                        hparams: cell.params.clone(),
+                    },
                     inputs,
                     m.binding.clone(),
-                );
+                )?;
                 report_inputs.push(key.clone());
                 checkpoints.push((me.name.clone(), cell.label.clone(), key));
             }
@@ -326,15 +384,21 @@ impl Builder<'_> {
 
         // Evaluation of each checkpoint (and of the base model) on each benchmark.
         let eval = &exp.eval;
-        let mut subjects: Vec<(String, Vec<String>, Value)> = Vec::new();
+        let mut subjects: Vec<(String, Vec<String>, EvalModel)> = Vec::new();
         if eval.include_base {
-            subjects.push(("base".into(), m.inputs.clone(), json!({"base": m.param})));
+            subjects.push((
+                "base".into(),
+                m.inputs.clone(),
+                EvalModel::Base(BaseModel {
+                    base: m.param.clone(),
+                }),
+            ));
         }
         for (method, cell, key) in &checkpoints {
             subjects.push((
                 format!("{method} {cell}"),
                 vec![key.clone()],
-                json!({"checkpoint": true}),
+                EvalModel::Checkpoint(CheckpointModel { checkpoint: true }),
             ));
         }
         let mut seen = BTreeSet::new();
@@ -346,13 +410,18 @@ impl Builder<'_> {
                     .filter(|s| s.benchmarks.contains(bench));
                 let mut all = inputs.clone();
                 all.push(data.clone());
-                let key = self.add(
-                    "eval",
+                let key = self.add_typed(
                     format!("eval {name} {subject} {bench}"),
-                    json!({"model": model_param, "benchmark": bench, "template": model.templates.eval, "max_new_tokens": eval.max_new_tokens, "sampling": sampling}),
+                    &EvalParams {
+                        model: model_param.clone(),
+                        benchmark: bench.clone(),
+                        template: model.templates.eval.clone(),
+                        max_new_tokens: eval.max_new_tokens,
+                        sampling: sampling.cloned(),
+                    },
                     all,
                     m.binding.clone(),
-                );
+                )?;
                 if seen.insert(key.clone()) {
                     report_inputs.push(key);
                 }

@@ -5,15 +5,14 @@
 //! rules share one greedy pass and two rollout stages.
 
 mod build;
-mod stage;
 mod status;
 
 use std::collections::HashMap;
 
 use petgraph::graph::{DiGraph, NodeIndex};
 
+pub use crate::contract::stage::{KINDS, StageSpec, stage_key};
 pub use build::build;
-pub use stage::{KINDS, StageSpec, stage_key};
 pub use status::{StageStatus, Status, statuses};
 
 /// A file or directory the manifest names that is not there.

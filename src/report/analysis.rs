@@ -73,7 +73,7 @@ struct WeightsLine {
 
 /// The shared JSONL reader; an unreadable file counts as absent (the report shows "—").
 fn jsonl<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Option<Vec<T>> {
-    crate::stages::annotate::read_lines(bytes, "").ok()
+    crate::contract::artifacts::read_lines(bytes, "").ok()
 }
 
 #[derive(Default)]

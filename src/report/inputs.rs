@@ -13,7 +13,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::cache::{Record, RecordStatus};
-use crate::stages::eval::{QuestionOutput, parse_outputs};
+use crate::contract::artifacts::{QuestionOutput, parse_outputs};
 
 use super::ReportError;
 

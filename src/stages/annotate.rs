@@ -5,7 +5,6 @@
 use std::path::Path;
 
 use burn::prelude::Backend;
-use serde::{Deserialize, Serialize};
 
 use crate::eval::Benchmark;
 use crate::generate::Ending;
@@ -13,65 +12,7 @@ use crate::manifest::EarlyStop;
 use crate::model::{LanguageModel, LoadOptions};
 
 use super::StageError;
-
-/// One greedy response (`responses.jsonl` of the `greedy` stage).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Response {
-    pub idx: u64,
-    pub prompt_ids: Vec<u32>,
-    pub response_ids: Vec<u32>,
-    pub text: String,
-    /// The gold answer the response was graded against.
-    #[serde(default)]
-    pub gold: String,
-    pub pred: String,
-    pub correct: bool,
-    /// Each response token decoded on its own (for token categories and `annotate show`).
-    #[serde(default)]
-    pub pieces: Vec<String>,
-}
-
-/// One example's branches at rank j (`branches.jsonl` of a `rollout` stage): per response
-/// position, the substituted token and whether the branch ended wrong; `None` where the
-/// Strict shortcut did not roll out.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Branches {
-    pub idx: u64,
-    pub alt: Vec<Option<u32>>,
-    pub fail: Vec<Option<bool>>,
-}
-
-/// Per-token weights of one correct example (`weights.jsonl` of criticality and selection).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Weights {
-    pub idx: u64,
-    pub weights: Vec<f32>,
-}
-
-/// Parses a JSONL output, naming the file and line of a bad line.
-pub fn read_lines<T: for<'de> Deserialize<'de>>(
-    bytes: &[u8],
-    what: &str,
-) -> Result<Vec<T>, StageError> {
-    bytes
-        .split(|b| *b == b'\n')
-        .filter(|l| !l.is_empty())
-        .enumerate()
-        .map(|(i, l)| {
-            serde_json::from_slice(l)
-                .map_err(|e| StageError::Failed(format!("{what} line {}: {e}", i + 1)))
-        })
-        .collect()
-}
-
-pub fn write_lines<T: Serialize>(items: &[T]) -> Result<Vec<u8>, StageError> {
-    let mut out = Vec::new();
-    for item in items {
-        serde_json::to_writer(&mut out, item).map_err(|e| StageError::Failed(e.to_string()))?;
-        out.push(b'\n');
-    }
-    Ok(out)
-}
+pub use crate::contract::artifacts::{Branches, Response, Weights, read_lines, write_lines};
 
 pub fn load_model<B: Backend>(
     dir: &Path,

@@ -1,6 +1,7 @@
 //! What a running stage sees: its spec, its inputs' records and outputs, a place to save
 //! finished items (so a killed run resumes from them), progress reporting and the stop flag.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -8,11 +9,27 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::cache::{Cache, CacheError, OutputRef, Record, Store};
-use crate::plan::StageSpec;
+use crate::contract::StageSpec;
 
 /// A stage kind's implementation.
 pub trait StageImpl: Send + Sync {
     fn run(&self, ctx: &mut StageCtx<'_>) -> Result<StageOutput, StageError>;
+}
+
+/// Stage implementations by kind name.
+#[derive(Default)]
+pub struct Registry {
+    impls: HashMap<String, Box<dyn StageImpl>>,
+}
+
+impl Registry {
+    pub fn register(&mut self, kind: &str, imp: impl StageImpl + 'static) {
+        self.impls.insert(kind.to_string(), Box::new(imp));
+    }
+
+    pub fn get(&self, kind: &str) -> Option<&dyn StageImpl> {
+        self.impls.get(kind).map(|b| b.as_ref())
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -21,6 +38,12 @@ pub enum StageError {
     Interrupted,
     #[error("{0}")]
     Failed(String),
+}
+
+impl From<crate::contract::artifacts::ArtifactError> for StageError {
+    fn from(e: crate::contract::artifacts::ArtifactError) -> Self {
+        StageError::Failed(e.to_string())
+    }
 }
 
 impl From<CacheError> for StageError {
@@ -70,6 +93,21 @@ impl<'a> StageCtx<'a> {
 
     pub fn params(&self) -> &Value {
         &self.spec.params
+    }
+
+    /// The params as the stage's kind's struct ([`crate::contract`]): a missing or unknown
+    /// field is an error naming the stage.
+    pub fn params_as<P: crate::contract::Params>(&self) -> Result<P, StageError> {
+        if self.spec.kind != P::KIND.name() {
+            return Err(StageError::Failed(format!(
+                "stage `{}` is a {} stage, read as {}",
+                self.spec.label,
+                self.spec.kind,
+                P::KIND
+            )));
+        }
+        P::from_params(&self.spec.label, &self.spec.params)
+            .map_err(|e| StageError::Failed(e.to_string()))
     }
 
     pub fn bindings(&self) -> &Value {

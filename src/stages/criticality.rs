@@ -10,21 +10,18 @@ use serde_json::json;
 
 use crate::cft::categories::{ALL, categorize};
 use crate::cft::criticality::weights;
-use crate::manifest::Rule;
+
+use crate::contract::CriticalityParams;
 
 use super::annotate::{Branches, Weights, correct_responses, read_lines, write_lines};
 use super::{Output, StageCtx, StageError, StageImpl, StageOutput};
-
-pub const VERSION: u32 = 1;
 
 pub struct Criticality;
 
 impl StageImpl for Criticality {
     fn run(&self, ctx: &mut StageCtx<'_>) -> Result<StageOutput, StageError> {
-        let params = ctx.params().clone();
-        let rule: Rule = serde_json::from_value(params["rule"].clone())
-            .map_err(|e| StageError::Failed(format!("rule: {e}")))?;
-        let k = params["k"].as_u64().unwrap_or(3) as usize;
+        let CriticalityParams { rule, k } = ctx.params_as()?;
+        let k = k as usize;
         let responses = correct_responses(ctx)?;
         // Inputs after the greedy pass are the rollouts of ranks 2..k, in order.
         let rollouts: Vec<_> = ctx

@@ -10,9 +10,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::{Output, StageCtx, StageError, StageImpl, StageOutput};
+use crate::contract::DatasetParams;
+use crate::manifest::Synthetic;
 use crate::toy::problems;
-
-pub const VERSION: u32 = 2;
 
 /// One normalised problem.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -30,16 +30,15 @@ pub struct Dataset;
 
 impl StageImpl for Dataset {
     fn run(&self, ctx: &mut StageCtx<'_>) -> Result<StageOutput, StageError> {
-        let params = ctx.params().clone();
+        let params: DatasetParams = ctx.params_as()?;
         ctx.set_total(1);
-        let problems = match params["source"].as_str() {
-            Some("synthetic") => synthetic(&params["synthetic"])?,
-            Some("file") => file(ctx, &params)?,
-            other => {
-                return Err(StageError::Failed(format!(
-                    "unknown dataset source {other:?}"
-                )));
-            }
+        let problems = match &params {
+            DatasetParams::Synthetic { synthetic: s } => synthetic(s)?,
+            DatasetParams::File {
+                format,
+                fingerprint,
+                limit,
+            } => file(ctx, format, fingerprint, *limit)?,
         };
         let mut bytes = Vec::new();
         for p in &problems {
@@ -57,22 +56,11 @@ impl StageImpl for Dataset {
 
 /// Reads a dataset stage's output.
 pub fn parse_problems(bytes: &[u8]) -> Result<Vec<Problem>, StageError> {
-    super::annotate::read_lines(bytes, "problems.jsonl")
+    Ok(super::annotate::read_lines(bytes, "problems.jsonl")?)
 }
 
-fn synthetic(s: &Value) -> Result<Vec<Problem>, StageError> {
-    let num = |k: &str| {
-        s[k].as_u64()
-            .ok_or_else(|| StageError::Failed(format!("synthetic.{k} missing")))
-    };
-    let split = s["split"].as_str().unwrap_or("train");
-    let generated = problems::generate(
-        num("seed")?,
-        split,
-        num("n")?,
-        num("min_steps")?,
-        num("max_steps")?,
-    );
+fn synthetic(s: &Synthetic) -> Result<Vec<Problem>, StageError> {
+    let generated = problems::generate(s.seed, &s.split, s.n, s.min_steps, s.max_steps);
     generated
         .into_iter()
         .enumerate()
@@ -89,10 +77,14 @@ fn synthetic(s: &Value) -> Result<Vec<Problem>, StageError> {
         .collect()
 }
 
-fn file(ctx: &StageCtx<'_>, params: &Value) -> Result<Vec<Problem>, StageError> {
+fn file(
+    ctx: &StageCtx<'_>,
+    format: &str,
+    expected: &str,
+    limit: Option<u64>,
+) -> Result<Vec<Problem>, StageError> {
     let path: PathBuf = serde_json::from_value(ctx.bindings()["path"].clone())
         .map_err(|_| StageError::Failed("dataset stage has no file binding".into()))?;
-    let expected = params["fingerprint"].as_str().unwrap_or_default();
     if let Some(missing) = expected.strip_prefix("missing:") {
         return Err(StageError::Failed(format!(
             "data file `{missing}` does not exist"
@@ -105,8 +97,6 @@ fn file(ctx: &StageCtx<'_>, params: &Value) -> Result<Vec<Problem>, StageError> 
             path.display()
         )));
     }
-    let limit = params["limit"].as_u64();
-    let format = params["format"].as_str().unwrap_or("gsm8k");
     let text = std::fs::read_to_string(&path)
         .map_err(|e| StageError::Failed(format!("{}: {e}", path.display())))?;
     let mut out = match format {

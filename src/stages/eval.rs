@@ -18,50 +18,18 @@ use super::annotate::{load_model, read_lines, write_lines};
 use super::dataset::Problem;
 use super::prompt::{prompt_ids, stop_strings};
 use super::{Output, StageCtx, StageError, StageImpl, StageOutput};
+use crate::contract::EvalParams;
+pub use crate::contract::artifacts::{QuestionOutput, Samples, parse_outputs};
 use crate::eval::pass_at::pass_at_curve;
 use crate::eval::{Benchmark, grade};
 use crate::generate::{Decoding, Ending, Engine, EngineOptions, encode, score};
+use crate::manifest::Sampling;
 use crate::model::LanguageModel;
-
-/// 2: responses end and are graded by [`Ending`] (the graded text is stripped, as the
-/// harness strips it; a stop string that is a special token ends generation as a token).
-pub const VERSION: u32 = 2;
 
 /// Questions per saved item.
 pub const BATCH: usize = 16;
 
 pub struct Eval;
-
-/// One line of `outputs.jsonl`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct QuestionOutput {
-    pub idx: u64,
-    pub response: String,
-    pub tokens: u64,
-    pub pred: String,
-    pub correct: bool,
-    /// Mean entropy (nats) of the greedy response's token distributions.
-    pub entropy: Option<f64>,
-    /// With sampling: each sample's prediction and correctness.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub samples: Option<Samples>,
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Samples {
-    pub preds: Vec<String>,
-    pub correct: Vec<bool>,
-}
-
-/// The sampling settings of the params (the manifest's `eval.sampling`).
-#[derive(Clone, Debug, Deserialize)]
-struct Sampling {
-    n: u64,
-    temperature: f64,
-    top_p: f64,
-    top_k: u64,
-    seed: u64,
-}
 
 /// What a batch saves.
 #[derive(Serialize, Deserialize)]
@@ -78,11 +46,6 @@ struct Setup {
     sampling: Option<Sampling>,
 }
 
-/// Reads `outputs.jsonl`.
-pub fn parse_outputs(bytes: &[u8]) -> Result<Vec<QuestionOutput>, StageError> {
-    read_lines(bytes, "outputs.jsonl")
-}
-
 /// The grader's benchmark for a benchmark name; a manifest-defined dataset (the toy family's
 /// synthetic splits) is graded as GSM8K, whose format it has.
 pub fn benchmark_of(name: &str) -> Benchmark {
@@ -92,14 +55,6 @@ pub fn benchmark_of(name: &str) -> Benchmark {
         .unwrap_or(Benchmark::Gsm8k)
 }
 
-/// The `benchmark` param of a stage that grades.
-pub fn benchmark_param(params: &Value) -> Result<Benchmark, StageError> {
-    params["benchmark"]
-        .as_str()
-        .map(benchmark_of)
-        .ok_or_else(|| StageError::Failed("the stage's params lack `benchmark`".into()))
-}
-
 impl StageImpl for Eval {
     fn run(&self, ctx: &mut StageCtx<'_>) -> Result<StageOutput, StageError> {
         crate::on_device!(ctx, run)
@@ -107,19 +62,13 @@ impl StageImpl for Eval {
 }
 
 fn run<B: Backend>(ctx: &mut StageCtx<'_>, device: &B::Device) -> Result<StageOutput, StageError> {
-    let params = ctx.params().clone();
+    let params: EvalParams = ctx.params_as()?;
     let fail = |m: String| StageError::Failed(m);
     let setup = Setup {
-        benchmark: benchmark_of(params["benchmark"].as_str().unwrap_or("gsm8k")),
-        template: params["template"].as_str().unwrap_or("plain").to_string(),
-        max_new_tokens: params["max_new_tokens"].as_u64().unwrap_or(512) as usize,
-        sampling: match &params["sampling"] {
-            Value::Null => None,
-            s => Some(
-                serde_json::from_value(s.clone())
-                    .map_err(|e| fail(format!("eval sampling params: {e}")))?,
-            ),
-        },
+        benchmark: benchmark_of(&params.benchmark),
+        template: params.template,
+        max_new_tokens: params.max_new_tokens as usize,
+        sampling: params.sampling,
     };
     let data = ctx.input("dataset")?.clone();
     let problems: Vec<Problem> = read_lines(&ctx.read(&data, "problems.jsonl")?, "problems.jsonl")?;

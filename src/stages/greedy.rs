@@ -14,13 +14,10 @@ use crate::generate::{Ending, Engine, EngineOptions};
 
 use super::annotate::{Response, decode_each, load_model, read_lines, write_lines};
 use super::dataset::Problem;
-use super::eval::benchmark_param;
+use super::eval::benchmark_of;
 use super::prompt::{prompt_ids, stop_strings};
 use super::{Output, StageCtx, StageError, StageImpl, StageOutput};
-
-/// 2: responses end and are graded by [`Ending`] (the text cut at the stop string and
-/// stripped, graded by the training data's benchmark); y no longer holds the end token.
-pub const VERSION: u32 = 2;
+use crate::contract::GreedyParams;
 
 /// Questions per saved chunk.
 const CHUNK: usize = 64;
@@ -35,15 +32,15 @@ impl StageImpl for Greedy {
 
 fn run<B: Backend>(ctx: &mut StageCtx<'_>, device: &B::Device) -> Result<StageOutput, StageError> {
     let started = Instant::now();
-    let params = ctx.params().clone();
-    let template = params["template"].as_str().unwrap_or("plain").to_string();
-    let max_new = params["max_new_tokens"].as_u64().unwrap_or(512) as usize;
-    let benchmark = benchmark_param(&params)?;
+    let params: GreedyParams = ctx.params_as()?;
+    let template = params.template;
+    let max_new = params.max_new_tokens as usize;
+    let benchmark = benchmark_of(&params.benchmark);
     let mut problems: Vec<Problem> = read_lines(
         &ctx.read(ctx.input("dataset")?, "problems.jsonl")?,
         "problems.jsonl",
     )?;
-    if let Some(limit) = params["limit"].as_u64() {
+    if let Some(limit) = params.limit {
         problems.truncate(limit as usize);
     }
     let model = load_model::<B>(&ctx.input_model_dir()?, device, ctx.device().load_options())?;

@@ -1,5 +1,5 @@
 //! Stage implementations: one file per kind. Each says what it reads, what it writes and how
-//! it resumes; the executor (`exec`) calls them through [`crate::exec::StageImpl`].
+//! it resumes; the executor (`exec`) calls them through [`StageImpl`].
 
 pub mod annotate;
 pub mod benchmark;
@@ -17,28 +17,8 @@ pub mod selection;
 pub mod token_stats;
 pub mod train;
 
-pub use context::{Output, Progress, StageCtx, StageError, StageImpl, StageOutput};
+pub use context::{Output, Progress, Registry, StageCtx, StageError, StageImpl, StageOutput};
 pub use device::Device;
-
-use crate::exec::Registry;
-
-/// The version of each kind's meaning; bump it in the stage's file when its output would
-/// change for the same params and inputs, so old cache entries stop matching.
-pub fn version(kind: &str) -> u32 {
-    match kind {
-        "dataset" => dataset::VERSION,
-        "eval" => eval::VERSION,
-        "report" => report::VERSION,
-        "greedy" => greedy::VERSION,
-        "rollout" => rollout::VERSION,
-        "criticality" => criticality::VERSION,
-        "selection" => selection::VERSION,
-        "token-stats" => token_stats::VERSION,
-        "train" => train::VERSION,
-        "pretrain" => pretrain::VERSION,
-        _ => 1,
-    }
-}
 
 /// Every stage kind this build can run.
 pub fn registry() -> Registry {

@@ -5,8 +5,6 @@
 //! `"Question: {question}\nAnswer:"`) runs for the configured steps. The output is an HF directory
 //! (`model/...`) like any checkpoint. Resumes like `train` (progress item `state`).
 
-use serde::Deserialize;
-
 use super::dataset::parse_problems;
 use super::train::{model_outputs, run_loop};
 use super::{StageCtx, StageError, StageImpl, StageOutput};
@@ -14,22 +12,12 @@ use crate::train::checkpoint::StoreDtype;
 use burn::backend::Autodiff;
 use burn::prelude::Backend;
 
+use crate::contract::PretrainParams;
 use crate::model::LanguageModel;
 use crate::train::data::Example;
 use crate::train::optim::AdamConfig;
 use crate::train::scratch::{EOS, PAD, ToyArch, write_random_model, write_tokenizer};
 use crate::train::{LastBatch, Normalization, Objective, Schedule, TrainSettings, Trainer};
-
-pub const VERSION: u32 = 2;
-
-#[derive(Deserialize)]
-struct PretrainParams {
-    steps: u64,
-    batch_size: u64,
-    learning_rate: f64,
-    warmup_ratio: f64,
-    seed: u64,
-}
 
 pub struct Pretrain;
 
@@ -56,11 +44,18 @@ fn pretrain_on<B: Backend>(
     ctx: &mut StageCtx<'_>,
     device: &B::Device,
 ) -> Result<StageOutput, StageError> {
-    let toy = ctx.params()["toy"].clone();
-    let arch: ToyArch =
-        serde_json::from_value(toy.clone()).map_err(|e| fail(format!("toy: {e}")))?;
-    let p: PretrainParams = serde_json::from_value(toy["pretrain"].clone())
-        .map_err(|e| fail(format!("toy.pretrain: {e}")))?;
+    let PretrainParams { toy } = ctx.params_as()?;
+    let arch = ToyArch {
+        architecture: toy.architecture,
+        hidden_size: toy.hidden_size as usize,
+        num_layers: toy.num_layers as usize,
+        num_heads: toy.num_heads as usize,
+        num_kv_heads: toy.num_kv_heads as usize,
+        intermediate_size: toy.intermediate_size as usize,
+        max_position: toy.max_position as usize,
+        vocab_size: toy.vocab_size as usize,
+    };
+    let p = toy.pretrain;
 
     // 1. the corpus
     let corpus = ctx.input("dataset")?.clone();

@@ -7,10 +7,6 @@ use super::{Output, StageCtx, StageError, StageImpl, StageOutput};
 use crate::cache::Record;
 use crate::report::{Params, Records, build, files::artifacts};
 
-/// 2: tokens trained on are a share of the response tokens (they were a share of every token
-/// of the batches, prompts included), Table 4's Avg tokens averages the correct responses.
-pub const VERSION: u32 = 2;
-
 pub struct Report;
 
 impl StageImpl for Report {

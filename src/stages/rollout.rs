@@ -16,19 +16,15 @@ use burn::prelude::Backend;
 use serde_json::json;
 
 use crate::cft::rollout::{Example, Settings, batched};
+use crate::contract::RolloutParams;
 use crate::generate::Ending;
-use crate::manifest::EarlyStop;
 
 use super::annotate::{
     Branches, GradeJudge, correct_responses, load_model, read_lines, write_lines,
 };
-use super::eval::benchmark_param;
+use super::eval::benchmark_of;
 use super::prompt::stop_strings;
 use super::{Output, StageCtx, StageError, StageImpl, StageOutput};
-
-/// 2: branches end by the greedy response's end rule and are graded on its cut (the early
-/// stop at the first complete answer is gone; `early_stop = "answer"` opts into the safe one).
-pub const VERSION: u32 = 2;
 
 /// Examples per saved chunk.
 const CHUNK: usize = 8;
@@ -50,26 +46,21 @@ impl StageImpl for Rollout {
 
 fn run<B: Backend>(ctx: &mut StageCtx<'_>, device: &B::Device) -> Result<StageOutput, StageError> {
     let started = Instant::now();
-    let params = ctx.params().clone();
-    let rank = params["j"].as_u64().unwrap_or(2) as usize;
-    let max_new = params["max_new_tokens"].as_u64().unwrap_or(512) as usize;
-    let template = params["template"]
-        .as_str()
-        .ok_or_else(|| StageError::Failed("rollout params lack `template`".into()))?
-        .to_string();
-    let benchmark = benchmark_param(&params)?;
-    let early_stop: EarlyStop = serde_json::from_value(params["early_stop"].clone())
-        .map_err(|e| StageError::Failed(format!("rollout params: early_stop: {e}")))?;
+    let params: RolloutParams = ctx.params_as()?;
+    let rank = params.j as usize;
+    let max_new = params.max_new_tokens as usize;
+    let template = params.template;
+    let benchmark = benchmark_of(&params.benchmark);
+    let early_stop = params.early_stop;
     let responses = correct_responses(ctx)?;
-    let previous: Option<HashMap<u64, Branches>> =
-        if params["only_where_previous_failed"].as_bool() == Some(true) {
-            let prev = ctx.input("rollout")?;
-            let lines: Vec<Branches> =
-                read_lines(&ctx.read(prev, "branches.jsonl")?, "branches.jsonl")?;
-            Some(lines.into_iter().map(|b| (b.idx, b)).collect())
-        } else {
-            None
-        };
+    let previous: Option<HashMap<u64, Branches>> = if params.only_where_previous_failed {
+        let prev = ctx.input("rollout")?;
+        let lines: Vec<Branches> =
+            read_lines(&ctx.read(prev, "branches.jsonl")?, "branches.jsonl")?;
+        Some(lines.into_iter().map(|b| (b.idx, b)).collect())
+    } else {
+        None
+    };
     let model = load_model::<B>(&ctx.input_model_dir()?, device, ctx.device().load_options())?;
     let settings = Settings {
         rank,

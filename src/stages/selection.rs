@@ -14,10 +14,7 @@ use crate::manifest::MatchScope;
 
 use super::annotate::{Response, Weights, correct_responses, read_lines, write_lines};
 use super::{Output, StageCtx, StageError, StageImpl, StageOutput};
-
-/// 2: `match_scope` (Entropy and Attention may match CFT's count over all of D_correct); the
-/// unused `seed` left their params.
-pub const VERSION: u32 = 2;
+use crate::contract::SelectionParams;
 
 /// A line of the `token-stats` output.
 #[derive(Deserialize)]
@@ -32,14 +29,12 @@ pub struct Selection;
 
 impl StageImpl for Selection {
     fn run(&self, ctx: &mut StageCtx<'_>) -> Result<StageOutput, StageError> {
-        let params = ctx.params().clone();
-        let kind = params["selection"].as_str().unwrap_or_default().to_string();
-        let seed = params["seed"].as_u64().unwrap_or(0);
-        // Absent in the params of random and number selections, which have no scope.
-        let scope: MatchScope = match params.get("match_scope") {
-            None => MatchScope::Example,
-            Some(v) => serde_json::from_value(v.clone())
-                .map_err(|e| StageError::Failed(format!("match_scope: {e}")))?,
+        let params: SelectionParams = ctx.params_as()?;
+        let (kind, scope) = match params {
+            SelectionParams::Entropy { match_scope } => ("entropy", Some(match_scope)),
+            SelectionParams::Attention { match_scope } => ("attention", Some(match_scope)),
+            SelectionParams::Random { .. } => ("random", None),
+            SelectionParams::Number { .. } => ("number", None),
         };
         let responses = correct_responses(ctx)?;
         let matched: Option<HashMap<u64, Vec<f32>>> =
@@ -84,7 +79,7 @@ impl StageImpl for Selection {
                 .map(|r| score_line(r, stats.as_ref(), pick, &missing))
                 .collect()
         };
-        let ranked = |scores: Vec<Vec<f32>>| match scope {
+        let ranked = |scores: Vec<Vec<f32>>| match scope.unwrap_or(MatchScope::Example) {
             MatchScope::Example => scores
                 .iter()
                 .zip(&counts)
@@ -92,15 +87,15 @@ impl StageImpl for Selection {
                 .collect(),
             MatchScope::Global => top_global(&scores, counts.iter().sum()),
         };
-        let masks: Vec<Vec<f32>> = match kind.as_str() {
-            "entropy" => ranked(scores(|s| &s.entropy)?),
-            "attention" => ranked(scores(|s| &s.attention)?),
-            "random" => responses
+        let masks: Vec<Vec<f32>> = match params {
+            SelectionParams::Entropy { .. } => ranked(scores(|s| &s.entropy)?),
+            SelectionParams::Attention { .. } => ranked(scores(|s| &s.attention)?),
+            SelectionParams::Random { seed } => responses
                 .iter()
                 .zip(&counts)
                 .map(|(r, c)| random(r.response_ids.len(), *c, seed, r.idx))
                 .collect(),
-            "number" => responses
+            SelectionParams::Number { .. } => responses
                 .iter()
                 .zip(&cft)
                 .map(|(r, within)| {
@@ -113,7 +108,6 @@ impl StageImpl for Selection {
                     numbers(&is_number, within.map(Vec::as_slice))
                 })
                 .collect(),
-            other => return Err(StageError::Failed(format!("unknown selection `{other}`"))),
         };
         let tokens: usize = responses.iter().map(|r| r.response_ids.len()).sum();
         let selected: usize = masks.iter().map(|m| count_marked(m)).sum();
@@ -127,7 +121,7 @@ impl StageImpl for Selection {
             .collect();
         Ok(StageOutput {
             outputs: vec![("weights.jsonl".into(), Output::Bytes(write_lines(&out)?))],
-            metrics: json!({"selection": kind, "match_scope": params.get("match_scope"), "tokens": tokens, "selected": selected, "fraction": selected as f64 / tokens.max(1) as f64}),
+            metrics: json!({"selection": kind, "match_scope": scope, "tokens": tokens, "selected": selected, "fraction": selected as f64 / tokens.max(1) as f64}),
         })
     }
 }

@@ -16,8 +16,6 @@ use serde_json::json;
 use super::annotate::{correct_responses, load_model, read_lines, write_lines};
 use super::{Output, StageCtx, StageError, StageImpl, StageOutput};
 
-pub const VERSION: u32 = 1;
-
 #[derive(Serialize, serde::Deserialize)]
 struct Line {
     idx: u64,

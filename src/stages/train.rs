@@ -21,11 +21,11 @@ use burn::backend::Autodiff;
 use burn::prelude::Backend;
 use burn::tensor::DType;
 use burn::tensor::backend::AutodiffBackend;
-use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::annotate::{Response, Weights, read_lines};
 use super::{Output, StageCtx, StageError, StageImpl, StageOutput};
+use crate::contract::{TrainObjective, TrainStageParams};
 use crate::manifest::Adapter;
 use crate::model::{LanguageModel, LoadOptions};
 use crate::train::checkpoint::{StoreDtype, write_model_dir};
@@ -37,35 +37,7 @@ use crate::train::{
     Normalization, Objective, Schedule, StepMetrics, TrainError, TrainSettings, Trainer,
 };
 
-/// 2: `precision` is honoured on every device (before, the CPU trained in f32 whatever it said),
-/// half-precision parameters update through f32 master copies, bf16 checkpoints are stored bf16.
-pub const VERSION: u32 = 2;
-
 pub struct Train;
-
-/// The `hparams` of the stage params (`TrainParams` as JSON).
-#[derive(Deserialize)]
-struct Hparams {
-    epochs: u64,
-    learning_rate: f64,
-    batch_size: u64,
-    micro_batch_size: u64,
-    warmup_ratio: f64,
-    schedule: String,
-    precision: String,
-    max_length: u64,
-    optimizer: String,
-    weight_decay: f64,
-    grad_clip: f64,
-    adam_beta1: f64,
-    adam_beta2: f64,
-    adam_eps: f64,
-    min_lr_ratio: f64,
-    loss_normalization: String,
-    last_batch: String,
-    append_eos: bool,
-    seed: u64,
-}
 
 fn fail(e: impl std::fmt::Display) -> StageError {
     StageError::Failed(e.to_string())
@@ -82,14 +54,14 @@ fn train_on<B: Backend>(
     ctx: &mut StageCtx<'_>,
     device: &B::Device,
 ) -> Result<StageOutput, StageError> {
-    let params = ctx.params().clone();
-    let objective = params["objective"]
-        .as_str()
-        .and_then(Objective::parse)
-        .ok_or_else(|| fail(format!("unknown objective {}", params["objective"])))?;
-    let adapter: Adapter = adapter_from_json(&params["adapter"])?;
-    let hp: Hparams = serde_json::from_value(params["hparams"].clone())
-        .map_err(|e| fail(format!("hparams: {e}")))?;
+    let params: TrainStageParams = ctx.params_as()?;
+    let objective = match params.objective {
+        TrainObjective::Sft => Objective::Sft,
+        TrainObjective::Dft => Objective::Dft,
+        TrainObjective::Weighted => Objective::Weighted,
+    };
+    let adapter = params.adapter;
+    let hp = params.hparams;
 
     // 1. the model
     let base = ctx.input_model_dir()?;
@@ -271,25 +243,6 @@ fn training_dtype(precision: &str) -> Result<DType, StageError> {
         other => Err(fail(format!(
             "unknown precision {other:?} (f32, bf16, f16)"
         ))),
-    }
-}
-
-/// The adapter of the stage params (the manifest's `Adapter`, serialised).
-fn adapter_from_json(v: &Value) -> Result<Adapter, StageError> {
-    match v["kind"].as_str() {
-        Some("full") | None => Ok(Adapter::Full),
-        Some("lora") => Ok(Adapter::Lora {
-            rank: v["rank"]
-                .as_u64()
-                .ok_or_else(|| fail("adapter.rank missing"))?,
-            alpha: v["alpha"]
-                .as_f64()
-                .ok_or_else(|| fail("adapter.alpha missing"))?,
-            dropout: v["dropout"].as_f64().unwrap_or(0.0),
-            target_modules: serde_json::from_value(v["target_modules"].clone())
-                .map_err(|e| fail(format!("adapter.target_modules: {e}")))?,
-        }),
-        Some(other) => Err(fail(format!("unknown adapter kind {other:?}"))),
     }
 }
 

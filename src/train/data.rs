@@ -38,7 +38,7 @@ pub struct Example {
 /// weights (SFT, DFT: OpenRLHF's loss mask covers it). With weights (CFT, the selection
 /// baselines) it gets weight 0: it is no token of the annotated greedy response, so no
 /// rollout tested it and Eq. 8 has no `c_t` for it. The greedy stage keeps the end token out
-/// of y ([`crate::generate::Ending::kept`]); a response that still ends with one (a caller's
+/// of y (`generate::Ending::kept`); a response that still ends with one (a caller's
 /// own data) keeps it with its weight and gets no second one.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EndOfSequence {

@@ -4,18 +4,15 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 /// The stage kinds of DESIGN.md's table, by the names `cft plan --json` prints.
-pub const KINDS: [&str; 10] = [
-    "dataset",
-    "pretrain",
-    "greedy",
-    "rollout",
-    "criticality",
-    "token-stats",
-    "selection",
-    "train",
-    "eval",
-    "report",
-];
+pub const KINDS: [&str; 10] = {
+    let mut names = [""; 10];
+    let mut i = 0;
+    while i < 10 {
+        names[i] = super::Kind::ALL[i].name();
+        i += 1;
+    }
+    names
+};
 
 #[derive(Clone, Debug, Serialize)]
 pub struct StageSpec {
