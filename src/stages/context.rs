@@ -6,10 +6,29 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::cache::{Cache, CacheError, OutputRef, Record, Store};
 use crate::contract::StageSpec;
+
+/// How a stage's saved item is stored ([`StageCtx::item`]).
+pub trait Item: Sized {
+    fn encode(&self) -> Result<Vec<u8>, StageError>;
+    fn decode(bytes: &[u8], name: &str) -> Result<Self, StageError>;
+}
+
+/// One JSON line per element, as the stages' outputs are written.
+impl<T: Serialize + DeserializeOwned> Item for Vec<T> {
+    fn encode(&self) -> Result<Vec<u8>, StageError> {
+        Ok(crate::contract::artifacts::write_lines(self)?)
+    }
+
+    fn decode(bytes: &[u8], name: &str) -> Result<Self, StageError> {
+        Ok(crate::contract::artifacts::read_lines(bytes, name)?)
+    }
+}
 
 /// A stage kind's implementation.
 pub trait StageImpl: Send + Sync {
@@ -201,6 +220,29 @@ impl<'a> StageCtx<'a> {
         self.cache.progress_put(&self.spec.key, item, bytes)?;
         self.cache.flush()?;
         Ok(())
+    }
+
+    /// Item `name` of the stage's work: the copy a previous (interrupted) run saved, or else,
+    /// unless the run is asked to stop, `compute`d and saved durably before it is returned.
+    /// Either way the progress advances by `count`. Every stage that works in items resumes
+    /// through this, so a killed run loses at most the item in flight.
+    pub fn item<I: Item>(
+        &mut self,
+        name: &str,
+        count: u64,
+        compute: impl FnOnce() -> Result<I, StageError>,
+    ) -> Result<I, StageError> {
+        let item = match self.saved(name)? {
+            Some(bytes) => I::decode(&bytes, name)?,
+            None => {
+                self.check_stop()?;
+                let item = compute()?;
+                self.save(name, &item.encode()?)?;
+                item
+            }
+        };
+        self.advance(count);
+        Ok(item)
     }
 
     pub fn set_total(&mut self, total: u64) {

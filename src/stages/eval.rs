@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use super::annotate::{load_model, read_lines, write_lines};
 use super::dataset::Problem;
 use super::prompt::{prompt_ids, stop_strings};
-use super::{Output, StageCtx, StageError, StageImpl, StageOutput};
+use super::{Item, Output, StageCtx, StageError, StageImpl, StageOutput};
 use crate::contract::EvalParams;
 pub use crate::contract::artifacts::{QuestionOutput, Samples, parse_outputs};
 use crate::eval::pass_at::pass_at_curve;
@@ -36,6 +36,17 @@ pub struct Eval;
 struct SavedBatch {
     outputs: Vec<QuestionOutput>,
     seconds: f64,
+}
+
+/// One JSON object (its time with it).
+impl Item for SavedBatch {
+    fn encode(&self) -> Result<Vec<u8>, StageError> {
+        serde_json::to_vec(self).map_err(|e| StageError::Failed(e.to_string()))
+    }
+
+    fn decode(bytes: &[u8], name: &str) -> Result<Self, StageError> {
+        serde_json::from_slice(bytes).map_err(|e| StageError::Failed(format!("saved {name}: {e}")))
+    }
 }
 
 /// Everything a batch needs, resolved once from the params.
@@ -63,7 +74,6 @@ impl StageImpl for Eval {
 
 fn run<B: Backend>(ctx: &mut StageCtx<'_>, device: &B::Device) -> Result<StageOutput, StageError> {
     let params: EvalParams = ctx.params_as()?;
-    let fail = |m: String| StageError::Failed(m);
     let setup = Setup {
         benchmark: benchmark_of(&params.benchmark),
         template: params.template,
@@ -79,27 +89,15 @@ fn run<B: Backend>(ctx: &mut StageCtx<'_>, device: &B::Device) -> Result<StageOu
     let mut outputs = Vec::with_capacity(problems.len());
     let mut seconds = 0.0;
     for (b, batch) in batches.iter().enumerate() {
-        ctx.check_stop()?;
-        let item = format!("batch-{b}");
-        let saved: SavedBatch = match ctx.saved(&item)? {
-            Some(bytes) => {
-                serde_json::from_slice(&bytes).map_err(|e| fail(format!("saved {item}: {e}")))?
-            }
-            None => {
-                let started = Instant::now();
-                let outputs = run_batch(&model, &setup, batch)?;
-                let saved = SavedBatch {
-                    outputs,
-                    seconds: started.elapsed().as_secs_f64(),
-                };
-                let bytes = serde_json::to_vec(&saved).map_err(|e| fail(e.to_string()))?;
-                ctx.save(&item, &bytes)?;
-                saved
-            }
-        };
+        let saved: SavedBatch = ctx.item(&format!("batch-{b}"), batch.len() as u64, || {
+            let started = Instant::now();
+            Ok(SavedBatch {
+                outputs: run_batch(&model, &setup, batch)?,
+                seconds: started.elapsed().as_secs_f64(),
+            })
+        })?;
         seconds += saved.seconds;
         outputs.extend(saved.outputs);
-        ctx.advance(batch.len() as u64);
     }
 
     let bytes = write_lines(&outputs)?;

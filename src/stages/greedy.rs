@@ -63,43 +63,9 @@ fn run<B: Backend>(ctx: &mut StageCtx<'_>, device: &B::Device) -> Result<StageOu
     ctx.set_total(problems.len() as u64);
     let mut responses: Vec<Response> = Vec::with_capacity(problems.len());
     for (c, chunk) in problems.chunks(CHUNK).enumerate() {
-        let item = format!("chunk-{c}");
-        if let Some(saved) = ctx.saved(&item)? {
-            responses.extend(read_lines::<Response>(&saved, &item)?);
-            ctx.advance(chunk.len() as u64);
-            continue;
-        }
-        ctx.check_stop()?;
-        let mut prompts = Vec::with_capacity(chunk.len());
-        let mut requests = Vec::with_capacity(chunk.len());
-        for p in chunk {
-            let ids = prompt_ids(&template, &p.question, tokenizer)?;
-            prompts.push(ids.clone());
-            requests.push(ending.request(ids, &[]));
-        }
-        let completions = engine
-            .generate(requests)
-            .map_err(|e| StageError::Failed(e.to_string()))?;
-        let mut done = Vec::with_capacity(chunk.len());
-        for ((p, prompt), completion) in chunk.iter().zip(prompts).zip(completions) {
-            let response_ids = ending.kept(&completion.tokens);
-            let text = ending
-                .graded_text(&completion.tokens)
-                .map_err(|e| StageError::Failed(e.to_string()))?;
-            let verdict = grade(benchmark, &text, &p.gold);
-            done.push(Response {
-                idx: p.idx,
-                prompt_ids: prompt,
-                pieces: decode_each(&response_ids, tokenizer),
-                response_ids,
-                text,
-                gold: p.gold.clone(),
-                pred: verdict.pred,
-                correct: verdict.correct,
-            });
-        }
-        ctx.save(&item, &write_lines(&done)?)?;
-        ctx.advance(done.len() as u64);
+        let done: Vec<Response> = ctx.item(&format!("chunk-{c}"), chunk.len() as u64, || {
+            answer(chunk, &template, &engine, &ending, benchmark)
+        })?;
         responses.extend(done);
     }
 
@@ -127,4 +93,44 @@ fn run<B: Backend>(ctx: &mut StageCtx<'_>, device: &B::Device) -> Result<StageOu
             "seconds": started.elapsed().as_secs_f64(),
         }),
     })
+}
+
+/// One chunk of questions answered greedily and graded.
+fn answer<B: Backend>(
+    chunk: &[Problem],
+    template: &str,
+    engine: &Engine<'_, B>,
+    ending: &Ending<'_>,
+    benchmark: crate::eval::Benchmark,
+) -> Result<Vec<Response>, StageError> {
+    let tokenizer = ending.tokenizer();
+    let mut prompts = Vec::with_capacity(chunk.len());
+    let mut requests = Vec::with_capacity(chunk.len());
+    for p in chunk {
+        let ids = prompt_ids(template, &p.question, tokenizer)?;
+        prompts.push(ids.clone());
+        requests.push(ending.request(ids, &[]));
+    }
+    let completions = engine
+        .generate(requests)
+        .map_err(|e| StageError::Failed(e.to_string()))?;
+    let mut done = Vec::with_capacity(chunk.len());
+    for ((p, prompt), completion) in chunk.iter().zip(prompts).zip(completions) {
+        let response_ids = ending.kept(&completion.tokens);
+        let text = ending
+            .graded_text(&completion.tokens)
+            .map_err(|e| StageError::Failed(e.to_string()))?;
+        let verdict = grade(benchmark, &text, &p.gold);
+        done.push(Response {
+            idx: p.idx,
+            prompt_ids: prompt,
+            pieces: decode_each(&response_ids, tokenizer),
+            response_ids,
+            text,
+            gold: p.gold.clone(),
+            pred: verdict.pred,
+            correct: verdict.correct,
+        });
+    }
+    Ok(done)
 }

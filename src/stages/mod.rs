@@ -17,7 +17,7 @@ pub mod selection;
 pub mod token_stats;
 pub mod train;
 
-pub use context::{Output, Progress, Registry, StageCtx, StageError, StageImpl, StageOutput};
+pub use context::{Item, Output, Progress, Registry, StageCtx, StageError, StageImpl, StageOutput};
 pub use device::Device;
 
 /// Every stage kind this build can run.

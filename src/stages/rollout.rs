@@ -20,7 +20,7 @@ use crate::contract::RolloutParams;
 use crate::generate::Ending;
 
 use super::annotate::{
-    Branches, GradeJudge, correct_responses, load_model, read_lines, write_lines,
+    Branches, GradeJudge, Response, correct_responses, load_model, read_lines, write_lines,
 };
 use super::eval::benchmark_of;
 use super::prompt::stop_strings;
@@ -87,69 +87,33 @@ fn run<B: Backend>(ctx: &mut StageCtx<'_>, device: &B::Device) -> Result<StageOu
     let mut out: Vec<Branches> = Vec::with_capacity(responses.len());
     let mut branches = 0usize;
     for (c, chunk) in responses.chunks(CHUNK).enumerate() {
-        let item = format!("chunk-{c}");
-        if let Some(saved) = ctx.saved(&item)? {
-            let done: Vec<Branches> = read_lines(&saved, &item)?;
-            branches += done
+        let done: Vec<Branches> = ctx.item(&format!("chunk-{c}"), chunk.len() as u64, || {
+            let examples = chunk
                 .iter()
-                .map(|b| b.alt.iter().flatten().count())
-                .sum::<usize>();
-            out.extend(done);
-            ctx.advance(chunk.len() as u64);
-            continue;
-        }
-        ctx.check_stop()?;
-        let mut examples = Vec::with_capacity(chunk.len());
-        for r in chunk {
-            let open = match &previous {
-                None => vec![true; r.response_ids.len()],
-                Some(prev) => {
-                    let b = prev.get(&r.idx).ok_or_else(|| {
-                        StageError::Failed(format!(
-                            "the previous rank has no outcome for example {}",
-                            r.idx
-                        ))
-                    })?;
-                    if b.fail.len() != r.response_ids.len() {
-                        return Err(StageError::Failed(format!(
-                            "example {}: previous rank has {} positions, the response {}",
-                            r.idx,
-                            b.fail.len(),
-                            r.response_ids.len()
-                        )));
-                    }
-                    b.fail.iter().map(|f| *f == Some(true)).collect()
-                }
+                .map(|r| example(r, previous.as_ref()))
+                .collect::<Result<Vec<_>, _>>()?;
+            let judge = GradeJudge {
+                ending: ending.clone(),
+                early_stop,
+                benchmark,
+                golds: chunk.iter().map(|r| r.gold.clone()).collect(),
             };
-            examples.push(Example {
-                prompt: r.prompt_ids.clone(),
-                response: r.response_ids.clone(),
-                open,
-            });
-        }
-        let judge = GradeJudge {
-            ending: ending.clone(),
-            early_stop,
-            benchmark,
-            golds: chunk.iter().map(|r| r.gold.clone()).collect(),
-        };
-        let outcomes = batched(&model.lm, &examples, ending.end_ids(), &judge, settings)
-            .map_err(|e| StageError::Failed(e.to_string()))?;
-        let done: Vec<Branches> = chunk
-            .iter()
-            .zip(outcomes)
-            .map(|(r, o)| Branches {
-                idx: r.idx,
-                alt: o.alt,
-                fail: o.fail,
-            })
-            .collect();
+            let outcomes = batched(&model.lm, &examples, ending.end_ids(), &judge, settings)
+                .map_err(|e| StageError::Failed(e.to_string()))?;
+            Ok(chunk
+                .iter()
+                .zip(outcomes)
+                .map(|(r, o)| Branches {
+                    idx: r.idx,
+                    alt: o.alt,
+                    fail: o.fail,
+                })
+                .collect())
+        })?;
         branches += done
             .iter()
             .map(|b| b.alt.iter().flatten().count())
             .sum::<usize>();
-        ctx.save(&item, &write_lines(&done)?)?;
-        ctx.advance(done.len() as u64);
         out.extend(done);
     }
     Ok(StageOutput {
@@ -160,5 +124,35 @@ fn run<B: Backend>(ctx: &mut StageCtx<'_>, device: &B::Device) -> Result<StageOu
             "examples": out.len(),
             "seconds": started.elapsed().as_secs_f64(),
         }),
+    })
+}
+
+/// The example to branch from: every position, or under the Strict shortcut those where the
+/// previous rank failed.
+fn example(r: &Response, previous: Option<&HashMap<u64, Branches>>) -> Result<Example, StageError> {
+    let open = match previous {
+        None => vec![true; r.response_ids.len()],
+        Some(prev) => {
+            let b = prev.get(&r.idx).ok_or_else(|| {
+                StageError::Failed(format!(
+                    "the previous rank has no outcome for example {}",
+                    r.idx
+                ))
+            })?;
+            if b.fail.len() != r.response_ids.len() {
+                return Err(StageError::Failed(format!(
+                    "example {}: previous rank has {} positions, the response {}",
+                    r.idx,
+                    b.fail.len(),
+                    r.response_ids.len()
+                )));
+            }
+            b.fail.iter().map(|f| *f == Some(true)).collect()
+        }
+    };
+    Ok(Example {
+        prompt: r.prompt_ids.clone(),
+        response: r.response_ids.clone(),
+        open,
     })
 }

@@ -13,7 +13,7 @@ use burn::tensor::activation::log_softmax;
 use serde::Serialize;
 use serde_json::json;
 
-use super::annotate::{correct_responses, load_model, read_lines, write_lines};
+use super::annotate::{correct_responses, load_model, write_lines};
 use super::{Output, StageCtx, StageError, StageImpl, StageOutput};
 
 #[derive(Serialize, serde::Deserialize)]
@@ -38,19 +38,12 @@ fn run<B: Backend>(ctx: &mut StageCtx<'_>, device: &B::Device) -> Result<StageOu
     ctx.set_total(responses.len() as u64);
     let mut out = Vec::with_capacity(responses.len());
     for r in &responses {
-        let item = format!("{}", r.idx);
-        if let Some(saved) = ctx.saved(&item)? {
-            out.extend(read_lines::<Line>(&saved, &item)?);
-            ctx.advance(1);
-            continue;
-        }
-        ctx.check_stop()?;
-        let line = stats(&model.lm, &r.prompt_ids, &r.response_ids, device)
-            .map_err(|e| StageError::Failed(format!("example {}: {e}", r.idx)))?;
-        let line = Line { idx: r.idx, ..line };
-        ctx.save(&item, &write_lines(std::slice::from_ref(&line))?)?;
-        out.push(line);
-        ctx.advance(1);
+        let lines: Vec<Line> = ctx.item(&r.idx.to_string(), 1, || {
+            let line = stats(&model.lm, &r.prompt_ids, &r.response_ids, device)
+                .map_err(|e| StageError::Failed(format!("example {}: {e}", r.idx)))?;
+            Ok(vec![Line { idx: r.idx, ..line }])
+        })?;
+        out.extend(lines);
     }
     Ok(StageOutput {
         outputs: vec![("stats.jsonl".into(), Output::Bytes(write_lines(&out)?))],
