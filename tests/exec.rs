@@ -76,6 +76,8 @@ fn a_failure_stops_the_run_unless_keep_going() {
     let (s, log) = run(&cache, &plan, false);
     assert_eq!(s.failed.len(), 1);
     assert!(s.failed[0].1.contains("c failed on purpose"));
+    // A stage's own failure is cft's fault, and its record says so.
+    assert_eq!(s.failed[0].2, cft::exec::Fault::Defect);
     assert!(
         !log.iter().any(|l| l.ends_with(" e")),
         "stops at the first failure: {log:?}"

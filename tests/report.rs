@@ -115,6 +115,7 @@ fn record(cache: &Cache, spec: &StageSpec, metrics: Value, outputs: Vec<(&str, V
             metrics,
             progress: None,
             error: None,
+            fault: None,
             pid: None,
             started_at: 0,
             elapsed_s: 1.0,

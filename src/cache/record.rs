@@ -52,6 +52,9 @@ pub struct Record {
     pub progress: Option<(u64, u64)>,
     #[serde(default)]
     pub error: Option<String>,
+    /// Whose fault the error is (absent in records of earlier builds).
+    #[serde(default)]
+    pub fault: Option<crate::contract::Fault>,
     #[serde(default)]
     pub pid: Option<u32>,
     /// Seconds since the Unix epoch; timings live here, never in keys.

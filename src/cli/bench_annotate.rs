@@ -80,7 +80,7 @@ pub fn run(cache_dir: &Path, args: BenchAnnotateArgs) -> anyhow::Result<()> {
         &stop,
         Options::default(),
     )?;
-    if let Some((stage, error)) = summary.failed.first() {
+    if let Some((stage, error, _)) = summary.failed.first() {
         bail!("{stage}: {error}");
     }
     let spec = plan

@@ -148,7 +148,7 @@ pub fn toy(args: BenchToyArgs) -> anyhow::Result<()> {
         &stop,
         cft::exec::Options::default(),
     )?;
-    if let Some((label, error)) = summary.failed.first() {
+    if let Some((label, error, _)) = summary.failed.first() {
         bail!("{label}: {error}");
     }
     let train_seconds = start.elapsed().as_secs_f64();

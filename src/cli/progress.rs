@@ -204,10 +204,20 @@ impl Events for Lines {
     }
 }
 
+/// How a failure is worded: an input the user can fix, or a defect to report.
+pub fn whose(fault: cft::exec::Fault) -> &'static str {
+    match fault {
+        cft::exec::Fault::Input => "bad input: fix what it names and run again",
+        cft::exec::Fault::Defect => "a defect in cft: please report it with this message",
+    }
+}
+
 fn line_for(spec: &StageSpec, end: &StageEnd) -> String {
     match end {
         StageEnd::Done { elapsed_s } => format!("    done {} in {}", spec.label, human(*elapsed_s)),
-        StageEnd::Failed { error } => format!("  FAILED {}: {error}", spec.label),
+        StageEnd::Failed { error, fault } => {
+            format!("  FAILED {}: {error} ({})", spec.label, whose(*fault))
+        }
         StageEnd::Interrupted => format!("  interrupted {} (saved items are kept)", spec.label),
         StageEnd::Skipped { because } => format!(" skipped {}: {because}", spec.label),
     }

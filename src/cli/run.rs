@@ -116,8 +116,11 @@ pub fn run(cache_dir: &Path, args: RunArgs) -> anyhow::Result<ExitCode> {
         return Err(Interrupted.into());
     }
     if !summary.failed.is_empty() {
-        for (label, error) in &summary.failed {
-            eprintln!("failed: {label}: {error}");
+        for (label, error, fault) in &summary.failed {
+            eprintln!(
+                "failed: {label}: {error}\n  ({})",
+                super::progress::whose(*fault)
+            );
         }
         let not_run = pending - summary.ran - summary.failed.len() - summary.skipped;
         eprintln!(

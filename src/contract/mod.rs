@@ -18,6 +18,17 @@ use std::str::FromStr;
 pub use params::*;
 pub use stage::{StageSpec, stage_key};
 
+/// Whose fault a failed stage is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Fault {
+    /// Something the user gave (a model directory, a data file, a manifest value) cannot be
+    /// used as it is; they can fix it and run again.
+    Input,
+    /// A defect in cft, or a failure it did not foresee: worth a report.
+    Defect,
+}
+
 /// The stage kinds of DESIGN.md's table.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Kind {

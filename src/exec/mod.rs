@@ -12,6 +12,7 @@ use std::time::Instant;
 use serde_json::Value;
 
 use crate::cache::{Cache, CacheError, OutputRef, Record, RecordStatus, Store, now_secs};
+pub use crate::contract::Fault;
 use crate::plan::{Plan, StageSpec, Status, statuses};
 
 pub use crate::stages::{Output, Progress, Registry, StageCtx, StageError, StageImpl, StageOutput};
@@ -20,7 +21,7 @@ pub use crate::stages::{Output, Progress, Registry, StageCtx, StageError, StageI
 #[derive(Debug, Clone)]
 pub enum StageEnd {
     Done { elapsed_s: f64 },
-    Failed { error: String },
+    Failed { error: String, fault: Fault },
     Interrupted,
     Skipped { because: String },
 }
@@ -48,7 +49,8 @@ pub struct Options {
 pub struct Summary {
     pub ran: usize,
     pub cached: usize,
-    pub failed: Vec<(String, String)>,
+    /// Label, error and whose fault it is, per failed stage.
+    pub failed: Vec<(String, String, Fault)>,
     pub skipped: usize,
     pub interrupted: bool,
 }
@@ -111,8 +113,8 @@ pub fn run(
                 summary.interrupted = true;
                 break;
             }
-            StageEnd::Failed { error } => {
-                summary.failed.push((spec.label.clone(), error));
+            StageEnd::Failed { error, fault } => {
+                summary.failed.push((spec.label.clone(), error, fault));
                 broken.insert(&spec.key);
                 if !options.keep_going {
                     break;
@@ -149,6 +151,7 @@ fn run_stage(
         metrics: Value::Null,
         progress: previous.and_then(|p| p.progress),
         error: None,
+        fault: None,
         pid: Some(std::process::id()),
         started_at: now_secs(),
         elapsed_s: 0.0,
@@ -162,7 +165,12 @@ fn run_stage(
         match cache.record(key)? {
             Some(r) if r.status == RecordStatus::Done => inputs.push(r),
             _ => {
-                return fail(cache, record, format!("input {key} is not done"));
+                return fail(
+                    cache,
+                    record,
+                    format!("input {key} is not done"),
+                    Fault::Defect,
+                );
             }
         }
     }
@@ -171,6 +179,7 @@ fn run_stage(
             cache,
             record,
             format!("this build of cft cannot run `{}` stages yet", spec.kind),
+            Fault::Defect,
         );
     };
     let device = options.device;
@@ -233,15 +242,22 @@ fn run_stage(
             cache.write_snapshot_soon()?;
             Ok(StageEnd::Interrupted)
         }
-        Err(StageError::Failed(error)) => fail(cache, record, error),
+        Err(StageError::Input(error)) => fail(cache, record, error, Fault::Input),
+        Err(StageError::Failed(error)) => fail(cache, record, error, Fault::Defect),
     }
 }
 
-fn fail(cache: &Cache, mut record: Record, error: String) -> Result<StageEnd, CacheError> {
+fn fail(
+    cache: &Cache,
+    mut record: Record,
+    error: String,
+    fault: Fault,
+) -> Result<StageEnd, CacheError> {
     record.status = RecordStatus::Failed;
     record.error = Some(error.clone());
+    record.fault = Some(fault);
     cache.put_record(&record)?;
     cache.flush()?;
     cache.write_snapshot_soon()?;
-    Ok(StageEnd::Failed { error })
+    Ok(StageEnd::Failed { error, fault })
 }

@@ -57,7 +57,15 @@ pub fn statuses(
             }
             Some(r) if r.status == RecordStatus::Failed => (
                 Status::Failed,
-                format!("failed: {}", r.error.as_deref().unwrap_or("unknown error")),
+                format!(
+                    "failed{}: {}",
+                    match r.fault {
+                        Some(crate::contract::Fault::Input) => " (bad input)",
+                        Some(crate::contract::Fault::Defect) => " (a defect in cft)",
+                        None => "",
+                    },
+                    r.error.as_deref().unwrap_or("unknown error")
+                ),
                 r.progress,
             ),
             Some(r) if r.status == RecordStatus::Running && live => {

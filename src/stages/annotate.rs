@@ -20,7 +20,7 @@ pub fn load_model<B: Backend>(
     options: LoadOptions,
 ) -> Result<LanguageModel<B>, StageError> {
     LanguageModel::load(dir, device, options)
-        .map_err(|e| StageError::Failed(format!("model {}: {e}", dir.display())))
+        .map_err(|e| StageError::Input(format!("model {}: {e}", dir.display())))
 }
 
 /// The rollout judge of the real pipeline: a branch ends by the end rule of the greedy

@@ -12,9 +12,9 @@ use super::dataset::Problem;
 
 pub fn load(format: &str, path: &Path, _text: &str) -> Result<Vec<Problem>, StageError> {
     let benchmark = Benchmark::from_str(format)
-        .map_err(|e| StageError::Failed(format!("{}: {e}", path.display())))?;
+        .map_err(|e| StageError::Input(format!("{}: {e}", path.display())))?;
     let problems =
-        load_benchmark_file(path, benchmark).map_err(|e| StageError::Failed(e.to_string()))?;
+        load_benchmark_file(path, benchmark).map_err(|e| StageError::Input(e.to_string()))?;
     Ok(problems
         .into_iter()
         .map(|p| Problem {

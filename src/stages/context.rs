@@ -11,7 +11,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::cache::{Cache, CacheError, OutputRef, Record, Store};
-use crate::contract::StageSpec;
+use crate::contract::{Fault, StageSpec};
 
 /// How a stage's saved item is stored ([`StageCtx::item`]).
 pub trait Item: Sized {
@@ -55,8 +55,24 @@ impl Registry {
 pub enum StageError {
     #[error("interrupted")]
     Interrupted,
+    /// An input the user gave cannot be used: a model directory, a data file, a manifest
+    /// value ([`Fault::Input`]).
+    #[error("{0}")]
+    Input(String),
+    /// Anything else: a defect in cft ([`Fault::Defect`]).
     #[error("{0}")]
     Failed(String),
+}
+
+impl StageError {
+    /// Whose fault it is (`None`: interrupted, nobody's).
+    pub fn fault(&self) -> Option<Fault> {
+        match self {
+            StageError::Interrupted => None,
+            StageError::Input(_) => Some(Fault::Input),
+            StageError::Failed(_) => Some(Fault::Defect),
+        }
+    }
 }
 
 impl From<crate::contract::artifacts::ArtifactError> for StageError {

@@ -86,19 +86,19 @@ fn file(
     let path: PathBuf = serde_json::from_value(ctx.bindings()["path"].clone())
         .map_err(|_| StageError::Failed("dataset stage has no file binding".into()))?;
     if let Some(missing) = expected.strip_prefix("missing:") {
-        return Err(StageError::Failed(format!(
+        return Err(StageError::Input(format!(
             "data file `{missing}` does not exist"
         )));
     }
     let actual = ctx.fingerprint(&path)?;
     if actual.as_deref() != Some(expected) {
-        return Err(StageError::Failed(format!(
+        return Err(StageError::Input(format!(
             "{} changed since the plan was made; run again to re-plan",
             path.display()
         )));
     }
     let text = std::fs::read_to_string(&path)
-        .map_err(|e| StageError::Failed(format!("{}: {e}", path.display())))?;
+        .map_err(|e| StageError::Input(format!("{}: {e}", path.display())))?;
     let mut out = match format {
         "gsm8k" => read_gsm8k(&path, &text)?,
         other => crate::stages::benchmark::load(other, &path, &text)?,
@@ -116,7 +116,7 @@ fn read_gsm8k(path: &std::path::Path, text: &str) -> Result<Vec<Problem>, StageE
         if line.trim().is_empty() {
             continue;
         }
-        let at = |m: String| StageError::Failed(format!("{}:{}: {m}", path.display(), i + 1));
+        let at = |m: String| StageError::Input(format!("{}:{}: {m}", path.display(), i + 1));
         let v: Value = serde_json::from_str(line).map_err(|e| at(format!("not JSON: {e}")))?;
         let question = v["question"]
             .as_str()

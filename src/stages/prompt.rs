@@ -19,7 +19,7 @@ pub fn prompt_ids(
     tokenizer: &TextTokenizer,
 ) -> Result<Vec<u32>, StageError> {
     let fail = |e: crate::model::ModelError| {
-        StageError::Failed(format!("prompt template `{template}`: {e}"))
+        StageError::Input(format!("prompt template `{template}`: {e}"))
     };
     let (text, special) = match template {
         "plain" => (PLAIN.replace("{question}", question), true),

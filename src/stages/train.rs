@@ -157,7 +157,12 @@ fn train_on<B: Backend>(
         seed: hp.seed,
         pad_id: lm.pad_token_id,
     };
-    let mut trainer = Trainer::new(model, settings, examples, device).map_err(fail)?;
+    // A setting that cannot work with this data (batch_size above |D_correct| under
+    // last_batch = "drop") is the manifest's to fix.
+    let mut trainer = Trainer::new(model, settings, examples, device).map_err(|e| match e {
+        TrainError::Setting { .. } => StageError::Input(e.to_string()),
+        other => fail(other),
+    })?;
     let steps = run_loop(ctx, &mut trainer)?;
 
     // 4. the checkpoint
@@ -207,7 +212,10 @@ fn d_correct(
         examples.push(example.map_err(fail)?);
     }
     if examples.is_empty() {
-        return Err(fail("D_correct is empty: no greedy response was correct"));
+        return Err(StageError::Input(
+            "D_correct is empty: the model answered none of the training questions correctly"
+                .into(),
+        ));
     }
     Ok(examples)
 }
@@ -221,9 +229,10 @@ fn end_of_sequence<B: Backend>(lm: &LanguageModel<B>) -> Result<EndOfSequence, S
         .eos_token_id()
         .or_else(|| lm.eos_token_ids.first().copied())
         .ok_or_else(|| {
-            fail(
+            StageError::Input(
                 "append_eos = true, but the model names no EOS token (tokenizer_config.json \
-                 eos_token, config.json or generation_config.json eos_token_id)",
+                 eos_token, config.json or generation_config.json eos_token_id)"
+                    .into(),
             )
         })?;
     Ok(EndOfSequence {
