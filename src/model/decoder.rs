@@ -626,18 +626,3 @@ pub fn attention_bias<B: Backend>(key_valid: Tensor<B, 2, Bool>, t: usize) -> Te
     let visible = causal.bool_and(key_valid.reshape([b, 1, 1, s]).expand([b, 1, t, s]));
     Tensor::<B, 4>::zeros([b, 1, t, s], (&device, DType::F32)).mask_fill(visible.bool_not(), MASKED)
 }
-
-/// `log P(targets[b, t] | ids[b, ..=t])` from the logits of [`CausalLm::forward`]: the
-/// per-token term that every objective weights (SFT: all ones, CFT: the critical mask).
-///
-/// # Shapes
-/// - `logits`: `[b, t, vocab]`; `targets`: `[b, t]` → `[b, t]`
-pub fn target_logprobs<B: Backend>(
-    logits: Tensor<B, 3>,
-    targets: Tensor<B, 2, Int>,
-) -> Tensor<B, 2> {
-    let [b, t, _] = logits.dims();
-    burn::tensor::activation::log_softmax(logits, 2)
-        .gather(2, targets.reshape([b, t, 1]))
-        .reshape([b, t])
-}

@@ -17,9 +17,7 @@ use std::path::{Path, PathBuf};
 use burn::prelude::Backend;
 
 pub use config::{Architecture, DecoderConfig, HfConfig};
-pub use decoder::{
-    CausalLm, KvCache, LayerKv, attention_bias, positions_from_valid, target_logprobs,
-};
+pub use decoder::{CausalLm, KvCache, LayerKv, attention_bias, positions_from_valid};
 pub use load::{LoadOptions, load_causal_lm};
 pub use tokenizer::{ChatMessage, TextTokenizer};
 
