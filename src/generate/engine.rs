@@ -13,9 +13,9 @@ use burn::prelude::*;
 use burn::tensor::Transaction;
 use burn::tensor::activation::log_softmax;
 
-use super::GenerateError;
 use super::sampling::{Decoding, SplitMix64, sample_from_logprobs};
 use super::state::{BatchState, SequenceState, stack_prefixes, valid_tensor};
+use super::{GenerateError, ReadBack};
 use crate::model::kernels::assign_block;
 use crate::model::{CausalLm, KvCache, attention_bias};
 
@@ -385,26 +385,13 @@ impl<'m, B: Backend> Engine<'m, B> {
             let idx = Tensor::<B, 1, Int>::from_data(TensorData::new(idx, [sampled.len()]), device);
             tx = tx.register(logp.select(0, idx));
         }
-        let data = tx
-            .try_execute()
-            .map_err(|e| GenerateError::Device(format!("{e:?}")))?;
-        let mut data = data.into_iter();
-        let mut next = || {
-            data.next()
-                .ok_or_else(|| GenerateError::Device("short read".into()))
-        };
-        let best_lp: Vec<f32> = next()?.iter::<f32>().collect();
-        let best: Vec<i64> = next()?.iter::<i64>().collect();
-        let (top_p, top_ids): (Vec<f32>, Vec<i64>) = match k {
-            0 => (Vec::new(), Vec::new()),
-            _ => (
-                next()?.iter::<f32>().collect(),
-                next()?.iter::<i64>().collect(),
-            ),
-        };
-        let full: Vec<f32> = match sampled.is_empty() {
+        let mut data = ReadBack::execute(tx)?;
+        let best_lp = data.f32s()?;
+        let best = data.i64s()?;
+        let (top_p, top_ids) = data.top(k)?;
+        let full = match sampled.is_empty() {
             true => Vec::new(),
-            false => next()?.iter::<f32>().collect(),
+            false => data.f32s()?,
         };
 
         let mut picks = Vec::with_capacity(b);
