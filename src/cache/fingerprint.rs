@@ -99,7 +99,18 @@ mod tests {
         }
     }
 
-    fn set_mtime(path: &Path, t: SystemTime) {
+    /// A fixed mtime, so a rewrite within the filesystem's timestamp resolution cannot
+    /// pass for no change (or the other way round).
+    const T: u64 = 1_700_000_000;
+
+    /// Writes `bytes` to `path` and sets its mtime to `T + secs`.
+    fn write_at(path: &Path, bytes: &[u8], secs: u64) {
+        fs::write(path, bytes).unwrap();
+        set_mtime(path, secs);
+    }
+
+    fn set_mtime(path: &Path, secs: u64) {
+        let t = SystemTime::UNIX_EPOCH + Duration::from_secs(T + secs);
         File::options()
             .write(true)
             .open(path)
@@ -125,13 +136,10 @@ mod tests {
     fn same_path_size_and_mtime_reuse_the_memo() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("data.jsonl");
-        let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
-        fs::write(&path, b"aaaa").unwrap();
-        set_mtime(&path, t);
+        write_at(&path, b"aaaa", 0);
         let mut memo = Counting::default();
         let before = memo.of(&path);
-        fs::write(&path, b"bbbb").unwrap();
-        set_mtime(&path, t);
+        write_at(&path, b"bbbb", 0);
         assert_eq!(memo.of(&path), before);
         assert_eq!(memo.hashed, 1);
     }
@@ -140,23 +148,19 @@ mod tests {
     fn a_changed_size_or_mtime_rehashes() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("data.jsonl");
-        let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
-        fs::write(&path, b"aaaa").unwrap();
-        set_mtime(&path, t);
+        write_at(&path, b"aaaa", 0);
         let mut memo = Counting::default();
         memo.of(&path);
         // Another size, same mtime.
-        fs::write(&path, b"aaaaa").unwrap();
-        set_mtime(&path, t);
+        write_at(&path, b"aaaaa", 0);
         assert_eq!(memo.of(&path), hash_bytes(b"aaaaa"));
         assert_eq!(memo.hashed, 2);
         // Same size, another mtime.
-        fs::write(&path, b"bbbbb").unwrap();
-        set_mtime(&path, t + Duration::from_secs(1));
+        write_at(&path, b"bbbbb", 1);
         assert_eq!(memo.of(&path), hash_bytes(b"bbbbb"));
         assert_eq!(memo.hashed, 3);
         // Touched only: hashed again, to the same fingerprint.
-        set_mtime(&path, t + Duration::from_secs(2));
+        set_mtime(&path, 2);
         assert_eq!(memo.of(&path), hash_bytes(b"bbbbb"));
         assert_eq!(memo.hashed, 4);
     }

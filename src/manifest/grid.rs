@@ -337,7 +337,7 @@ mod tests {
     #[test]
     fn lists_expand_into_the_cartesian_product_in_declared_order() {
         let grid =
-            cells("learning_rate = [2e-6, 5e-6]\nepochs = 3\nbatch_size = [16, 32, 128]").unwrap();
+            cells("batch_size = [16, 32, 128]\nepochs = 3\nlearning_rate = [2e-6, 5e-6]").unwrap();
         assert_eq!(
             labels(&grid),
             [
