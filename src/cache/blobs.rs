@@ -29,11 +29,15 @@ impl Blobs {
         self.dir.join(hash)
     }
 
-    /// Moves a finished file into the store; returns its hash and size.
+    /// Moves a finished file into the store; returns its hash and size. A blob already stored
+    /// under the hash is kept only while its bytes still match it (re-hashed: such duplicates
+    /// are mostly the small config and tokenizer files every checkpoint carries); a corrupt
+    /// one is a miss, and the new file replaces it, so the record written next points at the
+    /// true bytes.
     pub fn put_file(&self, file: &Path) -> Result<(String, u64), CacheError> {
         let (hash, size) = hash_file(file).map_err(|e| CacheError::io(file, e))?;
         let target = self.path(&hash);
-        if target.exists() {
+        if self.verify(&hash) == BlobState::Ok {
             fs::remove_file(file).map_err(|e| CacheError::io(file, e))?;
         } else {
             File::open(file)
@@ -181,6 +185,11 @@ mod tests {
             },
             "... but `cache verify` does not take it for the blob"
         );
+        // Storing the true bytes again replaces it instead of recording the corrupt file.
+        assert_eq!(blobs.put_bytes(b"weights").unwrap().0, hash);
+        assert_eq!(blobs.verify(&hash), BlobState::Ok);
+        assert_eq!(fs::read(blobs.path(&hash)).unwrap(), b"weights");
+        assert_eq!(blobs.list().unwrap().len(), 1, "no temporary file is left");
     }
 
     #[test]
