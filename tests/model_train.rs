@@ -6,7 +6,8 @@ mod common;
 use burn::backend::Autodiff;
 use burn::module::Module;
 use burn::prelude::*;
-use cft::model::{LanguageModel, LoadOptions, target_logprobs};
+use cft::model::{LanguageModel, LoadOptions};
+use cft::train::objective::target_log_probs;
 use common::{B, fixture, reference};
 
 type AD = Autodiff<B>;
@@ -28,7 +29,7 @@ fn per_token_logprobs_match_score_and_backpropagate() {
     let ids = Tensor::<AD, 2, Int>::from_data(TensorData::new(ids, [1, t]), &device);
     let targets = Tensor::<AD, 2, Int>::from_data(TensorData::new(targets, [1, t]), &device);
     let valid = Tensor::<AD, 2, Bool>::from_data(TensorData::new(vec![true; t], [1, t]), &device);
-    let lp = target_logprobs(model.lm.forward(ids, valid), targets); // [1, t]
+    let lp = target_log_probs(model.lm.forward(ids, valid), targets); // [1, t]
     let got = lp.clone().into_data().to_vec::<f32>().unwrap();
     for (p, g) in got.iter().enumerate() {
         let want = r.score[2][p].next_logprob.unwrap();

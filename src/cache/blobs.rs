@@ -29,11 +29,15 @@ impl Blobs {
         self.dir.join(hash)
     }
 
-    /// Moves a finished file into the store; returns its hash and size.
+    /// Moves a finished file into the store; returns its hash and size. A blob already stored
+    /// under the hash is kept only while its bytes still match it (re-hashed: such duplicates
+    /// are mostly the small config and tokenizer files every checkpoint carries); a corrupt
+    /// one is a miss, and the new file replaces it, so the record written next points at the
+    /// true bytes.
     pub fn put_file(&self, file: &Path) -> Result<(String, u64), CacheError> {
         let (hash, size) = hash_file(file).map_err(|e| CacheError::io(file, e))?;
         let target = self.path(&hash);
-        if target.exists() {
+        if self.verify(&hash) == BlobState::Ok {
             fs::remove_file(file).map_err(|e| CacheError::io(file, e))?;
         } else {
             File::open(file)
@@ -110,4 +114,92 @@ pub fn hash_file(path: &Path) -> io::Result<(String, u64)> {
 
 pub fn hash_bytes(bytes: &[u8]) -> String {
     blake3::hash(bytes).to_hex().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> (tempfile::TempDir, Blobs) {
+        let dir = tempfile::tempdir().unwrap();
+        let blobs = Blobs::open(dir.path().join("blobs")).unwrap();
+        (dir, blobs)
+    }
+
+    #[test]
+    fn a_write_leaves_only_the_blob_named_by_its_hash() {
+        let (_dir, blobs) = store();
+        let (hash, size) = blobs.put_bytes(b"checkpoint bytes").unwrap();
+        assert_eq!(hash, hash_bytes(b"checkpoint bytes"));
+        // The temporary file it was written to is gone: renamed, not copied.
+        assert_eq!(blobs.list().unwrap(), vec![(hash.clone(), size)]);
+        assert_eq!(fs::read(blobs.path(&hash)).unwrap(), b"checkpoint bytes");
+        assert_eq!(blobs.verify(&hash), BlobState::Ok);
+    }
+
+    #[test]
+    fn temporary_files_are_in_the_store_and_never_named_like_a_blob() {
+        let (_dir, blobs) = store();
+        let (a, b) = (blobs.temp_path(), blobs.temp_path());
+        assert_ne!(a, b);
+        // Same directory as the blobs, so the final rename cannot cross filesystems.
+        assert_eq!(a.parent(), Some(blobs.dir.as_path()));
+        // `tmp-…` is no hex digest, so a leftover is never read as a blob.
+        let name = a.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(name.starts_with("tmp-"), "{name}");
+    }
+
+    /// A writer killed mid-way leaves a temporary file: no blob, under the hash of the
+    /// whole or of the part, ever appears.
+    #[test]
+    fn an_interrupted_write_never_shows_as_a_blob() {
+        let (_dir, blobs) = store();
+        let whole = b"the whole checkpoint".as_slice();
+        let part = &whole[..7];
+        let tmp = blobs.temp_path();
+        fs::write(&tmp, part).unwrap();
+        // ... and the process dies before `put_file`.
+        for hash in [hash_bytes(whole), hash_bytes(part)] {
+            assert!(!blobs.exists(&hash));
+            assert_eq!(blobs.verify(&hash), BlobState::Missing);
+        }
+        // The leftover is listed (so `cache gc` removes it), under its temporary name.
+        let listed = blobs.list().unwrap();
+        assert_eq!(listed.len(), 1);
+        assert!(listed[0].0.starts_with("tmp-"), "{listed:?}");
+        // The next attempt stores the whole file.
+        let (hash, _) = blobs.put_bytes(whole).unwrap();
+        assert_eq!(blobs.verify(&hash), BlobState::Ok);
+    }
+
+    #[test]
+    fn a_blob_whose_bytes_do_not_match_its_hash_is_corrupt() {
+        let (_dir, blobs) = store();
+        let (hash, _) = blobs.put_bytes(b"weights").unwrap();
+        fs::write(blobs.path(&hash), b"weightz").unwrap();
+        assert!(blobs.exists(&hash), "the file is there ...");
+        assert_eq!(
+            blobs.verify(&hash),
+            BlobState::Corrupt {
+                actual: hash_bytes(b"weightz")
+            },
+            "... but `cache verify` does not take it for the blob"
+        );
+        // Storing the true bytes again replaces it instead of recording the corrupt file.
+        assert_eq!(blobs.put_bytes(b"weights").unwrap().0, hash);
+        assert_eq!(blobs.verify(&hash), BlobState::Ok);
+        assert_eq!(fs::read(blobs.path(&hash)).unwrap(), b"weights");
+        assert_eq!(blobs.list().unwrap().len(), 1, "no temporary file is left");
+    }
+
+    #[test]
+    fn the_same_bytes_twice_are_stored_once() {
+        let (_dir, blobs) = store();
+        let first = blobs.put_bytes(b"tokenizer.json").unwrap();
+        let tmp = blobs.temp_path();
+        fs::write(&tmp, b"tokenizer.json").unwrap();
+        assert_eq!(blobs.put_file(&tmp).unwrap(), first);
+        assert!(!tmp.exists(), "the duplicate is removed");
+        assert_eq!(blobs.list().unwrap(), vec![first]);
+    }
 }

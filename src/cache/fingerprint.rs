@@ -66,3 +66,123 @@ fn of_file(path: &Path, memo: &mut Memo<'_>) -> Result<String, CacheError> {
             .map_err(|e| CacheError::io(path, e))
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::fs::File;
+    use std::time::{Duration, SystemTime};
+
+    use super::*;
+    use crate::cache::hash_bytes;
+
+    /// A memo in a map, counting how often it had to hash.
+    #[derive(Default)]
+    struct Counting {
+        memo: HashMap<String, String>,
+        hashed: usize,
+    }
+
+    impl Counting {
+        fn of(&mut self, path: &Path) -> String {
+            of_path(path, &mut |key, compute| {
+                if let Some(v) = self.memo.get(key) {
+                    return Ok(v.clone());
+                }
+                self.hashed += 1;
+                let v = compute()?;
+                self.memo.insert(key.to_string(), v.clone());
+                Ok(v)
+            })
+            .unwrap()
+            .unwrap()
+        }
+    }
+
+    /// A fixed mtime, so a rewrite within the filesystem's timestamp resolution cannot
+    /// pass for no change (or the other way round).
+    const T: u64 = 1_700_000_000;
+
+    /// Writes `bytes` to `path` and sets its mtime to `T + secs`.
+    fn write_at(path: &Path, bytes: &[u8], secs: u64) {
+        fs::write(path, bytes).unwrap();
+        set_mtime(path, secs);
+    }
+
+    fn set_mtime(path: &Path, secs: u64) {
+        let t = SystemTime::UNIX_EPOCH + Duration::from_secs(T + secs);
+        File::options()
+            .write(true)
+            .open(path)
+            .unwrap()
+            .set_modified(t)
+            .unwrap();
+    }
+
+    #[test]
+    fn an_unchanged_file_is_hashed_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("model.safetensors");
+        fs::write(&path, b"weights").unwrap();
+        let mut memo = Counting::default();
+        assert_eq!(memo.of(&path), hash_bytes(b"weights"));
+        assert_eq!(memo.of(&path), hash_bytes(b"weights"));
+        assert_eq!(memo.hashed, 1);
+    }
+
+    /// The memo trusts path, size and mtime: bytes changed behind them are not read again.
+    /// (An edit that keeps both is what the memo gives up, to never re-read 15 GB.)
+    #[test]
+    fn same_path_size_and_mtime_reuse_the_memo() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("data.jsonl");
+        write_at(&path, b"aaaa", 0);
+        let mut memo = Counting::default();
+        let before = memo.of(&path);
+        write_at(&path, b"bbbb", 0);
+        assert_eq!(memo.of(&path), before);
+        assert_eq!(memo.hashed, 1);
+    }
+
+    #[test]
+    fn a_changed_size_or_mtime_rehashes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("data.jsonl");
+        write_at(&path, b"aaaa", 0);
+        let mut memo = Counting::default();
+        memo.of(&path);
+        // Another size, same mtime.
+        write_at(&path, b"aaaaa", 0);
+        assert_eq!(memo.of(&path), hash_bytes(b"aaaaa"));
+        assert_eq!(memo.hashed, 2);
+        // Same size, another mtime.
+        write_at(&path, b"bbbbb", 1);
+        assert_eq!(memo.of(&path), hash_bytes(b"bbbbb"));
+        assert_eq!(memo.hashed, 3);
+        // Touched only: hashed again, to the same fingerprint.
+        set_mtime(&path, 2);
+        assert_eq!(memo.of(&path), hash_bytes(b"bbbbb"));
+        assert_eq!(memo.hashed, 4);
+    }
+
+    #[test]
+    fn a_directory_is_its_visible_files_in_name_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let model = dir.path().join("model");
+        fs::create_dir_all(model.join("sub")).unwrap();
+        fs::write(model.join("config.json"), b"{}").unwrap();
+        fs::write(model.join("sub/b.bin"), b"b").unwrap();
+        let mut memo = Counting::default();
+        let first = memo.of(&model);
+        // Hidden files (huggingface-cli's `.cache/`, lock files) do not count.
+        fs::write(model.join(".lock"), b"x").unwrap();
+        assert_eq!(memo.of(&model), first);
+        assert_eq!(memo.hashed, 2, "each file hashed once, the directory never");
+        fs::write(model.join("tokenizer.json"), b"{}").unwrap();
+        assert_ne!(memo.of(&model), first);
+        assert_eq!(
+            of_path(&dir.path().join("absent"), &mut |_, c| c()).unwrap(),
+            None
+        );
+    }
+}

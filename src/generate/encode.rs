@@ -6,8 +6,8 @@ use burn::prelude::*;
 use burn::tensor::Transaction;
 use burn::tensor::activation::log_softmax;
 
-use super::GenerateError;
 use super::state::{BatchState, SequenceState, valid_tensor};
+use super::{GenerateError, ReadBack};
 use crate::model::{CausalLm, KvCache, attention_bias};
 
 /// One sequence run through the model.
@@ -110,28 +110,15 @@ pub fn score<B: Backend>(
     if with_logits {
         tx = tx.register(logits);
     }
-    let data = tx
-        .try_execute()
-        .map_err(|e| GenerateError::Device(format!("{e:?}")))?;
-    let mut data = data.into_iter();
-    let mut next = || {
-        data.next()
-            .ok_or_else(|| GenerateError::Device("short read".into()))
-    };
-    let entropy: Vec<f32> = next()?.iter::<f32>().collect();
-    let next_lp: Vec<f32> = match t > 1 {
-        true => next()?.iter::<f32>().collect(),
+    let mut data = ReadBack::execute(tx)?;
+    let entropy = data.f32s()?;
+    let next_lp = match t > 1 {
+        true => data.f32s()?,
         false => Vec::new(),
     };
-    let (top_p, top_ids): (Vec<f32>, Vec<i64>) = match k {
-        0 => (Vec::new(), Vec::new()),
-        _ => (
-            next()?.iter::<f32>().collect(),
-            next()?.iter::<i64>().collect(),
-        ),
-    };
-    let raw: Vec<f32> = match with_logits {
-        true => next()?.iter::<f32>().collect(),
+    let (top_p, top_ids) = data.top(k)?;
+    let raw = match with_logits {
+        true => data.f32s()?,
         false => Vec::new(),
     };
     Ok((0..t)

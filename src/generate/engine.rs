@@ -13,9 +13,9 @@ use burn::prelude::*;
 use burn::tensor::Transaction;
 use burn::tensor::activation::log_softmax;
 
-use super::GenerateError;
 use super::sampling::{Decoding, SplitMix64, sample_from_logprobs};
 use super::state::{BatchState, SequenceState, stack_prefixes, valid_tensor};
+use super::{GenerateError, ReadBack};
 use crate::model::kernels::assign_block;
 use crate::model::{CausalLm, KvCache, attention_bias};
 
@@ -147,82 +147,15 @@ impl<'m, B: Backend> Engine<'m, B> {
         let max_batch = self.options.max_batch.max(1);
         let mut queue: VecDeque<(usize, Request<'_, B>)> =
             requests.into_iter().enumerate().collect();
+        // One row per slot of the batch; a finished row keeps its slot (masked out) until a
+        // new request is written into it or the batch is compacted.
         let mut rows: Vec<Row<'_>> = Vec::new();
-        let mut active: Option<(BatchState<B>, Tensor<B, 2>)> = None;
-        // A finished row keeps its slot (masked out) until a new request is written into it,
-        // so admitting copies only the new rows. Requests are admitted in groups, once enough
-        // slots are free, to share their prefill.
-        let refill_at = (max_batch / 8).max(1);
+        let mut active: Option<Active<B>> = None;
         loop {
-            // 1. admit waiting requests into free slots, or start the batch
-            let live = rows.iter().filter(|r| !r.done).count();
-            let free = match active {
-                Some(_) => rows.len() - live,
-                None => max_batch,
-            };
-            let mut group = Vec::new();
-            if !queue.is_empty() && (free >= refill_at || live == 0) {
-                while group.len() < free {
-                    let Some((i, r)) = queue.pop_front() else {
-                        break;
-                    };
-                    match r.max_new_tokens {
-                        0 => on_done(i, empty_completion()),
-                        _ => group.push((i, r)),
-                    }
-                }
-            }
-            // Prefill in chunks: the attention scores of a chunk are rows × t × t.
-            let chunk = self.options.prefill_rows.max(1);
-            while !group.is_empty() {
-                let rest = group.split_off(chunk.min(group.len()));
-                let (state, logits, new_rows) =
-                    self.prefill(std::mem::replace(&mut group, rest), &device);
-                active = Some(match active.take() {
-                    None => {
-                        rows.extend(new_rows);
-                        (state, logits)
-                    }
-                    Some((batch, old)) => {
-                        let slots: Vec<usize> = (0..rows.len()).filter(|&r| rows[r].done).collect();
-                        match slots.get(..new_rows.len()) {
-                            Some(slots) => {
-                                let logits = assign_rows(old, slots, logits);
-                                for (&slot, row) in slots.iter().zip(new_rows) {
-                                    rows[slot] = row;
-                                }
-                                (batch.admit(state, slots), logits)
-                            }
-                            // the batch is still being filled
-                            None => {
-                                rows.extend(new_rows);
-                                (batch.stack(state), Tensor::cat(vec![old, logits], 0))
-                            }
-                        }
-                    }
-                });
-            }
-            // Once nothing waits, finished rows are dropped when they are a quarter of the
-            // batch: their slots would only be computed for nothing.
-            let live = rows.iter().filter(|r| !r.done).count();
-            let dead = rows.len() - live;
-            if queue.is_empty() && dead > 0 && (live == 0 || dead * 4 >= rows.len()) {
-                let keep: Vec<usize> = (0..rows.len()).filter(|&r| !rows[r].done).collect();
-                rows.retain(|r| !r.done);
-                active = match active.take() {
-                    Some((batch, logits)) if !keep.is_empty() => {
-                        let idx = Tensor::<B, 1, Int>::from_data(
-                            TensorData::new(
-                                keep.iter().map(|&r| r as i32).collect::<Vec<_>>(),
-                                [keep.len()],
-                            ),
-                            &device,
-                        );
-                        Some((batch.select_rows(&keep), logits.select(0, idx)))
-                    }
-                    _ => None,
-                };
-            }
+            // 1. admit waiting requests into free slots, or start the batch; compact it
+            let group = admissions(&mut queue, &rows, active.is_some(), max_batch, &mut on_done);
+            active = self.admit(group, &mut rows, active, &device);
+            active = compact(&mut rows, active, !queue.is_empty(), &device);
             let Some((batch, logits)) = active.take() else {
                 if queue.is_empty() {
                     break;
@@ -232,40 +165,13 @@ impl<'m, B: Backend> Engine<'m, B> {
             // Columns no row attends to any more are dropped once they are a quarter of the
             // batch's width.
             let quarter = batch.columns() / 4;
-            let batch = batch.trimmed(quarter);
+            let mut batch = batch.trimmed(quarter);
 
             // 2. choose every row's next token: one host synchronisation
             let picks = self.choose(logits, &mut rows, &device)?;
 
             // 3. record, retire finished rows (they keep their slot, masked out)
-            let mut batch = batch;
-            let mut feed = Vec::with_capacity(rows.len());
-            for (slot, (row, pick)) in rows.iter_mut().zip(picks).enumerate() {
-                if row.done {
-                    feed.push(0);
-                    continue;
-                }
-                row.out.tokens.push(pick.token);
-                row.out.logprobs.push(pick.logprob);
-                if self.options.top_alternatives > 0 {
-                    row.out.alternatives.push(pick.alternatives);
-                }
-                let finish =
-                    finish_reason(&row.eos, &mut row.stop, &row.out.tokens, row.max_new_tokens);
-                match finish {
-                    Some(reason) => {
-                        row.done = true;
-                        batch.retire(slot);
-                        row.out.finish = reason;
-                        on_done(
-                            row.index,
-                            std::mem::replace(&mut row.out, empty_completion()),
-                        );
-                        feed.push(0);
-                    }
-                    None => feed.push(pick.token),
-                }
-            }
+            let feed = self.record(picks, &mut rows, &mut batch, &mut on_done);
             if rows.iter().all(|r| r.done) {
                 rows.clear();
                 continue;
@@ -275,6 +181,89 @@ impl<'m, B: Backend> Engine<'m, B> {
             active = Some(self.step(batch, &feed, &mut rows, &device));
         }
         Ok(())
+    }
+
+    /// Step 1, admission: prefills `group` in chunks (the attention scores of a chunk are
+    /// rows × t × t) and writes each chunk's rows into the slots of finished rows, so that
+    /// admitting copies only the new rows; while the batch is still being filled (fewer
+    /// finished slots than new rows) the chunk is stacked below it instead.
+    fn admit<'a>(
+        &self,
+        mut group: Vec<(usize, Request<'a, B>)>,
+        rows: &mut Vec<Row<'a>>,
+        mut active: Option<Active<B>>,
+        device: &B::Device,
+    ) -> Option<Active<B>> {
+        let chunk = self.options.prefill_rows.max(1);
+        while !group.is_empty() {
+            let rest = group.split_off(chunk.min(group.len()));
+            let (state, logits, new_rows) =
+                self.prefill(std::mem::replace(&mut group, rest), device);
+            active = Some(match active.take() {
+                None => {
+                    rows.extend(new_rows);
+                    (state, logits)
+                }
+                Some((batch, old)) => {
+                    let slots: Vec<usize> = (0..rows.len()).filter(|&r| rows[r].done).collect();
+                    match slots.get(..new_rows.len()) {
+                        Some(slots) => {
+                            let logits = assign_rows(old, slots, logits);
+                            for (&slot, row) in slots.iter().zip(new_rows) {
+                                rows[slot] = row;
+                            }
+                            (batch.admit(state, slots), logits)
+                        }
+                        // the batch is still being filled
+                        None => {
+                            rows.extend(new_rows);
+                            (batch.stack(state), Tensor::cat(vec![old, logits], 0))
+                        }
+                    }
+                }
+            });
+        }
+        active
+    }
+
+    /// Step 3: appends each live row's pick to its output and retires the rows that finish
+    /// (their completion goes to `on_done`; they keep their slot, masked out). Returns the
+    /// token each slot is fed next: its pick, or 0 for a finished row.
+    fn record(
+        &self,
+        picks: Vec<Pick>,
+        rows: &mut [Row<'_>],
+        batch: &mut BatchState<B>,
+        on_done: &mut impl FnMut(usize, Completion),
+    ) -> Vec<u32> {
+        let mut feed = Vec::with_capacity(rows.len());
+        for (slot, (row, pick)) in rows.iter_mut().zip(picks).enumerate() {
+            if row.done {
+                feed.push(0);
+                continue;
+            }
+            row.out.tokens.push(pick.token);
+            row.out.logprobs.push(pick.logprob);
+            if self.options.top_alternatives > 0 {
+                row.out.alternatives.push(pick.alternatives);
+            }
+            let finish =
+                finish_reason(&row.eos, &mut row.stop, &row.out.tokens, row.max_new_tokens);
+            match finish {
+                Some(reason) => {
+                    row.done = true;
+                    batch.retire(slot);
+                    row.out.finish = reason;
+                    on_done(
+                        row.index,
+                        std::mem::replace(&mut row.out, empty_completion()),
+                    );
+                    feed.push(0);
+                }
+                None => feed.push(pick.token),
+            }
+        }
+        feed
     }
 
     /// Runs a group of new requests (prefix state + their tokens) as one left-padded batch.
@@ -396,26 +385,13 @@ impl<'m, B: Backend> Engine<'m, B> {
             let idx = Tensor::<B, 1, Int>::from_data(TensorData::new(idx, [sampled.len()]), device);
             tx = tx.register(logp.select(0, idx));
         }
-        let data = tx
-            .try_execute()
-            .map_err(|e| GenerateError::Device(format!("{e:?}")))?;
-        let mut data = data.into_iter();
-        let mut next = || {
-            data.next()
-                .ok_or_else(|| GenerateError::Device("short read".into()))
-        };
-        let best_lp: Vec<f32> = next()?.iter::<f32>().collect();
-        let best: Vec<i64> = next()?.iter::<i64>().collect();
-        let (top_p, top_ids): (Vec<f32>, Vec<i64>) = match k {
-            0 => (Vec::new(), Vec::new()),
-            _ => (
-                next()?.iter::<f32>().collect(),
-                next()?.iter::<i64>().collect(),
-            ),
-        };
-        let full: Vec<f32> = match sampled.is_empty() {
+        let mut data = ReadBack::execute(tx)?;
+        let best_lp = data.f32s()?;
+        let best = data.i64s()?;
+        let (top_p, top_ids) = data.top(k)?;
+        let full = match sampled.is_empty() {
             true => Vec::new(),
-            false => next()?.iter::<f32>().collect(),
+            false => data.f32s()?,
         };
 
         let mut picks = Vec::with_capacity(b);
@@ -454,6 +430,74 @@ impl<'m, B: Backend> Engine<'m, B> {
             });
         }
         Ok(picks)
+    }
+}
+
+/// The decoding batch: its model state, and the next-token logits of every slot
+/// (`[rows, vocab]`).
+type Active<B> = (BatchState<B>, Tensor<B, 2>);
+
+/// Step 1, which waiting requests join the batch now. Every change of the batch copies its KV
+/// cache (burn has no in-place write), so requests are admitted in groups, to share their
+/// prefill: once 1/8 of the slots are free, or when no row is live; a batch not yet started
+/// takes `max_batch`. A request with no budget completes at once, empty, without a slot.
+fn admissions<'a, B: Backend>(
+    queue: &mut VecDeque<(usize, Request<'a, B>)>,
+    rows: &[Row<'a>],
+    started: bool,
+    max_batch: usize,
+    on_done: &mut impl FnMut(usize, Completion),
+) -> Vec<(usize, Request<'a, B>)> {
+    let refill_at = (max_batch / 8).max(1);
+    let live = rows.iter().filter(|r| !r.done).count();
+    let free = if started {
+        rows.len() - live
+    } else {
+        max_batch
+    };
+    let mut group = Vec::new();
+    if !queue.is_empty() && (free >= refill_at || live == 0) {
+        while group.len() < free {
+            let Some((i, r)) = queue.pop_front() else {
+                break;
+            };
+            match r.max_new_tokens {
+                0 => on_done(i, empty_completion()),
+                _ => group.push((i, r)),
+            }
+        }
+    }
+    group
+}
+
+/// Step 1, compaction: once nothing waits, finished rows are dropped when they are a quarter
+/// of the batch (their slots would only be computed for nothing), and the batch with them
+/// when no row is live.
+fn compact<B: Backend>(
+    rows: &mut Vec<Row<'_>>,
+    active: Option<Active<B>>,
+    waiting: bool,
+    device: &B::Device,
+) -> Option<Active<B>> {
+    let live = rows.iter().filter(|r| !r.done).count();
+    let dead = rows.len() - live;
+    if waiting || dead == 0 || (live > 0 && dead * 4 < rows.len()) {
+        return active;
+    }
+    let keep: Vec<usize> = (0..rows.len()).filter(|&r| !rows[r].done).collect();
+    rows.retain(|r| !r.done);
+    match active {
+        Some((batch, logits)) if !keep.is_empty() => {
+            let idx = Tensor::<B, 1, Int>::from_data(
+                TensorData::new(
+                    keep.iter().map(|&r| r as i32).collect::<Vec<_>>(),
+                    [keep.len()],
+                ),
+                device,
+            );
+            Some((batch.select_rows(&keep), logits.select(0, idx)))
+        }
+        _ => None,
     }
 }
 

@@ -27,6 +27,9 @@ pub use engine::{
 pub use sampling::Decoding;
 pub use state::SequenceState;
 
+use burn::prelude::{Backend, TensorData};
+use burn::tensor::Transaction;
+
 /// Every request non-empty and inside the vocabulary: a bad id would otherwise fail deep in
 /// the backend's gather.
 fn check_tokens<'a>(
@@ -46,6 +49,41 @@ fn check_tokens<'a>(
         }
     }
     Ok(())
+}
+
+/// The tensors of one [`Transaction`], read back in one host synchronisation, in the order
+/// they were registered. Reading past the end is an error, not a panic.
+struct ReadBack(std::vec::IntoIter<TensorData>);
+
+impl ReadBack {
+    fn execute<B: Backend>(tx: Transaction<B>) -> Result<Self, GenerateError> {
+        let data = tx
+            .try_execute()
+            .map_err(|e| GenerateError::Device(format!("{e:?}")))?;
+        Ok(Self(data.into_iter()))
+    }
+
+    fn next(&mut self) -> Result<TensorData, GenerateError> {
+        self.0
+            .next()
+            .ok_or_else(|| GenerateError::Device("short read".into()))
+    }
+
+    fn f32s(&mut self) -> Result<Vec<f32>, GenerateError> {
+        Ok(self.next()?.iter::<f32>().collect())
+    }
+
+    fn i64s(&mut self) -> Result<Vec<i64>, GenerateError> {
+        Ok(self.next()?.iter::<i64>().collect())
+    }
+
+    /// A top-k pair (probabilities, then ids) registered only when `k > 0`: empty otherwise.
+    fn top(&mut self, k: usize) -> Result<(Vec<f32>, Vec<i64>), GenerateError> {
+        match k {
+            0 => Ok((Vec::new(), Vec::new())),
+            _ => Ok((self.f32s()?, self.i64s()?)),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -295,3 +295,99 @@ fn show(v: &V) -> String {
         V::Bool(b) => b.to_string(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::{Path, PathBuf};
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::manifest::node::parse;
+
+    /// The sweep cells of a `[train]` table written as TOML.
+    fn cells(train: &str) -> Result<Vec<TrainCell>> {
+        let root = parse(Path::new("m.toml"), &format!("[train]\n{train}"))?;
+        let table = match root.get("train").map(|e| &e.node.value) {
+            Some(Value::Table(t)) => t.clone(),
+            _ => Table::default(),
+        };
+        let owner = Loc {
+            file: Arc::new(PathBuf::from("m.toml")),
+            line: 1,
+            col: 1,
+        };
+        expand(&table, &owner, 42)
+    }
+
+    fn labels(cells: &[TrainCell]) -> Vec<&str> {
+        cells.iter().map(|c| c.label.as_str()).collect()
+    }
+
+    #[test]
+    fn no_list_is_one_default_cell() {
+        let grid = cells("epochs = 2").unwrap();
+        assert_eq!(labels(&grid), ["default"]);
+        assert_eq!(grid[0].params.epochs, 2);
+        assert_eq!(grid[0].params.seed, 42, "the experiment's seed");
+        assert_eq!(grid[0].params.learning_rate, 1e-5);
+    }
+
+    /// Fields vary in declaration order, the last fastest, whatever order the manifest
+    /// writes them in; labels name only the fields that vary.
+    #[test]
+    fn lists_expand_into_the_cartesian_product_in_declared_order() {
+        let grid =
+            cells("batch_size = [16, 32, 128]\nepochs = 3\nlearning_rate = [2e-6, 5e-6]").unwrap();
+        assert_eq!(
+            labels(&grid),
+            [
+                "lr2e-6-bs16",
+                "lr2e-6-bs32",
+                "lr2e-6-bs128",
+                "lr5e-6-bs16",
+                "lr5e-6-bs32",
+                "lr5e-6-bs128",
+            ]
+        );
+        for cell in &grid {
+            assert_eq!(cell.params.epochs, 3);
+        }
+        assert_eq!(grid[4].params.learning_rate, 5e-6);
+        assert_eq!(grid[4].params.batch_size, 32);
+        // A list of one value does not vary: it is not in the label.
+        let one = cells("learning_rate = [2e-6]\nbatch_size = [16, 32]").unwrap();
+        assert_eq!(labels(&one), ["bs16", "bs32"]);
+    }
+
+    #[test]
+    fn fields_without_a_short_name_label_by_key() {
+        let grid =
+            cells("schedule = [\"cosine\", \"constant\"]\nappend_eos = [false, true]").unwrap();
+        assert_eq!(
+            labels(&grid),
+            [
+                "schedulecosine-eosfalse",
+                "schedulecosine-eostrue",
+                "scheduleconstant-eosfalse",
+                "scheduleconstant-eostrue",
+            ]
+        );
+    }
+
+    #[test]
+    fn the_same_table_gives_the_same_cells() {
+        let text = "seed = [1, 2]\nlearning_rate = [1e-4, 3e-4]";
+        let a = cells(text).unwrap();
+        let b = cells(text).unwrap();
+        assert_eq!(labels(&a), labels(&b));
+        let params = |c: &[TrainCell]| c.iter().map(|c| c.params.clone()).collect::<Vec<_>>();
+        assert_eq!(params(&a), params(&b));
+    }
+
+    #[test]
+    fn empty_and_repeated_lists_are_errors() {
+        let message = |text: &str| cells(text).unwrap_err().to_string();
+        assert!(message("batch_size = []").contains("empty grid"));
+        assert!(message("batch_size = [16, 16]").contains("listed twice"));
+    }
+}

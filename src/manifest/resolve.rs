@@ -29,6 +29,7 @@ pub const BENCHMARKS: [&str; 11] = [
 /// `Question: …\nAnswer:` prompt for the toy family.
 pub const TEMPLATES: [&str; 5] = ["cot", "qwen25-math-cot", "qwen-boxed", "chat", "plain"];
 
+/// The projections LoRA can wrap, by HF name (`train::lora` finds them in each layer).
 pub const LORA_TARGETS: [&str; 7] = [
     "q_proj",
     "k_proj",

@@ -8,6 +8,7 @@
 pub mod config;
 pub mod decoder;
 pub mod kernels;
+pub mod kv_cache;
 pub mod load;
 pub mod rope;
 pub mod tokenizer;
@@ -17,9 +18,8 @@ use std::path::{Path, PathBuf};
 use burn::prelude::Backend;
 
 pub use config::{Architecture, DecoderConfig, HfConfig};
-pub use decoder::{
-    CausalLm, KvCache, LayerKv, attention_bias, positions_from_valid, target_logprobs,
-};
+pub use decoder::{CausalLm, attention_bias, positions_from_valid};
+pub use kv_cache::{KvCache, LayerKv};
 pub use load::{LoadOptions, load_causal_lm};
 pub use tokenizer::{ChatMessage, TextTokenizer};
 

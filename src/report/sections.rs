@@ -53,15 +53,24 @@ pub fn pass_columns(n: usize) -> Vec<usize> {
 
 pub fn sections(r: &Report) -> Vec<Section> {
     let conf = format!("{:.0}%", r.confidence * 100.0);
-    let benches: Vec<String> = r.benchmarks.iter().map(|b| bench_title(b)).collect();
-    let mut out = Vec::new();
+    vec![
+        accuracy(r, &conf),
+        deltas(r, &conf),
+        pass_at(r),
+        annotation(r),
+        token_stats(r),
+        categories(r),
+        training(r),
+    ]
+}
 
-    // Table 1/2/6.
+/// Tables 1, 2 and 6: each method's chosen cell per benchmark, with Δ against the baseline.
+fn accuracy(r: &Report, conf: &str) -> Section {
     let mut header: Vec<String> = ["Method", "Cell", "Avg.", "Δ Avg.", &format!("{conf} CI")]
         .iter()
         .map(|s| s.to_string())
         .collect();
-    header.extend(benches.iter().cloned());
+    header.extend(r.benchmarks.iter().map(|b| bench_title(b)));
     let tables = r
         .blocks
         .iter()
@@ -93,7 +102,7 @@ pub fn sections(r: &Report) -> Vec<Section> {
             numeric_from: 2,
         })
         .collect();
-    out.push(Section {
+    Section {
         title: "Accuracy (Tables 1, 2, 6)".into(),
         note: format!(
             "Accuracy (%) per benchmark; Avg. is the mean over the {} benchmarks. Each method shows its sweep cell chosen by `{}`. Δ is against {}; the interval is a paired bootstrap over questions ({} resamples, {conf}).",
@@ -103,11 +112,13 @@ pub fn sections(r: &Report) -> Vec<Section> {
             r.bootstrap
         ),
         tables,
-    });
+    }
+}
 
-    // Per-benchmark deltas with intervals.
+/// Δ per benchmark against the baseline, with paired bootstrap intervals.
+fn deltas(r: &Report, conf: &str) -> Section {
     let mut header = vec!["Model".to_string(), "Method".to_string()];
-    header.extend(benches.iter().cloned());
+    header.extend(r.benchmarks.iter().map(|b| bench_title(b)));
     let rows: Vec<Vec<String>> = r
         .blocks
         .iter()
@@ -127,7 +138,7 @@ pub fn sections(r: &Report) -> Vec<Section> {
                 })
         })
         .collect();
-    out.push(Section {
+    Section {
         title: format!("Δ per benchmark against {} ({conf} CI)", r.baseline),
         note: "Points of accuracy; paired bootstrap over the questions of each benchmark.".into(),
         tables: vec![Table {
@@ -137,9 +148,11 @@ pub fn sections(r: &Report) -> Vec<Section> {
             rows,
             numeric_from: 2,
         }],
-    });
+    }
+}
 
-    // Figure 2 as numbers.
+/// Figure 2 as numbers: Pass@N at powers of two and at n.
+fn pass_at(r: &Report) -> Section {
     let n = r.pass_at.iter().map(|c| c.values.len()).max().unwrap_or(0);
     let cols = pass_columns(n);
     let mut header: Vec<String> = ["Model", "Benchmark", "Method", "Cell"]
@@ -164,13 +177,15 @@ pub fn sections(r: &Report) -> Vec<Section> {
             cells
         })
         .collect();
-    out.push(Section {
+    Section {
         title: "Pass@N (Figure 2)".into(),
         note: "Unbiased estimator 1 − C(n−c, N)/C(n, N) over n samples per question, in %.".into(),
         tables: vec![table(header, rows, 4)],
-    });
+    }
+}
 
-    // Table 4.
+/// Table 4: the greedy pass and the annotation of each rule.
+fn annotation(r: &Report) -> Section {
     let header = [
         "Model",
         "Rule",
@@ -199,13 +214,15 @@ pub fn sections(r: &Report) -> Vec<Section> {
             ]
         })
         .collect();
-    out.push(Section {
+    Section {
         title: "Greedy decoding and annotation (Table 4)".into(),
         note: "Greedy pass over the training questions; the mean length of the correct responses and the critical tokens among them; rollout time per 1,000 examples.".into(),
         tables: vec![timed(r, table(strings(&header), rows, 2))],
-    });
+    }
+}
 
-    // Table 5.
+/// Table 5: confidence, perplexity and entropy of critical and normal tokens.
+fn token_stats(r: &Report) -> Section {
     let header = [
         "Model",
         "Rule",
@@ -235,13 +252,15 @@ pub fn sections(r: &Report) -> Vec<Section> {
             ]
         })
         .collect();
-    out.push(Section {
+    Section {
         title: "Critical vs normal tokens (Table 5)".into(),
         note: "Mean probability of the greedy token, exp(mean −log p), mean entropy (nats).".into(),
         tables: vec![table(strings(&header), rows, 2)],
-    });
+    }
+}
 
-    // Figure 5 as numbers.
+/// Figure 5 as numbers: token categories within the critical and the normal tokens.
+fn categories(r: &Report) -> Section {
     let mut header = vec!["Model".to_string(), "Rule".to_string(), "Set".to_string()];
     header.extend(
         super::analysis::CATEGORIES
@@ -259,13 +278,15 @@ pub fn sections(r: &Report) -> Vec<Section> {
             })
         })
         .collect();
-    out.push(Section {
+    Section {
         title: "Token categories (Figure 5)".into(),
         note: "Share of each category within the critical and within the normal tokens.".into(),
         tables: vec![table(header, rows, 3)],
-    });
+    }
+}
 
-    // Training.
+/// The chosen cell of each method: tokens trained on, final loss, time.
+fn training(r: &Report) -> Section {
     let header = [
         "Model",
         "Method",
@@ -290,12 +311,11 @@ pub fn sections(r: &Report) -> Vec<Section> {
             ]
         })
         .collect();
-    out.push(Section {
+    Section {
         title: "Training".into(),
         note: "The chosen cell of each method: the share of the annotated response tokens it trained on (non-zero weight; prompts are not counted, so SFT is 100%), the tokens it processed (prompts included, every epoch), and its final loss.".into(),
         tables: vec![timed(r, table(strings(&header), rows, 3))],
-    });
-    out
+    }
 }
 
 /// Drops a table's last column, its wall-clock one, when the report leaves timings out.

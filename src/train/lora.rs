@@ -18,20 +18,10 @@ use serde_json::json;
 use super::TrainError;
 use super::checkpoint::{StoreDtype, read_safetensors, safetensors_bytes};
 use super::params::HostTensor;
+use crate::manifest::LORA_TARGETS;
 use crate::model::CausalLm;
 use crate::model::decoder::{Linear, LowRank};
 use crate::rng::Rng;
-
-/// The projections LoRA can wrap, by HF name.
-pub const MODULES: [&str; 7] = [
-    "q_proj",
-    "k_proj",
-    "v_proj",
-    "o_proj",
-    "gate_proj",
-    "up_proj",
-    "down_proj",
-];
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct LoraSpec {
@@ -58,9 +48,9 @@ impl LoraSpec {
             return Err(bad("target_modules is empty".into()));
         }
         for m in &self.target_modules {
-            if !MODULES.contains(&m.as_str()) {
+            if !LORA_TARGETS.contains(&m.as_str()) {
                 return Err(bad(format!(
-                    "unknown target module {m:?} (one of {MODULES:?})"
+                    "unknown target module {m:?} (one of {LORA_TARGETS:?})"
                 )));
             }
         }
@@ -68,7 +58,7 @@ impl LoraSpec {
     }
 }
 
-/// The linear layers of one decoder layer, by HF name.
+/// The linear layers of one decoder layer, by HF name: the manifest's [`LORA_TARGETS`].
 fn projections<B: Backend>(
     layer: &mut crate::model::decoder::DecoderLayer<B>,
 ) -> [(&'static str, &mut Linear<B>); 7] {

@@ -109,7 +109,9 @@ impl Normalization {
     }
 }
 
-/// `log p(y_t | x, y_<t)` of each target token, in f32.
+/// `log p(y_t | x, y_<t)` of each target token, in f32, from the logits of
+/// [`CausalLm::forward`](crate::model::CausalLm::forward): the per-token term that every
+/// objective weights (SFT: all ones, CFT: the critical mask).
 ///
 /// # Shapes
 /// - `logits`: `[b, t, vocab]`; `targets`: `[b, t]` → `[b, t]`

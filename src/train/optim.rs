@@ -5,13 +5,13 @@
 
 use std::collections::BTreeMap;
 
-use burn::module::{Module, ModuleMapper, Param};
+use burn::module::{Module, Param};
 use burn::prelude::*;
 use burn::tensor::DType;
 use burn::tensor::backend::AutodiffBackend;
 
 use super::TrainError;
-use super::params::NamedFlat;
+use super::params::{NamedFlat, NamedMapper, map_named};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct AdamConfig {
@@ -98,19 +98,17 @@ pub fn adam_step<B: AutodiffBackend, M: Module<B>>(
     grad_scale: f64,
 ) -> M {
     state.step += 1;
-    let mut mapper = Step::<B> {
-        path: Vec::new(),
+    let mut step = Step::<B> {
         grads,
         state,
         config,
         lr,
         grad_scale,
     };
-    module.map(&mut mapper)
+    map_named(module, &mut step)
 }
 
 struct Step<'a, B: AutodiffBackend> {
-    path: Vec<String>,
     grads: &'a mut NamedFlat<B::InnerBackend>,
     state: &'a mut AdamState<B::InnerBackend>,
     config: AdamConfig,
@@ -118,16 +116,13 @@ struct Step<'a, B: AutodiffBackend> {
     grad_scale: f64,
 }
 
-impl<B: AutodiffBackend> ModuleMapper<B> for Step<'_, B> {
-    fn enter_module(&mut self, name: &str, _: &str) {
-        self.path.push(name.to_string());
-    }
-    fn exit_module(&mut self, _: &str, _: &str) {
-        self.path.pop();
-    }
-    fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
-        let name = self.path.join(".");
-        let Some(grad) = self.grads.remove(&name) else {
+impl<B: AutodiffBackend> NamedMapper<B> for Step<'_, B> {
+    fn map_param<const D: usize>(
+        &mut self,
+        name: &str,
+        param: Param<Tensor<B, D>>,
+    ) -> Param<Tensor<B, D>> {
+        let Some(grad) = self.grads.remove(name) else {
             return param;
         };
         let (id, tensor, mapper) = param.consume();
@@ -137,7 +132,7 @@ impl<B: AutodiffBackend> ModuleMapper<B> for Step<'_, B> {
         let c = self.config;
         // The update runs in f32 whatever the parameter dtype, on the f32 master copy of a
         // half-precision parameter.
-        let p = match self.state.master.remove(&name) {
+        let p = match self.state.master.remove(name) {
             Some(master) => master,
             None => tensor.inner().cast(DType::F32).reshape([n]), // [n]
         };
@@ -152,11 +147,11 @@ impl<B: AutodiffBackend> ModuleMapper<B> for Step<'_, B> {
         //   m = b1 m + (1-b1) g;  v = b2 v + (1-b2) g^2
         //   p = p (1 - lr wd)   [AdamW only]
         //   p = p - lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)
-        let m = match self.state.m.remove(&name) {
+        let m = match self.state.m.remove(name) {
             Some(m) => m * c.beta1 + g.clone() * (1.0 - c.beta1),
             None => g.clone() * (1.0 - c.beta1),
         };
-        let v = match self.state.v.remove(&name) {
+        let v = match self.state.v.remove(name) {
             Some(v) => v * c.beta2 + g.square() * (1.0 - c.beta2),
             None => g.square() * (1.0 - c.beta2),
         };
@@ -169,10 +164,10 @@ impl<B: AutodiffBackend> ModuleMapper<B> for Step<'_, B> {
         }
         let denom = v.clone().sqrt() / bias2_sqrt + c.eps;
         let p = p - m.clone() / denom * (self.lr / bias1);
-        self.state.m.insert(name.clone(), m);
-        self.state.v.insert(name.clone(), v);
+        self.state.m.insert(name.to_string(), m);
+        self.state.v.insert(name.to_string(), v);
         if dtype != DType::F32 {
-            self.state.master.insert(name, p.clone());
+            self.state.master.insert(name.to_string(), p.clone());
         }
         let updated = Tensor::<B, D>::from_inner(p.reshape(shape).cast(dtype)).require_grad();
         Param::from_mapped_value(id, updated, mapper)

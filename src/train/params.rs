@@ -15,33 +15,91 @@ pub type HostTensor = (Vec<usize>, Vec<f32>);
 /// Flattened gradients (or moments) by parameter name, on the inner (non-autodiff) backend.
 pub type NamedFlat<B> = BTreeMap<String, Tensor<B, 1>>;
 
+/// A [`ModuleVisitor`] told each float parameter's checkpoint name; see [`visit_named`].
+pub trait NamedVisitor<B: Backend> {
+    fn visit_param<const D: usize>(&mut self, name: &str, param: &Param<Tensor<B, D>>);
+}
+
+/// A [`ModuleMapper`] told each float parameter's checkpoint name; see [`map_named`].
+pub trait NamedMapper<B: Backend> {
+    fn map_param<const D: usize>(
+        &mut self,
+        name: &str,
+        param: Param<Tensor<B, D>>,
+    ) -> Param<Tensor<B, D>>;
+}
+
+/// The path bookkeeping every walk by name shares: burn announces each submodule it enters
+/// and leaves, and the names on the way down, joined with dots, are the checkpoint name.
+struct Named<'a, T> {
+    path: Vec<String>,
+    inner: &'a mut T,
+}
+
+impl<'a, T> Named<'a, T> {
+    fn new(inner: &'a mut T) -> Self {
+        Self {
+            path: Vec::new(),
+            inner,
+        }
+    }
+
+    fn name(&self) -> String {
+        self.path.join(".")
+    }
+}
+
+impl<B: Backend, V: NamedVisitor<B>> ModuleVisitor<B> for Named<'_, V> {
+    fn enter_module(&mut self, name: &str, _: &str) {
+        self.path.push(name.to_string());
+    }
+    fn exit_module(&mut self, _: &str, _: &str) {
+        self.path.pop();
+    }
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        let name = self.name();
+        self.inner.visit_param(&name, param);
+    }
+}
+
+impl<B: Backend, M: NamedMapper<B>> ModuleMapper<B> for Named<'_, M> {
+    fn enter_module(&mut self, name: &str, _: &str) {
+        self.path.push(name.to_string());
+    }
+    fn exit_module(&mut self, _: &str, _: &str) {
+        self.path.pop();
+    }
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
+        let name = self.name();
+        self.inner.map_param(&name, param)
+    }
+}
+
+/// Visits every float parameter of `module` with its checkpoint name.
+pub fn visit_named<B: Backend, M: Module<B>>(module: &M, visitor: &mut impl NamedVisitor<B>) {
+    module.visit(&mut Named::new(visitor));
+}
+
+/// Maps every float parameter of `module`, told its checkpoint name.
+pub fn map_named<B: Backend, M: Module<B>>(module: M, mapper: &mut impl NamedMapper<B>) -> M {
+    module.map(&mut Named::new(mapper))
+}
+
 /// Every float parameter of `module`, by name, as host f32 data (for checkpoints and state).
 pub fn named_values<B: Backend, M: Module<B>>(module: &M) -> BTreeMap<String, HostTensor> {
-    struct Collect {
-        path: Vec<String>,
-        out: BTreeMap<String, HostTensor>,
-    }
-    impl<B: Backend> ModuleVisitor<B> for Collect {
-        fn enter_module(&mut self, name: &str, _: &str) {
-            self.path.push(name.to_string());
-        }
-        fn exit_module(&mut self, _: &str, _: &str) {
-            self.path.pop();
-        }
-        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+    struct Collect(BTreeMap<String, HostTensor>);
+    impl<B: Backend> NamedVisitor<B> for Collect {
+        fn visit_param<const D: usize>(&mut self, name: &str, param: &Param<Tensor<B, D>>) {
             let value = param.val();
             let shape = value.dims().to_vec();
             let data = value.into_data().convert::<f32>();
             let values = data.to_vec::<f32>().unwrap_or_default();
-            self.out.insert(self.path.join("."), (shape, values));
+            self.0.insert(name.to_string(), (shape, values));
         }
     }
-    let mut c = Collect {
-        path: Vec::new(),
-        out: BTreeMap::new(),
-    };
-    module.visit(&mut c);
-    c.out
+    let mut c = Collect(BTreeMap::new());
+    visit_named(module, &mut c);
+    c.0
 }
 
 /// Replaces the value of every parameter named in `values` (shape checked), keeping its id
@@ -51,21 +109,17 @@ pub fn load_values<B: Backend, M: Module<B>>(
     values: &BTreeMap<String, HostTensor>,
 ) -> Result<M, String> {
     struct Load<'a> {
-        path: Vec<String>,
         values: &'a BTreeMap<String, HostTensor>,
         used: usize,
         error: Option<String>,
     }
-    impl<B: Backend> ModuleMapper<B> for Load<'_> {
-        fn enter_module(&mut self, name: &str, _: &str) {
-            self.path.push(name.to_string());
-        }
-        fn exit_module(&mut self, _: &str, _: &str) {
-            self.path.pop();
-        }
-        fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
-            let name = self.path.join(".");
-            let Some((shape, values)) = self.values.get(&name) else {
+    impl<B: Backend> NamedMapper<B> for Load<'_> {
+        fn map_param<const D: usize>(
+            &mut self,
+            name: &str,
+            param: Param<Tensor<B, D>>,
+        ) -> Param<Tensor<B, D>> {
+            let Some((shape, values)) = self.values.get(name) else {
                 return param;
             };
             let (id, tensor, mapper) = param.consume();
@@ -89,12 +143,11 @@ pub fn load_values<B: Backend, M: Module<B>>(
         }
     }
     let mut l = Load {
-        path: Vec::new(),
         values,
         used: 0,
         error: None,
     };
-    let module = module.map(&mut l);
+    let module = map_named(module, &mut l);
     if let Some(e) = l.error {
         return Err(e);
     }
@@ -116,37 +169,25 @@ pub fn accumulate_grads<B: AutodiffBackend, M: Module<B>>(
     acc: &mut NamedFlat<B::InnerBackend>,
 ) {
     struct Acc<'a, B: AutodiffBackend> {
-        path: Vec<String>,
         grads: &'a B::Gradients,
         acc: &'a mut NamedFlat<B::InnerBackend>,
     }
-    impl<B: AutodiffBackend> ModuleVisitor<B> for Acc<'_, B> {
-        fn enter_module(&mut self, name: &str, _: &str) {
-            self.path.push(name.to_string());
-        }
-        fn exit_module(&mut self, _: &str, _: &str) {
-            self.path.pop();
-        }
-        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+    impl<B: AutodiffBackend> NamedVisitor<B> for Acc<'_, B> {
+        fn visit_param<const D: usize>(&mut self, name: &str, param: &Param<Tensor<B, D>>) {
             let Some(grad) = param.val().grad(self.grads) else {
                 return;
             };
             let n = grad.shape().num_elements();
             // Summed in f32 whatever the parameter dtype.
             let grad = grad.reshape([n]).cast(burn::tensor::DType::F32); // [n]
-            let name = self.path.join(".");
-            let sum = match self.acc.remove(&name) {
+            let sum = match self.acc.remove(name) {
                 Some(prev) => prev + grad,
                 None => grad,
             };
-            self.acc.insert(name, sum);
+            self.acc.insert(name.to_string(), sum);
         }
     }
-    module.visit(&mut Acc::<B> {
-        path: Vec::new(),
-        grads,
-        acc,
-    });
+    visit_named(module, &mut Acc::<B> { grads, acc });
 }
 
 /// Global L2 norm of all gradients, as `torch.nn.utils.clip_grad_norm_` computes it.
