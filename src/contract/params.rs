@@ -7,7 +7,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::Kind;
-use crate::manifest::{Adapter, EarlyStop, MatchScope, Rule, Sampling, Synthetic, TrainParams};
+use crate::manifest::{
+    Adapter, EarlyStop, MatchScope, Rule, Sampling, Synthetic, ToyModel, TrainParams,
+};
 
 /// A stage's params do not fit its kind's struct: a defect of the planner or a cache written
 /// by another build, never something a manifest can cause (the manifest is validated first).
@@ -100,37 +102,11 @@ impl Params for DatasetParams {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PretrainParams {
-    pub toy: ToyParams,
+    pub toy: ToyModel,
 }
 
 impl Params for PretrainParams {
     const KIND: Kind = Kind::Pretrain;
-}
-
-/// The toy model's shape (as in an HF `config.json`) and its pretraining.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ToyParams {
-    /// `llama` or `qwen2`.
-    pub architecture: String,
-    pub hidden_size: u64,
-    pub num_layers: u64,
-    pub num_heads: u64,
-    pub num_kv_heads: u64,
-    pub intermediate_size: u64,
-    pub max_position: u64,
-    pub vocab_size: u64,
-    pub pretrain: ToyPretrainParams,
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ToyPretrainParams {
-    pub steps: u64,
-    pub batch_size: u64,
-    pub learning_rate: f64,
-    pub warmup_ratio: f64,
-    pub seed: u64,
 }
 
 /// `greedy` (Eq. 3-4): the model answers the training questions.

@@ -119,7 +119,7 @@ impl Experiment {
         for m in &self.models {
             match &m.source {
                 ModelSource::Dir(input) => inputs.push(input),
-                ModelSource::Toy(t) => inputs.extend(file(&t.pretrain.corpus)),
+                ModelSource::Toy { corpus, .. } => inputs.extend(file(corpus)),
             }
         }
         inputs.extend(file(&self.train_data));

@@ -186,7 +186,10 @@ fn read_models(r: &mut Reader<'_>, seed: u64, defaults: &Templates) -> Result<Ve
                 loc: p.loc,
                 key: p.key,
             }),
-            (None, _, Some(toy)) => ModelSource::Toy(read_toy(toy, seed)?),
+            (None, _, Some(toy)) => {
+                let (model, corpus) = read_toy(toy, seed)?;
+                ModelSource::Toy { model, corpus }
+            }
             (Some(_), _, Some(_)) => {
                 return Err(t.error("toy", "a model has either `path` or `toy`, not both"));
             }
@@ -207,7 +210,7 @@ fn read_models(r: &mut Reader<'_>, seed: u64, defaults: &Templates) -> Result<Ve
     Ok(models)
 }
 
-fn read_toy(mut t: Reader<'_>, seed: u64) -> Result<ToyModel> {
+fn read_toy(mut t: Reader<'_>, seed: u64) -> Result<(ToyModel, DataSource)> {
     let architecture = t
         .choice("architecture", &["llama", "qwen2"])?
         .map_or("llama".into(), |a| a.value);
@@ -224,6 +227,7 @@ fn read_toy(mut t: Reader<'_>, seed: u64) -> Result<ToyModel> {
             ),
         ));
     }
+    let mut corpus = default_corpus(seed);
     let model = ToyModel {
         architecture,
         hidden_size,
@@ -237,12 +241,10 @@ fn read_toy(mut t: Reader<'_>, seed: u64) -> Result<ToyModel> {
         vocab_size: t.count("vocab_size", 32)?.map_or(512, |v| v.value),
         pretrain: match t.table("pretrain")? {
             Some(mut p) => {
-                let corpus = match p.table("corpus")? {
-                    Some(c) => read_source(c, seed, "train")?,
-                    None => default_corpus(seed),
-                };
+                if let Some(c) = p.table("corpus")? {
+                    corpus = read_source(c, seed, "train")?;
+                }
                 let out = Pretrain {
-                    corpus,
                     steps: p.count("steps", 1)?.map_or(2000, |v| v.value),
                     batch_size: p.count("batch_size", 1)?.map_or(32, |v| v.value),
                     learning_rate: positive(p.float("learning_rate")?)?.unwrap_or(1e-3),
@@ -253,7 +255,6 @@ fn read_toy(mut t: Reader<'_>, seed: u64) -> Result<ToyModel> {
                 out
             }
             None => Pretrain {
-                corpus: default_corpus(seed),
                 steps: 2000,
                 batch_size: 32,
                 learning_rate: 1e-3,
@@ -263,7 +264,7 @@ fn read_toy(mut t: Reader<'_>, seed: u64) -> Result<ToyModel> {
         },
     };
     t.finish()?;
-    Ok(model)
+    Ok((model, corpus))
 }
 
 fn default_corpus(seed: u64) -> DataSource {

@@ -44,8 +44,8 @@ pub struct Templates {
 pub enum ModelSource {
     /// An HF-format directory (config.json, safetensors, tokenizer files).
     Dir(InputPath),
-    /// The built-in toy family, trained from scratch by a `pretrain` stage.
-    Toy(ToyModel),
+    /// The built-in toy family, trained from scratch by a `pretrain` stage on `corpus`.
+    Toy { model: ToyModel, corpus: DataSource },
 }
 
 /// A file or directory the experiment reads, with where the manifest named it.
@@ -58,7 +58,9 @@ pub struct InputPath {
     pub key: String,
 }
 
-#[derive(Clone, Debug)]
+/// The toy model's shape and pretraining: the `pretrain` stage's params as they are.
+#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ToyModel {
     pub architecture: String,
     pub hidden_size: u64,
@@ -71,9 +73,9 @@ pub struct ToyModel {
     pub pretrain: Pretrain,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Pretrain {
-    pub corpus: DataSource,
     pub steps: u64,
     pub batch_size: u64,
     pub learning_rate: f64,

@@ -11,7 +11,7 @@ use crate::cache::Store;
 use crate::contract::{
     BaseModel, CheckpointModel, CriticalityParams, DatasetParams, EvalModel, EvalParams,
     GreedyParams, Kind, ModelParam, Params, PretrainParams, RolloutParams, SelectionParams,
-    TokenStatsParams, ToyParams, ToyPretrainParams, TrainObjective, TrainStageParams,
+    TokenStatsParams, TrainObjective, TrainStageParams,
 };
 use crate::manifest::{
     DataSource, Experiment, InputPath, MethodKind, ModelSource, ModelSpec, Rule,
@@ -161,29 +161,9 @@ impl Builder<'_> {
                     binding: json!({"model_dir": input.path}),
                 })
             }
-            ModelSource::Toy(toy) => {
-                let corpus =
-                    self.dataset(&format!("{} corpus", model.name), &toy.pretrain.corpus)?;
-                let p = &toy.pretrain;
-                let params = PretrainParams {
-                    toy: ToyParams {
-                        architecture: toy.architecture.clone(),
-                        hidden_size: toy.hidden_size,
-                        num_layers: toy.num_layers,
-                        num_heads: toy.num_heads,
-                        num_kv_heads: toy.num_kv_heads,
-                        intermediate_size: toy.intermediate_size,
-                        max_position: toy.max_position,
-                        vocab_size: toy.vocab_size,
-                        pretrain: ToyPretrainParams {
-                            steps: p.steps,
-                            batch_size: p.batch_size,
-                            learning_rate: p.learning_rate,
-                            warmup_ratio: p.warmup_ratio,
-                            seed: p.seed,
-                        },
-                    },
-                };
+            ModelSource::Toy { model: toy, corpus } => {
+                let corpus = self.dataset(&format!("{} corpus", model.name), corpus)?;
+                let params = PretrainParams { toy: toy.clone() };
                 let key = self.add_typed(
                     format!("pretrain {}", model.name),
                     &params,
