@@ -90,7 +90,7 @@ fn main() {
     let exp = cft::manifest::load(&path).expect("manifest");
     let p = plan::build(&exp, &cache).expect("plan");
     let mut registry = Registry::default();
-    for kind in plan::KINDS {
+    for kind in cft::contract::Kind::ALL {
         registry.register(kind, Tiny);
     }
     let stop = AtomicBool::new(false);

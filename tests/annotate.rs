@@ -95,7 +95,7 @@ fn annotation_plan(cache: &Cache, manifest: &Path, kinds: &[&str]) -> Plan {
     let exp = cft::manifest::load(manifest).unwrap();
     plan::build(&exp, cache)
         .unwrap()
-        .restricted(|s| kinds.contains(&s.kind))
+        .restricted(|s| kinds.contains(&s.kind.name()))
 }
 
 fn run(cache: &Cache, plan: &Plan, events: &dyn Events) {

@@ -7,6 +7,7 @@ use std::path::Path;
 use std::sync::atomic::AtomicBool;
 
 use cft::cache::{Cache, Store};
+use cft::contract::Kind;
 use cft::exec::{self, NoEvents, Options};
 use cft::plan::{Plan, StageSpec};
 use cft::report::load::read_output;
@@ -18,11 +19,19 @@ const SAMPLES: u64 = 3;
 
 fn plan() -> (Plan, String, String) {
     let mut plan = Plan::default();
-    let spec = |kind: &'static str, label: &str, params: Value, inputs: Vec<String>, bindings| {
-        StageSpec::new("t", kind, 1, label.into(), params, inputs, bindings)
+    let spec = |kind: Kind, label: &str, params: Value, inputs: Vec<String>, bindings| {
+        StageSpec::new(
+            "t",
+            kind,
+            kind.version(),
+            label.into(),
+            params,
+            inputs,
+            bindings,
+        )
     };
     let data = plan.add(spec(
-        "dataset",
+        Kind::Dataset,
         "dataset toy",
         json!({"source": "synthetic", "synthetic": {"split": "test", "n": QUESTIONS, "seed": 4, "min_steps": 1, "max_steps": 1}}),
         vec![],
@@ -30,7 +39,7 @@ fn plan() -> (Plan, String, String) {
     ));
     let model = json!({"model_dir": common::fixture("qwen2")});
     let sampled = plan.add(spec(
-        "eval",
+        Kind::Eval,
         "eval tiny base toy",
         json!({"model": {"base": {"fingerprint": "fixture"}}, "benchmark": "toy", "template": "plain", "max_new_tokens": 6,
                "sampling": {"n": SAMPLES, "temperature": 1.0, "top_p": 1.0, "top_k": 0, "seed": 11, "benchmarks": ["toy"], "pass_at": [1, 3]}}),
@@ -38,7 +47,7 @@ fn plan() -> (Plan, String, String) {
         model.clone(),
     ));
     let chat = plan.add(spec(
-        "eval",
+        Kind::Eval,
         "eval tiny base gsm8k",
         json!({"model": {"base": {"fingerprint": "fixture"}}, "benchmark": "gsm8k", "template": "chat", "max_new_tokens": 4, "sampling": null}),
         vec![data],

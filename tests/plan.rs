@@ -55,7 +55,7 @@ fn table1_shares_token_statistics_between_entropy_and_attention() {
     for s in plan
         .graph
         .node_weights()
-        .filter(|s| ["greedy", "rollout", "eval"].contains(&s.kind))
+        .filter(|s| ["greedy", "rollout", "eval"].contains(&s.kind.name()))
     {
         assert_eq!(s.params["template"], "qwen25-math-cot", "{}", s.label);
     }
@@ -69,7 +69,7 @@ fn table1_shares_token_statistics_between_entropy_and_attention() {
         let inputs: Vec<&str> = r3
             .inputs
             .iter()
-            .map(|k| plan.get(k).unwrap().kind)
+            .map(|k| plan.get(k).unwrap().kind.name())
             .collect();
         assert_eq!(inputs, ["greedy", "rollout"]);
     }

@@ -14,7 +14,7 @@ fn pretrain_writes_a_loadable_model_and_learns() {
     let mut plan = Plan::default();
     let corpus = plan.add(StageSpec::new(
         "test",
-        "dataset",
+        cft::contract::Kind::Dataset,
         cft::contract::Kind::Dataset.version(),
         "corpus".into(),
         json!({"source": "synthetic", "synthetic":
@@ -28,7 +28,7 @@ fn pretrain_writes_a_loadable_model_and_learns() {
         "warmup_ratio": 0.1, "seed": 5}});
     plan.add(StageSpec::new(
         "test",
-        "pretrain",
+        cft::contract::Kind::Pretrain,
         cft::contract::Kind::Pretrain.version(),
         "pretrain".into(),
         json!({"toy": toy}),

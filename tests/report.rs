@@ -102,7 +102,7 @@ fn records_of_earlier_builds_still_give_shares_and_lengths() {
             let Some(m) = metrics.as_object_mut() else {
                 continue;
             };
-            let dropped = match spec.kind {
+            let dropped = match spec.kind.name() {
                 "greedy" => m.remove("mean_correct_response_tokens"),
                 "train" => m.remove("response_tokens"),
                 _ => None,
@@ -211,7 +211,7 @@ fn report_stage_inside_a_run_writes_the_same_report() {
     // Stages the report does not read (datasets, pretraining, rollouts, the entropy method's
     // training) run as stubs; the report stage is the real one.
     let mut registry = support::echo_registry(support::leak_counter());
-    registry.register("report", cft::stages::report::Report);
+    registry.register(cft::contract::Kind::Report, cft::stages::report::Report);
     let summary = cft::exec::run(
         &plan,
         &cache,

@@ -57,7 +57,7 @@ fn plan_of(responses: &str, weights: Option<String>, adapter: Value, overrides: 
     let mut plan = Plan::default();
     let greedy = plan.add(StageSpec::new(
         "test",
-        "greedy",
+        cft::contract::Kind::Greedy,
         1,
         "greedy".into(),
         json!({"file": "responses.jsonl", "text": responses}),
@@ -69,7 +69,7 @@ fn plan_of(responses: &str, weights: Option<String>, adapter: Value, overrides: 
         Some(text) => {
             inputs.push(plan.add(StageSpec::new(
                 "test",
-                "criticality",
+                cft::contract::Kind::Criticality,
                 1,
                 "criticality".into(),
                 json!({"file": "weights.jsonl", "text": text}),
@@ -90,7 +90,7 @@ fn plan_of(responses: &str, weights: Option<String>, adapter: Value, overrides: 
     }
     plan.add(StageSpec::new(
         "test",
-        "train",
+        cft::contract::Kind::Train,
         cft::contract::Kind::Train.version(),
         "train".into(),
         json!({"model": {"fingerprint": "x"}, "objective": objective,
@@ -103,8 +103,8 @@ fn plan_of(responses: &str, weights: Option<String>, adapter: Value, overrides: 
 
 fn registry() -> Registry {
     let mut r = cft::stages::registry();
-    r.register("greedy", Fixed);
-    r.register("criticality", Fixed);
+    r.register(cft::contract::Kind::Greedy, Fixed);
+    r.register(cft::contract::Kind::Criticality, Fixed);
     r
 }
 

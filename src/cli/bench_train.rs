@@ -117,7 +117,7 @@ pub fn toy(args: BenchToyArgs) -> anyhow::Result<()> {
     let mut plan = Plan::default();
     let corpus = plan.add(StageSpec::new(
         "bench",
-        "dataset",
+        cft::contract::Kind::Dataset,
         cft::contract::Kind::Dataset.version(),
         "corpus".into(),
         json!({"source": "synthetic", "synthetic": {"split": "train", "n": args.problems,
@@ -131,7 +131,7 @@ pub fn toy(args: BenchToyArgs) -> anyhow::Result<()> {
         "batch_size": args.batch, "learning_rate": args.lr, "warmup_ratio": 0.03, "seed": 1}});
     plan.add(StageSpec::new(
         "bench",
-        "pretrain",
+        cft::contract::Kind::Pretrain,
         cft::contract::Kind::Pretrain.version(),
         "pretrain".into(),
         json!({"toy": toy}),

@@ -97,9 +97,9 @@ pub fn run(cache: &Path, args: PlanArgs) -> anyhow::Result<ExitCode> {
     for s in plan.order() {
         let pos = plan::KINDS
             .iter()
-            .position(|k| *k == s.kind)
+            .position(|k| *k == s.kind.name())
             .unwrap_or(plan::KINDS.len());
-        let e = by_kind.entry(pos).or_insert((s.kind, 0, 0));
+        let e = by_kind.entry(pos).or_insert((s.kind.name(), 0, 0));
         e.1 += 1;
         if status[&s.key].status == Status::Cached {
             e.2 += 1;

@@ -108,7 +108,7 @@ impl Events for Bars {
             ProgressStyle::with_template("{prefix:>8} {spinner} {msg} {elapsed}")
                 .unwrap_or_else(|_| ProgressStyle::default_spinner()),
         );
-        bar.set_prefix(spec.kind);
+        bar.set_prefix(spec.kind.name());
         bar.set_message(format!(
             "{}{}",
             spec.label,

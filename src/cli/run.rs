@@ -66,7 +66,7 @@ pub fn run(cache_dir: &Path, args: RunArgs) -> anyhow::Result<ExitCode> {
             ))
             .into());
         }
-        plan = plan.restricted(|s| args.only.iter().any(|k| k == s.kind));
+        plan = plan.restricted(|s| args.only.iter().any(|k| s.kind == k.as_str()));
     }
     let status = plan::statuses(&plan, &cache, false)?;
     let pending = status

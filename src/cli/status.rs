@@ -55,7 +55,7 @@ pub fn run(cache: &Path, args: StatusArgs) -> anyhow::Result<ExitCode> {
                 "token-stats",
                 "selection",
             ]
-            .contains(&spec.kind)
+            .contains(&spec.kind.name())
                 && spec.label.split(' ').nth(1) == Some(name.as_str());
             if is_model_stage {
                 let measured = match view.store().record(&spec.key)? {

@@ -9,6 +9,7 @@
 //! struct here, and the code that uses it.
 
 pub mod artifacts;
+pub mod label;
 pub mod params;
 pub mod stage;
 
@@ -29,8 +30,11 @@ pub enum Fault {
     Defect,
 }
 
-/// The stage kinds of DESIGN.md's table.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// The stage kinds of DESIGN.md's table; serialised by name.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "kebab-case")]
 pub enum Kind {
     Dataset,
     Pretrain,
@@ -109,6 +113,12 @@ impl Kind {
             // correct responses.
             Kind::Report => 2,
         }
+    }
+}
+
+impl PartialEq<&str> for Kind {
+    fn eq(&self, name: &&str) -> bool {
+        self.name() == *name
     }
 }
 

@@ -17,7 +17,7 @@ pub const KINDS: [&str; 10] = {
 #[derive(Clone, Debug, Serialize)]
 pub struct StageSpec {
     pub key: String,
-    pub kind: &'static str,
+    pub kind: super::Kind,
     pub version: u32,
     /// Human name, unique within a plan: `train qwen2.5-7b strict3 bs16-lr2e-6`.
     pub label: String,
@@ -35,14 +35,14 @@ pub struct StageSpec {
 impl StageSpec {
     pub fn new(
         experiment: &str,
-        kind: &'static str,
+        kind: super::Kind,
         version: u32,
         label: String,
         params: Value,
         inputs: Vec<String>,
         bindings: Value,
     ) -> StageSpec {
-        let key = stage_key(kind, version, &params, &inputs);
+        let key = stage_key(kind.name(), version, &params, &inputs);
         StageSpec {
             key,
             kind,

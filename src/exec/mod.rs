@@ -140,7 +140,7 @@ fn run_stage(
     let previous = cache.record(&spec.key)?;
     let mut record = Record {
         key: spec.key.clone(),
-        kind: spec.kind.to_string(),
+        kind: spec.kind.name().to_string(),
         version: spec.version,
         label: spec.label.clone(),
         slot: spec.slot.clone(),

@@ -11,7 +11,7 @@ use crate::cache::Store;
 use crate::contract::{
     BaseModel, CheckpointModel, CriticalityParams, DatasetParams, EvalModel, EvalParams,
     GreedyParams, Kind, ModelParam, Params, PretrainParams, RolloutParams, SelectionParams,
-    TokenStatsParams, TrainObjective, TrainStageParams,
+    TokenStatsParams, TrainObjective, TrainStageParams, label,
 };
 use crate::manifest::{
     DataSource, Experiment, InputPath, MethodKind, ModelSource, ModelSpec, Rule,
@@ -67,7 +67,7 @@ pub fn build(exp: &Experiment, store: &dyn Store) -> Result<Plan, PlanError> {
     });
     b.add(
         Kind::Report,
-        format!("report {}", exp.name),
+        label::report(&exp.name),
         params,
         report_inputs,
         Value::Null,
@@ -86,7 +86,7 @@ impl Builder<'_> {
     ) -> String {
         let spec = StageSpec::new(
             &self.exp.name,
-            kind.name(),
+            kind,
             kind.version(),
             label,
             params,
@@ -148,7 +148,7 @@ impl Builder<'_> {
                 Value::Null,
             ),
         };
-        self.add_typed(format!("dataset {name}"), &params, Vec::new(), bindings)
+        self.add_typed(label::dataset(name), &params, Vec::new(), bindings)
     }
 
     fn model(&mut self, model: &ModelSpec) -> Result<ModelRef, PlanError> {
@@ -165,7 +165,7 @@ impl Builder<'_> {
                 let corpus = self.dataset(&format!("{} corpus", model.name), corpus)?;
                 let params = PretrainParams { toy: toy.clone() };
                 let key = self.add_typed(
-                    format!("pretrain {}", model.name),
+                    label::pretrain(&model.name),
                     &params,
                     vec![corpus],
                     Value::Null,
@@ -198,7 +198,7 @@ impl Builder<'_> {
 
         // Eq. 3-4: one greedy pass over the training questions.
         let greedy = self.add_typed(
-            format!("greedy {name}"),
+            label::greedy(name),
             &GreedyParams {
                 model: m.param.clone(),
                 template: model.templates.annotate.clone(),
@@ -231,7 +231,7 @@ impl Builder<'_> {
                 inputs.push(prev.clone());
             }
             let key = self.add_typed(
-                format!("rollout {name} j={j}"),
+                label::rollout(name, j),
                 &RolloutParams {
                     model: m.param.clone(),
                     j,
@@ -253,7 +253,7 @@ impl Builder<'_> {
                 let mut inputs = vec![greedy.clone()];
                 inputs.extend_from_slice(&rollouts[..(k as usize - 1)]);
                 let key = self.add_typed(
-                    format!("criticality {name} {}-k{k}", rule_name(rule)),
+                    label::criticality(name, &label::rule_k(rule_name(rule), k)),
                     &CriticalityParams { rule, k },
                     inputs,
                     Value::Null,
@@ -273,7 +273,7 @@ impl Builder<'_> {
         });
         let token_stats = if needs_stats {
             let key = self.add_typed(
-                format!("token-stats {name}"),
+                label::token_stats(name),
                 &TokenStatsParams {
                     model: m.param.clone(),
                 },
@@ -316,7 +316,7 @@ impl Builder<'_> {
                     inputs.extend(stats);
                     inputs.extend(criticality.get(matched).cloned());
                     let key = self.add_typed(
-                        format!("selection {name} {}", me.name),
+                        label::selection(name, &me.name),
                         &params,
                         inputs,
                         Value::Null,
@@ -329,7 +329,7 @@ impl Builder<'_> {
                         inputs.extend(criticality.get(w).cloned());
                     }
                     let key = self.add_typed(
-                        format!("selection {name} {}", me.name),
+                        label::selection(name, &me.name),
                         &SelectionParams::Number {
                             model: m.param.clone(),
                             within_critical: within.is_some(),
@@ -347,7 +347,7 @@ impl Builder<'_> {
                 let mut inputs = with_model(std::slice::from_ref(&greedy));
                 inputs.extend(weights.clone());
                 let key = self.add_typed(
-                    format!("train {name} {} {}", me.name, cell.label),
+                    label::train(name, &me.name, &cell.label),
                     &TrainStageParams {
                         model: m.param.clone(),
                         objective,
@@ -364,10 +364,12 @@ impl Builder<'_> {
 
         // Evaluation of each checkpoint (and of the base model) on each benchmark.
         let eval = &exp.eval;
-        let mut subjects: Vec<(String, Vec<String>, EvalModel)> = Vec::new();
+        // (method and cell, or none for the base model; inputs; the model param)
+        type Subject = (Option<(String, String)>, Vec<String>, EvalModel);
+        let mut subjects: Vec<Subject> = Vec::new();
         if eval.include_base {
             subjects.push((
-                "base".into(),
+                None,
                 m.inputs.clone(),
                 EvalModel::Base(BaseModel {
                     base: m.param.clone(),
@@ -376,7 +378,7 @@ impl Builder<'_> {
         }
         for (method, cell, key) in &checkpoints {
             subjects.push((
-                format!("{method} {cell}"),
+                Some((method.clone(), cell.clone())),
                 vec![key.clone()],
                 EvalModel::Checkpoint(CheckpointModel { checkpoint: true }),
             ));
@@ -390,8 +392,12 @@ impl Builder<'_> {
                     .filter(|s| s.benchmarks.contains(bench));
                 let mut all = inputs.clone();
                 all.push(data.clone());
+                let label = match &subject {
+                    None => label::eval_base(name, bench),
+                    Some((method, cell)) => label::eval(name, method, cell, bench),
+                };
                 let key = self.add_typed(
-                    format!("eval {name} {subject} {bench}"),
+                    label,
                     &EvalParams {
                         model: model_param.clone(),
                         benchmark: bench.clone(),

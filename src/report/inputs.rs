@@ -47,10 +47,9 @@ impl MethodParams {
     /// The criticality stage's label suffix of a CFT method: `strict-k3`.
     pub fn criticality(&self) -> Option<String> {
         (self.kind_name() == "cft").then(|| {
-            format!(
-                "{}-k{}",
+            label::rule_k(
                 self.kind["rule"].as_str().unwrap_or(""),
-                self.kind["k"].as_u64().unwrap_or(0)
+                self.kind["k"].as_u64().unwrap_or(0),
             )
         })
     }
@@ -141,27 +140,4 @@ impl<'a> Records<'a> {
     }
 }
 
-/// Labels of the planner's stages (`plan::build`).
-pub mod label {
-    pub fn eval(model: &str, method: &str, cell: &str, bench: &str) -> String {
-        format!("eval {model} {method} {cell} {bench}")
-    }
-    pub fn eval_base(model: &str, bench: &str) -> String {
-        format!("eval {model} base {bench}")
-    }
-    pub fn greedy(model: &str) -> String {
-        format!("greedy {model}")
-    }
-    pub fn criticality(model: &str, rule_k: &str) -> String {
-        format!("criticality {model} {rule_k}")
-    }
-    pub fn token_stats(model: &str) -> String {
-        format!("token-stats {model}")
-    }
-    pub fn selection(model: &str, method: &str) -> String {
-        format!("selection {model} {method}")
-    }
-    pub fn train(model: &str, method: &str, cell: &str) -> String {
-        format!("train {model} {method} {cell}")
-    }
-}
+pub use crate::contract::label;

@@ -11,7 +11,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::cache::{Cache, CacheError, OutputRef, Record, Store};
-use crate::contract::{Fault, StageSpec};
+use crate::contract::{Fault, Kind, StageSpec};
 
 /// How a stage's saved item is stored ([`StageCtx::item`]).
 pub trait Item: Sized {
@@ -35,19 +35,19 @@ pub trait StageImpl: Send + Sync {
     fn run(&self, ctx: &mut StageCtx<'_>) -> Result<StageOutput, StageError>;
 }
 
-/// Stage implementations by kind name.
+/// Stage implementations by kind.
 #[derive(Default)]
 pub struct Registry {
-    impls: HashMap<String, Box<dyn StageImpl>>,
+    impls: HashMap<Kind, Box<dyn StageImpl>>,
 }
 
 impl Registry {
-    pub fn register(&mut self, kind: &str, imp: impl StageImpl + 'static) {
-        self.impls.insert(kind.to_string(), Box::new(imp));
+    pub fn register(&mut self, kind: Kind, imp: impl StageImpl + 'static) {
+        self.impls.insert(kind, Box::new(imp));
     }
 
-    pub fn get(&self, kind: &str) -> Option<&dyn StageImpl> {
-        self.impls.get(kind).map(|b| b.as_ref())
+    pub fn get(&self, kind: Kind) -> Option<&dyn StageImpl> {
+        self.impls.get(&kind).map(|b| b.as_ref())
     }
 }
 
@@ -133,7 +133,7 @@ impl<'a> StageCtx<'a> {
     /// The params as the stage's kind's struct ([`crate::contract`]): a missing or unknown
     /// field is an error naming the stage.
     pub fn params_as<P: crate::contract::Params>(&self) -> Result<P, StageError> {
-        if self.spec.kind != P::KIND.name() {
+        if self.spec.kind != P::KIND {
             return Err(StageError::Failed(format!(
                 "stage `{}` is a {} stage, read as {}",
                 self.spec.label,

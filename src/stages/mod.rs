@@ -20,18 +20,20 @@ pub mod train;
 pub use context::{Item, Output, Progress, Registry, StageCtx, StageError, StageImpl, StageOutput};
 pub use device::Device;
 
+use crate::contract::Kind;
+
 /// Every stage kind this build can run.
 pub fn registry() -> Registry {
     let mut r = Registry::default();
-    r.register("dataset", dataset::Dataset);
-    r.register("eval", eval::Eval);
-    r.register("report", report::Report);
-    r.register("greedy", greedy::Greedy);
-    r.register("rollout", rollout::Rollout);
-    r.register("criticality", criticality::Criticality);
-    r.register("selection", selection::Selection);
-    r.register("token-stats", token_stats::TokenStats);
-    r.register("train", train::Train);
-    r.register("pretrain", pretrain::Pretrain);
+    r.register(Kind::Dataset, dataset::Dataset);
+    r.register(Kind::Eval, eval::Eval);
+    r.register(Kind::Report, report::Report);
+    r.register(Kind::Greedy, greedy::Greedy);
+    r.register(Kind::Rollout, rollout::Rollout);
+    r.register(Kind::Criticality, criticality::Criticality);
+    r.register(Kind::Selection, selection::Selection);
+    r.register(Kind::TokenStats, token_stats::TokenStats);
+    r.register(Kind::Train, train::Train);
+    r.register(Kind::Pretrain, pretrain::Pretrain);
     r
 }

@@ -98,7 +98,7 @@ pub fn record(cache: &Cache, spec: &StageSpec, metrics: Value, outputs: Vec<(&st
     cache
         .put_record(&Record {
             key: spec.key.clone(),
-            kind: spec.kind.to_string(),
+            kind: spec.kind.name().to_string(),
             version: spec.version,
             label: spec.label.clone(),
             slot: spec.slot.clone(),
@@ -129,7 +129,7 @@ pub fn jsonl(lines: impl Iterator<Item = Value>) -> Vec<u8> {
 pub fn fabricate(cache: &Cache, plan: &Plan) {
     for spec in plan.order() {
         let words: Vec<&str> = spec.label.split(' ').collect();
-        match spec.kind {
+        match spec.kind.name() {
             "eval" => {
                 let (method, cell) = match words[2] {
                     "base" => ("base", ""),

@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use cft::contract::Kind;
 use cft::exec::{Output, Registry, StageCtx, StageError, StageImpl, StageOutput};
 use cft::plan::{Plan, StageSpec};
 use serde_json::{Value, json};
@@ -21,7 +22,7 @@ pub fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
 /// Output bytes that depend on the kind, params and every input's outputs.
 fn digest(ctx: &StageCtx<'_>, extra: &str) -> Result<Vec<u8>, StageError> {
     let mut h = blake3::Hasher::new();
-    h.update(ctx.spec.kind.as_bytes());
+    h.update(ctx.spec.kind.name().as_bytes());
     h.update(ctx.params().to_string().as_bytes());
     for r in ctx.inputs() {
         for name in r.outputs.keys() {
@@ -98,16 +99,21 @@ impl StageImpl for SlowItems {
 /// A registry with Echo behind every kind of the real planner.
 pub fn echo_registry(counter: &'static AtomicUsize) -> Registry {
     let mut r = Registry::default();
-    for kind in cft::plan::KINDS {
+    for kind in Kind::ALL {
         r.register(kind, Echo(counter));
     }
     r
 }
 
+/// The kinds the hand-made plans use for their test stages (a registry maps each kind to an
+/// implementation; these stand in for real ones).
+pub const ECHO: Kind = Kind::Dataset;
+pub const SLOW: Kind = Kind::Pretrain;
+
 /// A small hand-made plan: a → (b, c) → d, where a is slow and resumable.
 pub fn diamond(n: u64, delay_ms: u64, fail_c: bool) -> Plan {
     let mut plan = Plan::default();
-    let spec = |kind: &'static str, label: &str, params: Value, inputs: Vec<String>| {
+    let spec = |kind: Kind, label: &str, params: Value, inputs: Vec<String>| {
         // The delay is how fast, not what: a binding, outside the key.
         StageSpec::new(
             "test",
@@ -119,23 +125,23 @@ pub fn diamond(n: u64, delay_ms: u64, fail_c: bool) -> Plan {
             json!({"delay_ms": delay_ms}),
         )
     };
-    let a = plan.add(spec("slow", "a", json!({"n": n}), vec![]));
-    let b = plan.add(spec("echo", "b", json!({"x": 1}), vec![a.clone()]));
+    let a = plan.add(spec(SLOW, "a", json!({"n": n}), vec![]));
+    let b = plan.add(spec(ECHO, "b", json!({"x": 1}), vec![a.clone()]));
     let c = plan.add(spec(
-        "echo",
+        ECHO,
         "c",
         json!({"x": 2, "fail": fail_c}),
         vec![a.clone()],
     ));
-    plan.add(spec("echo", "d", json!({"x": 3}), vec![b, c]));
-    plan.add(spec("echo", "e", json!({"x": 4}), vec![a]));
+    plan.add(spec(ECHO, "d", json!({"x": 3}), vec![b, c]));
+    plan.add(spec(ECHO, "e", json!({"x": 4}), vec![a]));
     plan
 }
 
 pub fn test_registry(echo: &'static AtomicUsize, slow: &'static AtomicUsize) -> Registry {
     let mut r = Registry::default();
-    r.register("echo", Echo(echo));
-    r.register("slow", SlowItems { computed: slow });
+    r.register(ECHO, Echo(echo));
+    r.register(SLOW, SlowItems { computed: slow });
     r
 }
 
