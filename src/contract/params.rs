@@ -8,7 +8,8 @@ use serde_json::Value;
 
 use super::Kind;
 use crate::manifest::{
-    Adapter, EarlyStop, MatchScope, Rule, Sampling, Synthetic, ToyModel, TrainParams,
+    Adapter, EarlyStop, MatchScope, MethodKind, Report, Rule, Sampling, Synthetic, ToyModel,
+    TrainParams,
 };
 
 /// A stage's params do not fit its kind's struct: a defect of the planner or a cache written
@@ -255,6 +256,43 @@ pub struct EvalParams {
 
 impl Params for EvalParams {
     const KIND: Kind = Kind::Eval;
+}
+
+/// `report`: the paper's tables over every model, method, sweep cell and benchmark.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReportParams {
+    pub experiment: String,
+    /// The experiment seed (bootstrap resampling).
+    pub seed: u64,
+    pub models: Vec<String>,
+    pub methods: Vec<ReportMethod>,
+    pub benchmarks: Vec<String>,
+    pub report: Report,
+}
+
+impl Params for ReportParams {
+    const KIND: Kind = Kind::Report;
+}
+
+/// One method as the report sees it: its name, label, kind and sweep cells' labels.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReportMethod {
+    pub name: String,
+    pub label: String,
+    pub kind: MethodKind,
+    pub cells: Vec<String>,
+}
+
+impl ReportMethod {
+    /// The criticality stage's label suffix of a CFT method: `strict-k3`.
+    pub fn criticality(&self) -> Option<String> {
+        match &self.kind {
+            MethodKind::Cft { rule, k } => Some(super::label::rule_k(rule.name(), *k)),
+            _ => None,
+        }
+    }
 }
 
 #[cfg(test)]

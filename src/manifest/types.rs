@@ -145,8 +145,8 @@ pub struct Method {
     pub cells: Vec<TrainCell>,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
-#[serde(tag = "kind", rename_all = "lowercase")]
+#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
 pub enum MethodKind {
     /// Eq. 1: every response token.
     Sft,
@@ -183,6 +183,17 @@ pub enum Rule {
     Strict,
     Union,
     Graded,
+}
+
+impl Rule {
+    /// As the manifest writes it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Rule::Strict => "strict",
+            Rule::Union => "union",
+            Rule::Graded => "graded",
+        }
+    }
 }
 
 /// One cell of a method's hyper-parameter sweep.
@@ -264,7 +275,8 @@ pub struct Sampling {
     pub pass_at: Vec<u64>,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Report {
     /// The method every delta is measured against.
     pub baseline: String,
@@ -277,8 +289,13 @@ pub struct Report {
 }
 
 /// How the report picks one cell of a method's sweep (the paper reports each method's best).
-#[derive(Clone, Debug, PartialEq, Serialize)]
-#[serde(tag = "by", content = "value", rename_all = "kebab-case")]
+#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
+#[serde(
+    tag = "by",
+    content = "value",
+    rename_all = "kebab-case",
+    deny_unknown_fields
+)]
 pub enum Select {
     BestAverage,
     BestOn(String),

@@ -10,8 +10,8 @@ use serde_json::{Value, json};
 use crate::cache::Store;
 use crate::contract::{
     BaseModel, CheckpointModel, CriticalityParams, DatasetParams, EvalModel, EvalParams,
-    GreedyParams, Kind, ModelParam, Params, PretrainParams, RolloutParams, SelectionParams,
-    TokenStatsParams, TrainObjective, TrainStageParams, label,
+    GreedyParams, Kind, ModelParam, Params, PretrainParams, ReportMethod, ReportParams,
+    RolloutParams, SelectionParams, TokenStatsParams, TrainObjective, TrainStageParams, label,
 };
 use crate::manifest::{
     DataSource, Experiment, InputPath, MethodKind, ModelSource, ModelSpec, Rule,
@@ -51,27 +51,29 @@ pub fn build(exp: &Experiment, store: &dyn Store) -> Result<Plan, PlanError> {
     for model in &exp.models {
         report_inputs.extend(b.model_stages(model, &train_data, &benchmarks)?);
     }
-    let report = &exp.report;
-    let methods: Vec<Value> = exp
-        .methods
-        .iter()
-        .map(|m| json!({"name": m.name, "label": m.label, "kind": m.kind, "cells": m.cells.iter().map(|c| &c.label).collect::<Vec<_>>()}))
-        .collect();
-    let params = json!({
-        "experiment": exp.name,
-        "seed": exp.seed,
-        "models": exp.models.iter().map(|m| &m.name).collect::<Vec<_>>(),
-        "methods": methods,
-        "benchmarks": benchmarks.iter().map(|(n, _)| n).collect::<Vec<_>>(),
-        "report": report,
-    });
-    b.add(
-        Kind::Report,
+    let params = ReportParams {
+        experiment: exp.name.clone(),
+        seed: exp.seed,
+        models: exp.models.iter().map(|m| m.name.clone()).collect(),
+        methods: exp
+            .methods
+            .iter()
+            .map(|m| ReportMethod {
+                name: m.name.clone(),
+                label: m.label.clone(),
+                kind: m.kind.clone(),
+                cells: m.cells.iter().map(|c| c.label.clone()).collect(),
+            })
+            .collect(),
+        benchmarks: benchmarks.iter().map(|(n, _)| n.clone()).collect(),
+        report: exp.report.clone(),
+    };
+    b.add_typed(
         label::report(&exp.name),
-        params,
+        &params,
         report_inputs,
         Value::Null,
-    );
+    )?;
     Ok(b.plan)
 }
 
@@ -253,7 +255,7 @@ impl Builder<'_> {
                 let mut inputs = vec![greedy.clone()];
                 inputs.extend_from_slice(&rollouts[..(k as usize - 1)]);
                 let key = self.add_typed(
-                    label::criticality(name, &label::rule_k(rule_name(rule), k)),
+                    label::criticality(name, &label::rule_k(rule.name(), k)),
                     &CriticalityParams { rule, k },
                     inputs,
                     Value::Null,
@@ -414,13 +416,5 @@ impl Builder<'_> {
             }
         }
         Ok(report_inputs)
-    }
-}
-
-fn rule_name(rule: Rule) -> &'static str {
-    match rule {
-        Rule::Strict => "strict",
-        Rule::Union => "union",
-        Rule::Graded => "graded",
     }
 }

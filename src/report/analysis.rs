@@ -9,6 +9,7 @@ use serde_json::Value;
 
 use super::inputs::{MethodParams, Params, Records, label};
 use super::{AnnotationRow, CategoryRow, PassCurve, TokenStats, TokenStatsRow, TrainingRow};
+use crate::manifest::MethodKind;
 
 /// The CFT methods of the experiment (those with a criticality stage).
 fn cft_methods(params: &Params) -> impl Iterator<Item = (&MethodParams, String)> {
@@ -238,7 +239,9 @@ pub fn training(
                                 .and_then(|m| m["critical_ratio"].as_f64())
                         })
                     })
-                    .or_else(|| matches!(method.kind_name(), "sft" | "dft").then_some(1.0))
+                    .or_else(|| {
+                        matches!(method.kind, MethodKind::Sft | MethodKind::Dft).then_some(1.0)
+                    })
             });
             let curve = train
                 .and_then(|m| m["steps"].as_array())

@@ -13,7 +13,7 @@ use crate::rng::Rng;
 /// The report of one experiment.
 pub fn build(params: &Params, records: &Records<'_>) -> Report {
     let settings = &params.report;
-    let rule = Selection::from_params(&settings.select.by, settings.select.value.as_deref());
+    let rule = Selection::from_select(&settings.select);
     let mut chosen: BTreeMap<(String, String), String> = BTreeMap::new();
     let mut blocks = Vec::new();
     for model in &params.models {

@@ -9,80 +9,13 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
-use serde::Deserialize;
 use serde_json::Value;
 
 use crate::cache::{Record, RecordStatus};
 use crate::contract::artifacts::{QuestionOutput, parse_outputs};
 
-use super::ReportError;
-
-/// The `report` stage's params (see `plan::build`).
-#[derive(Clone, Debug, Deserialize)]
-pub struct Params {
-    pub experiment: String,
-    /// The experiment seed (bootstrap resampling).
-    #[serde(default)]
-    pub seed: u64,
-    pub models: Vec<String>,
-    pub methods: Vec<MethodParams>,
-    pub benchmarks: Vec<String>,
-    pub report: Settings,
-}
-
-#[derive(Clone, Debug, Deserialize)]
-pub struct MethodParams {
-    pub name: String,
-    pub label: String,
-    /// The manifest's method kind: `{"kind": "cft", "rule": "strict", "k": 3}`, ...
-    pub kind: Value,
-    pub cells: Vec<String>,
-}
-
-impl MethodParams {
-    pub fn kind_name(&self) -> &str {
-        self.kind["kind"].as_str().unwrap_or("")
-    }
-
-    /// The criticality stage's label suffix of a CFT method: `strict-k3`.
-    pub fn criticality(&self) -> Option<String> {
-        (self.kind_name() == "cft").then(|| {
-            label::rule_k(
-                self.kind["rule"].as_str().unwrap_or(""),
-                self.kind["k"].as_u64().unwrap_or(0),
-            )
-        })
-    }
-}
-
-#[derive(Clone, Debug, Deserialize)]
-pub struct Settings {
-    pub baseline: String,
-    pub select: SelectParams,
-    pub bootstrap: u64,
-    pub confidence: f64,
-    #[serde(default = "yes")]
-    pub timings: bool,
-}
-
-fn yes() -> bool {
-    true
-}
-
-/// `manifest::Select` as serialised: `{"by": "best-average"}`, `{"by": "best-on", "value": b}`,
-/// `{"by": "cell", "value": label}`.
-#[derive(Clone, Debug, Deserialize)]
-pub struct SelectParams {
-    pub by: String,
-    #[serde(default)]
-    pub value: Option<String>,
-}
-
-impl Params {
-    pub fn from_value(v: &Value) -> Result<Params, ReportError> {
-        serde_json::from_value(v.clone()).map_err(|e| ReportError::Params(e.to_string()))
-    }
-}
+/// The `report` stage's params and its methods, as the contract defines them.
+pub use crate::contract::{ReportMethod as MethodParams, ReportParams as Params};
 
 /// Reads one output of a record; `None` when it cannot be read (the report shows "—").
 pub type Reader<'a> = dyn Fn(&Record, &str) -> Option<Vec<u8>> + 'a;

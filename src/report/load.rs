@@ -6,6 +6,7 @@ use crate::plan::Plan;
 
 use super::inputs::{Params, Reader, Records};
 use super::{Report, ReportError, build};
+use crate::contract::Params as _;
 
 pub fn from_store(
     plan: &Plan,
@@ -17,7 +18,8 @@ pub fn from_store(
         .into_iter()
         .find(|s| s.kind == "report")
         .ok_or_else(|| ReportError::Params("the plan has no report stage".into()))?;
-    let params = Params::from_value(&spec.params)?;
+    let params = Params::from_params(&spec.label, &spec.params)
+        .map_err(|e| ReportError::Params(e.to_string()))?;
     let mut records = Vec::new();
     for key in &spec.inputs {
         let record = store

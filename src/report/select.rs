@@ -13,11 +13,11 @@ pub enum Selection {
 }
 
 impl Selection {
-    pub fn from_params(by: &str, value: Option<&str>) -> Selection {
-        match (by, value) {
-            ("best-on", Some(b)) => Selection::BestOn(b.to_string()),
-            ("cell", Some(c)) => Selection::Cell(c.to_string()),
-            _ => Selection::BestAverage,
+    pub fn from_select(select: &crate::manifest::Select) -> Selection {
+        match select {
+            crate::manifest::Select::BestAverage => Selection::BestAverage,
+            crate::manifest::Select::BestOn(b) => Selection::BestOn(b.clone()),
+            crate::manifest::Select::Cell(c) => Selection::Cell(c.clone()),
         }
     }
 

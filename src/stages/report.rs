@@ -12,8 +12,7 @@ pub struct Report;
 impl StageImpl for Report {
     fn run(&self, ctx: &mut StageCtx<'_>) -> Result<StageOutput, StageError> {
         ctx.set_total(1);
-        let params =
-            Params::from_value(ctx.params()).map_err(|e| StageError::Failed(e.to_string()))?;
+        let params: Params = ctx.params_as()?;
         let shared: &StageCtx<'_> = ctx;
         let read = |r: &Record, name: &str| shared.read(r, name).ok();
         let records = Records::new(shared.inputs().to_vec(), &read);
