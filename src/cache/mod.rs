@@ -33,6 +33,8 @@ pub enum CacheError {
     Locked { root: PathBuf, owner: Option<Owner> },
     #[error("cache entry `{what}` is unreadable: {message}")]
     Corrupt { what: String, message: String },
+    #[error("{0}")]
+    Missing(String),
 }
 
 fn locked_message(root: &Path, owner: &Option<Owner>) -> String {
@@ -154,6 +156,27 @@ impl Cache {
 
     pub fn artifact(&self, hash: &str) -> Result<Option<Vec<u8>>, CacheError> {
         Ok(self.artifacts.get(hash.as_bytes())?.map(|v| v.to_vec()))
+    }
+
+    /// The bytes of a record's output `name`: a small artifact from the database, or the blob
+    /// file. The one reader of outputs, for stages, reports and commands alike.
+    pub fn output(&self, record: &Record, name: &str) -> Result<Vec<u8>, CacheError> {
+        match record.outputs.get(name) {
+            None => Err(CacheError::Missing(format!(
+                "`{}` has no output `{name}`",
+                record.label
+            ))),
+            Some(OutputRef::Artifact { hash, .. }) => self.artifact(hash)?.ok_or_else(|| {
+                CacheError::Missing(format!(
+                    "artifact {hash} of `{}` is missing from the cache; run `cft cache verify`",
+                    record.label
+                ))
+            }),
+            Some(OutputRef::Blob { hash, .. }) => {
+                let path = self.blobs().path(hash);
+                std::fs::read(&path).map_err(|source| CacheError::Io { path, source })
+            }
+        }
     }
 
     pub fn artifact_hashes(&self) -> Result<Vec<(String, u64)>, CacheError> {

@@ -8,7 +8,8 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 
-use cft::cache::{OutputRef, Record, View};
+use cft::cache::{Record, View};
+use cft::contract::label;
 use cft::manifest::MethodKind;
 use cft::stages::annotate::{Response, Weights, read_lines};
 
@@ -73,16 +74,14 @@ pub fn run(cache: &Path, cmd: AnnotateCommand) -> anyhow::Result<ExitCode> {
     };
     let bytes = |r: &Record, name: &str| -> anyhow::Result<Vec<u8>> {
         match (r.outputs.get(name), &view) {
-            (Some(OutputRef::Artifact { hash, .. }), View::Open(c)) => c
-                .artifact(hash)?
-                .context("artifact missing; run `cft cache verify`"),
+            (Some(_), View::Open(c)) => Ok(c.output(r, name)?),
             (Some(_), View::Snapshot(_)) => {
                 bail!("the cache is in use by a run; try again when it finishes")
             }
             _ => bail!("`{}` has no output `{name}`", r.label),
         }
     };
-    let greedy = record(&format!("greedy {}", model.name))?;
+    let greedy = record(&label::greedy(&model.name))?;
     let responses: Vec<Response> =
         read_lines(&bytes(&greedy, "responses.jsonl")?, "responses.jsonl")?;
     let response = responses
@@ -100,11 +99,11 @@ pub fn run(cache: &Path, cmd: AnnotateCommand) -> anyhow::Result<ExitCode> {
         println!("\n(only correct responses are annotated)");
         return Ok(ExitCode::SUCCESS);
     }
-    let rule_name = serde_json::to_value(rule)?
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
-    let crit = record(&format!("criticality {} {rule_name}-k{k}", model.name))?;
+    let rule_name = rule.name();
+    let crit = record(&label::criticality(
+        &model.name,
+        &label::rule_k(rule_name, k),
+    ))?;
     let weights: Vec<Weights> = read_lines(&bytes(&crit, "weights.jsonl")?, "weights.jsonl")?;
     let w = weights
         .iter()

@@ -69,7 +69,7 @@ pub fn run(cache_dir: &Path, args: BenchAnnotateArgs) -> anyhow::Result<()> {
 
     // The greedy pass of the first model, built through the DAG if it is not cached.
     let cache = Cache::open(cache_dir, &super::command_line())?;
-    let label = format!("greedy {}", model.name);
+    let label = cft::contract::label::greedy(&model.name);
     let plan = plan::build(&exp, &cache)?.restricted(|s| s.label == label);
     let stop = AtomicBool::new(false);
     let summary = exec::run(
@@ -92,15 +92,7 @@ pub fn run(cache_dir: &Path, args: BenchAnnotateArgs) -> anyhow::Result<()> {
         .record(&spec.key)?
         .filter(|r| r.status == RecordStatus::Done)
         .context("the greedy stage did not finish")?;
-    let bytes = cache
-        .artifact(
-            record
-                .outputs
-                .get("responses.jsonl")
-                .context("no responses")?
-                .hash(),
-        )?
-        .context("responses missing")?;
+    let bytes = cache.output(&record, "responses.jsonl")?;
     let responses: Vec<Response> = read_lines::<Response>(&bytes, "responses.jsonl")?
         .into_iter()
         .filter(|r| r.correct)

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use cft::contract::label;
 use cft::plan::{StageSpec, StageStatus, Status};
 
 #[derive(clap::Args, Debug)]
@@ -81,7 +82,7 @@ pub fn run(cache: &Path, args: StatusArgs) -> anyhow::Result<ExitCode> {
         println!("  {:<12} {:<24} {:<28} eval", "method", "cell", "train");
         for method in &exp.methods {
             for cell in &method.cells {
-                let train_label = format!("train {name} {} {}", method.name, cell.label);
+                let train_label = label::train(name, &method.name, &cell.label);
                 let mut train = show(&train_label);
                 // Training metrics of a finished cell: final loss and the share of tokens trained on.
                 if let Some(spec) = by_label.get(train_label.as_str())
@@ -102,8 +103,7 @@ pub fn run(cache: &Path, args: StatusArgs) -> anyhow::Result<ExitCode> {
                 let evals: Vec<&StageStatus> = benches
                     .iter()
                     .filter_map(|b| {
-                        by_label
-                            .get(format!("eval {name} {} {} {b}", method.name, cell.label).as_str())
+                        by_label.get(label::eval(name, &method.name, &cell.label, b).as_str())
                     })
                     .map(|s| &status[&s.key])
                     .collect();

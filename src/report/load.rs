@@ -1,7 +1,7 @@
 //! The report of a planned experiment, from the records its `report` stage would read,
 //! looked up in a cache by key. Nothing runs: a record that is not there shows as "—".
 
-use crate::cache::{Cache, OutputRef, Record, Store};
+use crate::cache::{Cache, Record, Store};
 use crate::plan::Plan;
 
 use super::inputs::{Params, Reader, Records};
@@ -33,8 +33,5 @@ pub fn from_store(
 
 /// Reads a record's output from an open cache; `None` when it is missing.
 pub fn read_output(cache: &Cache, record: &Record, name: &str) -> Option<Vec<u8>> {
-    match record.outputs.get(name)? {
-        OutputRef::Artifact { hash, .. } => cache.artifact(hash).ok().flatten(),
-        OutputRef::Blob { hash, .. } => std::fs::read(cache.blobs().path(hash)).ok(),
-    }
+    cache.output(record, name).ok()
 }

@@ -163,26 +163,7 @@ impl<'a> StageCtx<'a> {
 
     /// The bytes of an input's output.
     pub fn read(&self, record: &Record, output: &str) -> Result<Vec<u8>, StageError> {
-        let missing =
-            || StageError::Failed(format!("input `{}` has no output `{output}`", record.label));
-        match record.outputs.get(output).ok_or_else(missing)? {
-            OutputRef::Artifact { hash, .. } => self.cache.artifact(hash)?.ok_or_else(|| {
-                StageError::Failed(format!(
-                    "artifact {hash} of `{}` is missing from the cache; run `cft cache verify`",
-                    record.label
-                ))
-            }),
-            OutputRef::Blob { hash, .. } => {
-                let path = self.cache.blobs().path(hash);
-                std::fs::read(&path).map_err(|e| {
-                    StageError::Failed(format!(
-                        "blob {} of `{}`: {e}",
-                        path.display(),
-                        record.label
-                    ))
-                })
-            }
-        }
+        Ok(self.cache.output(record, output)?)
     }
 
     /// The file behind a blob output (checkpoints are read in place).
