@@ -12,7 +12,7 @@ use cft::cft::rollout::{Judge, budget};
 use cft::eval::{Benchmark, grade};
 use cft::generate::ending::cut_at_stop;
 use cft::generate::{Ending, FinishReason, StopPredicate, finish_reason};
-use cft::manifest::EarlyStop;
+use cft::manifest::{EarlyStop, Template};
 use cft::model::TextTokenizer;
 use cft::stages::annotate::GradeJudge;
 use cft::stages::prompt::stop_strings;
@@ -24,7 +24,7 @@ fn tokenizer() -> TextTokenizer {
 }
 
 /// The rollout stage's judge for `template`, with the fixture's EOS (`<|im_end|>`).
-fn judge<'t>(tok: &'t TextTokenizer, template: &str, early_stop: EarlyStop) -> GradeJudge<'t> {
+fn judge<'t>(tok: &'t TextTokenizer, template: Template, early_stop: EarlyStop) -> GradeJudge<'t> {
     let eos = [tok.token_id("<|im_end|>").unwrap()];
     GradeJudge {
         ending: Ending::new(tok, &eos, stop_strings(template), MAX_NEW),
@@ -56,7 +56,7 @@ fn replay(judge: &GradeJudge<'_>, kept: &[u32], script: &[u32]) -> (Vec<u32>, Fi
 
 struct Case {
     what: &'static str,
-    template: &'static str,
+    template: Template,
     kept: &'static str,
     continuation: &'static str,
 }
@@ -64,25 +64,25 @@ struct Case {
 const CASES: [Case; 4] = [
     Case {
         what: "a box after \"The answer is\" wins",
-        template: "qwen25-math-cot",
+        template: Template::Qwen25MathCot,
         kept: "Liam has 13 books and buys 1. The answer is 14. ",
         continuation: "Wait, he gave 2 away first, so \\boxed{12}.<|im_end|>",
     },
     Case {
         what: "a marker-less correct answer, then a stop string and an invented next turn",
-        template: "cot",
+        template: Template::Cot,
         kept: "Liam has 13 + 1 = 14 books.",
         continuation: "\n\nQuestion: Tom has 3 apples and eats 1. How many are left?\nAnswer: 3 - 1 = 2.<|im_end|>",
     },
     Case {
         what: "\"The answer is\" keeps the text after it, up to EOS",
-        template: "qwen25-math-cot",
+        template: Template::Qwen25MathCot,
         kept: "Liam has 13 + 1 books. The answer is 14.",
         continuation: "\n\nLiam's books are 13 + 1 = 14.<|im_end|>",
     },
     Case {
         what: "an answer that ends only at EOS",
-        template: "qwen25-math-cot",
+        template: Template::Qwen25MathCot,
         kept: "13 + 1 = 14",
         continuation: " books now, and 2 more next week.<|im_end|>",
     },
@@ -90,7 +90,7 @@ const CASES: [Case; 4] = [
 
 /// What the harness gives the whole continuation: special tokens skipped, cut at the first
 /// stop string, stripped, graded.
-fn harness(tok: &TextTokenizer, template: &str, kept: &[u32], script: &[u32]) -> bool {
+fn harness(tok: &TextTokenizer, template: Template, kept: &[u32], script: &[u32]) -> bool {
     let text = tok.decode(&[kept, script].concat(), true).unwrap();
     let graded = cut_at_stop(&text, &stop_strings(template))
         .trim()
@@ -167,8 +167,8 @@ fn the_early_stop_stops_at_a_closed_box_and_keeps_the_verdict() {
     let script = tok
         .encode("} books.\n\nThat is all: 13 and 1 more.<|im_end|>", false)
         .unwrap();
-    let faithful = judge(&tok, "qwen25-math-cot", EarlyStop::None);
-    let early = judge(&tok, "qwen25-math-cot", EarlyStop::Answer);
+    let faithful = judge(&tok, Template::Qwen25MathCot, EarlyStop::None);
+    let early = judge(&tok, Template::Qwen25MathCot, EarlyStop::Answer);
     let (full, full_reason) = replay(&faithful, &kept, &script);
     let (short, short_reason) = replay(&early, &kept, &script);
     assert_eq!(full_reason, FinishReason::Eos);
@@ -187,7 +187,7 @@ fn the_early_stop_stops_at_a_closed_box_and_keeps_the_verdict() {
 #[test]
 fn an_alternative_that_ends_the_response_gets_no_continuation() {
     let tok = tokenizer();
-    let j = judge(&tok, "cot", EarlyStop::None);
+    let j = judge(&tok, Template::Cot, EarlyStop::None);
     let eos = j.ending.end_ids().to_vec();
     // the alternative is the end token
     let mut kept = tok.encode("13 + 1 = 14", false).unwrap();
@@ -205,7 +205,7 @@ fn an_alternative_that_ends_the_response_gets_no_continuation() {
 fn the_kept_response_and_the_graded_text_of_a_generation() {
     let tok = tokenizer();
     let eos = tok.token_id("<|im_end|>").unwrap();
-    let ending = Ending::new(&tok, &[eos], stop_strings("cot"), MAX_NEW);
+    let ending = Ending::new(&tok, &[eos], stop_strings(Template::Cot), MAX_NEW);
     // a stop string: y ends before it, the graded text is cut at it and stripped
     let generated = tok
         .encode(" 13 + 1 = 14.\n\nQuestion: next", false)

@@ -46,7 +46,7 @@ struct Prepared {
     rule: Rule,
     k: usize,
     max_new_tokens: usize,
-    template: String,
+    template: cft::manifest::Template,
     benchmark: cft::eval::Benchmark,
     json: bool,
     /// Engines the batched path runs side by side (one per core on the CPU).
@@ -120,7 +120,7 @@ pub fn run(cache_dir: &Path, args: BenchAnnotateArgs) -> anyhow::Result<()> {
         rule,
         k,
         max_new_tokens: exp.annotate.max_new_tokens as usize,
-        template: model.templates.annotate.clone(),
+        template: model.templates.annotate,
         benchmark: cft::stages::eval::benchmark_of(exp.train_data.benchmark()),
         json: args.json,
         threads: match args.device {
@@ -153,7 +153,7 @@ impl OnDevice for Prepared {
         let ending = Ending::new(
             &model.tokenizer,
             &model.eos_token_ids,
-            cft::stages::prompt::stop_strings(&self.template),
+            cft::stages::prompt::stop_strings(self.template),
             self.max_new_tokens,
         );
         let judge_with = |early_stop| GradeJudge {

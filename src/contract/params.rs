@@ -8,8 +8,8 @@ use serde_json::Value;
 
 use super::Kind;
 use crate::manifest::{
-    Adapter, EarlyStop, MatchScope, MethodKind, Report, Rule, Sampling, Synthetic, ToyModel,
-    TrainParams,
+    Adapter, EarlyStop, MatchScope, MethodKind, Report, Rule, Sampling, Synthetic, Template,
+    ToyModel, TrainParams,
 };
 
 /// A stage's params do not fit its kind's struct: a defect of the planner or a cache written
@@ -116,7 +116,7 @@ impl Params for PretrainParams {
 pub struct GreedyParams {
     pub model: ModelParam,
     /// The prompt template (the model's annotation template).
-    pub template: String,
+    pub template: Template,
     /// The benchmark whose grader judges the answers (the training data's format).
     pub benchmark: String,
     pub max_new_tokens: u64,
@@ -139,7 +139,7 @@ pub struct RolloutParams {
     /// that rank's rollout).
     pub only_where_previous_failed: bool,
     /// The greedy pass's template: its stop strings end the branches.
-    pub template: String,
+    pub template: Template,
     pub benchmark: String,
     pub early_stop: EarlyStop,
     pub max_new_tokens: u64,
@@ -248,7 +248,7 @@ pub struct EvalParams {
     pub model: EvalModel,
     pub benchmark: String,
     /// The model's evaluation template.
-    pub template: String,
+    pub template: Template,
     pub max_new_tokens: u64,
     /// `n` samples per question for Pass@N, on the benchmarks that ask for it.
     pub sampling: Option<Sampling>,

@@ -4,13 +4,13 @@
 use super::error::{ManifestError, did_you_mean};
 use super::node::Value;
 use super::read::Reader;
-use super::resolve::{BENCHMARKS, TEMPLATES, check_name, positive, read_source};
+use super::resolve::{BENCHMARKS, check_name, positive, read_source};
 use super::types::*;
 
 type Result<T> = std::result::Result<T, ManifestError>;
 
 /// `[eval]`, and its `template` (the default of every model that does not set its own).
-pub(super) fn read_eval(t: Option<Reader<'_>>, seed: u64) -> Result<(Eval, String)> {
+pub(super) fn read_eval(t: Option<Reader<'_>>, seed: u64) -> Result<(Eval, Template)> {
     let Some(mut t) = t else {
         let eval = Eval {
             benchmarks: Vec::new(),
@@ -19,7 +19,7 @@ pub(super) fn read_eval(t: Option<Reader<'_>>, seed: u64) -> Result<(Eval, Strin
             include_base: true,
             sampling: None,
         };
-        return Ok((eval, "qwen25-math-cot".into()));
+        return Ok((eval, Template::Qwen25MathCot));
     };
     let data_dir = t.path("data_dir")?;
     let data_dir_written = t.string("data_dir")?;
@@ -131,9 +131,7 @@ pub(super) fn read_eval(t: Option<Reader<'_>>, seed: u64) -> Result<(Eval, Strin
             benchmarks.push(spec);
         }
     }
-    let template = t
-        .choice("template", &TEMPLATES)?
-        .map_or("qwen25-math-cot".into(), |v| v.value);
+    let template = t.template("template")?.unwrap_or(Template::Qwen25MathCot);
     let max_new_tokens = t.count("max_new_tokens", 1)?.map_or(1024, |v| v.value);
     let include_base = t.boolean("include_base")?.unwrap_or(true);
     let names: Vec<&str> = benchmarks.iter().map(|b| b.name.as_str()).collect();

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use super::error::{Loc, ManifestError, did_you_mean};
 use super::node::{Node, Table, Value, resolve_path};
+use super::types::Template;
 
 type Result<T> = std::result::Result<T, ManifestError>;
 
@@ -81,6 +82,21 @@ impl<'a> Reader<'a> {
     }
 
     /// A string that must be one of `choices`.
+    /// A prompt template's name, as a [`Template`].
+    pub fn template(&mut self, key: &'static str) -> Result<Option<Template>> {
+        let Some(v) = self.choice(key, &super::resolve::TEMPLATES)? else {
+            return Ok(None);
+        };
+        match Template::ALL.into_iter().find(|t| t.name() == v.value) {
+            Some(t) => Ok(Some(t)),
+            None => Err(ManifestError::invalid(
+                &v.loc,
+                &v.key,
+                format!("`{}` is not a template", v.value),
+            )),
+        }
+    }
+
     pub fn choice(
         &mut self,
         key: &'static str,

@@ -25,9 +25,16 @@ pub const BENCHMARKS: [&str; 11] = [
     "college_math",
 ];
 
-/// Prompt templates: the harness's three, the model's own chat template, and a bare
-/// `Question: …\nAnswer:` prompt for the toy family.
-pub const TEMPLATES: [&str; 5] = ["cot", "qwen25-math-cot", "qwen-boxed", "chat", "plain"];
+/// The names of the prompt templates ([`Template`]).
+pub const TEMPLATES: [&str; 5] = {
+    let mut names = [""; 5];
+    let mut i = 0;
+    while i < 5 {
+        names[i] = Template::ALL[i].name();
+        i += 1;
+    }
+    names
+};
 
 /// The projections LoRA can wrap, by HF name (`train::lora` finds them in each layer).
 pub const LORA_TARGETS: [&str; 7] = [
@@ -172,10 +179,10 @@ fn read_models(r: &mut Reader<'_>, seed: u64, defaults: &Templates) -> Result<Ve
         let toy = t.table("toy")?;
         // One key for both: a model is evaluated with the prompt it was annotated, and so
         // fine-tuned, with.
-        let templates = match t.choice("template", &TEMPLATES)? {
+        let templates = match t.template("template")? {
             Some(own) => Templates {
-                annotate: own.value.clone(),
-                eval: own.value,
+                annotate: own,
+                eval: own,
             },
             None => defaults.clone(),
         };
@@ -360,16 +367,16 @@ pub(super) fn read_source(mut t: Reader<'_>, seed: u64, default_split: &str) -> 
 }
 
 /// `[annotate]`, and its `template` (the default of every model that does not set its own).
-fn read_annotate(t: Option<Reader<'_>>) -> Result<(Annotate, String)> {
+fn read_annotate(t: Option<Reader<'_>>) -> Result<(Annotate, Template)> {
     let mut out = Annotate {
         max_new_tokens: 512,
         limit: None,
         early_stop: EarlyStop::None,
     };
-    let mut template = "qwen25-math-cot".to_string();
+    let mut template = Template::Qwen25MathCot;
     if let Some(mut t) = t {
-        if let Some(v) = t.choice("template", &TEMPLATES)? {
-            template = v.value;
+        if let Some(v) = t.template("template")? {
+            template = v;
         }
         if let Some(v) = t.choice("early_stop", &["none", "answer"])? {
             out.early_stop = match v.value.as_str() {

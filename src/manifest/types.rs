@@ -30,14 +30,56 @@ pub struct ModelSpec {
     pub templates: Templates,
 }
 
+/// A prompt template: the harness's three, the model's own chat template, and a bare
+/// `Question: …\nAnswer:` prompt for the toy family.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub enum Template {
+    /// Few-shot "Question: … Answer:" blocks (the harness's `cot`).
+    #[serde(rename = "cot")]
+    Cot,
+    /// ChatML with the boxed instruction as the system message.
+    #[serde(rename = "qwen25-math-cot")]
+    Qwen25MathCot,
+    /// ChatML with the boxed instruction after the question.
+    #[serde(rename = "qwen-boxed")]
+    QwenBoxed,
+    /// The model's own chat template.
+    #[serde(rename = "chat")]
+    Chat,
+    /// `Question: {question}\nAnswer:`, what the toy family is trained on.
+    #[serde(rename = "plain")]
+    Plain,
+}
+
+impl Template {
+    pub const ALL: [Template; 5] = [
+        Template::Cot,
+        Template::Qwen25MathCot,
+        Template::QwenBoxed,
+        Template::Chat,
+        Template::Plain,
+    ];
+
+    /// As the manifest writes it.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Template::Cot => "cot",
+            Template::Qwen25MathCot => "qwen25-math-cot",
+            Template::QwenBoxed => "qwen-boxed",
+            Template::Chat => "chat",
+            Template::Plain => "plain",
+        }
+    }
+}
+
 /// The prompt templates of one model: the model's own `template` when it has one (a family
 /// may need another prompt than the rest), else `[annotate].template` and `[eval].template`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Templates {
     /// The greedy pass and the rollouts (what D_correct's prompts are, and so training's).
-    pub annotate: String,
+    pub annotate: Template,
     /// Every evaluation of the model, base and fine-tuned.
-    pub eval: String,
+    pub eval: Template,
 }
 
 #[derive(Clone, Debug)]

@@ -203,7 +203,7 @@ impl Builder<'_> {
             label::greedy(name),
             &GreedyParams {
                 model: m.param.clone(),
-                template: model.templates.annotate.clone(),
+                template: model.templates.annotate,
                 benchmark: benchmark.to_string(),
                 max_new_tokens: annotate.max_new_tokens,
                 limit: annotate.limit,
@@ -238,7 +238,7 @@ impl Builder<'_> {
                     model: m.param.clone(),
                     j,
                     only_where_previous_failed: strict_only && j > 2,
-                    template: model.templates.annotate.clone(),
+                    template: model.templates.annotate,
                     benchmark: benchmark.to_string(),
                     early_stop: annotate.early_stop,
                     max_new_tokens: annotate.max_new_tokens,
@@ -403,7 +403,7 @@ impl Builder<'_> {
                     &EvalParams {
                         model: model_param.clone(),
                         benchmark: bench.clone(),
-                        template: model.templates.eval.clone(),
+                        template: model.templates.eval,
                         max_new_tokens: eval.max_new_tokens,
                         sampling: sampling.cloned(),
                     },

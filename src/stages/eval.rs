@@ -52,7 +52,7 @@ impl Item for SavedBatch {
 /// Everything a batch needs, resolved once from the params.
 struct Setup {
     benchmark: Benchmark,
-    template: String,
+    template: crate::manifest::Template,
     max_new_tokens: usize,
     sampling: Option<Sampling>,
 }
@@ -165,7 +165,7 @@ fn run_batch<B: Backend>(
     let ending = Ending::new(
         &model.tokenizer,
         &model.eos_token_ids,
-        stop_strings(&setup.template),
+        stop_strings(setup.template),
         setup.max_new_tokens,
     );
     let graded = |tokens: &[u32]| {
@@ -175,7 +175,7 @@ fn run_batch<B: Backend>(
     };
     let prompts: Vec<Vec<u32>> = batch
         .iter()
-        .map(|p| prompt_ids(&setup.template, &p.question, &model.tokenizer))
+        .map(|p| prompt_ids(setup.template, &p.question, &model.tokenizer))
         .collect::<Result<_, _>>()?;
     let n_samples = setup.sampling.as_ref().map_or(0, |s| s.n as usize);
     let mut requests = Vec::new();

@@ -48,7 +48,7 @@ fn run<B: Backend>(ctx: &mut StageCtx<'_>, device: &B::Device) -> Result<StageOu
     let ending = Ending::new(
         tokenizer,
         &model.eos_token_ids,
-        stop_strings(&template),
+        stop_strings(template),
         max_new,
     );
     let engine = Engine::new(
@@ -64,7 +64,7 @@ fn run<B: Backend>(ctx: &mut StageCtx<'_>, device: &B::Device) -> Result<StageOu
     let mut responses: Vec<Response> = Vec::with_capacity(problems.len());
     for (c, chunk) in problems.chunks(CHUNK).enumerate() {
         let done: Vec<Response> = ctx.item(&format!("chunk-{c}"), chunk.len() as u64, || {
-            answer(chunk, &template, &engine, &ending, benchmark)
+            answer(chunk, template, &engine, &ending, benchmark)
         })?;
         responses.extend(done);
     }
@@ -98,7 +98,7 @@ fn run<B: Backend>(ctx: &mut StageCtx<'_>, device: &B::Device) -> Result<StageOu
 /// One chunk of questions answered greedily and graded.
 fn answer<B: Backend>(
     chunk: &[Problem],
-    template: &str,
+    template: crate::manifest::Template,
     engine: &Engine<'_, B>,
     ending: &Ending<'_>,
     benchmark: crate::eval::Benchmark,

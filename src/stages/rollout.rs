@@ -79,7 +79,7 @@ fn run<B: Backend>(ctx: &mut StageCtx<'_>, device: &B::Device) -> Result<StageOu
     let ending = Ending::new(
         &model.tokenizer,
         &model.eos_token_ids,
-        stop_strings(&template),
+        stop_strings(template),
         max_new,
     );
 
