@@ -407,6 +407,6 @@ fn training_recipe_values_sweep() {
     assert!(cells[1].params.append_eos && !cells[0].params.append_eos);
     // absent keys keep the behaviour from before they existed
     assert_eq!(cells[0].params.min_lr_ratio, 0.0);
-    assert_eq!(cells[0].params.last_batch, "short");
+    assert_eq!(cells[0].params.last_batch.name(), "short");
     assert_eq!(cells[0].params.adam_beta2, 0.999);
 }

@@ -183,18 +183,7 @@ fn run_stage(
         );
     };
     let device = options.device;
-    let mut ctx = StageCtx {
-        device,
-        spec,
-        cache,
-        inputs,
-        stop,
-        events,
-        record: record.clone(),
-        done: 0,
-        total: None,
-        last_write: Instant::now(),
-    };
+    let mut ctx = StageCtx::new(spec, cache, inputs, stop, events, record.clone(), device);
     let result = catch_unwind(AssertUnwindSafe(|| imp.run(&mut ctx))).unwrap_or_else(|panic| {
         let message = panic
             .downcast_ref::<String>()

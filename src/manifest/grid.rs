@@ -4,7 +4,9 @@
 use super::error::{Loc, ManifestError};
 use super::node::{Node, Table, Value};
 use super::read::as_float;
-use super::types::{TrainCell, TrainParams};
+use super::types::{
+    LastBatchRule, LossNormalization, Optimizer, Precision, Schedule, TrainCell, TrainParams,
+};
 
 type Result<T> = std::result::Result<T, ManifestError>;
 
@@ -148,18 +150,18 @@ pub fn expand(table: &Table, owner: &Loc, seed: u64) -> Result<Vec<TrainCell>> {
             batch_size: int(value(2)),
             micro_batch_size: int(value(3)),
             warmup_ratio: float(value(4)),
-            schedule: string(value(5)),
-            precision: string(value(6)),
+            schedule: named(value(5), Schedule::parse, owner)?,
+            precision: named(value(6), Precision::parse, owner)?,
             max_length: int(value(7)),
-            optimizer: string(value(8)),
+            optimizer: named(value(8), Optimizer::parse, owner)?,
             weight_decay: float(value(9)),
             grad_clip: float(value(10)),
             adam_beta1: float(value(11)),
             adam_beta2: float(value(12)),
             adam_eps: float(value(13)),
             min_lr_ratio: float(value(14)),
-            loss_normalization: string(value(15)),
-            last_batch: string(value(16)),
+            loss_normalization: named(value(15), LossNormalization::parse, owner)?,
+            last_batch: named(value(16), LastBatchRule::parse, owner)?,
             append_eos: matches!(value(17), V::Bool(true)),
             seed: int(value(18)),
         };
@@ -177,7 +179,7 @@ pub fn expand(table: &Table, owner: &Loc, seed: u64) -> Result<Vec<TrainCell>> {
                 ),
             ));
         }
-        if params.min_lr_ratio > 0.0 && params.schedule != "cosine" {
+        if params.min_lr_ratio > 0.0 && params.schedule != Schedule::Cosine {
             let loc = table.get("min_lr_ratio").map_or(owner, |e| &e.node.loc);
             return Err(ManifestError::invalid(
                 loc,
@@ -185,7 +187,7 @@ pub fn expand(table: &Table, owner: &Loc, seed: u64) -> Result<Vec<TrainCell>> {
                 format!(
                     "a learning-rate floor needs schedule = \"cosine\" (transformers' \
                      cosine_with_min_lr), not {:?}",
-                    params.schedule
+                    params.schedule.name()
                 ),
             ));
         }
@@ -276,6 +278,18 @@ fn float(v: &V) -> f64 {
         V::Int(i) => *i as f64,
         V::Str(_) | V::Bool(_) => 0.0,
     }
+}
+
+/// A choice's value as its enum (the value was checked against the choices when read).
+fn named<E>(v: &V, parse: fn(&str) -> Option<E>, owner: &Loc) -> Result<E> {
+    let name = string(v);
+    parse(&name).ok_or_else(|| {
+        ManifestError::invalid(
+            owner,
+            "train",
+            format!("`{name}` is not one of its choices"),
+        )
+    })
 }
 
 fn string(v: &V) -> String {

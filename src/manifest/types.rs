@@ -246,6 +246,61 @@ pub struct TrainCell {
     pub params: TrainParams,
 }
 
+/// Declares a manifest choice as an enum serialised by its manifest name.
+macro_rules! choice {
+    ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident = $text:literal),+ $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+        pub enum $name {
+            $($(#[$vdoc])* #[serde(rename = $text)] $variant),+
+        }
+
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            /// As the manifest writes it.
+            pub const fn name(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text),+
+                }
+            }
+
+            /// The value named `name`, if it is one.
+            pub fn parse(name: &str) -> Option<Self> {
+                Self::ALL.iter().copied().find(|v| v.name() == name)
+            }
+        }
+    };
+}
+
+choice! {
+    /// The learning-rate schedule after warmup (`train.schedule`).
+    Schedule { Cosine = "cosine", Linear = "linear", Constant = "constant" }
+}
+
+choice! {
+    /// The dtype the weights train in (`train.precision`).
+    Precision { F32 = "f32", Bf16 = "bf16", F16 = "f16" }
+}
+
+choice! {
+    /// `torch.optim.AdamW` (decoupled weight decay) or `torch.optim.Adam` (`train.optimizer`).
+    Optimizer { Adamw = "adamw", Adam = "adam" }
+}
+
+choice! {
+    /// What the loss is divided by (`train.loss_normalization`): each micro-batch's weighted
+    /// mean averaged over the step's micro-batches (OpenRLHF), the optimiser batch's weight
+    /// sum, or D_correct's (Eq. 8).
+    LossNormalization { MicroBatch = "micro-batch", Batch = "batch", Dataset = "dataset" }
+}
+
+choice! {
+    /// An epoch's last, incomplete batch (`train.last_batch`): one more, smaller step, or
+    /// dropped (OpenRLHF: `len // train_batch_size` steps).
+    LastBatchRule { Short = "short", Drop = "drop" }
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TrainParams {
@@ -254,10 +309,10 @@ pub struct TrainParams {
     pub batch_size: u64,
     pub micro_batch_size: u64,
     pub warmup_ratio: f64,
-    pub schedule: String,
-    pub precision: String,
+    pub schedule: Schedule,
+    pub precision: Precision,
     pub max_length: u64,
-    pub optimizer: String,
+    pub optimizer: Optimizer,
     pub weight_decay: f64,
     pub grad_clip: f64,
     pub adam_beta1: f64,
@@ -268,10 +323,10 @@ pub struct TrainParams {
     /// What the loss is divided by: `micro-batch` (each micro-batch's weighted mean, averaged
     /// over the step's micro-batches: OpenRLHF), `batch` (the optimiser batch's weight sum) or
     /// `dataset` (D_correct's weight sum, Eq. 8).
-    pub loss_normalization: String,
+    pub loss_normalization: LossNormalization,
     /// An epoch's last, incomplete batch: `short` (one more, smaller step) or `drop`
     /// (OpenRLHF: `len // train_batch_size` steps).
-    pub last_batch: String,
+    pub last_batch: LastBatchRule,
     /// End every training sequence with the tokenizer's EOS (OpenRLHF's SFTDataset).
     pub append_eos: bool,
     pub seed: u64,

@@ -121,6 +121,32 @@ pub struct StageCtx<'a> {
 }
 
 impl<'a> StageCtx<'a> {
+    /// What stage `spec` sees while it runs: its input records (in the order of
+    /// `spec.inputs`), the stop flag, where its progress goes, its own record (updated as it
+    /// saves items) and the device its model stages use.
+    pub fn new(
+        spec: &'a StageSpec,
+        cache: &'a Cache,
+        inputs: Vec<Record>,
+        stop: &'a AtomicBool,
+        events: &'a dyn Progress,
+        record: Record,
+        device: super::Device,
+    ) -> Self {
+        Self {
+            spec,
+            cache,
+            inputs,
+            stop,
+            events,
+            record,
+            done: 0,
+            total: None,
+            last_write: Instant::now(),
+            device,
+        }
+    }
+
     /// The device model stages run on (`cft run --device`).
     pub fn device(&self) -> super::Device {
         self.device

@@ -26,7 +26,7 @@ use serde_json::{Value, json};
 use super::annotate::{Response, Weights, read_lines};
 use super::{Output, StageCtx, StageError, StageImpl, StageOutput};
 use crate::contract::{TrainObjective, TrainStageParams};
-use crate::manifest::Adapter;
+use crate::manifest::{Adapter, LastBatchRule, LossNormalization, Precision};
 use crate::model::{LanguageModel, LoadOptions};
 use crate::train::checkpoint::{StoreDtype, write_model_dir};
 use crate::train::data::{EndOfSequence, Example, LastBatch};
@@ -66,7 +66,7 @@ fn train_on<B: Backend>(
     // 1. the model
     let base = ctx.input_model_dir()?;
     let device = device.clone();
-    let dtype = training_dtype(&hp.precision)?;
+    let dtype = training_dtype(hp.precision);
     let load = LoadOptions {
         keep_half: false,
         dtype: Some(dtype),
@@ -119,14 +119,15 @@ fn train_on<B: Backend>(
         Some(spec) => lora::attach(lm.lm, spec, hp.seed).map_err(fail)?,
     };
     let batch_size = hp.batch_size as usize;
-    let last_batch = LastBatch::parse(&hp.last_batch)
-        .ok_or_else(|| fail(format!("unknown last_batch {:?}", hp.last_batch)))?;
-    let normalization = Normalization::parse(&hp.loss_normalization).ok_or_else(|| {
-        fail(format!(
-            "unknown loss_normalization {:?}",
-            hp.loss_normalization
-        ))
-    })?;
+    let last_batch = match hp.last_batch {
+        LastBatchRule::Short => LastBatch::Short,
+        LastBatchRule::Drop => LastBatch::Drop,
+    };
+    let normalization = match hp.loss_normalization {
+        LossNormalization::MicroBatch => Normalization::MicroBatch,
+        LossNormalization::Batch => Normalization::Batch,
+        LossNormalization::Dataset => Normalization::Dataset,
+    };
     // OpenRLHF cli/train_sft.py: max_steps = epochs * num_update_steps_per_epoch, and the
     // warmup is math.ceil(max_steps * lr_warmup_ratio) of them (Schedule::new).
     let total_steps = hp.epochs * last_batch.steps_per_epoch(examples.len(), batch_size);
@@ -138,7 +139,7 @@ fn train_on<B: Backend>(
         last_batch,
         total_steps,
         schedule: Schedule::new(
-            &hp.schedule,
+            hp.schedule.name(),
             hp.learning_rate,
             hp.warmup_ratio,
             total_steps,
@@ -146,7 +147,7 @@ fn train_on<B: Backend>(
         )
         .map_err(fail)?,
         adam: AdamConfig::new(
-            &hp.optimizer,
+            hp.optimizer.name(),
             hp.adam_beta1,
             hp.adam_beta2,
             hp.adam_eps,
@@ -244,14 +245,11 @@ fn end_of_sequence<B: Backend>(lm: &LanguageModel<B>) -> Result<EndOfSequence, S
 /// The manifest's `precision`: the dtype the weights train in, on every device. The CPU
 /// backend computes half precision by way of f32 (slowly), with the same rounding of weights
 /// and activations as a GPU. Softmax, norms, the loss and the optimiser run in f32 either way.
-fn training_dtype(precision: &str) -> Result<DType, StageError> {
+fn training_dtype(precision: Precision) -> DType {
     match precision {
-        "f32" => Ok(DType::F32),
-        "bf16" => Ok(DType::BF16),
-        "f16" => Ok(DType::F16),
-        other => Err(fail(format!(
-            "unknown precision {other:?} (f32, bf16, f16)"
-        ))),
+        Precision::F32 => DType::F32,
+        Precision::Bf16 => DType::BF16,
+        Precision::F16 => DType::F16,
     }
 }
 

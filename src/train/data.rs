@@ -141,14 +141,6 @@ pub enum LastBatch {
 }
 
 impl LastBatch {
-    pub fn parse(name: &str) -> Option<Self> {
-        match name {
-            "short" => Some(Self::Short),
-            "drop" => Some(Self::Drop),
-            _ => None,
-        }
-    }
-
     /// Optimiser steps per pass over `n` examples in batches of `batch_size`.
     pub fn steps_per_epoch(self, n: usize, batch_size: usize) -> u64 {
         let batch_size = batch_size.max(1);

@@ -81,15 +81,6 @@ pub enum Normalization {
 }
 
 impl Normalization {
-    pub fn parse(name: &str) -> Option<Self> {
-        match name {
-            "micro-batch" => Some(Self::MicroBatch),
-            "batch" => Some(Self::Batch),
-            "dataset" => Some(Self::Dataset),
-            _ => None,
-        }
-    }
-
     /// The denominator of each micro-batch of one optimiser step, given each micro-batch's
     /// weight sum and D_correct's. A sum below 1 counts as 1 (as [`Objective::denominator`]):
     /// a micro-batch without weighted tokens then adds 0 to the loss, where OpenRLHF's
@@ -332,10 +323,5 @@ mod tests {
             Normalization::Batch.denominators(&[0.0, 0.0], 8.0),
             vec![1.0, 1.0]
         );
-        assert_eq!(
-            Normalization::parse("micro-batch"),
-            Some(Normalization::MicroBatch)
-        );
-        assert_eq!(Normalization::parse("mean"), None);
     }
 }
