@@ -220,7 +220,10 @@ fn the_kept_response_and_the_graded_text_of_a_generation() {
     let n = generated.len();
     generated.push(eos);
     assert_eq!(ending.kept(&generated), generated[..n].to_vec());
-    assert!(ending.ended(&generated));
+    assert_eq!(
+        finish_reason(ending.end_ids(), &mut None, &generated, MAX_NEW),
+        Some(FinishReason::Eos)
+    );
     // `<|endoftext|>` is a stop string of every harness template and a special token of
     // this vocabulary: it ends generation as a token (the harness's `stop_token_ids`)
     let endoftext = tok.token_id("<|endoftext|>").unwrap();

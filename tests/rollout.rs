@@ -154,7 +154,7 @@ fn batched_rollouts_equal_the_naive_path_under_the_real_end_rule() {
         // The stop strings do end responses of this model.
         let requests = ex
             .iter()
-            .map(|e| ending.request(e.prompt.clone(), &[]))
+            .map(|e| ending.request(e.prompt.clone()))
             .collect();
         let finished = Engine::new(&model.lm, EngineOptions::default())
             .generate(requests)

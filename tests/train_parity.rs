@@ -9,11 +9,11 @@ use std::path::PathBuf;
 use burn::backend::{Autodiff, Flex};
 use burn::prelude::*;
 use cft::model::{CausalLm, LoadOptions, load_causal_lm};
-use cft::train::Objective;
 use cft::train::data::{Batch, Example};
 use cft::train::lora;
 use cft::train::objective::target_log_probs;
 use cft::train::params::accumulate_grads;
+use cft::train::{Normalization, Objective};
 use serde::Deserialize;
 
 type AB = Autodiff<Flex>;
@@ -80,8 +80,9 @@ fn loss_and_grads(
         })
         .collect();
     let refs: Vec<&Example> = examples.iter().collect();
-    let denominator =
-        objective.denominator(examples.iter().flat_map(|e| e.weights.iter().copied()));
+    // one micro-batch: the batch's weight sum (Eq. 1 / Eq. 8)
+    let weight_sum: f32 = examples.iter().flat_map(|e| &e.weights).sum();
+    let denominator = Normalization::Batch.denominators(&[weight_sum], weight_sum)[0];
     let batch = Batch::<AB>::new(&refs, 0, &Default::default());
     let logits = lm.forward(batch.inputs, batch.valid);
     let loss = objective.loss(

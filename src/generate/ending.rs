@@ -61,26 +61,13 @@ impl<'t> Ending<'t> {
         &self.end_ids
     }
 
-    pub fn max_new_tokens(&self) -> usize {
-        self.max_new_tokens
-    }
-
-    /// A greedy request that feeds `tokens` and continues a response whose first tokens are
-    /// `kept` (empty for a fresh prompt; `y_<t ++ [alternative]` for a branch, whose `tokens`
-    /// are then `[alternative]`). A response that has already ended gets no budget.
-    pub fn request<B: burn::prelude::Backend>(
-        &self,
-        tokens: Vec<u32>,
-        kept: &[u32],
-    ) -> Request<'t, B> {
-        let budget = if self.ended(kept) {
-            0
-        } else {
-            self.max_new_tokens.saturating_sub(kept.len())
-        };
-        let mut r = Request::greedy(tokens, budget);
+    /// A greedy request for a fresh response to the prompt `tokens`, ending by this rule.
+    /// (Branches continue a response; `cft::rollout` gives them the budget left after their
+    /// kept tokens and the same end tokens and stop strings through its judge.)
+    pub fn request<B: burn::prelude::Backend>(&self, tokens: Vec<u32>) -> Request<'t, B> {
+        let mut r = Request::greedy(tokens, self.max_new_tokens);
         r.eos_token_ids = self.end_ids.clone();
-        r.stop = self.stop_predicate(kept.to_vec());
+        r.stop = self.stop_predicate(Vec::new());
         r
     }
 
@@ -103,14 +90,6 @@ impl<'t> Ending<'t> {
 
     pub fn tokenizer(&self) -> &'t TextTokenizer {
         self.tokenizer
-    }
-
-    /// Whether `response` has ended: its last token ends generation, it holds a stop string,
-    /// or it is as long as the budget allows.
-    pub fn ended(&self, response: &[u32]) -> bool {
-        response.last().is_some_and(|t| self.end_ids.contains(t))
-            || response.len() >= self.max_new_tokens
-            || self.contains_stop(&response[response.len().saturating_sub(self.window)..])
     }
 
     fn contains_stop(&self, tokens: &[u32]) -> bool {

@@ -190,7 +190,7 @@ fn run_batch<B: Backend>(
                 },
                 _ => Decoding::Greedy,
             };
-            let mut r = ending.request(ids.clone(), &[]);
+            let mut r = ending.request(ids.clone());
             r.decoding = decoding;
             requests.push(r);
         }

@@ -109,7 +109,7 @@ fn answer<B: Backend>(
     for p in chunk {
         let ids = prompt_ids(template, &p.question, tokenizer)?;
         prompts.push(ids.clone());
-        requests.push(ending.request(ids, &[]));
+        requests.push(ending.request(ids));
     }
     let completions = engine
         .generate(requests)

@@ -49,19 +49,13 @@ impl Objective {
             Self::Dft => dft_loss(log_probs, weights, denominator),
         }
     }
-
-    /// What a set of examples' loss is divided by: the number of response tokens for SFT and
-    /// DFT (Eq. 1), the sum of the weights `Σ c_t` for the weighted objective (Eq. 8; the
-    /// number of critical tokens for 0/1 weights, the weight sum for Graded's 1 and 2). The
-    /// weights passed for SFT and DFT are 1 on every response token, so both are `Σ w_t`.
-    /// Which set (micro-batch, batch, dataset) is [`Normalization`]'s choice.
-    pub fn denominator(self, batch_weights: impl IntoIterator<Item = f32>) -> f32 {
-        batch_weights.into_iter().sum::<f32>().max(1.0)
-    }
 }
 
-/// What the loss of an optimiser step is divided by (stage param `loss_normalization`). The
-/// three differ as soon as micro-batches carry different weight sums: with micro-batches of 3
+/// What the loss of an optimiser step is divided by (stage param `loss_normalization`): a
+/// weight sum `Σ w_t`, which is the number of response tokens for SFT and DFT (Eq. 1; their
+/// weights are 1 on every response token) and `Σ c_t` for the weighted objective (Eq. 8; the
+/// number of critical tokens for 0/1 weights, the weight sum for Graded's 1 and 2), over a
+/// set this enum chooses. The three differ as soon as micro-batches carry different weight sums: with micro-batches of 3
 /// and 1 weighted tokens, a token of the second gets gradient weight 1/2 under `MicroBatch`,
 /// 1/4 under `Batch`, and 1/Z under `Dataset`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,8 +76,7 @@ pub enum Normalization {
 
 impl Normalization {
     /// The denominator of each micro-batch of one optimiser step, given each micro-batch's
-    /// weight sum and D_correct's. A sum below 1 counts as 1 (as [`Objective::denominator`]):
-    /// a micro-batch without weighted tokens then adds 0 to the loss, where OpenRLHF's
+    /// weight sum and D_correct's. A sum below 1 counts as 1: a micro-batch without weighted tokens then adds 0 to the loss, where OpenRLHF's
     /// `masked_mean` would give 0/0 = NaN, and under `MicroBatch` it still counts in the
     /// average, as DeepSpeed's fixed 1 / accumulation-steps scale counts it.
     pub fn denominators(self, micro_sums: &[f32], dataset_sum: f32) -> Vec<f32> {
