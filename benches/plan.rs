@@ -95,7 +95,15 @@ fn main() {
     }
     let stop = AtomicBool::new(false);
     let t = Instant::now();
-    let s = exec::run(&p, &cache, &registry, &NoEvents, &stop, Options::default()).expect("run");
+    let s = exec::run(
+        &p,
+        &cache,
+        &exec::Launcher::Threads(&registry),
+        &NoEvents,
+        &stop,
+        &Options::default(),
+    )
+    .expect("run");
     let run_s = t.elapsed().as_secs_f64();
     println!(
         "executor overhead: {} trivial stages recorded in {:.2} s ({:.2} ms per stage)",

@@ -103,10 +103,10 @@ fn run(cache: &Cache, plan: &Plan, events: &dyn Events) {
     let s = exec::run(
         plan,
         cache,
-        &cft::stages::registry(),
+        &exec::Launcher::Threads(&cft::stages::registry()),
         events,
         &stop,
-        Options::default(),
+        &Options::default(),
     )
     .unwrap();
     assert!(s.failed.is_empty(), "{:?}", s.failed);
@@ -313,12 +313,12 @@ fn annotation_stages_produce_consistent_masks_for_every_rule() {
 /// Prints each item a stage finishes, for the parent of the kill test.
 struct Report;
 impl Progress for Report {
-    fn stage_progress(&self, done: u64) {
+    fn stage_progress(&self, _key: &str, done: u64) {
         println!("done {done}");
     }
 }
 impl Events for Report {
-    fn stage_begin(&self, spec: &cft::plan::StageSpec, _: usize, _: usize, _: bool) {
+    fn stage_begin(&self, spec: &cft::plan::StageSpec, _: &exec::Begin) {
         println!("begin {}", spec.label);
     }
 }

@@ -62,10 +62,10 @@ fn run(dir: &Path) -> (Value, Vec<u8>, Value) {
     let summary = exec::run(
         &plan,
         &cache,
-        &cft::stages::registry(),
+        &exec::Launcher::Threads(&cft::stages::registry()),
         &NoEvents,
         &AtomicBool::new(false),
-        Options::default(),
+        &Options::default(),
     )
     .unwrap();
     assert!(summary.failed.is_empty(), "{:?}", summary.failed);

@@ -9,14 +9,14 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use cft::cache::{Cache, RecordStatus, Store};
-use cft::exec::{self, Events, Options, Progress, StageEnd};
+use cft::exec::{self, Begin, Events, Launcher, Options, Progress, StageEnd};
 use cft::plan::{self, StageSpec, Status};
 
 #[derive(Default)]
 struct Log(Mutex<Vec<String>>);
 impl Progress for Log {}
 impl Events for Log {
-    fn stage_begin(&self, spec: &StageSpec, _: usize, _: usize, _: bool) {
+    fn stage_begin(&self, spec: &StageSpec, _: &Begin) {
         self.0.lock().unwrap().push(format!("begin {}", spec.label));
     }
     fn stage_end(&self, spec: &StageSpec, end: &StageEnd) {
@@ -40,10 +40,10 @@ fn run(cache: &Cache, plan: &plan::Plan, keep_going: bool) -> (exec::Summary, Ve
     let s = exec::run(
         plan,
         cache,
-        &support::test_registry(echo, slow),
+        &Launcher::Threads(&support::test_registry(echo, slow)),
         &log,
         &stop,
-        Options {
+        &Options {
             keep_going,
             ..Options::default()
         },
@@ -163,10 +163,10 @@ fn kill_9_loses_at_most_the_item_in_flight() {
     exec::run(
         &plan,
         &cache,
-        &support::test_registry(echo, slow),
+        &Launcher::Threads(&support::test_registry(echo, slow)),
         &cft::exec::NoEvents,
         &stop,
-        Options::default(),
+        &Options::default(),
     )
     .unwrap();
     let recomputed = slow.load(Ordering::SeqCst);
@@ -352,7 +352,7 @@ struct StopAfter<'a> {
     stop: &'a AtomicBool,
 }
 impl Progress for StopAfter<'_> {
-    fn stage_progress(&self, done: u64) {
+    fn stage_progress(&self, _key: &str, done: u64) {
         if done >= self.after {
             self.stop.store(true, Ordering::SeqCst);
         }
@@ -380,10 +380,10 @@ fn ctrl_c_stops_after_the_current_item_and_the_run_resumes() {
     let s = exec::run(
         &plan,
         &cache,
-        &support::test_registry(echo, slow),
+        &Launcher::Threads(&support::test_registry(echo, slow)),
         &events,
         &stop,
-        Options::default(),
+        &Options::default(),
     )
     .unwrap();
     assert!(s.interrupted);

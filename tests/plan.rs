@@ -258,10 +258,10 @@ fn run_echo(cache: &Cache, manifest: &Path) -> usize {
     let summary = exec::run(
         &plan,
         cache,
-        &support::echo_registry(counter),
+        &exec::Launcher::Threads(&support::echo_registry(counter)),
         &NoEvents,
         &stop,
-        Options::default(),
+        &Options::default(),
     )
     .unwrap();
     assert!(summary.failed.is_empty(), "{:?}", summary.failed);

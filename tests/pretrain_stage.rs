@@ -41,7 +41,15 @@ fn pretrain_writes_a_loadable_model_and_learns() {
     let run = |cache: &Cache| {
         let registry = cft::stages::registry();
         let options = Options::default();
-        let summary = exec::run(&plan, cache, &registry, &NoEvents, &stop, options).unwrap();
+        let summary = exec::run(
+            &plan,
+            cache,
+            &exec::Launcher::Threads(&registry),
+            &NoEvents,
+            &stop,
+            &options,
+        )
+        .unwrap();
         assert!(summary.failed.is_empty(), "{:?}", summary.failed);
     };
     run(&cache);

@@ -215,10 +215,10 @@ fn report_stage_inside_a_run_writes_the_same_report() {
     let summary = cft::exec::run(
         &plan,
         &cache,
-        &registry,
+        &cft::exec::Launcher::Threads(&registry),
         &cft::exec::NoEvents,
         &AtomicBool::new(false),
-        cft::exec::Options::default(),
+        &cft::exec::Options::default(),
     )
     .unwrap();
     assert!(summary.failed.is_empty(), "{:?}", summary.failed);

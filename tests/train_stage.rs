@@ -115,7 +115,7 @@ struct StopAfter {
     seen: AtomicU64,
 }
 impl Progress for StopAfter {
-    fn stage_progress(&self, done: u64) {
+    fn stage_progress(&self, _key: &str, done: u64) {
         // Read by the parent of `kill_9_during_training_loses_nothing`.
         println!("step {done}");
         self.seen.store(done, Ordering::SeqCst);
@@ -138,7 +138,15 @@ fn run(cache: &Cache, plan: &Plan, stop_after: u64) -> exec::Summary {
         stop,
         seen: AtomicU64::new(0),
     };
-    exec::run(plan, cache, &registry(), &events, stop, Options::default()).unwrap()
+    exec::run(
+        plan,
+        cache,
+        &exec::Launcher::Threads(&registry()),
+        &events,
+        stop,
+        &Options::default(),
+    )
+    .unwrap()
 }
 
 /// The record of the plan's `train` stage.

@@ -25,6 +25,11 @@ impl Blobs {
         Ok(Blobs { dir })
     }
 
+    /// The store at `dir`, without creating it (for readers).
+    pub fn at(dir: PathBuf) -> Self {
+        Blobs { dir }
+    }
+
     pub fn path(&self, hash: &str) -> PathBuf {
         self.dir.join(hash)
     }

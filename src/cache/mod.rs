@@ -7,16 +7,19 @@
 //! state, so they still see live progress.
 
 mod blobs;
+mod files;
 mod fingerprint;
 mod lock;
 mod record;
+pub mod work;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-pub use blobs::{BlobState, hash_bytes, hash_file};
+pub use blobs::{BlobState, Blobs, hash_bytes, hash_file};
+pub use files::Files;
 pub use lock::{Owner, holder};
 pub use record::{OutputRef, Record, RecordStatus};
 
@@ -67,6 +70,11 @@ pub fn now_secs() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// Content fingerprint of a file or directory, computed afresh (a worker has no memo table).
+pub fn fingerprint_of(path: &Path) -> Result<Option<String>, CacheError> {
+    fingerprint::of_path(path, &mut |_, compute| compute())
+}
+
 /// What readers need from a cache, whether it is opened or seen through a snapshot.
 pub trait Store {
     fn record(&self, key: &str) -> Result<Option<Record>, CacheError>;
@@ -75,6 +83,10 @@ pub trait Store {
     /// Content fingerprint of a file or directory, `None` if it does not exist.
     fn fingerprint(&self, path: &Path) -> Result<Option<String>, CacheError>;
     fn records(&self) -> Result<Vec<Record>, CacheError>;
+    /// The bytes of a record's output `name`.
+    fn output(&self, record: &Record, name: &str) -> Result<Vec<u8>, CacheError>;
+    /// The live worker running stage `key`, if one holds its lease.
+    fn worker(&self, key: &str) -> Option<work::Lease>;
 }
 
 /// The cache opened for writing: holds the run lock for its lifetime.
@@ -86,7 +98,7 @@ pub struct Cache {
     progress: sled::Tree,
     fingerprints: sled::Tree,
     slots: sled::Tree,
-    blobs: blobs::Blobs,
+    files: Files,
     last_snapshot: std::sync::Mutex<Option<std::time::Instant>>,
     _lock: lock::RunLock,
 }
@@ -103,7 +115,7 @@ impl Cache {
             progress: db.open_tree("progress")?,
             fingerprints: db.open_tree("fingerprints")?,
             slots: db.open_tree("slots")?,
-            blobs: blobs::Blobs::open(root.join("blobs"))?,
+            files: Files::open(root)?,
             root: root.to_path_buf(),
             db,
             last_snapshot: std::sync::Mutex::new(None),
@@ -115,8 +127,13 @@ impl Cache {
         &self.root
     }
 
-    pub fn blobs(&self) -> &blobs::Blobs {
-        &self.blobs
+    pub fn blobs(&self) -> &Blobs {
+        self.files.blobs()
+    }
+
+    /// The cache as files, as a worker process sees it.
+    pub fn files(&self) -> &Files {
+        &self.files
     }
 
     /// Makes every write so far durable. Called after each saved item and each record, so a
@@ -145,13 +162,35 @@ impl Cache {
         Ok(())
     }
 
-    /// Stores small bytes by content hash; returns the hash.
+    /// Stores small bytes by content hash, in the database and as a file; returns the hash.
     pub fn put_artifact(&self, bytes: &[u8]) -> Result<String, CacheError> {
         let hash = hash_bytes(bytes);
         if !self.artifacts.contains_key(hash.as_bytes())? {
             self.artifacts.insert(hash.as_bytes(), bytes)?;
         }
+        if self.files.artifacts().verify(&hash) != BlobState::Ok {
+            self.files.artifacts().put_bytes(bytes)?;
+        }
         Ok(hash)
+    }
+
+    /// Makes sure every small output of `record` has its file form (caches written before
+    /// workers existed keep artifacts only in the database).
+    pub fn materialise(&self, record: &Record) -> Result<(), CacheError> {
+        for out in record.outputs.values() {
+            if let OutputRef::Artifact { hash, .. } = out
+                && !self.files.artifacts().exists(hash)
+            {
+                let bytes = self.artifact(hash)?.ok_or_else(|| {
+                    CacheError::Missing(format!(
+                        "artifact {hash} of `{}` is missing from the cache; run `cft cache verify`",
+                        record.label
+                    ))
+                })?;
+                self.files.artifacts().put_bytes(&bytes)?;
+            }
+        }
+        Ok(())
     }
 
     pub fn artifact(&self, hash: &str) -> Result<Option<Vec<u8>>, CacheError> {
@@ -193,49 +232,10 @@ impl Cache {
         Ok(())
     }
 
-    /// The model directory a checkpoint record describes. A stage that produces a model names
-    /// its outputs `model/<file>` (HF layout: `config.json`, `model.safetensors`,
-    /// `tokenizer.json`, ...); they are linked under `<cache>/models/<key>/` with those names,
-    /// so a checkpoint loads exactly like a downloaded model. Blobs are immutable, so hard
-    /// links are safe; idempotent.
+    /// The model directory a checkpoint record describes ([`Files::model_dir`]).
     pub fn model_dir(&self, record: &Record) -> Result<PathBuf, CacheError> {
-        let dir = self.root.join("models").join(&record.key);
-        let mut any = false;
-        for (name, out) in &record.outputs {
-            let Some(rel) = name.strip_prefix("model/") else {
-                continue;
-            };
-            any = true;
-            let target = dir.join(rel);
-            if target.exists() {
-                continue;
-            }
-            if let Some(parent) = target.parent() {
-                std::fs::create_dir_all(parent).map_err(|e| CacheError::io(parent, e))?;
-            }
-            match out {
-                OutputRef::Blob { hash, .. } => {
-                    let blob = self.blobs.path(hash);
-                    if std::fs::hard_link(&blob, &target).is_err() {
-                        std::fs::copy(&blob, &target).map_err(|e| CacheError::io(&target, e))?;
-                    }
-                }
-                OutputRef::Artifact { hash, .. } => {
-                    let bytes = self.artifact(hash)?.ok_or_else(|| CacheError::Corrupt {
-                        what: format!("{} of `{}`", name, record.label),
-                        message: "artifact missing".into(),
-                    })?;
-                    std::fs::write(&target, bytes).map_err(|e| CacheError::io(&target, e))?;
-                }
-            }
-        }
-        if !any {
-            return Err(CacheError::Corrupt {
-                what: record.label.clone(),
-                message: "produced no model files".into(),
-            });
-        }
-        Ok(dir)
+        self.materialise(record)?;
+        self.files.model_dir(record)
     }
 
     /// A saved in-stage item (`stage key` + item name), if any.
@@ -249,6 +249,18 @@ impl Cache {
     pub fn progress_put(&self, key: &str, item: &str, bytes: &[u8]) -> Result<(), CacheError> {
         self.progress.insert(progress_key(key, item), bytes)?;
         Ok(())
+    }
+
+    /// The items a stage saved in the database (runs before workers existed), by name.
+    pub fn progress_items(&self, key: &str) -> Result<Vec<(String, Vec<u8>)>, CacheError> {
+        let prefix = progress_key(key, "");
+        let mut out = Vec::new();
+        for item in self.progress.scan_prefix(&prefix) {
+            let (k, v) = item?;
+            let name = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
+            out.push((name, v.to_vec()));
+        }
+        Ok(out)
     }
 
     pub fn progress_count(&self, key: &str) -> usize {
@@ -342,7 +354,7 @@ impl Store for Cache {
     }
 
     fn blob_exists(&self, hash: &str) -> bool {
-        self.blobs.exists(hash)
+        self.files.blobs().exists(hash)
     }
 
     fn fingerprint(&self, path: &Path) -> Result<Option<String>, CacheError> {
@@ -366,6 +378,14 @@ impl Store for Cache {
             })
             .collect()
     }
+
+    fn output(&self, record: &Record, name: &str) -> Result<Vec<u8>, CacheError> {
+        Cache::output(self, record, name)
+    }
+
+    fn worker(&self, key: &str) -> Option<work::Lease> {
+        self.files.work(key).lease_holder()
+    }
 }
 
 /// A read-only picture of a cache: the snapshot a running process keeps, or nothing at all
@@ -375,8 +395,9 @@ pub struct Snapshot {
     pub records: BTreeMap<String, Record>,
     pub slots: BTreeMap<String, String>,
     pub fingerprints: BTreeMap<String, String>,
+    /// The cache's files, when the snapshot is of a cache that exists.
     #[serde(skip)]
-    blob_dir: Option<PathBuf>,
+    files: Option<Files>,
     /// The process that holds the cache, when this is its live view.
     #[serde(skip)]
     pub live: Option<Owner>,
@@ -392,9 +413,7 @@ impl Store for Snapshot {
     }
 
     fn blob_exists(&self, hash: &str) -> bool {
-        self.blob_dir
-            .as_ref()
-            .is_some_and(|d| d.join(hash).is_file())
+        self.files.as_ref().is_some_and(|f| f.blobs().exists(hash))
     }
 
     fn fingerprint(&self, path: &Path) -> Result<Option<String>, CacheError> {
@@ -409,6 +428,21 @@ impl Store for Snapshot {
 
     fn records(&self) -> Result<Vec<Record>, CacheError> {
         Ok(self.records.values().cloned().collect())
+    }
+
+    /// From the files: every artifact a worker wrote, or the coordinator stored, has its file.
+    fn output(&self, record: &Record, name: &str) -> Result<Vec<u8>, CacheError> {
+        match &self.files {
+            Some(files) => files.output(record, name),
+            None => Err(CacheError::Missing(format!(
+                "`{}` has no outputs in an empty cache",
+                record.label
+            ))),
+        }
+    }
+
+    fn worker(&self, key: &str) -> Option<work::Lease> {
+        self.files.as_ref()?.work(key).lease_holder()
     }
 }
 
@@ -436,7 +470,7 @@ impl View {
                     }
                     Err(_) => Snapshot::default(),
                 };
-                snap.blob_dir = Some(root.join("blobs"));
+                snap.files = Some(Files::at(root));
                 snap.live = owner;
                 Ok(View::Snapshot(snap))
             }

@@ -55,8 +55,13 @@ pub struct Record {
     /// Whose fault the error is (absent in records of earlier builds).
     #[serde(default)]
     pub fault: Option<crate::contract::Fault>,
+    /// The worker process running (or that ran) the stage, its machine and its device.
     #[serde(default)]
     pub pid: Option<u32>,
+    #[serde(default)]
+    pub host: Option<String>,
+    #[serde(default)]
+    pub device: Option<String>,
     /// Seconds since the Unix epoch; timings live here, never in keys.
     #[serde(default)]
     pub started_at: u64,

@@ -75,10 +75,10 @@ pub fn run(cache_dir: &Path, args: BenchAnnotateArgs) -> anyhow::Result<()> {
     let summary = exec::run(
         &plan,
         &cache,
-        &cft::stages::registry(),
+        &exec::Launcher::Threads(&cft::stages::registry()),
         &NoEvents,
         &stop,
-        Options::default(),
+        &Options::default(),
     )?;
     if let Some((stage, error, _)) = summary.failed.first() {
         bail!("{stage}: {error}");

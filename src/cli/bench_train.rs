@@ -143,10 +143,10 @@ pub fn toy(args: BenchToyArgs) -> anyhow::Result<()> {
     let summary = cft::exec::run(
         &plan,
         &cache,
-        &cft::stages::registry(),
+        &cft::exec::Launcher::Threads(&cft::stages::registry()),
         &cft::exec::NoEvents,
         &stop,
-        cft::exec::Options::default(),
+        &cft::exec::Options::default(),
     )?;
     if let Some((label, error, _)) = summary.failed.first() {
         bail!("{label}: {error}");

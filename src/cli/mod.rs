@@ -18,6 +18,7 @@ mod report;
 mod run;
 mod score;
 mod status;
+mod worker;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -64,6 +65,8 @@ pub enum Command {
     /// Speed measurements.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// (Internal) run stages that `cft run` prepared under `<cache>/work/`; see the README.
+    Worker(worker::WorkerArgs),
 }
 
 /// A bad manifest: exit code 2.
@@ -104,6 +107,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Generate(args) => generate::run(args).map(|()| ExitCode::SUCCESS),
         Command::Score(args) => score::run(args).map(|()| ExitCode::SUCCESS),
         Command::Bench(cmd) => bench::run(&cache, cmd).map(|()| ExitCode::SUCCESS),
+        Command::Worker(args) => worker::run(&cache, args),
     };
     match result {
         Ok(code) => code,

@@ -1,13 +1,15 @@
-//! Progress display for `cft run`: indicatif bars on a terminal (overall and per stage, with
-//! items/s and ETA), plain lines otherwise, nothing with `--quiet`.
+//! Progress display for `cft run`: indicatif bars on a terminal (the overall bar and one per
+//! running stage: kind, label, device, items, rate, ETA), plain lines otherwise, nothing with
+//! `--quiet`.
 
+use std::collections::HashMap;
 use std::io::IsTerminal;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use cft::exec::{Events, Progress, StageEnd};
+use cft::exec::{Begin, Events, Progress, StageEnd};
 use cft::plan::StageSpec;
 
 pub enum Display {
@@ -39,7 +41,8 @@ impl Display {
 pub struct Bars {
     multi: MultiProgress,
     overall: ProgressBar,
-    stage: Mutex<Option<ProgressBar>>,
+    /// One bar per running stage, by key.
+    stages: Mutex<HashMap<String, ProgressBar>>,
 }
 
 impl Bars {
@@ -48,7 +51,7 @@ impl Bars {
         let overall = multi.add(ProgressBar::new(0));
         overall.set_style(
             ProgressStyle::with_template(
-                "{prefix:>8} [{bar:30.cyan/blue}] {pos}/{len} stages, {elapsed_precise} elapsed",
+                "{prefix:>11} [{bar:30.cyan/blue}] {pos}/{len} stages, {elapsed_precise} elapsed",
             )
             .unwrap_or_else(|_| ProgressStyle::default_bar())
             .progress_chars("=> "),
@@ -58,20 +61,29 @@ impl Bars {
         Bars {
             multi,
             overall,
-            stage: Mutex::new(None),
+            stages: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn with_bar(&self, key: &str, f: impl FnOnce(&ProgressBar)) {
+        if let Ok(guard) = self.stages.lock()
+            && let Some(bar) = guard.get(key)
+        {
+            f(bar);
         }
     }
 }
 
 impl Progress for Bars {
-    fn stage_total(&self, total: u64) {
-        if let Ok(guard) = self.stage.lock()
-            && let Some(bar) = guard.as_ref()
-        {
+    fn stage_total(&self, key: &str, total: u64) {
+        self.with_bar(key, |bar| {
+            if bar.length() == Some(total) {
+                return;
+            }
             bar.set_length(total);
             bar.set_style(
                 ProgressStyle::with_template(
-                    "{prefix:>8} [{bar:30.green/white}] {pos}/{len} {msg} ({rate}, ETA {eta})",
+                    "{prefix:>11} [{bar:30.green/white}] {pos}/{len} {msg} ({rate}, ETA {eta})",
                 )
                 .unwrap_or_else(|_| ProgressStyle::default_bar())
                 .with_key(
@@ -82,15 +94,11 @@ impl Progress for Bars {
                 )
                 .progress_chars("=> "),
             );
-        }
+        });
     }
 
-    fn stage_progress(&self, done: u64) {
-        if let Ok(guard) = self.stage.lock()
-            && let Some(bar) = guard.as_ref()
-        {
-            bar.set_position(done);
-        }
+    fn stage_progress(&self, key: &str, done: u64) {
+        self.with_bar(key, |bar| bar.set_position(done));
     }
 }
 
@@ -102,27 +110,23 @@ impl Events for Bars {
         }
     }
 
-    fn stage_begin(&self, spec: &StageSpec, _index: usize, _of: usize, resumed: bool) {
+    fn stage_begin(&self, spec: &StageSpec, begin: &Begin) {
         let bar = self.multi.add(ProgressBar::new_spinner());
         bar.set_style(
-            ProgressStyle::with_template("{prefix:>8} {spinner} {msg} {elapsed}")
+            ProgressStyle::with_template("{prefix:>11} {spinner} {msg} {elapsed}")
                 .unwrap_or_else(|_| ProgressStyle::default_spinner()),
         );
         bar.set_prefix(spec.kind.name());
-        bar.set_message(format!(
-            "{}{}",
-            spec.label,
-            if resumed { " (resumed)" } else { "" }
-        ));
+        bar.set_message(stage_message(spec, begin));
         bar.enable_steady_tick(Duration::from_millis(200));
-        if let Ok(mut guard) = self.stage.lock() {
-            *guard = Some(bar);
+        if let Ok(mut guard) = self.stages.lock() {
+            guard.insert(spec.key.clone(), bar);
         }
     }
 
     fn stage_end(&self, spec: &StageSpec, end: &StageEnd) {
-        if let Ok(mut guard) = self.stage.lock()
-            && let Some(bar) = guard.take()
+        if let Ok(mut guard) = self.stages.lock()
+            && let Some(bar) = guard.remove(&spec.key)
         {
             bar.finish_and_clear();
             self.multi.remove(&bar);
@@ -132,49 +136,67 @@ impl Events for Bars {
     }
 }
 
-/// Plain lines for logs and pipes: one at each stage's start and end, and a progress line at
-/// most every ten seconds.
-#[derive(Default)]
-pub struct Lines {
-    state: Mutex<LineState>,
+/// A running stage: its label, where it runs and whether it resumes.
+fn stage_message(spec: &StageSpec, begin: &Begin) -> String {
+    let on = if spec.kind.uses_model() {
+        format!(" on {}", begin.device)
+    } else {
+        String::new()
+    };
+    format!(
+        "{}{on}{}",
+        spec.label,
+        if begin.resumed { " (resumed)" } else { "" }
+    )
 }
 
+/// Plain lines for logs and pipes: one at each stage's start and end, and a progress line per
+/// running stage at most every ten seconds.
 #[derive(Default)]
+pub struct Lines {
+    state: Mutex<HashMap<String, LineState>>,
+}
+
 struct LineState {
+    label: String,
     total: Option<u64>,
-    started: Option<Instant>,
-    last: Option<Instant>,
+    started: Instant,
+    last: Instant,
 }
 
 impl Progress for Lines {
-    fn stage_total(&self, total: u64) {
-        if let Ok(mut s) = self.state.lock() {
-            s.total = Some(total);
+    fn stage_total(&self, key: &str, total: u64) {
+        if let Ok(mut s) = self.state.lock()
+            && let Some(st) = s.get_mut(key)
+        {
+            st.total = Some(total);
         }
     }
 
-    fn stage_progress(&self, done: u64) {
+    fn stage_progress(&self, key: &str, done: u64) {
         let Ok(mut s) = self.state.lock() else { return };
+        let Some(st) = s.get_mut(key) else { return };
         let now = Instant::now();
-        if s.last.is_some_and(|l| now - l < Duration::from_secs(10)) {
+        if now - st.last < Duration::from_secs(10) {
             return;
         }
-        s.last = Some(now);
-        let elapsed = s.started.map_or(0.0, |t| (now - t).as_secs_f64());
+        st.last = now;
+        let elapsed = (now - st.started).as_secs_f64();
         let rate = if elapsed > 0.0 {
             done as f64 / elapsed
         } else {
             0.0
         };
-        match s.total {
+        match st.total {
             Some(total) if rate > 0.0 => {
                 let eta = (total.saturating_sub(done)) as f64 / rate;
                 eprintln!(
-                    "         {done}/{total} items, {rate:.1}/s, ETA {}",
+                    "         {}: {done}/{total} items, {rate:.1}/s, ETA {}",
+                    st.label,
                     human(eta)
                 );
             }
-            _ => eprintln!("         {done} items"),
+            _ => eprintln!("         {}: {done} items", st.label),
         }
     }
 }
@@ -184,22 +206,30 @@ impl Events for Lines {
         eprintln!("{to_run} stages to run, {cached} cached");
     }
 
-    fn stage_begin(&self, spec: &StageSpec, index: usize, of: usize, resumed: bool) {
+    fn stage_begin(&self, spec: &StageSpec, begin: &Begin) {
         if let Ok(mut s) = self.state.lock() {
-            *s = LineState {
-                started: Some(Instant::now()),
-                last: Some(Instant::now()),
-                total: None,
-            };
+            s.insert(
+                spec.key.clone(),
+                LineState {
+                    label: spec.label.clone(),
+                    total: None,
+                    started: Instant::now(),
+                    last: Instant::now(),
+                },
+            );
         }
         eprintln!(
-            "[{index}/{of}] {}{}",
-            spec.label,
-            if resumed { " (resuming)" } else { "" }
+            "[{}/{}] {}",
+            begin.index,
+            begin.of,
+            stage_message(spec, begin)
         );
     }
 
     fn stage_end(&self, spec: &StageSpec, end: &StageEnd) {
+        if let Ok(mut s) = self.state.lock() {
+            s.remove(&spec.key);
+        }
         eprintln!("{}", line_for(spec, end));
     }
 }

@@ -24,9 +24,20 @@ pub struct RunArgs {
     /// No progress display; only errors and the final line.
     #[arg(long, short)]
     pub quiet: bool,
-    /// Where model stages run: cpu, cuda or cuda:N (CUDA needs a build with `--features cuda`).
-    #[arg(long, default_value = "cpu", value_name = "cpu|cuda[:N]")]
-    pub device: cft::stages::Device,
+    /// Stages at once, each in a worker process of its own. On the CPU the workers share the
+    /// cores equally.
+    #[arg(long, short, default_value_t = 1, value_name = "N")]
+    pub jobs: usize,
+    /// Where model stages run: cpu, or CUDA devices, each held by one worker at a time
+    /// (`cuda:0,cuda:1`; CUDA needs a build with `--features cuda`).
+    #[arg(
+        long,
+        alias = "device",
+        value_delimiter = ',',
+        default_value = "cpu",
+        value_name = "cpu|cuda[:N],..."
+    )]
+    pub devices: Vec<cft::stages::Device>,
     /// Run only stages of these kinds and what they need (e.g. `--only criticality,selection`
     /// to annotate without training).
     #[arg(long, value_delimiter = ',', value_name = "KIND")]
@@ -94,16 +105,22 @@ pub fn run(cache_dir: &Path, args: RunArgs) -> anyhow::Result<ExitCode> {
         eprintln!("\nstopping after the current item (Ctrl-C again to quit at once)");
     });
 
+    if args.jobs == 0 {
+        return Err(BadManifest("--jobs: at least 1".into()).into());
+    }
+    let exe = std::env::current_exe()?;
     let display = Display::new(args.quiet);
     let summary = exec::run(
         &plan,
         &cache,
-        &cft::stages::registry(),
+        &exec::Launcher::Processes { exe },
         display.events(),
         &stop,
-        Options {
+        &Options {
             keep_going: args.keep_going,
-            device: args.device,
+            jobs: args.jobs,
+            devices: args.devices.clone(),
+            ..Options::default()
         },
     )?;
     drop(display);

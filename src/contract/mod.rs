@@ -78,6 +78,29 @@ impl Kind {
         }
     }
 
+    /// Whether a stage of the kind loads a model, and so takes a device while it runs (the
+    /// others are CPU work: reading data, counting, selecting, reporting).
+    pub const fn uses_model(self) -> bool {
+        matches!(
+            self,
+            Kind::Pretrain
+                | Kind::Greedy
+                | Kind::Rollout
+                | Kind::TokenStats
+                | Kind::Train
+                | Kind::Eval
+        )
+    }
+
+    /// Whether stages of the kind on the same model may share one worker that loads the model
+    /// once (`exec` groups them; their keys and outputs do not change).
+    pub const fn shares_model_loads(self) -> bool {
+        matches!(
+            self,
+            Kind::Greedy | Kind::Rollout | Kind::TokenStats | Kind::Eval
+        )
+    }
+
     /// The version of the kind's meaning, hashed into every key of the kind. Bump it when the
     /// output would change for the same params and inputs, so old cache entries stop
     /// matching (and update `tests/fixtures/golden_keys.json` in the same commit).

@@ -1,6 +1,6 @@
 //! A stage: one node of the DAG, a pure function of its params and its inputs' outputs.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 /// The stage kinds of DESIGN.md's table, by the names `cft plan --json` prints.
@@ -14,7 +14,7 @@ pub const KINDS: [&str; 10] = {
     names
 };
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct StageSpec {
     pub key: String,
     pub kind: super::Kind,

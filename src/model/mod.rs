@@ -68,7 +68,7 @@ pub enum ModelError {
 }
 
 /// A loaded model directory: the module, its tokenizer and the ids that end a sequence.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct LanguageModel<B: Backend> {
     pub lm: CausalLm<B>,
     pub tokenizer: TextTokenizer,

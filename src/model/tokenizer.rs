@@ -61,6 +61,7 @@ struct TokenizerConfig {
 }
 
 /// A model's tokenizer with its special tokens and chat template.
+#[derive(Clone)]
 pub struct TextTokenizer {
     inner: tokenizers::Tokenizer,
     pub bos_token: Option<String>,

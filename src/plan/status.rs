@@ -37,7 +37,20 @@ pub fn statuses(
     let mut out: HashMap<String, StageStatus> = HashMap::new();
     for spec in plan.order() {
         let record = store.record(&spec.key)?;
+        let done = record
+            .as_ref()
+            .is_some_and(|r| r.status == RecordStatus::Done);
+        let worker = if done { None } else { store.worker(&spec.key) };
         let (status, why, progress) = match &record {
+            // A worker holds the stage's lease: it runs, whether or not its coordinator lives.
+            _ if worker.is_some() => {
+                let w = worker.unwrap_or_default();
+                (
+                    Status::Running,
+                    format!("running in worker pid {} on {}", w.pid, w.host),
+                    record.as_ref().and_then(|r| r.progress),
+                )
+            }
             Some(r) if r.status == RecordStatus::Done => {
                 let missing: Vec<&str> = r
                     .outputs

@@ -3,6 +3,8 @@
 //! save and resume example by example and a person can read the files.
 
 use std::path::Path;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use burn::prelude::Backend;
 
@@ -14,13 +16,50 @@ use crate::model::{LanguageModel, LoadOptions};
 use super::StageError;
 pub use crate::contract::artifacts::{Branches, Response, Weights, read_lines, write_lines};
 
+/// Loads the model a stage works on. In a worker that runs several stages on one model
+/// ([`share_model_loads`]), the last model loaded is kept and handed out again: a load of a
+/// 7B checkpoint takes longer than many of the evaluations that follow it.
 pub fn load_model<B: Backend>(
     dir: &Path,
     device: &B::Device,
     options: LoadOptions,
 ) -> Result<LanguageModel<B>, StageError> {
-    LanguageModel::load(dir, device, options)
-        .map_err(|e| StageError::Input(format!("model {}: {e}", dir.display())))
+    let load = || {
+        LanguageModel::load(dir, device, options)
+            .map_err(|e| StageError::Input(format!("model {}: {e}", dir.display())))
+    };
+    if !SHARING.load(Ordering::SeqCst) {
+        return load();
+    }
+    let id = format!("{} {device:?} {options:?}", dir.display());
+    let Ok(mut shared) = SHARED.lock() else {
+        return load();
+    };
+    if let Some((held, model)) = shared.as_ref()
+        && *held == id
+        && let Some(model) = model.downcast_ref::<LanguageModel<B>>()
+    {
+        return Ok(model.clone());
+    }
+    // The previous model goes before the next one loads: never two in memory.
+    *shared = None;
+    let model = load()?;
+    *shared = Some((id, Box::new(model.clone())));
+    Ok(model)
+}
+
+static SHARING: AtomicBool = AtomicBool::new(false);
+type SharedModel = (String, Box<dyn std::any::Any + Send>);
+static SHARED: Mutex<Option<SharedModel>> = Mutex::new(None);
+
+/// Keeps the last loaded model for the next stage of this process (`cft worker` given a group
+/// of stages on one model). A model is read-only to the stages that share it (greedy,
+/// rollout, token statistics, evaluation), so each gets the same weights a fresh load gives.
+pub fn share_model_loads(on: bool) {
+    SHARING.store(on, Ordering::SeqCst);
+    if !on && let Ok(mut shared) = SHARED.lock() {
+        *shared = None;
+    }
 }
 
 /// The rollout judge of the real pipeline: a branch ends by the end rule of the greedy

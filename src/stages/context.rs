@@ -1,5 +1,8 @@
 //! What a running stage sees: its spec, its inputs' records and outputs, a place to save
 //! finished items (so a killed run resumes from them), progress reporting and the stop flag.
+//!
+//! All of it is files ([`Files`], [`WorkDir`]): a stage runs in a worker process that never
+//! opens the cache's database, which belongs to the coordinator.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -10,7 +13,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use crate::cache::{Cache, CacheError, OutputRef, Record, Store};
+use crate::cache::work::WorkDir;
+use crate::cache::{CacheError, Files, OutputRef, Record};
 use crate::contract::{Fault, Kind, StageSpec};
 
 /// How a stage's saved item is stored ([`StageCtx::item`]).
@@ -101,50 +105,56 @@ pub enum Output {
     File(PathBuf),
 }
 
-/// Where a stage's item counts go (the executor forwards them to the progress display).
+/// Where a stage's item counts go, by stage key (the progress display; in a worker process,
+/// nowhere but the stage's `progress.json`).
 pub trait Progress: Sync {
-    fn stage_total(&self, _total: u64) {}
-    fn stage_progress(&self, _done: u64) {}
+    fn stage_total(&self, _key: &str, _total: u64) {}
+    fn stage_progress(&self, _key: &str, _done: u64) {}
 }
 
 pub struct StageCtx<'a> {
     pub spec: &'a StageSpec,
-    pub(crate) cache: &'a Cache,
-    pub(crate) inputs: Vec<Record>,
-    pub(crate) stop: &'a AtomicBool,
-    pub(crate) events: &'a dyn Progress,
-    pub(crate) record: Record,
-    pub(crate) done: u64,
-    pub(crate) total: Option<u64>,
-    pub(crate) last_write: Instant,
-    pub(crate) device: super::Device,
+    files: &'a Files,
+    work: &'a WorkDir,
+    inputs: Vec<Record>,
+    stop: &'a AtomicBool,
+    events: &'a dyn Progress,
+    done: u64,
+    total: Option<u64>,
+    last_write: Instant,
+    device: super::Device,
 }
 
 impl<'a> StageCtx<'a> {
-    /// What stage `spec` sees while it runs: its input records (in the order of
-    /// `spec.inputs`), the stop flag, where its progress goes, its own record (updated as it
-    /// saves items) and the device its model stages use.
+    /// What stage `spec` sees while it runs: the cache's files, its work folder (saved items,
+    /// progress), its input records (in the order of `spec.inputs`), the stop flag, where its
+    /// progress goes and the device its model stages use.
     pub fn new(
         spec: &'a StageSpec,
-        cache: &'a Cache,
+        files: &'a Files,
+        work: &'a WorkDir,
         inputs: Vec<Record>,
         stop: &'a AtomicBool,
         events: &'a dyn Progress,
-        record: Record,
         device: super::Device,
     ) -> Self {
         Self {
             spec,
-            cache,
+            files,
+            work,
             inputs,
             stop,
             events,
-            record,
             done: 0,
             total: None,
             last_write: Instant::now(),
             device,
         }
+    }
+
+    /// Items done and total, when the stage set a total.
+    pub fn progress(&self) -> Option<(u64, u64)> {
+        self.total.map(|t| (self.done, t))
     }
 
     /// The device model stages run on (`cft run --device`).
@@ -189,13 +199,13 @@ impl<'a> StageCtx<'a> {
 
     /// The bytes of an input's output.
     pub fn read(&self, record: &Record, output: &str) -> Result<Vec<u8>, StageError> {
-        Ok(self.cache.output(record, output)?)
+        Ok(self.files.output(record, output)?)
     }
 
     /// The file behind a blob output (checkpoints are read in place).
     pub fn blob_path(&self, record: &Record, output: &str) -> Result<PathBuf, StageError> {
         match record.outputs.get(output) {
-            Some(OutputRef::Blob { hash, .. }) => Ok(self.cache.blobs().path(hash)),
+            Some(OutputRef::Blob { hash, .. }) => Ok(self.files.blobs().path(hash)),
             _ => Err(StageError::Failed(format!(
                 "input `{}` has no blob output `{output}`",
                 record.label
@@ -203,9 +213,9 @@ impl<'a> StageCtx<'a> {
         }
     }
 
-    /// The model directory a checkpoint record describes ([`Cache::model_dir`]).
+    /// The model directory a checkpoint record describes ([`Files::model_dir`]).
     pub fn model_dir(&self, record: &Record) -> Result<PathBuf, StageError> {
-        Ok(self.cache.model_dir(record)?)
+        Ok(self.files.model_dir(record)?)
     }
 
     /// The model this stage works on: its `model_dir` binding (an HF directory the manifest
@@ -225,24 +235,22 @@ impl<'a> StageCtx<'a> {
 
     /// A temporary file path inside the blob store, for outputs written as files.
     pub fn temp_path(&self) -> PathBuf {
-        self.cache.blobs().temp_path()
+        self.files.blobs().temp_path()
     }
 
-    /// Content fingerprint of an external file or directory (memoised in the cache).
+    /// Content fingerprint of an external file or directory.
     pub fn fingerprint(&self, path: &std::path::Path) -> Result<Option<String>, StageError> {
-        Ok(self.cache.fingerprint(path)?)
+        Ok(crate::cache::fingerprint_of(path)?)
     }
 
     /// A previously saved item of this stage (from an interrupted run), if any.
     pub fn saved(&self, item: &str) -> Result<Option<Vec<u8>>, StageError> {
-        Ok(self.cache.progress_get(&self.spec.key, item)?)
+        Ok(self.work.saved(item)?)
     }
 
     /// Saves a finished item durably: after this returns, a `kill -9` does not lose it.
     pub fn save(&mut self, item: &str, bytes: &[u8]) -> Result<(), StageError> {
-        self.cache.progress_put(&self.spec.key, item, bytes)?;
-        self.cache.flush()?;
-        Ok(())
+        Ok(self.work.save(item, bytes)?)
     }
 
     /// Item `name` of the stage's work: the copy a previous (interrupted) run saved, or else,
@@ -270,13 +278,13 @@ impl<'a> StageCtx<'a> {
 
     pub fn set_total(&mut self, total: u64) {
         self.total = Some(total);
-        self.events.stage_total(total);
+        self.events.stage_total(&self.spec.key, total);
         self.persist_progress(true);
     }
 
     pub fn advance(&mut self, n: u64) {
         self.done += n;
-        self.events.stage_progress(self.done);
+        self.events.stage_progress(&self.spec.key, self.done);
         self.persist_progress(false);
     }
 
@@ -289,16 +297,16 @@ impl<'a> StageCtx<'a> {
         }
     }
 
-    /// Keeps `cft status` (through the record and the live snapshot) up to date, at most
-    /// twice a second.
+    /// Keeps the stage's `progress.json` (which the coordinator shows and records) up to
+    /// date, at most twice a second.
     fn persist_progress(&mut self, force: bool) {
         if !force && self.last_write.elapsed() < Duration::from_millis(500) {
             return;
         }
         self.last_write = Instant::now();
-        self.record.progress = self.total.map(|t| (self.done, t));
-        // Progress display is best effort; a failing write shows up at the next flush.
-        let _ = self.cache.put_record(&self.record);
-        let _ = self.cache.write_snapshot_soon();
+        if let Some(progress) = self.progress() {
+            // Best effort: progress is for display; the items are what resume.
+            let _ = self.work.write_progress(progress);
+        }
     }
 }

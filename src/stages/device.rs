@@ -26,6 +26,15 @@ impl std::str::FromStr for Device {
     }
 }
 
+impl std::fmt::Display for Device {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Device::Cpu => f.write_str("cpu"),
+            Device::Cuda(n) => write!(f, "cuda:{n}"),
+        }
+    }
+}
+
 impl Device {
     /// bf16 weights stay bf16 on CUDA; the CPU backend computes in f32.
     pub fn load_options(self) -> LoadOptions {

@@ -111,6 +111,8 @@ pub fn record(cache: &Cache, spec: &StageSpec, metrics: Value, outputs: Vec<(&st
             error: None,
             fault: None,
             pid: None,
+            host: None,
+            device: None,
             started_at: 0,
             elapsed_s: 1.0,
         })
