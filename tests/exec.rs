@@ -9,7 +9,10 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use cft::cache::{Cache, RecordStatus, Store};
-use cft::exec::{self, Begin, Events, Launcher, Options, Progress, StageEnd};
+use cft::exec::{
+    self, Begin, Events, Launcher, Options, Output, Progress, Registry, StageCtx, StageEnd,
+    StageError, StageImpl, StageOutput,
+};
 use cft::plan::{self, StageSpec, Status};
 
 #[derive(Default)]
@@ -400,4 +403,155 @@ fn ctrl_c_stops_after_the_current_item_and_the_run_resumes() {
     let (s, _) = run(&cache, &plan, false);
     assert_eq!(s.ran, 5);
     assert_eq!(support::results(&cache), reference);
+}
+
+/// Counts how many stages run at once and on which device, holding each for a while.
+struct Overlap {
+    running: Mutex<Vec<(String, cft::exec::Device)>>,
+    peak: std::sync::atomic::AtomicUsize,
+    clashes: Mutex<Vec<String>>,
+}
+
+impl StageImpl for &'static Overlap {
+    fn run(&self, ctx: &mut StageCtx<'_>) -> Result<StageOutput, StageError> {
+        let me = (ctx.spec.label.clone(), ctx.device());
+        {
+            let mut running = self.running.lock().unwrap();
+            if ctx.spec.kind.uses_model()
+                && let Some(other) = running
+                    .iter()
+                    .find(|(_, d)| *d == me.1 && *d != cft::exec::Device::Cpu)
+            {
+                self.clashes
+                    .lock()
+                    .unwrap()
+                    .push(format!("{} and {} on {:?}", me.0, other.0, me.1));
+            }
+            running.push(me.clone());
+            self.peak.fetch_max(running.len(), Ordering::SeqCst);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(150));
+        self.running.lock().unwrap().retain(|r| r.0 != me.0);
+        Ok(StageOutput {
+            outputs: vec![("out".into(), Output::Bytes(me.0.into_bytes()))],
+            metrics: serde_json::Value::Null,
+        })
+    }
+}
+
+/// Six model stages and three CPU stages, all independent.
+fn wide() -> plan::Plan {
+    let mut plan = plan::Plan::default();
+    for i in 0..6 {
+        plan.add(StageSpec::new(
+            "test",
+            support::SLOW,
+            1,
+            format!("model{i}"),
+            serde_json::json!({"i": i}),
+            vec![],
+            serde_json::json!({}),
+        ));
+    }
+    for i in 0..3 {
+        plan.add(StageSpec::new(
+            "test",
+            support::ECHO,
+            1,
+            format!("cpu{i}"),
+            serde_json::json!({"i": i}),
+            vec![],
+            serde_json::json!({}),
+        ));
+    }
+    plan
+}
+
+fn run_wide(jobs: usize, devices: Vec<cft::exec::Device>) -> &'static Overlap {
+    let overlap: &'static Overlap = Box::leak(Box::new(Overlap {
+        running: Mutex::new(Vec::new()),
+        peak: Default::default(),
+        clashes: Mutex::new(Vec::new()),
+    }));
+    let mut registry = Registry::default();
+    registry.register(support::SLOW, overlap);
+    registry.register(support::ECHO, overlap);
+    let dir = tempfile::tempdir().unwrap();
+    let cache = Cache::open(dir.path(), "test").unwrap();
+    let summary = exec::run(
+        &wide(),
+        &cache,
+        &Launcher::Threads(&registry),
+        &cft::exec::NoEvents,
+        &AtomicBool::new(false),
+        &Options {
+            jobs,
+            devices,
+            ..Options::default()
+        },
+    )
+    .unwrap();
+    assert_eq!((summary.ran, summary.failed.len()), (9, 0));
+    overlap
+}
+
+#[test]
+fn jobs_bound_how_many_stages_run_at_once() {
+    assert_eq!(
+        run_wide(1, vec![cft::exec::Device::Cpu])
+            .peak
+            .load(Ordering::SeqCst),
+        1
+    );
+    assert_eq!(
+        run_wide(3, vec![cft::exec::Device::Cpu])
+            .peak
+            .load(Ordering::SeqCst),
+        3
+    );
+}
+
+#[test]
+fn a_device_is_held_by_one_model_stage_at_a_time_and_cpu_stages_need_none() {
+    use cft::exec::Device::Cuda;
+    // Four workers, two GPUs: two model stages at once at most, never on the same device;
+    // the CPU stages fill the other slots.
+    let o = run_wide(4, vec![Cuda(0), Cuda(1)]);
+    assert!(o.clashes.lock().unwrap().is_empty(), "{:?}", o.clashes);
+    let peak = o.peak.load(Ordering::SeqCst);
+    assert!((3..=4).contains(&peak), "peak {peak}");
+}
+
+#[test]
+fn readers_see_outputs_while_a_run_holds_the_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = support::diamond(3, 0, false);
+    let cache = Cache::open(dir.path(), "cft run held-by-test").unwrap();
+    run(&cache, &plan, false);
+    cache.write_snapshot().unwrap();
+    // The database is held: a reader gets the live view, and reads outputs from their files.
+    let view = cft::cache::View::open(dir.path(), "reader").unwrap();
+    assert!(view.live().is_some());
+    for r in cache.records().unwrap() {
+        for name in r.outputs.keys() {
+            assert_eq!(
+                view.store().output(&r, name).unwrap(),
+                cache.output(&r, name).unwrap(),
+                "{} {name}",
+                r.label
+            );
+        }
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_cft"))
+        .args(["cache", "ls", "--cache"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("a run is in progress") && stdout.contains("5 records"),
+        "{stdout}"
+    );
+    drop(cache);
 }

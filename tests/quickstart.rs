@@ -1,8 +1,10 @@
 //! The quickstart, reduced to minutes: `experiments/quickstart.toml` with a smaller toy model,
 //! fewer questions and one learning rate runs end to end through the real binary (pretrain,
 //! greedy, rollouts, criticality, token statistics, selections, nine fine-tunings,
-//! evaluation, report); a second run reuses everything; and a run killed with `kill -9` at
-//! several points and resumed ends with the same stage outputs and a byte-identical report.
+//! evaluation, report); a second run reuses everything; runs with 2 and 4 workers give the
+//! same bytes as one; and a run whose coordinator is killed with `kill -9` at several points,
+//! whose workers are killed, and which is stopped with Ctrl-C, ends with the same stage outputs
+//! and a byte-identical report, no stage having run in two workers at once.
 
 mod support;
 
@@ -111,33 +113,133 @@ fn outputs(cache: &Path) -> Vec<(String, String, Vec<u8>)> {
     support::results(&cft::cache::Cache::open(cache, "test").unwrap())
 }
 
-/// Runs `cft run` and kills it with SIGKILL `after` the first stage of `kind` begins (its
-/// progress lines name it); `false` if the run finished first.
-fn kill_during(manifest: &Path, cache: &Path, kind: &str, after: Duration) -> bool {
-    let mut child = cft(&["run"], manifest, cache)
+/// What to do to a run once a stage of some kind has begun.
+#[derive(Clone, Copy, Debug)]
+enum Disturb {
+    /// SIGKILL the coordinator (its workers live on).
+    KillCoordinator,
+    /// SIGKILL the worker running the stage (the coordinator starts the stage again).
+    KillWorker,
+    /// SIGINT the coordinator, as Ctrl-C does: it stops its workers after their item in flight.
+    Interrupt,
+}
+
+/// Runs `cft run --jobs N` and, `after` the first stage of `kind` begins (its progress lines
+/// name it), disturbs it. Returns the pids of workers it killed, or `None` if the run
+/// finished first.
+fn disturb(
+    manifest: &Path,
+    cache: &Path,
+    jobs: usize,
+    kind: &str,
+    after: Duration,
+    how: Disturb,
+) -> Option<Vec<u32>> {
+    let mut child = cft(&["run", "--jobs", &jobs.to_string()], manifest, cache)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     // Progress goes to stderr: plain lines when it is not a terminal.
-    let lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    for line in lines {
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut begun = false;
+    for line in lines.by_ref() {
         let line = line.unwrap();
         // "[6/52] greedy toy"
-        let begins = line.starts_with('[')
+        begun = line.starts_with('[')
             && line
                 .split_once("] ")
                 .is_some_and(|(_, rest)| rest.starts_with(&format!("{kind} ")));
-        if begins {
-            std::thread::sleep(after);
-            let alive = child.try_wait().unwrap().is_none();
-            child.kill().unwrap(); // SIGKILL
-            child.wait().unwrap();
-            return alive;
+        if begun {
+            break;
         }
     }
-    child.wait().unwrap();
-    false
+    if !begun {
+        child.wait().unwrap();
+        return None;
+    }
+    std::thread::sleep(after);
+    if child.try_wait().unwrap().is_some() {
+        return None;
+    }
+    let mut killed = Vec::new();
+    match how {
+        Disturb::KillCoordinator => {
+            child.kill().unwrap(); // SIGKILL: no chance to clean up
+            child.wait().unwrap();
+        }
+        Disturb::KillWorker => {
+            let files = cft::cache::Files::at(cache);
+            let running = files.work_keys().into_iter().find_map(|k| {
+                let work = files.work(&k);
+                let task = work.task().ok()?;
+                let lease = work.lease_holder()?;
+                (task.spec.kind == kind).then_some((task.spec.label, lease))
+            });
+            let Some((label, lease)) = running else {
+                child.kill().unwrap();
+                child.wait().unwrap();
+                return None;
+            };
+            // SAFETY: kill(2) of the worker process the lease names.
+            unsafe { libc::kill(lease.pid as i32, libc::SIGKILL) };
+            killed.push(lease.pid);
+            // The coordinator sees its worker die and starts the stage again; then the
+            // coordinator is killed too, leaving the new worker to the next run.
+            let again = lines
+                .by_ref()
+                .map_while(Result::ok)
+                .any(|line| line.starts_with('[') && line.contains(&format!("] {label} ")));
+            assert!(again, "{label} was not started again after its worker died");
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+        Disturb::Interrupt => {
+            // SAFETY: kill(2) of the child process this test started and has not reaped.
+            unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+            std::thread::spawn(move || for _ in lines.by_ref() {});
+            let status = child.wait().unwrap();
+            assert_eq!(status.code(), Some(130), "interrupted runs exit 130");
+            // It waited for its workers: none is left running.
+            let files = cft::cache::Files::at(cache);
+            for k in files.work_keys() {
+                assert_eq!(
+                    files.work(&k).lease_holder(),
+                    None,
+                    "worker of {k} still runs"
+                );
+            }
+        }
+    }
+    Some(killed)
+}
+
+/// Checks `log/workers.jsonl`: no stage started in a worker while another worker (other than
+/// one the test killed) still ran it.
+fn no_stage_ran_twice_at_once(cache: &Path, killed: &[u32]) {
+    let text = std::fs::read_to_string(cache.join("log/workers.jsonl")).unwrap();
+    let mut running: std::collections::HashMap<String, u64> = Default::default();
+    let mut starts = 0;
+    for line in text.lines() {
+        let v: Value = serde_json::from_str(line).unwrap();
+        let key = v["key"].as_str().unwrap().to_string();
+        let pid = v["pid"].as_u64().unwrap();
+        match v["event"].as_str().unwrap() {
+            "start" => {
+                starts += 1;
+                if let Some(other) = running.insert(key.clone(), pid) {
+                    assert!(
+                        killed.contains(&(other as u32)),
+                        "stage {key} started in worker {pid} while worker {other} ran it"
+                    );
+                }
+            }
+            _ => {
+                running.remove(&key);
+            }
+        }
+    }
+    assert!(starts > 0, "the journal records the workers");
 }
 
 #[test]
@@ -215,24 +317,55 @@ fn reduced_quickstart_runs_end_to_end_reuses_its_cache_and_survives_kill_9() {
     );
     let before = outputs(&cache_a);
 
-    // 3. Killed with SIGKILL inside each kind of long stage, then resumed: the same outputs
-    //    and the same report bytes.
+    // 3. Two and four workers at once: the same bytes as one.
+    for jobs in [2, 4] {
+        let cache = dir.path().join(format!("cache-jobs{jobs}"));
+        output(cft(
+            &["run", "--quiet", "--jobs", &jobs.to_string()],
+            &manifest,
+            &cache,
+        ));
+        assert!(outputs(&cache) == before, "--jobs {jobs}: outputs differ");
+        let report = output(cft(&["report", "--format", "md"], &manifest, &cache)).stdout;
+        assert!(report == report_a, "--jobs {jobs}: the report differs");
+        no_stage_ran_twice_at_once(&cache, &[]);
+    }
+
+    // 4. With two workers, the coordinator killed with SIGKILL inside each kind of long stage
+    //    (its workers live on and the next run adopts them), workers killed (their stages
+    //    resume from their saved items), and a Ctrl-C; then resumed: the same outputs and the
+    //    same report bytes, and no stage ever ran in two workers at once.
     let cache_b = dir.path().join("cache-b");
+    let mut disturbed = Vec::new();
     let mut killed = Vec::new();
-    for (kind, ms) in [
-        ("pretrain", 2000),
-        ("greedy", 100),
-        ("rollout", 200),
-        ("train", 300),
-        ("eval", 300),
+    for (kind, ms, how) in [
+        ("pretrain", 1500, Disturb::KillCoordinator),
+        ("pretrain", 1000, Disturb::KillWorker),
+        ("greedy", 100, Disturb::KillCoordinator),
+        ("rollout", 300, Disturb::KillWorker),
+        ("train", 300, Disturb::KillCoordinator),
+        ("train", 300, Disturb::Interrupt),
+        ("eval", 200, Disturb::KillWorker),
+        ("eval", 300, Disturb::KillCoordinator),
     ] {
-        if kill_during(&manifest, &cache_b, kind, Duration::from_millis(ms)) {
-            killed.push(kind);
+        if let Some(pids) = disturb(&manifest, &cache_b, 2, kind, Duration::from_millis(ms), how) {
+            disturbed.push((kind, how));
+            killed.extend(pids);
         }
     }
-    assert_eq!(killed.len(), 5, "killed only during {killed:?}");
-    output(cft(&["run", "--quiet"], &manifest, &cache_b));
+    eprintln!("disturbed {disturbed:?}; killed workers {killed:?}");
+    assert!(disturbed.len() >= 6, "disturbed only {disturbed:?}");
+    output(cft(&["run", "--quiet", "--jobs", "2"], &manifest, &cache_b));
     assert!(outputs(&cache_b) == before, "resumed outputs differ");
     let report_b = output(cft(&["report", "--format", "md"], &manifest, &cache_b)).stdout;
     assert!(report_a == report_b, "the resumed report differs");
+    no_stage_ran_twice_at_once(&cache_b, &killed);
+    assert!(
+        !cache_b.join("work").exists()
+            || std::fs::read_dir(cache_b.join("work"))
+                .unwrap()
+                .next()
+                .is_none(),
+        "every work folder is ingested and removed"
+    );
 }

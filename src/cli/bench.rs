@@ -28,6 +28,8 @@ pub enum BenchCommand {
     Train(super::bench_train::BenchTrainArgs),
     /// Pretrain the toy family and grade it greedily on held-out problems.
     Toy(super::bench_train::BenchToyArgs),
+    /// Wall time of a whole manifest from a clean cache with 1, 2, ... workers.
+    Jobs(super::bench_jobs::BenchJobsArgs),
 }
 
 #[derive(Args, Debug)]
@@ -54,6 +56,7 @@ pub fn run(cache: &std::path::Path, cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Annotate(args) => super::bench_annotate::run(cache, args),
         BenchCommand::Train(args) => super::bench_train::train(args),
         BenchCommand::Toy(args) => super::bench_train::toy(args),
+        BenchCommand::Jobs(args) => super::bench_jobs::run(args),
     }
 }
 

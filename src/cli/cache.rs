@@ -4,7 +4,7 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use cft::cache::{BlobState, Cache, OutputRef, RecordStatus, Store, hash_bytes};
+use cft::cache::{BlobState, Cache, Files, OutputRef, RecordStatus, Store, View, hash_bytes};
 use cft::plan;
 
 #[derive(clap::Subcommand, Debug)]
@@ -29,16 +29,22 @@ pub fn run(root: &Path, cmd: CacheCommand) -> anyhow::Result<ExitCode> {
     if !root.join("db").exists() {
         anyhow::bail!("{} is not a cft cache (no db/ inside)", root.display());
     }
+    if let CacheCommand::Ls = cmd {
+        // A reader: works during a run, from its live view.
+        let view = View::open(root, &super::command_line())?;
+        return ls(&view, root);
+    }
     let cache = Cache::open(root, &super::command_line())?;
     match cmd {
-        CacheCommand::Ls => ls(&cache),
+        CacheCommand::Ls => ls(&View::Open(cache), root),
         CacheCommand::Verify => verify(&cache),
         CacheCommand::Gc { manifests, yes } => gc(&cache, &manifests, yes),
     }
 }
 
-fn ls(cache: &Cache) -> anyhow::Result<ExitCode> {
-    let mut records = cache.records()?;
+fn ls(view: &View, root: &Path) -> anyhow::Result<ExitCode> {
+    let store = view.store();
+    let mut records = store.records()?;
     records.sort_by(|a, b| a.slot.cmp(&b.slot));
     println!(
         "{:<8} {:<10} {:<12} {:>10}  stage",
@@ -62,8 +68,20 @@ fn ls(cache: &Cache) -> anyhow::Result<ExitCode> {
             r.slot
         );
     }
-    let artifacts = cache.artifact_hashes()?;
-    let blobs = cache.blobs().list()?;
+    let files = Files::at(root);
+    let artifacts = match view {
+        View::Open(cache) => cache.artifact_hashes()?,
+        View::Snapshot(_) => files.artifacts().list()?,
+    };
+    let blobs = files.blobs().list()?;
+    if let Some(owner) = view.live() {
+        println!(
+            "(a run is in progress: pid {}, `{}`; {} stages in flight under work/)",
+            owner.pid,
+            owner.command,
+            files.work_keys().len()
+        );
+    }
     println!(
         "\n{} records, {} artifacts ({}), {} blobs ({})",
         records.len(),
@@ -100,16 +118,27 @@ fn verify(cache: &Cache) -> anyhow::Result<ExitCode> {
                         cache.blobs().remove(hash)?;
                     }
                 },
-                OutputRef::Artifact { hash, .. } => match cache.artifact(hash)? {
-                    None => {
-                        problems.push(format!("artifact `{name}` ({}) is missing", &hash[..12]))
+                OutputRef::Artifact { hash, .. } => {
+                    match cache.artifact(hash)? {
+                        None => {
+                            problems.push(format!("artifact `{name}` ({}) is missing", &hash[..12]))
+                        }
+                        Some(b) if hash_bytes(&b) != *hash => {
+                            problems.push(format!("artifact `{name}` is corrupt"));
+                            cache.remove_artifact(hash)?;
+                        }
+                        Some(_) => {}
                     }
-                    Some(b) if hash_bytes(&b) != *hash => {
-                        problems.push(format!("artifact `{name}` is corrupt"));
-                        cache.remove_artifact(hash)?;
+                    // The file form is a copy: a bad one goes, and the next run that needs it
+                    // writes it again from the database.
+                    if let BlobState::Corrupt { .. } = cache.files().artifacts().verify(hash) {
+                        println!(
+                            "{}: the file form of `{name}` was corrupt; removed",
+                            r.label
+                        );
+                        cache.files().artifacts().remove(hash)?;
                     }
-                    Some(_) => {}
-                },
+                }
             }
         }
         if !problems.is_empty() {
@@ -147,8 +176,12 @@ fn gc(cache: &Cache, manifests: &[PathBuf], yes: bool) -> anyhow::Result<ExitCod
         .iter()
         .flat_map(|r| r.outputs.values().map(|o| o.hash()))
         .collect();
-    let artifacts: Vec<(String, u64)> = cache
-        .artifact_hashes()?
+    // Artifacts in the database and as files (a worker's outputs that were never ingested
+    // exist only as files).
+    let mut all: std::collections::BTreeMap<String, u64> =
+        cache.files().artifacts().list()?.into_iter().collect();
+    all.extend(cache.artifact_hashes()?);
+    let artifacts: Vec<(String, u64)> = all
         .into_iter()
         .filter(|(h, _)| !live.contains(h.as_str()))
         .collect();
@@ -158,8 +191,22 @@ fn gc(cache: &Cache, manifests: &[PathBuf], yes: bool) -> anyhow::Result<ExitCod
         .into_iter()
         .filter(|(h, _)| !live.contains(h.as_str()))
         .collect();
+    // Work folders of stages no manifest keeps (saved items of a cut-off run), unless a live
+    // worker holds them.
+    let work: Vec<String> = cache
+        .files()
+        .work_keys()
+        .into_iter()
+        .filter(|k| !keep.contains(k) && cache.files().work(k).lease_holder().is_none())
+        .collect();
     for r in &dropped {
         println!("stage    {:<8} {}", &r.key[..8], r.slot);
+    }
+    for k in &work {
+        println!(
+            "work     {:<8} (saved items of an unfinished stage)",
+            &k[..8.min(k.len())]
+        );
     }
     for (h, size) in &artifacts {
         println!("artifact {:<8} {}", &h[..8.min(h.len())], bytes(*size));
@@ -188,8 +235,14 @@ fn gc(cache: &Cache, manifests: &[PathBuf], yes: bool) -> anyhow::Result<ExitCod
                 .map_err(|e| anyhow::anyhow!("{}: {e}", models.display()))?;
         }
     }
+    for k in &work {
+        cache.files().work(k).remove()?;
+    }
     for (h, _) in &artifacts {
         cache.remove_artifact(h)?;
+        if cache.files().artifacts().path(h).exists() {
+            cache.files().artifacts().remove(h)?;
+        }
     }
     for (h, _) in &blobs {
         cache.blobs().remove(h)?;

@@ -6,6 +6,7 @@
 mod annotate;
 mod bench;
 mod bench_annotate;
+mod bench_jobs;
 mod bench_train;
 mod cache;
 mod compare;

@@ -52,13 +52,8 @@ pub fn extension(format: Format) -> &'static str {
 
 /// The report of a planned experiment from the records its report stage would read.
 pub fn report_of(view: &View, plan: &Plan) -> anyhow::Result<Report> {
-    // Outputs are readable when the database is open; a running process holds it, and then
-    // only the records' metrics are seen (per-question intervals show as "—").
-    let read = |r: &Record, name: &str| -> Option<Vec<u8>> {
-        match view {
-            View::Open(cache) => read_output(cache, r, name),
-            View::Snapshot(_) => None,
-        }
-    };
+    // While a run holds the database, outputs are read from their files (every artifact has
+    // one), so a report during a run is the report of what has finished.
+    let read = |r: &Record, name: &str| -> Option<Vec<u8>> { read_output(view.store(), r, name) };
     Ok(from_store(plan, view.store(), &read)?)
 }

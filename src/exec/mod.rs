@@ -277,6 +277,14 @@ impl<'p, 'c> Coordinator<'p, 'c> {
 
     /// What an earlier run left in `work/`: sentinels to ingest, live workers to wait for.
     fn recover(&mut self) -> Result<(), CacheError> {
+        // A coordinator killed between writing a record and removing the work folder leaves
+        // the folder of a finished stage behind.
+        for key in self.cache.files().work_keys() {
+            let work = self.cache.files().work(&key);
+            if self.cached.contains(&key) && work.lease_holder().is_none() {
+                work.remove()?;
+            }
+        }
         let keys: Vec<&'p StageSpec> = self.order.clone();
         for spec in keys {
             let work = self.cache.files().work(&spec.key);
@@ -310,6 +318,7 @@ impl<'p, 'c> Coordinator<'p, 'c> {
                 self.ingest(spec, &work, sentinel, None)?;
             } else {
                 // Its worker died: run it again, from its saved items.
+                self.begun.remove(&key);
                 self.waiting.insert(key);
             }
         }

@@ -1,7 +1,7 @@
 //! The report of a planned experiment, from the records its `report` stage would read,
 //! looked up in a cache by key. Nothing runs: a record that is not there shows as "—".
 
-use crate::cache::{Cache, Record, Store};
+use crate::cache::{Record, Store};
 use crate::plan::Plan;
 
 use super::inputs::{Params, Reader, Records};
@@ -31,7 +31,7 @@ pub fn from_store(
     Ok(build(&params, &records))
 }
 
-/// Reads a record's output from an open cache; `None` when it is missing.
-pub fn read_output(cache: &Cache, record: &Record, name: &str) -> Option<Vec<u8>> {
-    cache.output(record, name).ok()
+/// Reads a record's output from a cache or the live view of one; `None` when it is missing.
+pub fn read_output(store: &dyn Store, record: &Record, name: &str) -> Option<Vec<u8>> {
+    store.output(record, name).ok()
 }
