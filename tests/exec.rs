@@ -555,3 +555,42 @@ fn readers_see_outputs_while_a_run_holds_the_cache() {
     );
     drop(cache);
 }
+
+/// A worker process that dies at once (as one killed by the out-of-memory killer would): the
+/// stage is started again, then recorded as failed with the end of the worker's stderr.
+#[test]
+fn a_stage_whose_worker_keeps_dying_fails_with_its_stderr() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let exe = support::write(
+        dir.path(),
+        "dying-worker",
+        "#!/bin/sh\necho \"out of memory (pretend) in $$\" >&2\nkill -9 $$\n",
+    );
+    std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let cache = Cache::open(&dir.path().join("cache"), "test").unwrap();
+    let plan = support::diamond(3, 0, false);
+    let s = exec::run(
+        &plan,
+        &cache,
+        &Launcher::Processes { exe },
+        &cft::exec::NoEvents,
+        &AtomicBool::new(false),
+        &Options {
+            retries: 2,
+            ..Options::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(s.failed.len(), 1, "{s:?}");
+    let (label, error, _) = &s.failed[0];
+    assert_eq!(label, "a");
+    assert!(
+        error.contains("died 3 times") && error.contains("out of memory (pretend)"),
+        "{error}"
+    );
+    let a = plan.graph.node_weights().find(|s| s.label == "a").unwrap();
+    let rec = cache.record(&a.key).unwrap().unwrap();
+    assert_eq!(rec.status, RecordStatus::Failed);
+    assert!(rec.error.unwrap().contains("out of memory (pretend)"));
+}

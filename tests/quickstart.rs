@@ -6,106 +6,17 @@
 //! whose workers are killed, and which is stopped with Ctrl-C, ends with the same stage outputs
 //! and a byte-identical report, no stage having run in two workers at once.
 
+mod reduced;
 mod support;
 
+use reduced::{cft, output, reduced_manifest, stages};
+
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::path::Path;
+use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::Value;
-
-/// The shipped quickstart with the model, the data and the sweep made smaller. Everything
-/// else (the nine methods, the benchmarks' splits, sampling, the report) is the real file's.
-fn reduced_manifest(dir: &Path) -> PathBuf {
-    let quickstart = Path::new(env!("CARGO_MANIFEST_DIR")).join("experiments/quickstart.toml");
-    let text = format!(
-        r#"include = "{}"
-
-[experiment]
-name = "quickstart-reduced"
-
-[[model]]
-name = "toy"
-[model.toy]
-architecture = "llama"
-hidden_size = 96
-num_layers = 2
-num_heads = 4
-num_kv_heads = 2
-intermediate_size = 288
-max_position = 192
-vocab_size = 384
-[model.toy.pretrain]
-steps = 300
-batch_size = 16
-learning_rate = 4e-3
-warmup_ratio = 0.05
-corpus = {{ synthetic = {{ split = "train", n = 4000, seed = 1, max_steps = 1 }} }}
-
-[data.train]
-synthetic = {{ split = "train", n = 48, seed = 2, max_steps = 1 }}
-
-[annotate]
-max_new_tokens = 48
-
-[train]
-learning_rate = 1e-3
-epochs = 2
-batch_size = 4
-micro_batch_size = 4
-
-[eval]
-max_new_tokens = 64
-benchmarks = [
-  {{ name = "toy-test", synthetic = {{ split = "test", n = 16, seed = 3, max_steps = 1 }} }},
-  {{ name = "toy-hard", synthetic = {{ split = "hard", n = 16, seed = 4, min_steps = 2, max_steps = 2 }} }},
-]
-
-[eval.sampling]
-n = 2
-pass_at = [1, 2]
-
-[report]
-bootstrap = 200
-timings = false
-"#,
-        quickstart.display()
-    );
-    let path = dir.join("quickstart-reduced.toml");
-    std::fs::write(&path, text).unwrap();
-    path
-}
-
-fn cft(args: &[&str], manifest: &Path, cache: &Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_cft"));
-    cmd.args(args)
-        .arg(manifest)
-        .arg("--cache")
-        .arg(cache)
-        .stdin(Stdio::null());
-    cmd
-}
-
-fn output(mut cmd: Command) -> Output {
-    let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{:?} failed ({:?}):\n{}\n{}",
-        cmd,
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-/// `cft plan --json`'s stages.
-fn stages(manifest: &Path, cache: &Path) -> Vec<Value> {
-    let out = output(cft(&["plan", "--json"], manifest, cache));
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    v["stages"].as_array().unwrap().clone()
-}
 
 /// The bytes of every stage output of the cache (`support::results`). Timings live in
 /// metrics, not in outputs, so two runs of the same manifest must agree on all of it.
@@ -307,6 +218,38 @@ fn reduced_quickstart_runs_end_to_end_reuses_its_cache_and_survives_kill_9() {
         correct > 0 && correct < 48,
         "the toy model should answer some but not all of the 48 questions: {correct}"
     );
+
+    // The evaluations of a checkpoint on both benchmarks ran in one worker that loaded the
+    // model once (one worker slot: nothing to split for).
+    let journal = std::fs::read_to_string(cache_a.join("log/workers.jsonl")).unwrap();
+    let events: Vec<Value> = journal
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let mut evals_per_pid: std::collections::HashMap<u64, usize> = Default::default();
+    for e in events.iter().filter(|e| e["event"] == "start") {
+        if e["label"].as_str().unwrap().starts_with("eval ") {
+            *evals_per_pid.entry(e["pid"].as_u64().unwrap()).or_default() += 1;
+        }
+    }
+    let grouped: Vec<u64> = evals_per_pid
+        .iter()
+        .filter(|(_, n)| **n >= 2)
+        .map(|(pid, _)| *pid)
+        .collect();
+    assert!(!grouped.is_empty(), "no worker ran two evaluations");
+    for pid in grouped {
+        let loads = events
+            .iter()
+            .filter(|e| e["event"] == "end" && e["pid"] == pid)
+            .filter_map(|e| e["model_loads"].as_u64())
+            .max();
+        assert_eq!(
+            loads,
+            Some(1),
+            "worker {pid} loaded its model more than once"
+        );
+    }
 
     // 2. Running it again does nothing.
     let out = output(cft(&["run", "--quiet"], &manifest, &cache_a));

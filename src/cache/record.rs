@@ -62,6 +62,11 @@ pub struct Record {
     pub host: Option<String>,
     #[serde(default)]
     pub device: Option<String>,
+    /// The Slurm job running the stage, and its state when the coordinator last looked.
+    #[serde(default)]
+    pub job: Option<String>,
+    #[serde(default)]
+    pub job_state: Option<String>,
     /// Seconds since the Unix epoch; timings live here, never in keys.
     #[serde(default)]
     pub started_at: u64,

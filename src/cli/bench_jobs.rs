@@ -4,7 +4,8 @@
 //! Each run is a real `cft run FILE --jobs N` (this executable) on a fresh cache in a
 //! temporary folder, so it measures what a user sees: worker processes, model loads, the
 //! coordinator's polling and ingestion. The digest is blake3 over every record's label,
-//! output names and output bytes, in label order.
+//! output names and output bytes, in label order, the report's aside: a report with
+//! `timings = true` shows seconds, which differ from run to run.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -37,10 +38,10 @@ pub fn run(args: BenchJobsArgs) -> anyhow::Result<()> {
         args.file.display()
     );
     println!(
-        "{:>5} {:>10} {:>8} {:>12} {:>14}  outputs",
+        "{:>5} {:>10} {:>8} {:>7} {:>14}  stage outputs, report",
         "jobs", "wall", "speedup", "stages", "stage-seconds"
     );
-    let mut first: Option<(f64, String)> = None;
+    let mut first: Option<(f64, String, String)> = None;
     for &jobs in &args.jobs {
         let cache = base.join(format!("cache-jobs{jobs}"));
         if cache.exists() {
@@ -60,23 +61,17 @@ pub fn run(args: BenchJobsArgs) -> anyhow::Result<()> {
         if !status.success() {
             bail!("`cft run --jobs {jobs}` failed: {status}");
         }
-        let (stages, stage_seconds, digest) = summarise(&cache)?;
-        let (speedup, same) = match &first {
+        let (stages, stage_seconds, digest, report) = summarise(&cache)?;
+        let same = |a: &str, b: &str| if a == b { "identical" } else { "DIFFER" };
+        let (speedup, outputs, reports) = match &first {
             None => {
-                first = Some((wall, digest.clone()));
-                (1.0, "reference".to_string())
+                first = Some((wall, digest.clone(), report.clone()));
+                (1.0, "reference", "reference")
             }
-            Some((w, d)) => (
-                w / wall,
-                if *d == digest {
-                    "identical".into()
-                } else {
-                    "DIFFER".into()
-                },
-            ),
+            Some((w, d, r)) => (w / wall, same(d, &digest), same(r, &report)),
         };
         println!(
-            "{jobs:>5} {:>10} {speedup:>7.2}x {stages:>12} {stage_seconds:>14.1}  {same} ({})",
+            "{jobs:>5} {:>10} {speedup:>7.2}x {stages:>7} {stage_seconds:>14.1}  {outputs} ({}), {reports}",
             super::progress::human(wall),
             &digest[..12]
         );
@@ -87,15 +82,21 @@ pub fn run(args: BenchJobsArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Stages run, the sum of their elapsed seconds, and the digest of every output.
-fn summarise(root: &std::path::Path) -> anyhow::Result<(usize, f64, String)> {
+/// Stages run, the sum of their elapsed seconds, the digest of every stage's outputs but the
+/// report's, and the report's.
+fn summarise(root: &std::path::Path) -> anyhow::Result<(usize, f64, String, String)> {
     let cache = Cache::open(root, "bench")?;
     let mut records = cache.records()?;
     records.sort_by(|a, b| a.label.cmp(&b.label));
-    let mut hasher = blake3::Hasher::new();
+    let (mut stages, mut report) = (blake3::Hasher::new(), blake3::Hasher::new());
     let mut seconds = 0.0;
     for r in &records {
         seconds += r.elapsed_s;
+        let hasher = if r.kind == "report" {
+            &mut report
+        } else {
+            &mut stages
+        };
         hasher.update(r.label.as_bytes());
         for name in r.outputs.keys() {
             hasher.update(name.as_bytes());
@@ -105,6 +106,7 @@ fn summarise(root: &std::path::Path) -> anyhow::Result<(usize, f64, String)> {
     Ok((
         records.len(),
         seconds,
-        hasher.finalize().to_hex().to_string(),
+        stages.finalize().to_hex().to_string(),
+        report.finalize().to_hex().to_string(),
     ))
 }

@@ -38,10 +38,32 @@ pub struct RunArgs {
         value_name = "cpu|cuda[:N],..."
     )]
     pub devices: Vec<cft::stages::Device>,
+    /// Where stages run: `local` (worker processes on this machine) or `slurm` (one Slurm
+    /// job per stage or group of stages; needs `--profile`).
+    #[arg(long, default_value = "local", value_name = "local|slurm")]
+    pub executor: Executor,
+    /// The Slurm profile: partition, account, per-kind resources (see
+    /// `experiments/profiles/gpu-cluster.toml`). Never part of a stage key.
+    #[arg(long, value_name = "FILE")]
+    pub profile: Option<PathBuf>,
+    /// With `--executor slurm`: submit what is ready and exit; a later `cft run` re-attaches
+    /// to the jobs and goes on.
+    #[arg(long)]
+    pub detach: bool,
+    /// How often a stage whose worker died (or whose job ended without finishing it) is
+    /// started again before it is recorded as failed.
+    #[arg(long, default_value_t = 2, value_name = "N")]
+    pub retries: usize,
     /// Run only stages of these kinds and what they need (e.g. `--only criticality,selection`
     /// to annotate without training).
     #[arg(long, value_delimiter = ',', value_name = "KIND")]
     pub only: Vec<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Executor {
+    Local,
+    Slurm,
 }
 
 pub fn run(cache_dir: &Path, args: RunArgs) -> anyhow::Result<ExitCode> {
@@ -109,22 +131,57 @@ pub fn run(cache_dir: &Path, args: RunArgs) -> anyhow::Result<ExitCode> {
         return Err(BadManifest("--jobs: at least 1".into()).into());
     }
     let exe = std::env::current_exe()?;
+    let launcher = match (args.executor, &args.profile) {
+        (Executor::Local, None) if !args.detach => exec::Launcher::Processes { exe },
+        (Executor::Local, _) => {
+            return Err(
+                BadManifest("--profile and --detach are for `--executor slurm`".into()).into(),
+            );
+        }
+        (Executor::Slurm, None) => {
+            return Err(BadManifest(
+                "--executor slurm needs --profile FILE (see experiments/profiles/gpu-cluster.toml)"
+                    .into(),
+            )
+            .into());
+        }
+        (Executor::Slurm, Some(path)) => {
+            let profile =
+                exec::slurm::Profile::load(path).map_err(|e| BadManifest(e.to_string()))?;
+            exec::Launcher::Slurm(Box::new(exec::slurm::SlurmLauncher {
+                exe: profile.cft.clone().unwrap_or(exe),
+                profile,
+                run_id: run_id(),
+                detach: args.detach,
+            }))
+        }
+    };
     let display = Display::new(args.quiet);
     let summary = exec::run(
         &plan,
         &cache,
-        &exec::Launcher::Processes { exe },
+        &launcher,
         display.events(),
         &stop,
         &Options {
             keep_going: args.keep_going,
             jobs: args.jobs,
             devices: args.devices.clone(),
+            retries: args.retries,
             ..Options::default()
         },
     )?;
     drop(display);
     let took = human(started.elapsed().as_secs_f64());
+    if summary.detached > 0 {
+        println!(
+            "submitted {} jobs and detached ({} stages ran here, {took}); `cft status {}` follows them, `cft run` again picks up",
+            summary.detached,
+            summary.ran,
+            args.file.display()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
     if summary.interrupted {
         eprintln!(
             "ran {} stages before the interruption ({took})",
@@ -139,7 +196,7 @@ pub fn run(cache_dir: &Path, args: RunArgs) -> anyhow::Result<ExitCode> {
                 super::progress::whose(*fault)
             );
         }
-        let not_run = pending - summary.ran - summary.failed.len() - summary.skipped;
+        let not_run = pending.saturating_sub(summary.ran + summary.failed.len() + summary.skipped);
         eprintln!(
             "{} stages ran, {} failed, {} skipped because they depend on a failure, {} not started, {} cached ({took}); `cft status {}` shows the errors",
             summary.ran,
@@ -168,4 +225,17 @@ fn print_tables(cache: Cache, plan: &plan::Plan, file: &Path) -> anyhow::Result<
         println!("\n(the full report: `cft report {}`)", file.display());
     }
     Ok(())
+}
+
+/// A short id for this coordinator's jobs: seconds since the epoch, base 36.
+fn run_id() -> String {
+    let mut n = cft::cache::now_secs();
+    let mut out = Vec::new();
+    while n > 0 {
+        let d = (n % 36) as u8;
+        out.push(if d < 10 { b'0' + d } else { b'a' + d - 10 });
+        n /= 36;
+    }
+    out.reverse();
+    String::from_utf8_lossy(&out).into_owned()
 }

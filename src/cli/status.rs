@@ -176,9 +176,16 @@ fn describe(st: &StageStatus) -> String {
         .unwrap_or_default();
     match st.status {
         Status::Cached => "done".into(),
-        Status::Running => format!("running{progress}"),
+        Status::Running => match &st.job {
+            Some((id, state)) => format!("running{progress} (Slurm job {id}, {state})"),
+            None => format!("running{progress}"),
+        },
         Status::Failed => "FAILED".into(),
         Status::Pending if st.why.starts_with("interrupted") => format!("interrupted{progress}"),
+        Status::Pending if st.why.starts_with("submitted") => match &st.job {
+            Some((id, state)) => format!("submitted{progress} (Slurm job {id}, {state})"),
+            None => "submitted".into(),
+        },
         Status::Pending if st.why.starts_with("stale") => "stale".into(),
         Status::Pending if st.why.starts_with("missing") => "missing input".into(),
         Status::Pending if st.why.starts_with("blocked") => "blocked by a failure".into(),

@@ -3,12 +3,11 @@
 //! and so does a Slurm job; the README's "Worker processes" section describes the folder it
 //! reads and the sentinel it leaves.
 //!
-//! Exit codes: 0 every stage has its sentinel, 130 stopped by SIGINT or SIGTERM (after the
-//! item in flight), 75 another live worker holds a stage's lease, 1 an error.
+//! Exit codes: 0 every stage has its sentinel, 130 stopped by SIGINT, SIGTERM or SIGUSR2
+//! (after the item in flight), 75 another live worker holds a stage's lease, 1 an error.
 
 use std::path::Path;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use cft::cache::Files;
@@ -28,6 +27,27 @@ pub struct WorkerArgs {
     pub threads: Option<usize>,
 }
 
+/// Set by SIGINT, SIGTERM (the coordinator, `scancel`) and SIGUSR2 (Slurm, before the time
+/// limit): the stage stops after its item in flight.
+static STOP: AtomicBool = AtomicBool::new(false);
+static USR2: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_usr2(_: libc::c_int) {
+    USR2.store(true, Ordering::SeqCst);
+    STOP.store(true, Ordering::SeqCst);
+}
+
+/// Stopped: 130, or 0 when Slurm asked (SIGUSR2 before the time limit) — the job ends
+/// COMPLETED without a sentinel, and the coordinator submits the stage again.
+fn stopped() -> ExitCode {
+    if USR2.load(Ordering::SeqCst) {
+        eprintln!("stopping before the time limit; saved items are kept");
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(130)
+    }
+}
+
 pub fn run(cache: &Path, args: WorkerArgs) -> anyhow::Result<ExitCode> {
     if let Some(n) = args.threads {
         // Before the first parallel call builds the global pool; a pool that exists already
@@ -36,20 +56,25 @@ pub fn run(cache: &Path, args: WorkerArgs) -> anyhow::Result<ExitCode> {
             .num_threads(n.max(1))
             .build_global();
     }
-    let stop = Arc::new(AtomicBool::new(false));
-    let flag = stop.clone();
-    let _ = ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst));
+    let _ = ctrlc::set_handler(|| STOP.store(true, Ordering::SeqCst));
+    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+    unsafe {
+        libc::signal(libc::SIGUSR2, on_usr2 as *const () as libc::sighandler_t);
+    }
+    let stop = &STOP;
     let files = Files::open(cache)?;
     let registry = cft::stages::registry();
     cft::stages::annotate::share_model_loads(args.keys.len() > 1);
     let mut code = ExitCode::SUCCESS;
     for key in &args.keys {
         if stop.load(Ordering::SeqCst) {
-            return Ok(ExitCode::from(130));
+            return Ok(stopped());
         }
-        match run_stage(&files, key, &registry, args.device, &stop, &NoEvents)? {
+        match run_stage(&files, key, &registry, args.device, stop, &NoEvents)? {
             WorkerEnd::Finished => {}
-            WorkerEnd::Interrupted => return Ok(ExitCode::from(130)),
+            // The coordinator reads the sentinel; this line is for the job's log.
+            WorkerEnd::Failed(error) => eprintln!("stage {key} failed: {error}"),
+            WorkerEnd::Interrupted => return Ok(stopped()),
             WorkerEnd::Leased(holder) => {
                 let who = holder.map_or("another worker".into(), |l| {
                     format!("worker pid {} on {}", l.pid, l.host)

@@ -14,7 +14,9 @@
 //! - Ctrl-C asks every worker to stop after its item in flight, then records the stages as
 //!   interrupted.
 
+mod cluster;
 mod group;
+pub mod slurm;
 mod worker;
 
 use std::collections::{HashMap, HashSet};
@@ -78,6 +80,17 @@ pub enum Launcher<'r> {
     /// Each worker a `cft worker` process of this executable, in a process group of its own
     /// (so it outlives a coordinator killed under it), with its share of the cores.
     Processes { exe: PathBuf },
+    /// Each worker a Slurm job running `cft worker` on the shared cache directory.
+    Slurm(Box<slurm::SlurmLauncher>),
+}
+
+/// What stops a run from running at all (a stage's failure is in the [`Summary`]).
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    #[error(transparent)]
+    Cache(#[from] CacheError),
+    #[error("{0}")]
+    Slurm(String),
 }
 
 #[derive(Clone, Debug)]
@@ -114,6 +127,8 @@ pub struct Summary {
     pub failed: Vec<(String, String, Fault)>,
     pub skipped: usize,
     pub interrupted: bool,
+    /// `--detach`: jobs were submitted and the coordinator left; a later run picks up.
+    pub detached: usize,
 }
 
 /// Runs every stage of `plan` that is not cached.
@@ -124,7 +139,7 @@ pub fn run(
     events: &dyn Events,
     stop: &AtomicBool,
     options: &Options,
-) -> Result<Summary, CacheError> {
+) -> Result<Summary, ExecError> {
     let status = statuses(plan, cache, false).map_err(|e| match e {
         crate::plan::PlanError::Cache(c) => c,
         other => CacheError::Corrupt {
@@ -176,6 +191,7 @@ pub fn run(
         halted: false,
         stopping: false,
         last_record: HashMap::new(),
+        jobs: cluster::Jobs::default(),
     };
     events.begin(run.of, run.summary.cached);
     cache.write_snapshot()?;
@@ -189,6 +205,8 @@ pub fn run(
 enum Ended {
     Thread(Vec<(String, Result<WorkerEnd, String>)>),
     Process(std::io::Result<std::process::ExitStatus>),
+    /// A Slurm job left the queue: what Slurm last said of it (`None`: it forgot the job).
+    Job(Option<slurm::JobInfo>),
 }
 
 /// One worker: the stages it runs, in order, and those not yet ingested.
@@ -198,6 +216,8 @@ struct Unit {
     device: Device,
     pid: u32,
     is_process: bool,
+    /// The Slurm job running it.
+    job: Option<String>,
 }
 
 struct Coordinator<'p, 'c> {
@@ -230,6 +250,8 @@ struct Coordinator<'p, 'c> {
     halted: bool,
     stopping: bool,
     last_record: HashMap<String, Instant>,
+    /// The Slurm side: submissions, polls, per-stage adjustments.
+    jobs: cluster::Jobs,
 }
 
 impl<'p, 'c> Coordinator<'p, 'c> {
@@ -237,11 +259,12 @@ impl<'p, 'c> Coordinator<'p, 'c> {
         self.plan.get(key)
     }
 
-    fn run<'s>(&mut self, scope: &'s std::thread::Scope<'s, '_>) -> Result<(), CacheError>
+    fn run<'s>(&mut self, scope: &'s std::thread::Scope<'s, '_>) -> Result<(), ExecError>
     where
         'c: 's,
     {
         let (tx, rx) = mpsc::channel::<(usize, Ended)>();
+        self.reattach()?;
         self.recover()?;
         loop {
             if self.stop.load(Ordering::SeqCst) && !self.stopping {
@@ -251,11 +274,17 @@ impl<'p, 'c> Coordinator<'p, 'c> {
                     // yet reaped (its waiter thread has not reported), so the pid is its.
                     unsafe { libc::kill(unit.pid as i32, libc::SIGINT) };
                 }
+                self.cancel_jobs()?;
             }
             self.watch_orphans()?;
             self.watch_units()?;
+            self.poll_jobs()?;
             if !self.stopping && !self.halted {
                 self.launch(scope, &tx)?;
+                if self.detach() {
+                    self.summary.detached = self.units.len();
+                    break;
+                }
             }
             if self.units.is_empty() && self.orphans.is_empty() {
                 let ready = !self.stopping && !self.halted && self.next_ready().is_some();
@@ -288,7 +317,8 @@ impl<'p, 'c> Coordinator<'p, 'c> {
         let keys: Vec<&'p StageSpec> = self.order.clone();
         for spec in keys {
             let work = self.cache.files().work(&spec.key);
-            if !work.exists() {
+            let adopted = self.units.values().any(|u| u.pending.contains(&spec.key));
+            if !work.exists() || adopted {
                 continue;
             }
             if work.lease_holder().is_some() {
@@ -354,11 +384,15 @@ impl<'p, 'c> Coordinator<'p, 'c> {
                         let resumed = work.item_count() > 0;
                         self.announce(spec, resumed, device, pid);
                     }
-                } else if is_process {
+                } else if is_process || self.units.get(&id).is_some_and(|u| u.job.is_some()) {
                     self.forward_progress(spec, &work)?;
                 }
             }
         }
+        // A Slurm job whose stages are all ingested frees its slot; the job itself ends on
+        // its own.
+        self.units
+            .retain(|_, u| u.job.is_none() || !u.pending.is_empty());
         Ok(())
     }
 
@@ -374,8 +408,11 @@ impl<'p, 'c> Coordinator<'p, 'c> {
         }
         let thread_ends: HashMap<String, Result<WorkerEnd, String>> = match &ended {
             Ended::Thread(ends) => ends.iter().cloned().collect(),
-            Ended::Process(_) => HashMap::new(),
+            Ended::Process(_) | Ended::Job(_) => HashMap::new(),
         };
+        if let Ended::Job(info) = &ended {
+            return self.job_ended(unit, info.clone());
+        }
         for key in &unit.pending {
             let Some(spec) = self.spec(key) else {
                 continue;
@@ -429,6 +466,7 @@ impl<'p, 'c> Coordinator<'p, 'c> {
                 Ended::Process(Ok(status)) => format!("its worker (pid {}) {status}", unit.pid),
                 Ended::Process(Err(e)) => format!("its worker (pid {}): {e}", unit.pid),
                 Ended::Thread(_) => "its worker thread ended without a result".into(),
+                Ended::Job(_) => "its Slurm job ended".into(),
             };
             if deaths > self.options.retries {
                 let tail = self
@@ -494,11 +532,14 @@ impl<'p, 'c> Coordinator<'p, 'c> {
         &mut self,
         scope: &'s std::thread::Scope<'s, '_>,
         tx: &mpsc::Sender<(usize, Ended)>,
-    ) -> Result<(), CacheError>
+    ) -> Result<(), ExecError>
     where
         'c: 's,
     {
-        let jobs = self.options.jobs.max(1);
+        let jobs = match self.launcher {
+            Launcher::Slurm(l) => l.profile.max_jobs,
+            _ => self.options.jobs.max(1),
+        };
         let free = jobs.saturating_sub(self.units.len() + self.orphans.len());
         if free == 0 {
             return Ok(());
@@ -516,11 +557,17 @@ impl<'p, 'c> Coordinator<'p, 'c> {
                 model: self.model_of(s),
             })
             .collect();
-        for keys in group::units(&items, free) {
+        let units = group::units(&items, free);
+        // The cores are shared by the workers running once these start (a stage that runs
+        // alone gets them all); the outputs do not depend on it.
+        let threads = threads_per_worker(self.units.len() + self.orphans.len() + units.len());
+        for keys in units {
             let Some(first) = keys.first().and_then(|k| self.spec(k)) else {
                 continue;
             };
-            let device = if first.kind.uses_model() {
+            let device = if let Launcher::Slurm(l) = self.launcher {
+                l.device(first.kind)
+            } else if first.kind.uses_model() {
                 match self.take_device() {
                     Some(d) => d,
                     None => continue,
@@ -528,7 +575,7 @@ impl<'p, 'c> Coordinator<'p, 'c> {
             } else {
                 Device::Cpu
             };
-            self.start_unit(scope, tx, keys, device)?;
+            self.start_unit(scope, tx, keys, device, threads)?;
         }
         Ok(())
     }
@@ -586,7 +633,8 @@ impl<'p, 'c> Coordinator<'p, 'c> {
         tx: &mpsc::Sender<(usize, Ended)>,
         keys: Vec<String>,
         device: Device,
-    ) -> Result<(), CacheError>
+        threads: usize,
+    ) -> Result<(), ExecError>
     where
         'c: 's,
     {
@@ -612,7 +660,15 @@ impl<'p, 'c> Coordinator<'p, 'c> {
         let id = self.next_unit;
         self.next_unit += 1;
         let files = self.cache.files();
+        let mut job = None;
         let (pid, is_process) = match self.launcher {
+            Launcher::Slurm(l) => match self.submit(l, &prepared)? {
+                Some(j) => {
+                    job = Some(j);
+                    (0, false)
+                }
+                None => return Ok(()),
+            },
             Launcher::Threads(registry) => {
                 let registry: &'s Registry = registry;
                 let (stop, events): (&'s AtomicBool, &'s dyn Events) = (self.stop, self.events);
@@ -632,7 +688,6 @@ impl<'p, 'c> Coordinator<'p, 'c> {
                 (std::process::id(), false)
             }
             Launcher::Processes { exe } => {
-                let threads = threads_per_worker(self.options.jobs);
                 match spawn(exe, files.root(), &prepared, device, threads) {
                     Ok(mut child) => {
                         let pid = child.id();
@@ -663,8 +718,10 @@ impl<'p, 'c> Coordinator<'p, 'c> {
         for key in &prepared {
             if let Some(spec) = self.spec(key) {
                 let mut record = self.running_record(spec);
-                record.pid = Some(pid);
+                record.pid = (pid != 0).then_some(pid);
                 record.device = Some(device.to_string());
+                record.job = job.clone();
+                record.job_state = job.as_ref().map(|_| "PENDING".to_string());
                 self.cache.put_record(&record)?;
             }
         }
@@ -679,6 +736,7 @@ impl<'p, 'c> Coordinator<'p, 'c> {
                 device,
                 pid,
                 is_process,
+                job,
             },
         );
         Ok(())
@@ -729,6 +787,8 @@ impl<'p, 'c> Coordinator<'p, 'c> {
             pid: None,
             host: Some(crate::cache::work::hostname()),
             device: None,
+            job: None,
+            job_state: None,
             started_at: now_secs(),
             elapsed_s: 0.0,
         }
@@ -790,10 +850,16 @@ impl<'p, 'c> Coordinator<'p, 'c> {
             } => {
                 record.progress = progress;
                 record.elapsed_s = elapsed_s;
-                let tail = work
-                    .stderr_tail(20)
-                    .map(|t| format!("\n(the end of its worker's stderr:)\n{t}"))
-                    .unwrap_or_default();
+                let job = self.cache.record(&spec.key)?.and_then(|r| r.job);
+                let tail = match job {
+                    Some(job) => slurm::log_tail(self.cache.root(), &job, 20).map(|t| {
+                        format!("\n(the end of its Slurm job's log, log/slurm/{job}.log:)\n{t}")
+                    }),
+                    None => work
+                        .stderr_tail(20)
+                        .map(|t| format!("\n(the end of its worker's stderr:)\n{t}")),
+                }
+                .unwrap_or_default();
                 self.fail_record(spec, record, format!("{error}{tail}"), fault)?;
                 work.clear_failure()?;
             }
@@ -902,10 +968,10 @@ impl<'p, 'c> Coordinator<'p, 'c> {
     }
 }
 
-/// Each worker's share of the machine's cores.
-pub fn threads_per_worker(jobs: usize) -> usize {
+/// Each of `workers` workers' share of the machine's cores.
+pub fn threads_per_worker(workers: usize) -> usize {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    (cores / jobs.max(1)).max(1)
+    (cores / workers.max(1)).max(1)
 }
 
 /// Starts `exe worker` on `keys`, in a process group of its own, its stderr appended to the

@@ -19,8 +19,10 @@ use crate::stages::{Device, Output, Progress, Registry, StageCtx, StageError, St
 /// How a worker left a stage.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum WorkerEnd {
-    /// Its sentinel is written (done or failed).
+    /// Its sentinel is written: done ...
     Finished,
+    /// ... or failed, with this error.
+    Failed(String),
     /// Stopped between items; the saved items stay.
     Interrupted,
     /// Another live worker holds the stage's lease; this one did nothing.
@@ -112,16 +114,17 @@ pub fn run_stage(
         },
     };
     work.write_sentinel(&sentinel)?;
-    let outcome = match sentinel {
-        Sentinel::Done { .. } => "done",
-        Sentinel::Failed { .. } => "failed",
+    let (outcome, end) = match sentinel {
+        Sentinel::Done { .. } => ("done", WorkerEnd::Finished),
+        Sentinel::Failed { error, .. } => ("failed", WorkerEnd::Failed(error)),
     };
     journal(
         files,
-        json!({"event": "end", "key": key, "pid": lease.lease.pid, "outcome": outcome}),
+        json!({"event": "end", "key": key, "pid": lease.lease.pid, "outcome": outcome,
+            "model_loads": crate::stages::annotate::model_loads()}),
     );
     drop(lease);
-    Ok(WorkerEnd::Finished)
+    Ok(end)
 }
 
 /// Moves a stage's outputs into the content-addressed stores.

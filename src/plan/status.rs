@@ -25,6 +25,9 @@ pub struct StageStatus {
     pub status: Status,
     pub why: String,
     pub progress: Option<(u64, u64)>,
+    /// The Slurm job running it and the state the coordinator last saw.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub job: Option<(String, String)>,
 }
 
 /// The status of every stage. `live` says the store is the view of a running process, so a
@@ -41,6 +44,13 @@ pub fn statuses(
             .as_ref()
             .is_some_and(|r| r.status == RecordStatus::Done);
         let worker = if done { None } else { store.worker(&spec.key) };
+        let job = record
+            .as_ref()
+            .filter(|r| r.status == RecordStatus::Running)
+            .and_then(|r| {
+                let job = r.job.clone()?;
+                Some((job, r.job_state.clone().unwrap_or_else(|| "?".into())))
+            });
         let (status, why, progress) = match &record {
             // A worker holds the stage's lease: it runs, whether or not its coordinator lives.
             _ if worker.is_some() => {
@@ -82,7 +92,21 @@ pub fn statuses(
                 r.progress,
             ),
             Some(r) if r.status == RecordStatus::Running && live => {
-                (Status::Running, "running".to_string(), r.progress)
+                let why = match &job {
+                    Some((id, state)) => format!("running as Slurm job {id} ({state})"),
+                    None => "running".to_string(),
+                };
+                (Status::Running, why, r.progress)
+            }
+            Some(r) if r.status == RecordStatus::Running && job.is_some() => {
+                let (id, state) = job.clone().unwrap_or_default();
+                (
+                    Status::Pending,
+                    format!(
+                        "submitted as Slurm job {id} (last seen {state}); `cft run` re-attaches to it"
+                    ),
+                    r.progress,
+                )
             }
             Some(r) => (
                 Status::Pending,
@@ -102,6 +126,7 @@ pub fn statuses(
                 status,
                 why,
                 progress,
+                job,
             },
         );
     }

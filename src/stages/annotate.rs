@@ -4,7 +4,7 @@
 
 use std::path::Path;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use burn::prelude::Backend;
 
@@ -25,6 +25,7 @@ pub fn load_model<B: Backend>(
     options: LoadOptions,
 ) -> Result<LanguageModel<B>, StageError> {
     let load = || {
+        LOADS.fetch_add(1, Ordering::SeqCst);
         LanguageModel::load(dir, device, options)
             .map_err(|e| StageError::Input(format!("model {}: {e}", dir.display())))
     };
@@ -49,8 +50,15 @@ pub fn load_model<B: Backend>(
 }
 
 static SHARING: AtomicBool = AtomicBool::new(false);
+static LOADS: AtomicUsize = AtomicUsize::new(0);
 type SharedModel = (String, Box<dyn std::any::Any + Send>);
 static SHARED: Mutex<Option<SharedModel>> = Mutex::new(None);
+
+/// How many times this process read a model from disk through [`load_model`] (a worker's
+/// journal lines carry it, so a group's shared load can be seen).
+pub fn model_loads() -> usize {
+    LOADS.load(Ordering::SeqCst)
+}
 
 /// Keeps the last loaded model for the next stage of this process (`cft worker` given a group
 /// of stages on one model). A model is read-only to the stages that share it (greedy,

@@ -113,6 +113,8 @@ pub fn record(cache: &Cache, spec: &StageSpec, metrics: Value, outputs: Vec<(&st
             pid: None,
             host: None,
             device: None,
+            job: None,
+            job_state: None,
             started_at: 0,
             elapsed_s: 1.0,
         })

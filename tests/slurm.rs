@@ -1,0 +1,334 @@
+//! The Slurm executor against a real single-node Slurm cluster (`scripts/slurm-up.sh`): the
+//! reduced quickstart gives the local executor's bytes; a cancelled training job is
+//! submitted again and resumes from its saved items; Slurm's queries failing for a while do
+//! not fail the run; a coordinator killed with SIGKILL re-attaches to its jobs and submits
+//! nothing twice; a job that hits its time limit resumes in the next; a failing stage shows
+//! its error and its job's log in `cft status`.
+//!
+//! Every test here needs the cluster, so each is `#[ignore]` with the reason (nextest lists
+//! them as skipped); CI starts the cluster and runs them with `--run-ignored only`.
+
+mod reduced;
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use reduced::{cft, output, reduced_manifest};
+use serde_json::Value;
+
+/// Fails, saying what to do, when no cluster answers (these tests are run on purpose).
+fn require_slurm() {
+    let up = Command::new("sinfo")
+        .args(["-h", "-o", "%T"])
+        .output()
+        .is_ok_and(|o| {
+            o.status.success() && {
+                let s = String::from_utf8_lossy(&o.stdout);
+                s.contains("idle") || s.contains("mix") || s.contains("alloc")
+            }
+        });
+    assert!(
+        up,
+        "no Slurm cluster answers `sinfo` here: start one with `sudo scripts/slurm-up.sh`"
+    );
+}
+
+/// A profile for the one-node test cluster: quick polls, small jobs.
+fn profile(dir: &Path, extra: &str) -> PathBuf {
+    support::write(
+        dir,
+        "cluster.toml",
+        &format!(
+            r#"
+poll_seconds = 0.5
+sentinel_latency_seconds = 5
+submit_per_second = 50
+probe_seconds = 120
+signal_seconds = 20
+[default]
+cpus = 1
+memory = "1G"
+time = "30"
+{extra}
+"#
+        ),
+    )
+}
+
+/// `sbatch` and `squeue` wrappers in front of the real ones: every submission is logged, and
+/// `squeue` fails while the file `squeue-down` exists.
+fn wrappers(dir: &Path) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let bin = dir.join("bin");
+    let real = |name: &str| -> String {
+        let out = Command::new("sh")
+            .args(["-c", &format!("command -v {name}")])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let sbatch = support::write(
+        &bin,
+        "sbatch",
+        &format!(
+            "#!/bin/sh\necho \"$*\" >> {log}\nexec {real} \"$@\"\n",
+            log = dir.join("submitted.log").display(),
+            real = real("sbatch")
+        ),
+    );
+    let squeue = support::write(
+        &bin,
+        "squeue",
+        &format!(
+            "#!/bin/sh\nif [ -e {flag} ]; then echo 'slurm_load_jobs error: Unable to contact slurm controller' >&2; exit 1; fi\nexec {real} \"$@\"\n",
+            flag = dir.join("squeue-down").display(),
+            real = real("squeue")
+        ),
+    );
+    for f in [sbatch, squeue] {
+        std::fs::set_permissions(f, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    bin
+}
+
+fn with_path(mut cmd: Command, bin: &Path) -> Command {
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    cmd.env("PATH", path);
+    cmd
+}
+
+/// Every stage output, as `support::results` reads them.
+fn outputs(cache: &Path) -> Vec<(String, String, Vec<u8>)> {
+    support::results(&cft::cache::Cache::open(cache, "test").unwrap())
+}
+
+fn journal(cache: &Path) -> Vec<Value> {
+    std::fs::read_to_string(cache.join("log/workers.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// The running Slurm job whose worker runs a stage of `kind` that has saved an item, with the
+/// stage's key.
+fn running_job(cache: &Path, kind: &str) -> Option<(String, String)> {
+    let files = cft::cache::Files::at(cache);
+    let key = files.work_keys().into_iter().find(|k| {
+        let work = files.work(k);
+        work.lease_holder().is_some()
+            && work.item_count() > 0
+            && work.task().is_ok_and(|t| t.spec.kind == kind)
+    })?;
+    let out = Command::new("squeue")
+        .args(["--me", "-h", "-t", "running", "-o", "%i|%j"])
+        .output()
+        .ok()?;
+    String::from_utf8_lossy(&out.stdout).lines().find_map(|l| {
+        let (id, name) = l.split_once('|')?;
+        name.ends_with(&key[..12])
+            .then(|| (id.to_string(), key.clone()))
+    })
+}
+
+#[test]
+#[ignore = "needs a running Slurm cluster: `sudo scripts/slurm-up.sh`, then `cargo nextest run --run-ignored only -E 'binary(slurm)'`"]
+fn slurm_gives_the_local_bytes_through_scancel_query_failures_and_a_killed_coordinator() {
+    require_slurm();
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = reduced_manifest(dir.path());
+    // The reference: the local executor.
+    let local = dir.path().join("cache-local");
+    output(cft(&["run", "--quiet", "--jobs", "2"], &manifest, &local));
+    let reference = outputs(&local);
+    let report = output(cft(&["report", "--format", "md"], &manifest, &local)).stdout;
+
+    let cache = dir.path().join("cache-slurm");
+    let bin = wrappers(dir.path());
+    let profile = profile(dir.path(), "");
+    let run = |args: &[&str]| {
+        let mut all = vec!["run", "--executor", "slurm", "--profile"];
+        all.push(profile.to_str().unwrap());
+        all.extend_from_slice(args);
+        with_path(cft(&all, &manifest, &cache), &bin)
+    };
+    let mut child = run(&[])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    // The pretraining (the run's longest training job) is cancelled once it has saved its
+    // state, as a user (or an admin) would cancel it.
+    let begun = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .any(|l| l.starts_with('[') && l.contains("] pretrain "));
+    assert!(begun, "the pretraining did not begin");
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let (job, key) = loop {
+        if let Some(found) = running_job(&cache, "pretrain") {
+            break found;
+        }
+        assert!(Instant::now() < deadline, "the pretraining saved no item");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let status = Command::new("scancel").arg(&job).status().unwrap();
+    assert!(status.success());
+    // Slurm stops answering for a while: the run waits.
+    std::fs::write(dir.path().join("squeue-down"), b"").unwrap();
+    std::thread::sleep(Duration::from_secs(4));
+    std::fs::remove_file(dir.path().join("squeue-down")).unwrap();
+    let again = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .any(|l| l.starts_with('[') && l.contains("] pretrain ") && l.contains("resumed"));
+    assert!(again, "the cancelled pretraining was not started again");
+    // The coordinator is killed while rollout jobs run.
+    let rollouts = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .any(|l| l.starts_with('[') && l.contains("] rollout "));
+    assert!(rollouts, "no rollout began");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // A new coordinator re-attaches to the jobs in the queue and finishes.
+    output(run(&["--quiet"]));
+
+    assert!(
+        outputs(&cache) == reference,
+        "Slurm outputs differ from local ones"
+    );
+    let slurm_report = output(cft(&["report", "--format", "md"], &manifest, &cache)).stdout;
+    assert!(slurm_report == report, "the report differs");
+
+    // The cancelled stage resumed from its saved items.
+    let events = journal(&cache);
+    let starts: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["event"] == "start" && e["key"] == key.as_str())
+        .collect();
+    assert!(starts.len() >= 2, "{starts:?}");
+    assert!(
+        starts[1]["saved_items"].as_u64().unwrap() > 0,
+        "resumed without saved items: {starts:?}"
+    );
+    // Nothing was submitted twice but the cancelled stage: every job names its first stage.
+    let submitted = std::fs::read_to_string(dir.path().join("submitted.log")).unwrap();
+    let mut per_key: std::collections::HashMap<String, usize> = Default::default();
+    for line in submitted.lines().filter(|l| !l.contains("-probe")) {
+        let name = line
+            .split_whitespace()
+            .find_map(|a| a.strip_prefix("--job-name="))
+            .unwrap()
+            .to_string();
+        *per_key.entry(name).or_default() += 1;
+    }
+    let twice: Vec<_> = per_key
+        .iter()
+        .filter(|(name, n)| **n > 1 && !name.ends_with(&key[..12]))
+        .collect();
+    assert!(twice.is_empty(), "submitted twice: {twice:?}");
+}
+
+#[test]
+#[ignore = "needs a running Slurm cluster: `sudo scripts/slurm-up.sh`, then `cargo nextest run --run-ignored only -E 'binary(slurm)'`"]
+fn slurm_a_job_that_hits_its_time_limit_resumes_in_the_next() {
+    require_slurm();
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = reduced_manifest(dir.path());
+    // Only the pretraining, in one-minute jobs: it takes longer than that in a debug build.
+    let cache = dir.path().join("cache");
+    let profile = profile(dir.path(), "[kind.pretrain]\ntime = \"1\"\n");
+    let started = Instant::now();
+    output(cft(
+        &[
+            "run",
+            "--quiet",
+            "--only",
+            "pretrain",
+            "--executor",
+            "slurm",
+            "--profile",
+            profile.to_str().unwrap(),
+        ],
+        &manifest,
+        &cache,
+    ));
+    let events = journal(&cache);
+    let starts: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["event"] == "start" && e["label"] == "pretrain toy")
+        .collect();
+    assert!(
+        starts.len() >= 2,
+        "the pretraining fit in one job ({:.0}s): {starts:?}",
+        started.elapsed().as_secs_f64()
+    );
+    assert!(starts.last().unwrap()["saved_items"].as_u64().unwrap() > 0);
+    // The same checkpoint as the local executor's.
+    let local = dir.path().join("local");
+    output(cft(
+        &["run", "--quiet", "--only", "pretrain"],
+        &manifest,
+        &local,
+    ));
+    let pick = |c: &Path| -> Vec<_> {
+        outputs(c)
+            .into_iter()
+            .filter(|(label, _, _)| label.starts_with("pretrain"))
+            .collect()
+    };
+    assert!(pick(&cache) == pick(&local), "checkpoints differ");
+}
+
+#[test]
+#[ignore = "needs a running Slurm cluster: `sudo scripts/slurm-up.sh`, then `cargo nextest run --run-ignored only -E 'binary(slurm)'`"]
+fn slurm_a_failing_stage_shows_its_error_and_job_log_in_status() {
+    require_slurm();
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("model");
+    std::fs::create_dir_all(&model).unwrap();
+    std::fs::write(model.join("config.json"), "{}").unwrap();
+    let manifest = support::write(
+        dir.path(),
+        "m.toml",
+        "[experiment]\nname = \"broken\"\n[[model]]\nname = \"broken\"\npath = \"model\"\n[data.train]\nsynthetic = { split = \"train\", n = 4 }\n[[method]]\nname = \"sft\"\nkind = \"sft\"\n[eval]\ninclude_base = false\nbenchmarks = [{ name = \"toy\", synthetic = { n = 5 } }]\n",
+    );
+    let cache = dir.path().join("cache");
+    let profile = profile(dir.path(), "");
+    let out = cft(
+        &[
+            "run",
+            "--quiet",
+            "--keep-going",
+            "--executor",
+            "slurm",
+            "--profile",
+            profile.to_str().unwrap(),
+        ],
+        &manifest,
+        &cache,
+    )
+    .output()
+    .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let status = cft(&["status"], &manifest, &cache).output().unwrap();
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        text.contains("greedy broken") && text.contains("model") && text.contains("log/slurm/"),
+        "{text}"
+    );
+}
