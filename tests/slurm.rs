@@ -332,3 +332,88 @@ fn slurm_a_failing_stage_shows_its_error_and_job_log_in_status() {
         "{text}"
     );
 }
+
+#[test]
+#[ignore = "needs a running Slurm cluster: `sudo scripts/slurm-up.sh`, then `cargo nextest run --run-ignored only -E 'binary(slurm)'`"]
+fn slurm_detach_submits_and_leaves_ctrl_c_cancels() {
+    require_slurm();
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = reduced_manifest(dir.path());
+    let profile = profile(dir.path(), "");
+    let slurm = |only: &str, extra: &[&str], cache: &Path| {
+        let mut args = vec![
+            "run",
+            "--only",
+            only,
+            "--executor",
+            "slurm",
+            "--profile",
+            profile.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        cft(&args, &manifest, cache)
+    };
+    // --detach: the datasets are submitted, the coordinator leaves; the next run picks up.
+    let cache = dir.path().join("detached");
+    let out = output(slurm("dataset", &["--detach"], &cache));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("detached"), "{stdout}");
+    let status = output(cft(&["plan", "--json"], &manifest, &cache));
+    let plan: Value = serde_json::from_slice(&status.stdout).unwrap();
+    let submitted = plan["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["job"].is_array() || s["status"] == "cached")
+        .count();
+    assert!(submitted > 0, "{plan}");
+    output(slurm("dataset", &["--quiet"], &cache));
+    let status = output(cft(&["plan", "--json"], &manifest, &cache));
+    let plan: Value = serde_json::from_slice(&status.stdout).unwrap();
+    for s in plan["stages"].as_array().unwrap() {
+        if s["kind"] == "dataset" {
+            assert_eq!(s["status"], "cached", "{s}");
+        }
+    }
+
+    // Ctrl-C: the run's jobs are cancelled, and it exits 130.
+    let cache = dir.path().join("interrupted");
+    let mut child = slurm("pretrain", &[], &cache)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let begun = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .any(|l| l.starts_with('[') && l.contains("] pretrain "));
+    assert!(begun);
+    // Keep reading its stderr, or its next line would die of SIGPIPE.
+    std::thread::spawn(move || for _ in lines {});
+    let files = cft::cache::Files::at(&cache);
+    let job_of_pretrain = || {
+        let out = Command::new("squeue")
+            .args(["--me", "-h", "-t", "pending,running", "-o", "%i|%j"])
+            .output()
+            .unwrap();
+        let keys = files.work_keys();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| {
+                l.split_once('|')
+                    .map(|(i, n)| (i.to_string(), n.to_string()))
+            })
+            .find(|(_, n)| keys.iter().any(|k| n.ends_with(&k[..12])))
+    };
+    assert!(job_of_pretrain().is_some(), "the pretraining job is queued");
+    // SAFETY: kill(2) of the child this test started and has not reaped.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while job_of_pretrain().is_some() {
+        assert!(Instant::now() < deadline, "the job was not cancelled");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}

@@ -13,7 +13,8 @@ use cft::plan::{self, Plan, StageStatus, Status};
 pub struct PlanArgs {
     /// The manifest.
     pub file: PathBuf,
-    /// Print one JSON object: `{"stages": [{"key", "kind", "label", "status", "deps", "why"}], ...}`.
+    /// Print one JSON object: `{"stages": [{"key", "kind", "label", "status", "deps", "why",
+    /// "progress", "job"}], ...}` (`job`: the Slurm job id and its last state, or null).
     #[arg(long, conflicts_with = "dot")]
     pub json: bool,
     /// Print the DAG in Graphviz format.
@@ -49,7 +50,7 @@ pub fn run(cache: &Path, args: PlanArgs) -> anyhow::Result<ExitCode> {
             .iter()
             .map(|s| {
                 let st = &status[&s.key];
-                json!({"key": s.key, "kind": s.kind, "label": s.label, "status": st.status, "deps": s.inputs, "why": st.why, "progress": st.progress})
+                json!({"key": s.key, "kind": s.kind, "label": s.label, "status": st.status, "deps": s.inputs, "why": st.why, "progress": st.progress, "job": st.job})
             })
             .collect();
         let missing: Vec<_> = plan
