@@ -37,8 +37,9 @@ if ! pgrep -x munged >/dev/null; then
     fi
 fi
 
-# slurm.conf: this machine as the one node.
+# slurm.conf: this machine as the one node (its name must resolve).
 node=$(hostname -s)
+getent hosts "$node" >/dev/null || echo "127.0.0.1 $node" >> /etc/hosts
 cpus=$(nproc)
 mem=$(awk '/MemTotal/ {print int($2 / 1024 * 0.9)}' /proc/meminfo)
 conf_dir=/etc/slurm
@@ -62,7 +63,11 @@ SlurmctldPidFile=/run/slurmctld.pid
 SlurmdPidFile=/run/slurmd.pid
 SlurmctldLogFile=/var/log/slurm/slurmctld.log
 SlurmdLogFile=/var/log/slurm/slurmd.log
-JobAcctGatherType=jobacct_gather/none
+# Memory is sampled every second and a job over its --mem is killed (OUT_OF_MEMORY), as
+# cgroups would do on a real cluster.
+JobAcctGatherType=jobacct_gather/linux
+JobAcctGatherFrequency=task=1
+JobAcctGatherParams=OverMemoryKill
 AccountingStorageType=accounting_storage/none
 MpiDefault=none
 # Finished jobs stay visible to squeue for ten minutes (there is no accounting daemon).

@@ -36,13 +36,15 @@ fn require_slurm() {
     );
 }
 
-/// A profile for the one-node test cluster: quick polls, small jobs.
-fn profile(dir: &Path, extra: &str) -> PathBuf {
+/// A profile for the one-node test cluster: quick polls, small jobs; `top` goes before the
+/// tables, `extra` after them.
+fn profile_with(dir: &Path, top: &str, extra: &str) -> PathBuf {
     support::write(
         dir,
         "cluster.toml",
         &format!(
             r#"
+{top}
 poll_seconds = 0.5
 sentinel_latency_seconds = 5
 submit_per_second = 50
@@ -56,6 +58,10 @@ time = "30"
 "#
         ),
     )
+}
+
+fn profile(dir: &Path, extra: &str) -> PathBuf {
+    profile_with(dir, "", extra)
 }
 
 /// `sbatch` and `squeue` wrappers in front of the real ones: every submission is logged, and
@@ -415,5 +421,55 @@ fn slurm_detach_submits_and_leaves_ctrl_c_cancels() {
     while job_of_pretrain().is_some() {
         assert!(Instant::now() < deadline, "the job was not cancelled");
         std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+#[ignore = "needs a running Slurm cluster: `sudo scripts/slurm-up.sh`, then `cargo nextest run --run-ignored only -E 'binary(slurm)'`"]
+fn slurm_an_out_of_memory_job_is_submitted_again_with_more_memory() {
+    require_slurm();
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = reduced_manifest(dir.path());
+    let cache = dir.path().join("cache");
+    // A pretraining worker needs about 100 MB; its job is given 16 MB.
+    let profile = profile_with(
+        dir.path(),
+        "max_memory = \"2G\"",
+        "[kind.pretrain]\nmemory = \"16M\"\n",
+    );
+    let submitted = dir.path().join("submitted.log");
+    let bin = wrappers(dir.path());
+    output(with_path(
+        cft(
+            &[
+                "run",
+                "--quiet",
+                "--only",
+                "pretrain",
+                "--executor",
+                "slurm",
+                "--profile",
+                profile.to_str().unwrap(),
+            ],
+            &manifest,
+            &cache,
+        ),
+        &bin,
+    ));
+    let log = std::fs::read_to_string(&submitted).unwrap();
+    let memories: Vec<&str> = log
+        .lines()
+        .filter(|l| !l.contains("-probe"))
+        .filter_map(|l| l.split_whitespace().find_map(|a| a.strip_prefix("--mem=")))
+        .collect();
+    // The job is submitted again with twice the memory after each OUT_OF_MEMORY, until it fits.
+    assert!(memories.contains(&"16M"), "{memories:?}");
+    assert!(memories.contains(&"32M"), "{memories:?}");
+    let status = output(cft(&["plan", "--json"], &manifest, &cache));
+    let plan: Value = serde_json::from_slice(&status.stdout).unwrap();
+    for s in plan["stages"].as_array().unwrap() {
+        if s["kind"] == "pretrain" {
+            assert_eq!(s["status"], "cached", "{s}");
+        }
     }
 }

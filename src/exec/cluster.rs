@@ -208,10 +208,18 @@ impl Coordinator<'_, '_> {
         let job = unit.job.clone().unwrap_or_default();
         self.jobs.ended_at.remove(&job);
         self.jobs.unknown_since.remove(&job);
-        let state = info
+        let mut state = info
             .as_ref()
             .map_or("UNKNOWN", |i| i.state.as_str())
             .to_string();
+        // Without cgroups, Slurm kills a job over its memory from its accounting poll and
+        // calls it FAILED or CANCELLED; its log says why.
+        if (state == "FAILED" || state == "CANCELLED")
+            && slurm::log_tail(self.cache.root(), &job, 50)
+                .is_some_and(|t| slurm::out_of_memory(&t))
+        {
+            state = "OUT_OF_MEMORY".into();
+        }
         let max_memory = self.slurm().map_or(0, |l| l.profile.max_memory_mb);
         for key in &unit.pending {
             let Some(spec) = self.spec(key) else { continue };

@@ -185,6 +185,20 @@ fn shell_quote(s: &str) -> String {
     }
 }
 
+/// Whether a job's log says it was killed for its memory (slurmstepd's words, with cgroups or
+/// without, and the kernel's OOM killer's).
+pub fn out_of_memory(log: &str) -> bool {
+    let log = log.to_ascii_lowercase();
+    [
+        "exceeded job memory limit",
+        "exceeded memory limit",
+        "oom-kill",
+        "out of memory",
+    ]
+    .iter()
+    .any(|m| log.contains(m))
+}
+
 /// The last `lines` lines of a job's log.
 pub fn log_tail(root: &Path, job: &str, lines: usize) -> Option<String> {
     let text = std::fs::read_to_string(root.join("log/slurm").join(format!("{job}.log"))).ok()?;
@@ -195,6 +209,17 @@ pub fn log_tail(root: &Path, job: &str, lines: usize) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn memory_kills_are_recognised_in_a_job_log() {
+        assert!(out_of_memory(
+            "slurmstepd-vm: error: StepId=242.batch exceeded memory limit (93937664 > 16777216), being killed"
+        ));
+        assert!(out_of_memory(
+            "slurmstepd: error: Detected 1 oom-kill event(s) in StepId=7.batch"
+        ));
+        assert!(!out_of_memory("stage abc failed: model x: no config.json"));
+    }
 
     #[test]
     fn a_job_runs_the_worker_with_its_shape() {
