@@ -196,20 +196,30 @@ impl WorkDir {
         }
     }
 
-    /// Takes the stage's lease for this process, or says who holds it.
-    pub fn take_lease(&self) -> Result<Result<HeldLease, Option<Lease>>, CacheError> {
-        self.create()?;
+    /// Whether the coordinator has written the stage's task (and not yet removed the folder).
+    pub fn has_task(&self) -> bool {
+        self.dir.join("task.json").is_file()
+    }
+
+    /// Takes the stage's lease for this process, or says who holds it; `None` when the folder
+    /// is gone (a coordinator ingested the stage). It never creates the folder: a worker late
+    /// for a stage another one finished must not leave an empty one behind.
+    pub fn take_lease(&self) -> Result<Option<Result<HeldLease, Option<Lease>>>, CacheError> {
         let path = self.dir.join("lease");
-        let mut file = OpenOptions::new()
+        let opened = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
-            .open(&path)
-            .map_err(|e| CacheError::io(&path, e))?;
+            .open(&path);
+        let mut file = match opened {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(CacheError::io(&path, e)),
+        };
         match file.try_lock() {
             Ok(()) => {}
-            Err(fs::TryLockError::WouldBlock) => return Ok(Err(read_lease(&mut file))),
+            Err(fs::TryLockError::WouldBlock) => return Ok(Some(Err(read_lease(&mut file)))),
             Err(fs::TryLockError::Error(e)) => return Err(CacheError::io(&path, e)),
         }
         let lease = Lease {
@@ -223,7 +233,7 @@ impl WorkDir {
             .and_then(|_| file.write_all(text.as_bytes()))
             .and_then(|_| file.flush())
             .map_err(|e| CacheError::io(&path, e))?;
-        Ok(Ok(HeldLease { _file: file, lease }))
+        Ok(Some(Ok(HeldLease { _file: file, lease })))
     }
 
     /// The live worker holding the lease, if any (`None`: no worker is running the stage).
@@ -339,12 +349,19 @@ mod tests {
     fn a_lease_is_held_once_and_released_with_its_holder() {
         let dir = tempfile::tempdir().unwrap();
         let work = WorkDir::new(dir.path().join("k"));
+        // No folder, no lease: the stage was ingested, and none is created.
+        assert!(work.take_lease().unwrap().is_none());
+        assert!(!work.exists());
+        std::fs::create_dir_all(work.path()).unwrap();
         assert_eq!(work.lease_holder(), None);
-        let held = work.take_lease().unwrap().unwrap();
+        let held = work.take_lease().unwrap().unwrap().unwrap();
         let holder = work.lease_holder().unwrap();
         assert_eq!(holder.pid, std::process::id());
         // A second taker (another worker) is refused, told who holds it.
-        assert_eq!(work.take_lease().unwrap().err(), Some(Some(holder)));
+        assert_eq!(
+            work.take_lease().unwrap().unwrap().err(),
+            Some(Some(holder))
+        );
         drop(held);
         assert_eq!(work.lease_holder(), None);
     }

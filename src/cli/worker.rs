@@ -11,7 +11,7 @@ use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use cft::cache::Files;
-use cft::exec::{NoEvents, WorkerEnd, run_stage};
+use cft::exec::{NoEvents, WorkerEnd, run_group};
 use cft::stages::Device;
 
 #[derive(clap::Args, Debug)]
@@ -66,21 +66,20 @@ pub fn run(cache: &Path, args: WorkerArgs) -> anyhow::Result<ExitCode> {
     let registry = cft::stages::registry();
     cft::stages::annotate::share_model_loads(args.keys.len() > 1);
     let mut code = ExitCode::SUCCESS;
-    for key in &args.keys {
-        if stop.load(Ordering::SeqCst) {
-            return Ok(stopped());
-        }
-        match run_stage(&files, key, &registry, args.device, stop, &NoEvents)? {
-            WorkerEnd::Finished => {}
+    for (key, end) in run_group(&files, &args.keys, &registry, args.device, stop, &NoEvents) {
+        match end? {
+            WorkerEnd::Finished | WorkerEnd::Gone => {}
             // The coordinator reads the sentinel; this line is for the job's log.
             WorkerEnd::Failed(error) => eprintln!("stage {key} failed: {error}"),
-            WorkerEnd::Interrupted => return Ok(stopped()),
+            WorkerEnd::Interrupted => code = stopped(),
             WorkerEnd::Leased(holder) => {
                 let who = holder.map_or("another worker".into(), |l| {
                     format!("worker pid {} on {}", l.pid, l.host)
                 });
                 eprintln!("stage {key} is already running in {who}; skipped");
-                code = ExitCode::from(75);
+                if code == ExitCode::SUCCESS {
+                    code = ExitCode::from(75);
+                }
             }
         }
     }

@@ -16,23 +16,21 @@
 
 mod cluster;
 mod group;
+mod launch;
+mod records;
 pub mod slurm;
 mod worker;
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
-
-use crate::cache::work::{Sentinel, Task, WorkDir};
-use crate::cache::{Cache, CacheError, OutputRef, Record, RecordStatus, Store, now_secs};
+use crate::cache::{Cache, CacheError};
 pub use crate::contract::Fault;
 use crate::plan::{Plan, StageSpec, Status, statuses};
-pub use worker::{WorkerEnd, run_stage};
+pub use worker::{WorkerEnd, run_group};
 
 pub use crate::stages::{
     Device, Output, Progress, Registry, StageCtx, StageError, StageImpl, StageOutput,
@@ -255,7 +253,7 @@ struct Coordinator<'p, 'c> {
 }
 
 impl<'p, 'c> Coordinator<'p, 'c> {
-    fn spec(&self, key: &str) -> Option<&'p StageSpec> {
+    pub(super) fn spec(&self, key: &str) -> Option<&'p StageSpec> {
         self.plan.get(key)
     }
 
@@ -359,6 +357,10 @@ impl<'p, 'c> Coordinator<'p, 'c> {
     /// Ingests the sentinels of stages whose workers moved on, announces stages that began,
     /// and forwards the progress of worker processes.
     fn watch_units(&mut self) -> Result<(), CacheError> {
+        // Stages ingested from another worker (an earlier coordinator's) are no one's to wait for.
+        for unit in self.units.values_mut() {
+            unit.pending.retain(|k| !self.done.contains(k));
+        }
         let ids: Vec<usize> = self.units.keys().copied().collect();
         for id in ids {
             let Some(unit) = self.units.get(&id) else {
@@ -398,7 +400,7 @@ impl<'p, 'c> Coordinator<'p, 'c> {
 
     /// A worker ended: what it left unfinished is interrupted, waits for another worker, or
     /// (when it died) runs again.
-    fn unit_ended(&mut self, id: usize, ended: Ended) -> Result<(), CacheError> {
+    pub(super) fn unit_ended(&mut self, id: usize, ended: Ended) -> Result<(), CacheError> {
         self.watch_units()?;
         let Some(unit) = self.units.remove(&id) else {
             return Ok(());
@@ -417,6 +419,10 @@ impl<'p, 'c> Coordinator<'p, 'c> {
             let Some(spec) = self.spec(key) else {
                 continue;
             };
+            // Ingested already, from another worker (one an earlier coordinator started).
+            if self.done.contains(key) {
+                continue;
+            }
             let work = self.cache.files().work(key);
             if let Some(sentinel) = work.sentinel()? {
                 self.ingest(spec, &work, sentinel, Some(unit.pid))?;
@@ -489,522 +495,4 @@ impl<'p, 'c> Coordinator<'p, 'c> {
             .first()
             .and_then(|k| self.cache.files().work(k).stderr_tail(20))
     }
-
-    /// The first waiting stage whose inputs are all done, skipping (with their dependents)
-    /// those that depend on a failure.
-    fn next_ready(&mut self) -> Option<&'p StageSpec> {
-        self.ready(1).into_iter().next()
-    }
-
-    fn ready(&mut self, limit: usize) -> Vec<&'p StageSpec> {
-        let mut out = Vec::new();
-        let order = self.order.clone();
-        for spec in order {
-            if out.len() >= limit {
-                break;
-            }
-            if !self.waiting.contains(&spec.key) {
-                continue;
-            }
-            if let Some(dep) = spec.inputs.iter().find(|k| self.broken.contains(*k)) {
-                let because = format!(
-                    "depends on `{}`, which failed",
-                    self.spec(dep).map_or(dep.as_str(), |s| &s.label)
-                );
-                self.waiting.remove(&spec.key);
-                self.broken.insert(spec.key.clone());
-                self.summary.skipped += 1;
-                self.events.stage_end(spec, &StageEnd::Skipped { because });
-                continue;
-            }
-            let inputs_done = spec
-                .inputs
-                .iter()
-                .all(|k| self.done.contains(k) || self.cached.contains(k));
-            if inputs_done {
-                out.push(spec);
-            }
-        }
-        out
-    }
-
-    fn launch<'s>(
-        &mut self,
-        scope: &'s std::thread::Scope<'s, '_>,
-        tx: &mpsc::Sender<(usize, Ended)>,
-    ) -> Result<(), ExecError>
-    where
-        'c: 's,
-    {
-        let jobs = match self.launcher {
-            Launcher::Slurm(l) => l.profile.max_jobs,
-            _ => self.options.jobs.max(1),
-        };
-        let free = jobs.saturating_sub(self.units.len() + self.orphans.len());
-        if free == 0 {
-            return Ok(());
-        }
-        let free_devices = self.free_devices();
-        let ready: Vec<&'p StageSpec> = self
-            .ready(usize::MAX)
-            .into_iter()
-            .filter(|s| !s.kind.uses_model() || free_devices > 0)
-            .collect();
-        let items: Vec<group::Ready<'_>> = ready
-            .iter()
-            .map(|s| group::Ready {
-                key: &s.key,
-                model: self.model_of(s),
-            })
-            .collect();
-        let units = group::units(&items, free);
-        // The cores are shared by the workers running once these start (a stage that runs
-        // alone gets them all); the outputs do not depend on it.
-        let threads = threads_per_worker(self.units.len() + self.orphans.len() + units.len());
-        for keys in units {
-            let Some(first) = keys.first().and_then(|k| self.spec(k)) else {
-                continue;
-            };
-            let device = if let Launcher::Slurm(l) = self.launcher {
-                l.device(first.kind)
-            } else if first.kind.uses_model() {
-                match self.take_device() {
-                    Some(d) => d,
-                    None => continue,
-                }
-            } else {
-                Device::Cpu
-            };
-            self.start_unit(scope, tx, keys, device, threads)?;
-        }
-        Ok(())
-    }
-
-    /// The model a stage loads, for stages that may share a load: the checkpoint it reads or
-    /// the model directory the manifest names.
-    fn model_of(&self, spec: &StageSpec) -> Option<String> {
-        if !spec.kind.shares_model_loads() {
-            return None;
-        }
-        if let Some(dir) = spec.bindings.get("model_dir").and_then(|v| v.as_str()) {
-            return Some(format!("dir {dir}"));
-        }
-        spec.inputs
-            .iter()
-            .find(|k| {
-                self.spec(k)
-                    .is_some_and(|s| s.kind == "train" || s.kind == "pretrain")
-            })
-            .map(|k| format!("stage {k}"))
-    }
-
-    fn free_devices(&self) -> usize {
-        if self.options.devices.contains(&Device::Cpu) || self.options.devices.is_empty() {
-            return usize::MAX;
-        }
-        self.options
-            .devices
-            .iter()
-            .filter(|d| matches!(d, Device::Cuda(n) if !self.busy.contains(n)))
-            .count()
-    }
-
-    fn take_device(&mut self) -> Option<Device> {
-        if self.options.devices.is_empty() {
-            return Some(Device::Cpu);
-        }
-        for d in &self.options.devices {
-            match d {
-                Device::Cpu => return Some(Device::Cpu),
-                Device::Cuda(n) if !self.busy.contains(n) => {
-                    self.busy.insert(*n);
-                    return Some(*d);
-                }
-                Device::Cuda(_) => {}
-            }
-        }
-        None
-    }
-
-    /// Writes each stage's task and running record, and starts its worker.
-    fn start_unit<'s>(
-        &mut self,
-        scope: &'s std::thread::Scope<'s, '_>,
-        tx: &mpsc::Sender<(usize, Ended)>,
-        keys: Vec<String>,
-        device: Device,
-        threads: usize,
-    ) -> Result<(), ExecError>
-    where
-        'c: 's,
-    {
-        let mut prepared = Vec::new();
-        for key in &keys {
-            let Some(spec) = self.spec(key) else {
-                continue;
-            };
-            self.waiting.remove(key);
-            if let Some(error) = self.prepare(spec)? {
-                let work = self.cache.files().work(key);
-                self.fail(spec, &work, error, Fault::Defect)?;
-                continue;
-            }
-            prepared.push(key.clone());
-        }
-        if prepared.is_empty() {
-            if let Device::Cuda(n) = device {
-                self.busy.remove(&n);
-            }
-            return Ok(());
-        }
-        let id = self.next_unit;
-        self.next_unit += 1;
-        let files = self.cache.files();
-        let mut job = None;
-        let (pid, is_process) = match self.launcher {
-            Launcher::Slurm(l) => match self.submit(l, &prepared)? {
-                Some(j) => {
-                    job = Some(j);
-                    (0, false)
-                }
-                None => return Ok(()),
-            },
-            Launcher::Threads(registry) => {
-                let registry: &'s Registry = registry;
-                let (stop, events): (&'s AtomicBool, &'s dyn Events) = (self.stop, self.events);
-                let members = prepared.clone();
-                let tx = tx.clone();
-                scope.spawn(move || {
-                    let mut ends = Vec::new();
-                    for key in members {
-                        if stop.load(Ordering::SeqCst) {
-                            break;
-                        }
-                        let end = run_stage(files, &key, registry, device, stop, events);
-                        ends.push((key, end.map_err(|e| e.to_string())));
-                    }
-                    let _ = tx.send((id, Ended::Thread(ends)));
-                });
-                (std::process::id(), false)
-            }
-            Launcher::Processes { exe } => {
-                match spawn(exe, files.root(), &prepared, device, threads) {
-                    Ok(mut child) => {
-                        let pid = child.id();
-                        let tx = tx.clone();
-                        scope.spawn(move || {
-                            let status = child.wait();
-                            let _ = tx.send((id, Ended::Process(status)));
-                        });
-                        (pid, true)
-                    }
-                    Err(e) => {
-                        for key in &prepared {
-                            if let Some(spec) = self.spec(key) {
-                                let work = files.work(key);
-                                let error =
-                                    format!("could not start `{} worker`: {e}", exe.display());
-                                self.fail(spec, &work, error, Fault::Defect)?;
-                            }
-                        }
-                        if let Device::Cuda(n) = device {
-                            self.busy.remove(&n);
-                        }
-                        return Ok(());
-                    }
-                }
-            }
-        };
-        for key in &prepared {
-            if let Some(spec) = self.spec(key) {
-                let mut record = self.running_record(spec);
-                record.pid = (pid != 0).then_some(pid);
-                record.device = Some(device.to_string());
-                record.job = job.clone();
-                record.job_state = job.as_ref().map(|_| "PENDING".to_string());
-                self.cache.put_record(&record)?;
-            }
-        }
-        // Durable before the worker saves anything: a stage with saved items has a record.
-        self.cache.flush()?;
-        self.cache.write_snapshot_soon()?;
-        self.units.insert(
-            id,
-            Unit {
-                keys: prepared.clone(),
-                pending: prepared,
-                device,
-                pid,
-                is_process,
-                job,
-            },
-        );
-        Ok(())
-    }
-
-    /// Writes a stage's task: its input records, their artifacts as files, and the items an
-    /// earlier version of cft saved in the database. `Some(error)` when an input is not done.
-    fn prepare(&self, spec: &StageSpec) -> Result<Option<String>, CacheError> {
-        let mut inputs = Vec::with_capacity(spec.inputs.len());
-        for key in &spec.inputs {
-            match self.cache.record(key)? {
-                Some(r) if r.status == RecordStatus::Done => {
-                    self.cache.materialise(&r)?;
-                    inputs.push(r);
-                }
-                _ => return Ok(Some(format!("input {key} is not done"))),
-            }
-        }
-        let work = self.cache.files().work(&spec.key);
-        for (name, bytes) in self.cache.progress_items(&spec.key)? {
-            if work.saved(&name)?.is_none() {
-                work.save(&name, &bytes)?;
-            }
-        }
-        work.write_task(&Task {
-            spec: spec.clone(),
-            inputs,
-        })?;
-        Ok(None)
-    }
-
-    fn running_record(&self, spec: &StageSpec) -> Record {
-        let previous = self.cache.record(&spec.key).ok().flatten();
-        Record {
-            key: spec.key.clone(),
-            kind: spec.kind.name().to_string(),
-            version: spec.version,
-            label: spec.label.clone(),
-            slot: spec.slot.clone(),
-            params: spec.params.clone(),
-            inputs: spec.inputs.clone(),
-            status: RecordStatus::Running,
-            outputs: Default::default(),
-            metrics: Value::Null,
-            progress: previous.and_then(|p| p.progress),
-            error: None,
-            fault: None,
-            pid: None,
-            host: Some(crate::cache::work::hostname()),
-            device: None,
-            job: None,
-            job_state: None,
-            started_at: now_secs(),
-            elapsed_s: 0.0,
-        }
-    }
-
-    fn announce(&mut self, spec: &StageSpec, resumed: bool, device: Device, pid: u32) {
-        self.begun.insert(spec.key.clone(), Instant::now());
-        let begin = Begin {
-            index: self.begun.len(),
-            of: self.of,
-            resumed,
-            device,
-            pid,
-        };
-        self.events.stage_begin(spec, &begin);
-    }
-
-    /// A worker process's progress, to the display and (twice a second) the record.
-    fn forward_progress(&mut self, spec: &StageSpec, work: &WorkDir) -> Result<(), CacheError> {
-        let Some((done, total)) = work.progress() else {
-            return Ok(());
-        };
-        self.events.stage_total(&spec.key, total);
-        self.events.stage_progress(&spec.key, done);
-        let due = self
-            .last_record
-            .get(&spec.key)
-            .is_none_or(|t| t.elapsed() >= Duration::from_millis(500));
-        if due {
-            self.last_record.insert(spec.key.clone(), Instant::now());
-            if let Some(mut record) = self.cache.record(&spec.key)?
-                && record.status == RecordStatus::Running
-                && record.progress != Some((done, total))
-            {
-                record.progress = Some((done, total));
-                self.cache.put_record(&record)?;
-                self.cache.write_snapshot_soon()?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Takes a sentinel into the database: outputs first, the record last.
-    fn ingest(
-        &mut self,
-        spec: &StageSpec,
-        work: &WorkDir,
-        sentinel: Sentinel,
-        pid: Option<u32>,
-    ) -> Result<(), CacheError> {
-        let mut record = self.running_record(spec);
-        record.pid = pid.or(record.pid);
-        match sentinel {
-            Sentinel::Failed {
-                error,
-                fault,
-                progress,
-                elapsed_s,
-            } => {
-                record.progress = progress;
-                record.elapsed_s = elapsed_s;
-                let job = self.cache.record(&spec.key)?.and_then(|r| r.job);
-                let tail = match job {
-                    Some(job) => slurm::log_tail(self.cache.root(), &job, 20).map(|t| {
-                        format!("\n(the end of its Slurm job's log, log/slurm/{job}.log:)\n{t}")
-                    }),
-                    None => work
-                        .stderr_tail(20)
-                        .map(|t| format!("\n(the end of its worker's stderr:)\n{t}")),
-                }
-                .unwrap_or_default();
-                self.fail_record(spec, record, format!("{error}{tail}"), fault)?;
-                work.clear_failure()?;
-            }
-            Sentinel::Done {
-                outputs,
-                metrics,
-                progress,
-                elapsed_s,
-            } => {
-                for (name, out) in &outputs {
-                    if let Some(error) = self.take_output(name, out)? {
-                        let work_error = format!("output `{name}`: {error}");
-                        self.fail_record(spec, record, work_error, Fault::Defect)?;
-                        work.remove()?;
-                        return Ok(());
-                    }
-                }
-                record.outputs = outputs;
-                record.metrics = metrics;
-                record.progress = progress;
-                record.elapsed_s = elapsed_s;
-                record.status = RecordStatus::Done;
-                // Outputs are durable before the record that points at them.
-                self.cache.flush()?;
-                self.cache.put_record(&record)?;
-                self.cache.set_slot(&spec.slot, &spec.key)?;
-                self.cache.progress_clear(&spec.key)?;
-                self.cache.flush()?;
-                self.cache.write_snapshot_soon()?;
-                work.remove()?;
-                self.done.insert(spec.key.clone());
-                self.summary.ran += 1;
-                self.events.stage_end(spec, &StageEnd::Done { elapsed_s });
-            }
-        }
-        Ok(())
-    }
-
-    /// Checks a worker's output file and, for a small one, stores its bytes in the database.
-    /// `Some(error)` when the file is missing or its bytes are not the hash it claims.
-    fn take_output(&self, name: &str, out: &OutputRef) -> Result<Option<String>, CacheError> {
-        let files = self.cache.files();
-        match out {
-            OutputRef::Blob { hash, .. } => Ok((!files.blobs().exists(hash))
-                .then(|| format!("blob {hash} is missing from {}", files.root().display()))),
-            OutputRef::Artifact { hash, .. } => {
-                let path = files.artifacts().path(hash);
-                let bytes = match std::fs::read(&path) {
-                    Ok(b) => b,
-                    Err(e) => return Ok(Some(format!("{}: {e}", path.display()))),
-                };
-                let stored = self.cache.put_artifact(&bytes)?;
-                Ok((stored != *hash)
-                    .then(|| format!("{} holds other bytes than `{name}` claims", path.display())))
-            }
-        }
-    }
-
-    fn fail(
-        &mut self,
-        spec: &StageSpec,
-        work: &WorkDir,
-        error: String,
-        fault: Fault,
-    ) -> Result<(), CacheError> {
-        let mut record = self.running_record(spec);
-        record.progress = work.progress().or(record.progress);
-        self.fail_record(spec, record, error, fault)?;
-        work.clear_failure()
-    }
-
-    fn fail_record(
-        &mut self,
-        spec: &StageSpec,
-        mut record: Record,
-        error: String,
-        fault: Fault,
-    ) -> Result<(), CacheError> {
-        record.status = RecordStatus::Failed;
-        record.error = Some(error.clone());
-        record.fault = Some(fault);
-        self.cache.put_record(&record)?;
-        self.cache.flush()?;
-        self.cache.write_snapshot_soon()?;
-        self.broken.insert(spec.key.clone());
-        self.summary
-            .failed
-            .push((spec.label.clone(), error.clone(), fault));
-        if !self.options.keep_going {
-            self.halted = true;
-        }
-        self.events
-            .stage_end(spec, &StageEnd::Failed { error, fault });
-        Ok(())
-    }
-
-    fn interrupted(&mut self, spec: &StageSpec, work: &WorkDir) -> Result<(), CacheError> {
-        let mut record = self.running_record(spec);
-        record.status = RecordStatus::Interrupted;
-        record.progress = work.progress().or(record.progress);
-        self.cache.put_record(&record)?;
-        self.cache.flush()?;
-        self.cache.write_snapshot_soon()?;
-        self.events.stage_end(spec, &StageEnd::Interrupted);
-        Ok(())
-    }
-}
-
-/// Each of `workers` workers' share of the machine's cores.
-pub fn threads_per_worker(workers: usize) -> usize {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    (cores / workers.max(1)).max(1)
-}
-
-/// Starts `exe worker` on `keys`, in a process group of its own, its stderr appended to the
-/// first stage's `stderr.log`.
-fn spawn(
-    exe: &std::path::Path,
-    root: &std::path::Path,
-    keys: &[String],
-    device: Device,
-    threads: usize,
-) -> std::io::Result<Child> {
-    use std::os::unix::process::CommandExt;
-    let root = std::fs::canonicalize(root)?;
-    let first = keys.first().map_or("", String::as_str);
-    let log_dir = root.join("work").join(first);
-    std::fs::create_dir_all(&log_dir)?;
-    let stderr = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log_dir.join("stderr.log"))?;
-    Command::new(exe)
-        .arg("--cache")
-        .arg(&root)
-        .arg("worker")
-        .arg("--device")
-        .arg(device.to_string())
-        .arg("--threads")
-        .arg(threads.to_string())
-        .args(keys)
-        .env("RAYON_NUM_THREADS", threads.to_string())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::from(stderr))
-        .process_group(0)
-        .spawn()
 }

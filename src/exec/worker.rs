@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use serde_json::json;
 
-use crate::cache::work::{Lease, Sentinel, hostname};
+use crate::cache::work::{HeldLease, Lease, Sentinel, hostname};
 use crate::cache::{CacheError, Files, OutputRef, now_secs};
 use crate::contract::Fault;
 use crate::stages::{Device, Output, Progress, Registry, StageCtx, StageError, StageOutput};
@@ -27,26 +27,70 @@ pub enum WorkerEnd {
     Interrupted,
     /// Another live worker holds the stage's lease; this one did nothing.
     Leased(Option<Lease>),
+    /// The stage's folder is gone: a coordinator ingested it (another worker ran it).
+    Gone,
 }
 
-/// Runs stage `key` of the cache whose files are `files`: takes its lease (so no two workers
-/// run it at once), resumes from its saved items, and writes the sentinel last.
-pub fn run_stage(
+/// Runs the stages `keys` of the cache whose files are `files`, in order. Every stage's lease
+/// is taken first (so no two workers run a stage at once, and a coordinator that comes after
+/// a dead one sees the whole group as running); each is released when its stage ends.
+pub fn run_group(
+    files: &Files,
+    keys: &[String],
+    registry: &Registry,
+    device: Device,
+    stop: &AtomicBool,
+    progress: &dyn Progress,
+) -> Vec<(String, Result<WorkerEnd, CacheError>)> {
+    let mut leases: Vec<(String, Result<Result<HeldLease, WorkerEnd>, CacheError>)> =
+        keys.iter().map(|k| (k.clone(), lease(files, k))).collect();
+    let mut ends = Vec::new();
+    for (key, lease) in leases.drain(..) {
+        let end = match lease {
+            Err(e) => Err(e),
+            Ok(Err(end)) => Ok(end),
+            Ok(Ok(_)) if stop.load(std::sync::atomic::Ordering::SeqCst) => {
+                Ok(WorkerEnd::Interrupted)
+            }
+            Ok(Ok(held)) => run_leased(files, &key, held, registry, device, stop, progress),
+        };
+        ends.push((key, end));
+    }
+    ends
+}
+
+/// Takes stage `key`'s lease, or says why not.
+fn lease(files: &Files, key: &str) -> Result<Result<HeldLease, WorkerEnd>, CacheError> {
+    let work = files.work(key);
+    if !work.has_task() {
+        return Ok(Err(WorkerEnd::Gone));
+    }
+    Ok(match work.take_lease()? {
+        Some(Ok(lease)) => Ok(lease),
+        Some(Err(holder)) => Err(WorkerEnd::Leased(holder)),
+        None => Err(WorkerEnd::Gone),
+    })
+}
+
+/// Runs stage `key` under its lease: resumes from its saved items and writes the sentinel
+/// last.
+fn run_leased(
     files: &Files,
     key: &str,
+    lease: HeldLease,
     registry: &Registry,
     device: Device,
     stop: &AtomicBool,
     progress: &dyn Progress,
 ) -> Result<WorkerEnd, CacheError> {
     let work = files.work(key);
-    let lease = match work.take_lease()? {
-        Ok(lease) => lease,
-        Err(holder) => return Ok(WorkerEnd::Leased(holder)),
-    };
     // A worker that finished just before its coordinator died: nothing left to do.
     if work.sentinel()?.is_some() {
         return Ok(WorkerEnd::Finished);
+    }
+    // The coordinator ingested the stage (another worker ran it) since the lease was taken.
+    if !work.has_task() {
+        return Ok(WorkerEnd::Gone);
     }
     let task = work.task()?;
     let spec = &task.spec;
