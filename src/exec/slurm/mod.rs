@@ -52,15 +52,7 @@ impl SlurmLauncher {
             self.run_id,
             &first[..first.len().min(12)]
         ));
-        if let Some(v) = &p.partition {
-            a.push(format!("--partition={v}"));
-        }
-        if let Some(v) = &p.account {
-            a.push(format!("--account={v}"));
-        }
-        if let Some(v) = &p.qos {
-            a.push(format!("--qos={v}"));
-        }
+        a.extend(self.placement());
         if shape.gpus > 0 {
             a.push(format!("--gpus={}", shape.gpus));
         }
@@ -102,6 +94,19 @@ impl SlurmLauncher {
         a
     }
 
+    /// Where every job of the run goes: the profile's partition, account and qos.
+    fn placement(&self) -> Vec<String> {
+        let p = &self.profile;
+        [
+            ("partition", &p.partition),
+            ("account", &p.account),
+            ("qos", &p.qos),
+        ]
+        .into_iter()
+        .filter_map(|(flag, v)| v.as_ref().map(|v| format!("--{flag}={v}")))
+        .collect()
+    }
+
     /// The device a job's worker sees: Slurm gives it its GPU as `cuda:0`.
     pub fn device(&self, kind: Kind) -> crate::stages::Device {
         if self.profile.shape(kind).gpus > 0 {
@@ -120,15 +125,7 @@ impl SlurmLauncher {
         let mut args = Vec::new();
         let p = &self.profile;
         args.push(format!("--job-name=cft-{}-probe", self.run_id));
-        if let Some(v) = &p.partition {
-            args.push(format!("--partition={v}"));
-        }
-        if let Some(v) = &p.account {
-            args.push(format!("--account={v}"));
-        }
-        if let Some(v) = &p.qos {
-            args.push(format!("--qos={v}"));
-        }
+        args.extend(self.placement());
         args.extend([
             "--time=5".to_string(),
             "--mem=100M".into(),
