@@ -165,13 +165,20 @@ impl Cache {
     /// Stores small bytes by content hash, in the database and as a file; returns the hash.
     pub fn put_artifact(&self, bytes: &[u8]) -> Result<String, CacheError> {
         let hash = hash_bytes(bytes);
-        if !self.artifacts.contains_key(hash.as_bytes())? {
-            self.artifacts.insert(hash.as_bytes(), bytes)?;
-        }
+        self.index_artifact(&hash, bytes)?;
         if self.files.artifacts().verify(&hash) != BlobState::Ok {
             self.files.artifacts().put_bytes(bytes)?;
         }
         Ok(hash)
+    }
+
+    /// Stores in the database the bytes of an artifact whose file form exists already (a
+    /// worker wrote it); `hash` must be the bytes' hash.
+    pub fn index_artifact(&self, hash: &str, bytes: &[u8]) -> Result<(), CacheError> {
+        if !self.artifacts.contains_key(hash.as_bytes())? {
+            self.artifacts.insert(hash.as_bytes(), bytes)?;
+        }
+        Ok(())
     }
 
     /// Makes sure every small output of `record` has its file form (caches written before

@@ -22,7 +22,7 @@ pub struct WorkerArgs {
     /// Where model stages run.
     #[arg(long, default_value = "cpu", value_name = "cpu|cuda[:N]")]
     pub device: Device,
-    /// Threads for the CPU backend (the coordinator also sets RAYON_NUM_THREADS).
+    /// Threads for the CPU backend's pool (the coordinator passes each worker its share).
     #[arg(long)]
     pub threads: Option<usize>,
 }
@@ -51,7 +51,7 @@ fn stopped() -> ExitCode {
 pub fn run(cache: &Path, args: WorkerArgs) -> anyhow::Result<ExitCode> {
     if let Some(n) = args.threads {
         // Before the first parallel call builds the global pool; a pool that exists already
-        // (RAYON_NUM_THREADS set it) keeps its size.
+        // (RAYON_NUM_THREADS, when set, sized it) keeps its size.
         let _ = rayon::ThreadPoolBuilder::new()
             .num_threads(n.max(1))
             .build_global();

@@ -102,12 +102,6 @@ impl Coordinator<'_, '_> {
         }
     }
 
-    pub(super) fn count_death(&mut self, key: &str) -> usize {
-        let n = self.deaths.entry(key.to_string()).or_default();
-        *n += 1;
-        *n
-    }
-
     /// One look at the queue for every job in flight, every `poll` seconds (longer while
     /// Slurm does not answer). Ended jobs become [`super::Ended::Job`] once their sentinels
     /// are in, or after the profile's sentinel latency.

@@ -323,7 +323,6 @@ fn spawn(
         .arg("--threads")
         .arg(threads.to_string())
         .args(keys)
-        .env("RAYON_NUM_THREADS", threads.to_string())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::from(stderr))

@@ -463,11 +463,7 @@ impl<'p, 'c> Coordinator<'p, 'c> {
                 continue;
             }
             // Died without a sentinel.
-            let deaths = {
-                let n = self.deaths.entry(key.clone()).or_default();
-                *n += 1;
-                *n
-            };
+            let deaths = self.count_death(key);
             let how = match &ended {
                 Ended::Process(Ok(status)) => format!("its worker (pid {}) {status}", unit.pid),
                 Ended::Process(Err(e)) => format!("its worker (pid {}): {e}", unit.pid),
@@ -488,6 +484,13 @@ impl<'p, 'c> Coordinator<'p, 'c> {
             }
         }
         Ok(())
+    }
+
+    /// Counts one more worker (or job) of stage `key` that ended without finishing it.
+    pub(super) fn count_death(&mut self, key: &str) -> usize {
+        let n = self.deaths.entry(key.to_string()).or_default();
+        *n += 1;
+        *n
     }
 
     fn unit_stderr(&self, unit: &Unit) -> Option<String> {

@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use super::{Begin, Coordinator, StageEnd, slurm};
 use crate::cache::work::{Sentinel, WorkDir};
-use crate::cache::{CacheError, OutputRef, Record, RecordStatus, Store, now_secs};
+use crate::cache::{CacheError, OutputRef, Record, RecordStatus, Store, hash_bytes, now_secs};
 use crate::contract::Fault;
 use crate::plan::StageSpec;
 use crate::stages::Device;
@@ -165,9 +165,15 @@ impl Coordinator<'_, '_> {
                     Ok(b) => b,
                     Err(e) => return Ok(Some(format!("{}: {e}", path.display()))),
                 };
-                let stored = self.cache.put_artifact(&bytes)?;
-                Ok((stored != *hash)
-                    .then(|| format!("{} holds other bytes than `{name}` claims", path.display())))
+                if hash_bytes(&bytes) != *hash {
+                    return Ok(Some(format!(
+                        "{} holds other bytes than `{name}` claims",
+                        path.display()
+                    )));
+                }
+                // The file is read and checked once; the database takes the same bytes.
+                self.cache.index_artifact(hash, &bytes)?;
+                Ok(None)
             }
         }
     }
