@@ -96,7 +96,7 @@ fn plan_of(responses: &str, weights: Option<String>, adapter: Value, overrides: 
         json!({"model": {"fingerprint": "x"}, "objective": objective,
                "adapter": adapter, "hparams": hparams}),
         inputs,
-        json!({"model_dir": fixture(), "save_every": 1}),
+        json!({"model_dir": fixture(), "save_every_steps": 1}),
     ));
     plan
 }

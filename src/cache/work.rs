@@ -6,6 +6,8 @@
 //!   task.json      the stage and its input records; written by the coordinator before launch
 //!   lease          OS-locked by the worker while it runs; its text names pid, host, start
 //!   items/<name>   finished items, each written whole (temporary name, fsync, rename)
+//!   state/         large files an item refers to (a training run's state), written the same
+//!                  way before the item that names them
 //!   progress.json  items done and total, rewritten at most twice a second
 //!   stderr.log     the worker process's stderr
 //!   done.json      written last, atomically: output hashes, metrics   } the sentinel:
@@ -112,6 +114,14 @@ impl WorkDir {
     pub fn save(&self, item: &str, bytes: &[u8]) -> Result<(), CacheError> {
         self.create()?;
         write_durably(&self.item_path(item), bytes)
+    }
+
+    /// The folder for large files a saved item refers to (created here); they go when the
+    /// folder does.
+    pub fn state_dir(&self) -> Result<PathBuf, CacheError> {
+        let dir = self.dir.join("state");
+        fs::create_dir_all(&dir).map_err(|e| CacheError::io(&dir, e))?;
+        Ok(dir)
     }
 
     /// How many items are saved.

@@ -17,7 +17,7 @@ use cft::model::{LanguageModel, LoadOptions};
 use cft::rng::Rng;
 use cft::train::data::Example;
 use cft::train::optim::AdamConfig;
-use cft::train::{LastBatch, Normalization, Objective, Schedule, TrainSettings, Trainer};
+use cft::train::{LastBatch, Normalization, Objective, Schedule, Strategy, TrainSettings, Trainer};
 
 type AB = Autodiff<Flex>;
 
@@ -32,6 +32,14 @@ pub struct BenchTrainArgs {
     /// Timed optimiser steps (after one untimed warm-up step).
     #[arg(long, default_value_t = 5)]
     pub steps: u64,
+    /// Where the optimiser state lives: single, offload, or zero1:N (N simulated ranks on the
+    /// CPU).
+    #[arg(long, default_value = "single")]
+    pub strategy: String,
+    /// Then save the training state to a file and read it back, reporting the time and how
+    /// far the process's peak resident memory rose above its resident memory meanwhile.
+    #[arg(long)]
+    pub save_state: bool,
 }
 
 pub fn train(args: BenchTrainArgs) -> anyhow::Result<()> {
@@ -63,7 +71,15 @@ pub fn train(args: BenchTrainArgs) -> anyhow::Result<()> {
         seed: 0,
         pad_id: lm.pad_token_id,
     };
-    let mut trainer = Trainer::new(lm.lm, settings, examples, device)?;
+    let strategy = match args.strategy.as_str() {
+        "single" => Strategy::Single,
+        "offload" => Strategy::Offload,
+        other => match other.strip_prefix("zero1:").map(str::parse::<usize>) {
+            Some(Ok(n)) if n > 0 => Strategy::Zero1(vec![device; n]),
+            _ => bail!("--strategy {other:?}: expected single, offload or zero1:N"),
+        },
+    };
+    let mut trainer = Trainer::new(lm.lm, settings, examples, device)?.with_strategy(strategy)?;
     trainer.step(); // warm-up
     let start = Instant::now();
     let mut tokens = 0;
@@ -79,7 +95,60 @@ pub fn train(args: BenchTrainArgs) -> anyhow::Result<()> {
         tokens as f64 / seconds,
         seconds * 1000.0 / args.steps as f64
     );
+    if args.save_state {
+        save_state(&mut trainer)?;
+    }
     Ok(())
+}
+
+/// Saves and restores the trainer's state, measuring the rise of peak resident memory above
+/// the resident memory before each (Linux: `/proc/self/clear_refs` resets the peak).
+fn save_state(trainer: &mut Trainer<AB>) -> anyhow::Result<()> {
+    let dir = tempdir()?;
+    let path = dir.join("state.safetensors");
+    let largest = cft::train::params::trainable(&trainer.model)
+        .iter()
+        .map(|(_, shape, _)| shape.iter().product::<usize>() * 4)
+        .max()
+        .unwrap_or(0);
+    let mib = |b: u64| b as f64 / (1 << 20) as f64;
+    let (before, start) = (reset_peak()?, Instant::now());
+    let size = trainer.save_state(&path, "[]")?;
+    let (save_s, save_peak) = (start.elapsed().as_secs_f64(), peak_kib()? * 1024);
+    let (before_restore, start) = (reset_peak()?, Instant::now());
+    trainer.restore_state(&path)?;
+    let (restore_s, restore_peak) = (start.elapsed().as_secs_f64(), peak_kib()? * 1024);
+    println!(
+        "state file {:.1} MiB (largest tensor in f32 {:.1} MiB): save {save_s:.2} s, peak resident +{:.1} MiB over {:.1} MiB; restore {restore_s:.2} s, peak resident +{:.1} MiB over {:.1} MiB",
+        mib(size),
+        mib(largest as u64),
+        mib(save_peak.saturating_sub(before)),
+        mib(before),
+        mib(restore_peak.saturating_sub(before_restore)),
+        mib(before_restore),
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+/// Resets the process's peak resident memory to its current resident memory; returns that
+/// (bytes).
+fn reset_peak() -> anyhow::Result<u64> {
+    std::fs::write("/proc/self/clear_refs", "5")
+        .context("resetting the peak (/proc/self/clear_refs)")?;
+    Ok(status_kib("VmRSS:")? * 1024)
+}
+
+fn peak_kib() -> anyhow::Result<u64> {
+    status_kib("VmHWM:")
+}
+
+fn status_kib(field: &str) -> anyhow::Result<u64> {
+    let text = std::fs::read_to_string("/proc/self/status").context("/proc/self/status")?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .with_context(|| format!("{field} in /proc/self/status"))
 }
 
 #[derive(Args, Debug)]

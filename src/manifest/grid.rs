@@ -5,7 +5,8 @@ use super::error::{Loc, ManifestError};
 use super::node::{Node, Table, Value};
 use super::read::as_float;
 use super::types::{
-    LastBatchRule, LossNormalization, Optimizer, Precision, Schedule, TrainCell, TrainParams,
+    LastBatchRule, LossNormalization, Optimizer, Precision, Schedule, Strategy, TrainCell,
+    TrainParams, TrainRun,
 };
 
 type Result<T> = std::result::Result<T, ManifestError>;
@@ -81,12 +82,60 @@ fn fields(seed: u64) -> Vec<(&'static str, &'static str, Check, V)> {
     ]
 }
 
+/// The `[train]` keys that say how a cell runs rather than what it computes: one value each
+/// (not a sweep axis) and never in a stage key, so changing them reuses what is cached.
+const RUN_KEYS: [&str; 4] = ["strategy", "gpus", "save_every_steps", "save_every_minutes"];
+
+/// Reads the run keys ([`RUN_KEYS`]) of a (merged) `[train]` table.
+fn run_settings(table: &Table) -> Result<TrainRun> {
+    let one = |key: &str, check: Check| -> Result<Option<V>> {
+        let Some(entry) = table.get(key) else {
+            return Ok(None);
+        };
+        if let Value::Array(_) = entry.node.value {
+            return Err(ManifestError::invalid(
+                &entry.node.loc,
+                &format!("train.{key}"),
+                "takes one value, not a list: it says how a cell runs, not what it computes, \
+                 so it is not a sweep axis",
+            ));
+        }
+        read_value(&entry.node, &check, &format!("train.{key}")).map(Some)
+    };
+    let defaults = TrainRun::default();
+    let strategy = match one("strategy", Check::Choice(Strategy::NAMES))? {
+        Some(v) => Strategy::parse(&string(&v)).unwrap_or(defaults.strategy),
+        None => defaults.strategy,
+    };
+    let gpus = one("gpus", Check::Int(1))?.map(|v| int(&v));
+    if let (Some(entry), false) = (table.get("gpus"), strategy == Strategy::Zero1) {
+        return Err(ManifestError::invalid(
+            &entry.node.loc,
+            "train.gpus",
+            format!(
+                "only strategy = \"zero1\" spreads a cell over several GPUs (this one is {:?})",
+                strategy.name()
+            ),
+        ));
+    }
+    Ok(TrainRun {
+        strategy,
+        gpus,
+        save_every_steps: one("save_every_steps", Check::Int(0))?
+            .map_or(defaults.save_every_steps, |v| int(&v)),
+        save_every_minutes: one("save_every_minutes", Check::NonNegative)?
+            .map_or(defaults.save_every_minutes, |v| float(&v)),
+    })
+}
+
 /// Expands a (merged) `[train]` table into sweep cells.
 pub fn expand(table: &Table, owner: &Loc, seed: u64) -> Result<Vec<TrainCell>> {
     let fields = fields(seed);
+    let run = run_settings(table)?;
     for entry in &table.entries {
-        if !fields.iter().any(|f| f.0 == entry.key) {
-            let known: Vec<&str> = fields.iter().map(|f| f.0).collect();
+        if !fields.iter().any(|f| f.0 == entry.key) && !RUN_KEYS.contains(&entry.key.as_str()) {
+            let mut known: Vec<&str> = fields.iter().map(|f| f.0).collect();
+            known.extend(RUN_KEYS);
             let hint = super::error::did_you_mean(&entry.key, &known).map_or_else(
                 || format!("; known keys here: {}", known.join(", ")),
                 |m| format!("; did you mean `{m}`?"),
@@ -207,6 +256,7 @@ pub fn expand(table: &Table, owner: &Loc, seed: u64) -> Result<Vec<TrainCell>> {
                 label.join("-")
             },
             params,
+            run: run.clone(),
         });
     }
     Ok(cells)
@@ -403,5 +453,46 @@ mod tests {
         let message = |text: &str| cells(text).unwrap_err().to_string();
         assert!(message("batch_size = []").contains("empty grid"));
         assert!(message("batch_size = [16, 16]").contains("listed twice"));
+    }
+
+    /// `strategy`, `gpus` and the save cadence say how a cell runs: one value each, the same
+    /// for every cell, never in its params (so never in a stage key), and checked.
+    #[test]
+    fn run_keys_are_single_values_outside_the_params() {
+        let plain = cells("learning_rate = [1e-5, 2e-5]").unwrap();
+        let run = cells(
+            "learning_rate = [1e-5, 2e-5]\nstrategy = \"zero1\"\ngpus = 8\n\
+             save_every_steps = 25\nsave_every_minutes = 7.5",
+        )
+        .unwrap();
+        assert_eq!(labels(&plain), labels(&run));
+        for (a, b) in plain.iter().zip(&run) {
+            assert_eq!(a.params, b.params);
+            assert_eq!(a.run, TrainRun::default());
+            assert_eq!(
+                b.run,
+                TrainRun {
+                    strategy: Strategy::Zero1,
+                    gpus: Some(8),
+                    save_every_steps: 25,
+                    save_every_minutes: 7.5,
+                }
+            );
+        }
+        let message = |text: &str| cells(text).unwrap_err().to_string();
+        let list = message("strategy = [\"single\", \"offload\"]");
+        assert!(
+            list.contains("m.toml:2") && list.contains("train.strategy"),
+            "{list}"
+        );
+        assert!(list.contains("not a sweep axis"), "{list}");
+        let unknown = message("strategy = \"zero3\"");
+        assert!(unknown.contains("single, offload, zero1"), "{unknown}");
+        let gpus = message("gpus = 4");
+        assert!(
+            gpus.contains("train.gpus") && gpus.contains("zero1"),
+            "{gpus}"
+        );
+        assert!(message("save_every_minutes = -1").contains("non-negative"));
     }
 }

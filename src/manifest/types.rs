@@ -244,6 +244,34 @@ pub struct TrainCell {
     /// The varying values only, e.g. `bs16-lr2e-6`; `default` when nothing varies.
     pub label: String,
     pub params: TrainParams,
+    /// How it runs (never in its key).
+    pub run: TrainRun,
+}
+
+/// How a train cell runs: where its optimiser state lives and how often its state is saved.
+/// None of it changes the trained weights (on the CPU, bit for bit), so none of it enters
+/// the stage key: it reaches the stage as bindings.
+#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
+pub struct TrainRun {
+    pub strategy: Strategy,
+    /// `zero1`: how many of the stage's GPUs it shards over (all of them when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpus: Option<u64>,
+    /// Save the resumable state every this many optimiser steps (0: not by steps) ...
+    pub save_every_steps: u64,
+    /// ... or once this many minutes passed since the last save (0: not by time).
+    pub save_every_minutes: f64,
+}
+
+impl Default for TrainRun {
+    fn default() -> Self {
+        Self {
+            strategy: Strategy::Single,
+            gpus: None,
+            save_every_steps: 100,
+            save_every_minutes: 30.0,
+        }
+    }
 }
 
 /// Declares a manifest choice as an enum serialised by its manifest name.
@@ -257,6 +285,8 @@ macro_rules! choice {
 
         impl $name {
             pub const ALL: &'static [$name] = &[$($name::$variant),+];
+            /// The manifest's names, in declaration order.
+            pub const NAMES: &'static [&'static str] = &[$($text),+];
 
             /// As the manifest writes it.
             pub const fn name(self) -> &'static str {
@@ -276,6 +306,14 @@ macro_rules! choice {
 choice! {
     /// The learning-rate schedule after warmup (`train.schedule`).
     Schedule { Cosine = "cosine", Linear = "linear", Constant = "constant" }
+}
+
+choice! {
+    /// Where a full fine-tuning keeps its optimiser state (`train.strategy`): all on one
+    /// device; f32 master weights and Adam moments in host memory, updated by CPU threads
+    /// (ZeRO-Offload); or data parallel over the GPUs of a node with the optimiser state
+    /// sharded across them (ZeRO stage 1).
+    Strategy { Single = "single", Offload = "offload", Zero1 = "zero1" }
 }
 
 choice! {

@@ -357,7 +357,7 @@ impl Builder<'_> {
                         hparams: cell.params.clone(),
                     },
                     inputs,
-                    m.binding.clone(),
+                    with_run(&m.binding, &cell.run),
                 )?;
                 report_inputs.push(key.clone());
                 checkpoints.push((me.name.clone(), cell.label.clone(), key));
@@ -417,4 +417,17 @@ impl Builder<'_> {
         }
         Ok(report_inputs)
     }
+}
+
+/// A train stage's bindings: its model's (`model_dir`) and how the cell runs
+/// ([`crate::manifest::TrainRun`]), neither of which enters its key.
+fn with_run(binding: &Value, run: &crate::manifest::TrainRun) -> Value {
+    let mut map = match binding {
+        Value::Object(map) => map.clone(),
+        _ => serde_json::Map::new(),
+    };
+    if let Ok(Value::Object(run)) = serde_json::to_value(run) {
+        map.extend(run);
+    }
+    Value::Object(map)
 }

@@ -253,6 +253,12 @@ impl<'a> StageCtx<'a> {
         Ok(self.work.save(item, bytes)?)
     }
 
+    /// The folder for large files a saved item refers to (a training run's state): they
+    /// survive the worker, like the items, and are removed with the work folder.
+    pub fn state_dir(&self) -> Result<PathBuf, StageError> {
+        Ok(self.work.state_dir()?)
+    }
+
     /// Item `name` of the stage's work: the copy a previous (interrupted) run saved, or else,
     /// unless the run is asked to stop, `compute`d and saved durably before it is returned.
     /// Either way the progress advances by `count`. Every stage that works in items resumes

@@ -8,10 +8,10 @@
 //! the defaults is a setting each: the cosine's floor, Adam's betas, the loss normalisation,
 //! the dropped last batch and the appended EOS (see README, "Training as OpenRLHF runs it").
 //!
-//! Resumes: every `save_every` optimiser steps (binding, default 10: it changes when progress
-//! is saved, not what is computed) the whole training state goes into the progress item
-//! `state`, and a restarted run continues from it; on the CPU the result is bit for bit that
-//! of an uninterrupted run.
+//! Resumes: every `save_every_steps` optimiser steps or `save_every_minutes` (bindings from
+//! `[train]`: they change when progress is saved, not what is computed) the training state is
+//! streamed into a safetensors file of the work folder and the progress item `state` names it;
+//! a restarted run continues from it, on the CPU bit for bit as an uninterrupted run.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -26,7 +26,9 @@ use serde_json::{Value, json};
 use super::annotate::{Response, Weights, read_lines};
 use super::{Output, StageCtx, StageError, StageImpl, StageOutput};
 use crate::contract::{TrainObjective, TrainStageParams};
-use crate::manifest::{Adapter, LastBatchRule, LossNormalization, Precision};
+use crate::manifest::{
+    Adapter, LastBatchRule, LossNormalization, Precision, Strategy as Strategy_,
+};
 use crate::model::{LanguageModel, LoadOptions};
 use crate::train::checkpoint::{StoreDtype, write_model_dir};
 use crate::train::data::{EndOfSequence, Example, LastBatch};
@@ -34,7 +36,7 @@ use crate::train::lora::{self, LoraSpec};
 use crate::train::optim::AdamConfig;
 use crate::train::params::named_values;
 use crate::train::{
-    Normalization, Objective, Schedule, StepMetrics, TrainError, TrainSettings, Trainer,
+    Normalization, Objective, Schedule, StepMetrics, Strategy, TrainError, TrainSettings, Trainer,
 };
 
 pub struct Train;
@@ -160,10 +162,13 @@ fn train_on<B: Backend>(
     };
     // A setting that cannot work with this data (batch_size above |D_correct| under
     // last_batch = "drop") is the manifest's to fix.
-    let mut trainer = Trainer::new(model, settings, examples, device).map_err(|e| match e {
-        TrainError::Setting { .. } => StageError::Input(e.to_string()),
-        other => fail(other),
-    })?;
+    let strategy = strategy::<B>(ctx, &device)?;
+    let mut trainer = Trainer::new(model, settings, examples, device)
+        .and_then(|t| t.with_strategy(strategy))
+        .map_err(|e| match e {
+            TrainError::Setting { .. } => StageError::Input(e.to_string()),
+            other => fail(other),
+        })?;
     let steps = run_loop(ctx, &mut trainer)?;
 
     // 4. the checkpoint
@@ -181,6 +186,28 @@ fn train_on<B: Backend>(
         outputs,
         metrics: steps,
     })
+}
+
+/// The stage's `strategy` binding (`[train] strategy`) on its devices. `zero1`'s ranks are
+/// the stage's devices; on the CPU, `gpus` simulated ranks share it (the same update, slower:
+/// a check of the sharding, not a speed-up).
+fn strategy<B: Backend>(
+    ctx: &StageCtx<'_>,
+    device: &B::Device,
+) -> Result<Strategy<B::Device>, StageError> {
+    let name = ctx.bindings()["strategy"].as_str().unwrap_or("single");
+    match Strategy_::parse(name) {
+        Some(Strategy_::Single) => Ok(Strategy::Single),
+        Some(Strategy_::Offload) => Ok(Strategy::Offload),
+        Some(Strategy_::Zero1) => {
+            let ranks = ctx.bindings()["gpus"].as_u64().unwrap_or(1).max(1) as usize;
+            Ok(Strategy::Zero1(vec![device.clone(); ranks]))
+        }
+        None => Err(StageError::Input(format!(
+            "train.strategy {name:?} is not one of {}",
+            Strategy_::NAMES.join(", ")
+        ))),
+    }
 }
 
 /// The training sequences: the correct greedy responses in file order, each with its weights
@@ -253,32 +280,102 @@ fn training_dtype(precision: Precision) -> DType {
     }
 }
 
-/// Trains to the end, resuming from and saving to the progress item `state`; returns the
-/// metrics for the record.
+/// When a training run saves its resumable state: after `steps` optimiser steps or `minutes`
+/// of training since the last save, whichever comes first (0 turns either off). The stage's
+/// `save_every_steps` and `save_every_minutes` bindings (`[train]`, never in the key).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Cadence {
+    pub steps: u64,
+    pub minutes: f64,
+}
+
+impl Cadence {
+    pub fn from_bindings(bindings: &Value) -> Cadence {
+        let defaults = crate::manifest::TrainRun::default();
+        Cadence {
+            steps: bindings["save_every_steps"]
+                .as_u64()
+                .unwrap_or(defaults.save_every_steps),
+            minutes: bindings["save_every_minutes"]
+                .as_f64()
+                .unwrap_or(defaults.save_every_minutes),
+        }
+    }
+
+    fn due(&self, steps: u64, elapsed: std::time::Duration) -> bool {
+        (self.steps > 0 && steps >= self.steps)
+            || (self.minutes > 0.0 && elapsed.as_secs_f64() >= self.minutes * 60.0)
+    }
+}
+
+/// The progress item `state`: which file of the work folder's `state/` holds the state.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SavedState {
+    file: String,
+    step: u64,
+    bytes: u64,
+}
+
+/// Trains to the end, resuming from and saving to the progress item `state` (a small JSON
+/// naming a state file, [`crate::train::state`]); returns the metrics for the record.
 pub(crate) fn run_loop<B: AutodiffBackend>(
     ctx: &mut StageCtx<'_>,
     trainer: &mut Trainer<B>,
 ) -> Result<Value, StageError> {
-    let save_every = ctx.bindings()["save_every"].as_u64().unwrap_or(10).max(1);
+    let cadence = Cadence::from_bindings(ctx.bindings());
+    let dir = ctx.state_dir()?;
     let mut log: Vec<StepMetrics> = Vec::new();
     if let Some(bytes) = ctx.saved("state")? {
-        let note = trainer.restore(&bytes).map_err(fail)?;
+        let path = match serde_json::from_slice::<SavedState>(&bytes) {
+            Ok(saved) => dir.join(saved.file),
+            // An item saved by a build that kept the whole state in it: the same safetensors
+            // layout, so it is read from a file like any other.
+            Err(_) => {
+                let path = dir.join("legacy.safetensors");
+                crate::cache::work::write_durably(&path, &bytes)?;
+                path
+            }
+        };
+        let note = trainer.restore_state(&path).map_err(fail)?;
         log = serde_json::from_str(&note).map_err(fail)?;
     }
     ctx.set_total(trainer.settings.total_steps);
     ctx.advance(trainer.step);
     let start = Instant::now();
+    let (mut saved_at, mut saved_step) = (Instant::now(), trainer.step);
     while !trainer.is_done() {
         ctx.check_stop()?;
         log.push(trainer.step());
         ctx.advance(1);
-        if trainer.step.is_multiple_of(save_every) && !trainer.is_done() {
+        if cadence.due(trainer.step - saved_step, saved_at.elapsed()) && !trainer.is_done() {
+            let file = format!("state-{:08}.safetensors", trainer.step);
             let note = serde_json::to_string(&log).map_err(fail)?;
-            let state = trainer.state_bytes(&note).map_err(fail)?;
-            ctx.save("state", &state)?;
+            let bytes = trainer.save_state(&dir.join(&file), &note).map_err(fail)?;
+            let item = SavedState {
+                file: file.clone(),
+                step: trainer.step,
+                bytes,
+            };
+            ctx.save("state", &serde_json::to_vec(&item).map_err(fail)?)?;
+            remove_other_states(&dir, &file);
+            (saved_at, saved_step) = (Instant::now(), trainer.step);
         }
     }
     Ok(summarise(&log, start.elapsed().as_secs_f64()))
+}
+
+/// Removes the state files the item no longer names (best effort: one left behind is
+/// removed with the work folder).
+fn remove_other_states(dir: &Path, keep: &str) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        if name.to_string_lossy() != keep {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
 }
 
 /// Step metrics thinned to at most 200 entries, plus totals.

@@ -14,12 +14,14 @@ pub mod optim;
 pub mod params;
 pub mod schedule;
 pub mod scratch;
+pub mod state;
 pub mod trainer;
+pub mod zero;
 
 pub use data::{EndOfSequence, LastBatch};
 pub use objective::{Normalization, Objective};
 pub use schedule::Schedule;
-pub use trainer::{StepMetrics, TrainSettings, Trainer};
+pub use trainer::{StepMetrics, Strategy, TrainSettings, Trainer};
 
 use std::path::PathBuf;
 

@@ -174,6 +174,160 @@ impl<B: AutodiffBackend> NamedMapper<B> for Step<'_, B> {
     }
 }
 
+/// The optimiser state of `strategy = "offload"` (ZeRO-Offload's design): f32 master weights
+/// and both moments in host memory, by parameter name. The device keeps only the weights in
+/// their dtype and the gradients; each step the gradients come to the host, CPU threads update
+/// the master weights, and the new weights go back.
+#[derive(Default)]
+pub struct HostAdam {
+    pub step: u64,
+    pub m: BTreeMap<String, Vec<f32>>,
+    pub v: BTreeMap<String, Vec<f32>>,
+    pub master: BTreeMap<String, Vec<f32>>,
+}
+
+/// [`adam_step`] with the state in host memory ([`HostAdam`]). Element for element the same
+/// f32 operations in the same order as the device path, so on the CPU the weights are the
+/// same bits.
+pub fn host_adam_step<B: AutodiffBackend, M: Module<B>>(
+    module: M,
+    grads: &mut NamedFlat<B::InnerBackend>,
+    state: &mut HostAdam,
+    config: AdamConfig,
+    lr: f64,
+    grad_scale: f64,
+) -> M {
+    state.step += 1;
+    let rule = Rule::new(config, lr, grad_scale, state.step);
+    let mut step = HostStep::<B> { grads, state, rule };
+    map_named(module, &mut step)
+}
+
+/// The per-element update with its scalars rounded to f32 as the backend rounds a scalar
+/// operand (`scalar as f32`).
+#[derive(Clone, Copy)]
+struct Rule {
+    scale: Option<f32>,
+    l2: Option<f32>,
+    decay: Option<f32>,
+    b1: f32,
+    c1: f32,
+    b2: f32,
+    c2: f32,
+    bias2_sqrt: f32,
+    eps: f32,
+    step_size: f32,
+}
+
+impl Rule {
+    fn new(c: AdamConfig, lr: f64, grad_scale: f64, t: u64) -> Rule {
+        let t = t as i32;
+        Rule {
+            scale: (grad_scale != 1.0).then_some(grad_scale as f32),
+            l2: (!c.decoupled && c.weight_decay != 0.0).then_some(c.weight_decay as f32),
+            decay: (c.decoupled && c.weight_decay != 0.0)
+                .then_some((1.0 - lr * c.weight_decay) as f32),
+            b1: c.beta1 as f32,
+            c1: (1.0 - c.beta1) as f32,
+            b2: c.beta2 as f32,
+            c2: (1.0 - c.beta2) as f32,
+            bias2_sqrt: (1.0 - c.beta2.powi(t)).sqrt() as f32,
+            eps: c.eps as f32,
+            step_size: (lr / (1.0 - c.beta1.powi(t))) as f32,
+        }
+    }
+
+    /// Updates `p`, `m`, `v` from `g` in place; `fresh`: the moments start here (step 1 of
+    /// this parameter), as `g * (1 - beta)` rather than `0 * beta + ...`, whose sign of zero
+    /// can differ.
+    fn apply(&self, g: &[f32], p: &mut [f32], m: &mut [f32], v: &mut [f32], fresh: bool) {
+        for i in 0..g.len() {
+            let mut gi = g[i];
+            if let Some(s) = self.scale {
+                gi *= s;
+            }
+            if let Some(wd) = self.l2 {
+                gi += p[i] * wd;
+            }
+            let (mi, vi) = match fresh {
+                true => (gi * self.c1, (gi * gi) * self.c2),
+                false => (
+                    m[i] * self.b1 + gi * self.c1,
+                    v[i] * self.b2 + (gi * gi) * self.c2,
+                ),
+            };
+            let mut pi = p[i];
+            if let Some(d) = self.decay {
+                pi *= d;
+            }
+            let denom = vi.sqrt() / self.bias2_sqrt + self.eps;
+            p[i] = pi - (mi / denom) * self.step_size;
+            m[i] = mi;
+            v[i] = vi;
+        }
+    }
+}
+
+struct HostStep<'a, B: AutodiffBackend> {
+    grads: &'a mut NamedFlat<B::InnerBackend>,
+    state: &'a mut HostAdam,
+    rule: Rule,
+}
+
+impl<B: AutodiffBackend> NamedMapper<B> for HostStep<'_, B> {
+    fn map_param<const D: usize>(
+        &mut self,
+        name: &str,
+        param: Param<Tensor<B, D>>,
+    ) -> Param<Tensor<B, D>> {
+        use rayon::prelude::*;
+        let Some(grad) = self.grads.remove(name) else {
+            return param;
+        };
+        let (id, tensor, mapper) = param.consume();
+        let (dtype, shape, device) = (tensor.dtype(), tensor.dims(), tensor.device());
+        let rule = self.rule;
+        let g = grad
+            .into_data()
+            .convert::<f32>()
+            .into_vec::<f32>()
+            .unwrap_or_default();
+        let mut p = match self.state.master.remove(name) {
+            Some(master) => master,
+            None => tensor
+                .inner()
+                .into_data()
+                .convert::<f32>()
+                .into_vec::<f32>()
+                .unwrap_or_default(),
+        };
+        let fresh = !self.state.m.contains_key(name);
+        let mut m = self
+            .state
+            .m
+            .remove(name)
+            .unwrap_or_else(|| vec![0.0; g.len()]);
+        let mut v = self
+            .state
+            .v
+            .remove(name)
+            .unwrap_or_else(|| vec![0.0; g.len()]);
+        // Element-wise, so how the threads split it changes nothing.
+        const CHUNK: usize = 1 << 16;
+        g.par_chunks(CHUNK)
+            .zip(p.par_chunks_mut(CHUNK))
+            .zip(m.par_chunks_mut(CHUNK))
+            .zip(v.par_chunks_mut(CHUNK))
+            .for_each(|(((g, p), m), v)| rule.apply(g, p, m, v, fresh));
+        let data = TensorData::new(p.clone(), shape);
+        let updated = Tensor::<B::InnerBackend, D>::from_data(data, &device).cast(dtype);
+        self.state.master.insert(name.to_string(), p);
+        self.state.m.insert(name.to_string(), m);
+        self.state.v.insert(name.to_string(), v);
+        Param::from_mapped_value(id, Tensor::from_inner(updated).require_grad(), mapper)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
 use burn::prelude::*;
+use burn::tensor::DType;
 use burn::tensor::backend::AutodiffBackend;
 
 /// A flattened host copy of a tensor: `(shape, f32 values)`.
@@ -190,18 +191,127 @@ pub fn accumulate_grads<B: AutodiffBackend, M: Module<B>>(
     visit_named(module, &mut Acc::<B> { grads, acc });
 }
 
-/// Global L2 norm of all gradients, as `torch.nn.utils.clip_grad_norm_` computes it.
+/// Global L2 norm of all gradients, as `torch.nn.utils.clip_grad_norm_` computes it. Each
+/// square sum is taken where its gradient is (under `zero1`, on the rank that owns it) and
+/// added up on the first gradient's device, in name order.
 pub fn global_norm<B: Backend>(grads: &NamedFlat<B>) -> f64 {
     let mut total: Option<Tensor<B, 1>> = None;
     for g in grads.values() {
         let sq = g.clone().square().sum(); // [1]
         total = Some(match total {
-            Some(t) => t + sq,
+            Some(t) => {
+                let device = t.device();
+                t + sq.to_device(&device)
+            }
             None => sq,
         });
     }
     match total {
         Some(t) => (t.into_scalar().elem::<f32>() as f64).sqrt(),
         None => 0.0,
+    }
+}
+
+/// Name, shape and dtype of every trainable parameter (one that takes a gradient), in the
+/// module's order: what the training state saves of the weights.
+pub fn trainable<B: Backend, M: Module<B>>(module: &M) -> Vec<(String, Vec<usize>, DType)> {
+    struct Collect(Vec<(String, Vec<usize>, DType)>);
+    impl<B: Backend> NamedVisitor<B> for Collect {
+        fn visit_param<const D: usize>(&mut self, name: &str, param: &Param<Tensor<B, D>>) {
+            if param.is_require_grad() {
+                let value = param.val();
+                self.0
+                    .push((name.to_string(), value.dims().to_vec(), value.dtype()));
+            }
+        }
+    }
+    let mut c = Collect(Vec::new());
+    visit_named(module, &mut c);
+    c.0
+}
+
+/// The little-endian bytes of parameter `name` in its dtype (one tensor on the host).
+pub fn param_bytes<B: Backend, M: Module<B>>(module: &M, name: &str) -> Option<Vec<u8>> {
+    struct Find<'a> {
+        name: &'a str,
+        found: Option<Vec<u8>>,
+    }
+    impl<B: Backend> NamedVisitor<B> for Find<'_> {
+        fn visit_param<const D: usize>(&mut self, name: &str, param: &Param<Tensor<B, D>>) {
+            if self.found.is_none() && name == self.name {
+                let value = param.val();
+                let dtype = value.dtype();
+                let data = value.into_data();
+                let data = match data.dtype == dtype {
+                    true => data,
+                    false => data.convert_dtype(dtype),
+                };
+                self.found = Some(data.as_bytes().to_vec());
+            }
+        }
+    }
+    let mut f = Find { name, found: None };
+    visit_named(module, &mut f);
+    f.found
+}
+
+/// Loads every trainable parameter of `module` from the state file's `param.<name>`, one
+/// tensor at a time, converting from the file's dtype to the parameter's.
+pub fn load_trainable<B: Backend, M: Module<B>>(
+    module: M,
+    reader: &mut super::state::Reader,
+) -> Result<M, super::TrainError> {
+    struct Load<'a> {
+        reader: &'a mut super::state::Reader,
+        error: Option<super::TrainError>,
+    }
+    impl<B: Backend> NamedMapper<B> for Load<'_> {
+        fn map_param<const D: usize>(
+            &mut self,
+            name: &str,
+            param: Param<Tensor<B, D>>,
+        ) -> Param<Tensor<B, D>> {
+            if !param.is_require_grad() || self.error.is_some() {
+                return param;
+            }
+            let key = format!("param.{name}");
+            let entry = self.reader.entry(&key).cloned();
+            let bytes = self.reader.bytes(&key);
+            let (id, tensor, mapper) = param.consume();
+            let dims = tensor.dims().to_vec();
+            let data = match (entry, bytes) {
+                (Some(e), Ok(Some(bytes))) if e.shape == dims => {
+                    TensorData::from_bytes_vec(bytes, e.shape, e.dtype)
+                }
+                (Some(e), Ok(Some(_))) => {
+                    self.error = Some(super::TrainError::State(format!(
+                        "{name}: shape {:?} in the state, {dims:?} in the model",
+                        e.shape
+                    )));
+                    return Param::from_mapped_value(id, tensor, mapper);
+                }
+                (_, Err(e)) => {
+                    self.error = Some(e);
+                    return Param::from_mapped_value(id, tensor, mapper);
+                }
+                _ => {
+                    self.error = Some(super::TrainError::State(format!(
+                        "the state has no {key}: it was saved for another model or adapter"
+                    )));
+                    return Param::from_mapped_value(id, tensor, mapper);
+                }
+            };
+            let new = Tensor::<B, D>::from_data(data, (&tensor.device(), tensor.dtype()));
+            Param::from_mapped_value(id, new.require_grad(), mapper)
+        }
+    }
+    let mut l = Load {
+        reader,
+        error: None,
+    };
+    let module = map_named(module, &mut l);
+    match l.error {
+        Some(e) => Err(e),
+        None => Ok(module),
     }
 }

@@ -1,25 +1,32 @@
 //! The training loop, nanoGPT-style: every setting in [`TrainSettings`], one optimiser step
 //! per call of [`Trainer::step`] (micro-batches → accumulated gradients → global-norm clip →
-//! Adam), and the whole state (trainable weights, moments, step) in one safetensors blob so a
-//! stage can save it every N steps and resume bit for bit after a `kill -9`.
+//! Adam), the optimiser state where the [`Strategy`] keeps it, and the whole state (trainable
+//! weights, moments, step) streamed into one safetensors file so a stage can save it and
+//! resume bit for bit after a `kill -9`.
 //!
 //! The data order is a function of `(seed, epoch)` (see [`super::data::epoch_order`]), so the
 //! step number is all the data-order state there is.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+use std::path::Path;
 use std::time::Instant;
 
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use serde::{Deserialize, Serialize};
 
+use burn::tensor::DType;
+
 use super::TrainError;
-use super::checkpoint::{StoreDtype, read_safetensors, safetensors_bytes};
 use super::data::{Batch, Example, LastBatch, epoch_order};
 use super::objective::{Normalization, Objective, target_log_probs};
-use super::optim::{AdamConfig, AdamState, adam_step};
-use super::params::{HostTensor, accumulate_grads, global_norm, load_values, named_values};
+use super::optim::{AdamConfig, AdamState, HostAdam, adam_step, host_adam_step};
+use super::params::{
+    HostTensor, NamedFlat, accumulate_grads, global_norm, load_trainable, param_bytes, trainable,
+};
 use super::schedule::Schedule;
+use super::state::{self, Entry, f32_bytes};
+use super::zero::Sharded;
 use crate::model::CausalLm;
 
 /// Every setting of a run, in one place.
@@ -81,13 +88,43 @@ pub struct StepMetrics {
     pub response_tokens: Option<u64>,
 }
 
+/// Where the optimiser state lives (the manifest's `train.strategy`).
+#[derive(Debug, Clone)]
+pub enum Strategy<D> {
+    /// Weights, gradients, master weights and moments on the trainer's device.
+    Single,
+    /// f32 master weights and moments in host memory, updated by CPU threads.
+    Offload,
+    /// Data parallel over these devices (rank 0 first, the trainer's own), each rank owning
+    /// the gradient sums, master weights and moments of a share of the parameters
+    /// ([`super::zero`]).
+    Zero1(Vec<D>),
+}
+
+impl<D> Strategy<D> {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Strategy::Single => "single",
+            Strategy::Offload => "offload",
+            Strategy::Zero1(_) => "zero1",
+        }
+    }
+}
+
+/// The optimiser state, where the strategy keeps it.
+enum Optim<B: AutodiffBackend> {
+    Device(AdamState<B::InnerBackend>),
+    Host(HostAdam),
+    Sharded(Box<Sharded<B>>),
+}
+
 pub struct Trainer<B: AutodiffBackend> {
     pub model: CausalLm<B>,
     pub settings: TrainSettings,
     examples: Vec<Example>,
     /// D_correct's weight sum, the denominator of `Normalization::Dataset`.
     dataset_weight: f32,
-    adam: AdamState<B::InnerBackend>,
+    optim: Optim<B>,
     /// Optimiser steps done.
     pub step: u64,
     device: B::Device,
@@ -126,10 +163,35 @@ impl<B: AutodiffBackend> Trainer<B> {
             settings,
             examples,
             dataset_weight,
-            adam: AdamState::default(),
+            optim: Optim::Device(AdamState::default()),
             step: 0,
             device,
         })
+    }
+
+    /// Keeps the optimiser state where `strategy` says; before the first step.
+    pub fn with_strategy(mut self, strategy: Strategy<B::Device>) -> Result<Self, TrainError> {
+        if self.step > 0 {
+            return Err(TrainError::State(
+                "the strategy is chosen before the first step".into(),
+            ));
+        }
+        self.optim = match strategy {
+            Strategy::Single => Optim::Device(AdamState::default()),
+            Strategy::Offload => Optim::Host(HostAdam::default()),
+            Strategy::Zero1(devices) => {
+                Optim::Sharded(Box::new(Sharded::new(&self.model, devices)?))
+            }
+        };
+        Ok(self)
+    }
+
+    pub fn strategy_name(&self) -> &'static str {
+        match &self.optim {
+            Optim::Device(_) => "single",
+            Optim::Host(_) => "offload",
+            Optim::Sharded(_) => "zero1",
+        }
     }
 
     pub fn is_done(&self) -> bool {
@@ -164,24 +226,31 @@ impl<B: AutodiffBackend> Trainer<B> {
         let denominators = s
             .normalization
             .denominators(&micro_sums, self.dataset_weight);
-        // LoRA dropout draws from the backend's generator: seeding it per step makes a
-        // resumed run draw what an uninterrupted one would.
-        B::seed(
-            &self.device,
-            s.seed ^ self.step.wrapping_mul(0x9E37_79B9_7F4A_7C15),
-        );
-        let mut grads = BTreeMap::new();
-        let (mut loss, mut tokens) = (0.0f64, 0usize);
-        for (micro, denominator) in micro_batches.into_iter().zip(denominators) {
-            let mb = Batch::<B>::new(micro, s.pad_id, &self.device);
-            tokens += mb.tokens;
-            let logits = self.model.forward(mb.inputs, mb.valid); // [b, t, vocab]
-            let log_probs = target_log_probs(logits, mb.targets); // [b, t]
-            let l = s.objective.loss(log_probs, mb.weights, denominator);
-            loss += l.clone().into_scalar().elem::<f32>() as f64;
-            let g = l.backward();
-            accumulate_grads(&self.model, &g, &mut grads);
-        }
+        let step_seed = s.seed ^ self.step.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let micro: Vec<(&[&Example], f32)> = micro_batches.into_iter().zip(denominators).collect();
+        let (mut grads, loss, tokens) = match &self.optim {
+            Optim::Sharded(sharded) => sharded.gradients(&self.model, s, &micro, step_seed),
+            _ => {
+                // LoRA dropout draws from the backend's generator: seeding it per step makes
+                // a resumed run draw what an uninterrupted one would.
+                B::seed(&self.device, step_seed);
+                let mut grads = BTreeMap::new();
+                let (mut loss, mut tokens) = (0.0f64, 0usize);
+                for (examples, denominator) in &micro {
+                    let (l, t) = micro_gradients(
+                        &self.model,
+                        s,
+                        examples,
+                        *denominator,
+                        &mut grads,
+                        &self.device,
+                    );
+                    loss += l;
+                    tokens += t;
+                }
+                (grads, loss, tokens)
+            }
+        };
         let grad_norm = global_norm(&grads);
         // torch.nn.utils.clip_grad_norm_: scale by max_norm / (norm + 1e-6) when above.
         let scale = match s.grad_clip > 0.0 {
@@ -189,8 +258,12 @@ impl<B: AutodiffBackend> Trainer<B> {
             false => 1.0,
         };
         let lr = s.schedule.lr(self.step);
-        let model = self.model.clone();
-        self.model = adam_step(model, &mut grads, &mut self.adam, s.adam, lr, scale);
+        let (adam, model) = (s.adam, self.model.clone());
+        self.model = match &mut self.optim {
+            Optim::Device(state) => adam_step(model, &mut grads, state, adam, lr, scale),
+            Optim::Host(state) => host_adam_step(model, &mut grads, state, adam, lr, scale),
+            Optim::Sharded(sharded) => sharded.update(model, grads, adam, lr, scale),
+        };
         let response: usize = batch.iter().map(|e| e.response_tokens).sum();
         let weighted: usize = batch.iter().map(|e| e.weighted_tokens).sum();
         self.step += 1;
@@ -207,67 +280,209 @@ impl<B: AutodiffBackend> Trainer<B> {
         }
     }
 
-    /// The trainable weights, Adam moments and step as safetensors bytes; `note` (the
-    /// caller's metrics log) is kept in the metadata so it is saved atomically with them.
-    pub fn state_bytes(&self, note: &str) -> Result<Vec<u8>, TrainError> {
-        let values = named_values(&self.model);
-        let mut tensors: BTreeMap<String, HostTensor> = BTreeMap::new();
-        for (name, m) in &self.adam.m {
-            let (Some(v), Some(p)) = (self.adam.v.get(name), values.get(name)) else {
-                return Err(TrainError::State(format!(
-                    "no moments or weight for {name}"
-                )));
-            };
-            tensors.insert(format!("param.{name}"), p.clone());
-            tensors.insert(format!("m.{name}"), host(m));
-            tensors.insert(format!("v.{name}"), host(v));
-            if let Some(master) = self.adam.master.get(name) {
-                tensors.insert(format!("master.{name}"), host(master));
+    /// Writes the resumable state to the safetensors file `path`, one tensor at a time
+    /// ([`super::state`]): the trainable weights in their dtype, and in f32 the Adam moments
+    /// and the master weights, wherever the strategy keeps them. `note` (the caller's metrics
+    /// log) goes into the metadata, so it is saved atomically with them. Returns the size.
+    pub fn save_state(&self, path: &Path, note: &str) -> Result<u64, TrainError> {
+        let mut entries: Vec<Entry> = trainable(&self.model)
+            .into_iter()
+            .map(|(name, shape, dtype)| Entry::new(format!("param.{name}"), dtype, shape))
+            .collect();
+        let moments = self.moments();
+        for (name, n, has_master) in &moments {
+            entries.push(Entry::new(format!("m.{name}"), DType::F32, vec![*n]));
+            entries.push(Entry::new(format!("v.{name}"), DType::F32, vec![*n]));
+            if *has_master {
+                entries.push(Entry::new(format!("master.{name}"), DType::F32, vec![*n]));
             }
         }
-        let mut meta = HashMap::new();
+        let mut meta = BTreeMap::new();
+        meta.insert("format".to_string(), STATE_FORMAT.to_string());
         meta.insert("step".to_string(), self.step.to_string());
-        meta.insert("adam_step".to_string(), self.adam.step.to_string());
+        meta.insert("adam_step".to_string(), self.adam_step().to_string());
+        meta.insert("strategy".to_string(), self.strategy_name().to_string());
         meta.insert("note".to_string(), note.to_string());
-        safetensors_bytes(&tensors, StoreDtype::F32, Some(meta))
+        state::write(path, &entries, &meta, |entry| {
+            let missing = || TrainError::State(format!("{} vanished while saving", entry.name));
+            let (kind, name) = entry.name.split_once('.').ok_or_else(missing)?;
+            match kind {
+                "param" => param_bytes(&self.model, name).ok_or_else(missing),
+                _ => self.moment_bytes(kind, name)?.ok_or_else(missing),
+            }
+        })
     }
 
-    /// Restores what [`Trainer::state_bytes`] saved; returns its `note`.
-    pub fn restore(&mut self, bytes: &[u8]) -> Result<String, TrainError> {
-        let (tensors, meta) = read_safetensors(bytes)?;
-        let number = |key: &str| -> Result<u64, TrainError> {
-            meta.get(key)
-                .and_then(|v| v.parse().ok())
-                .ok_or_else(|| TrainError::State(format!("metadata {key} missing")))
+    /// (name, elements, has an f32 master copy) of every parameter with optimiser state.
+    fn moments(&self) -> Vec<(String, usize, bool)> {
+        let device = |state: &AdamState<B::InnerBackend>| -> Vec<(String, usize, bool)> {
+            state
+                .m
+                .iter()
+                .map(|(name, m)| (name.clone(), m.dims()[0], state.master.contains_key(name)))
+                .collect()
         };
-        let mut params = BTreeMap::new();
-        let mut adam = AdamState {
-            step: number("adam_step")?,
-            ..AdamState::default()
+        let mut out = match &self.optim {
+            Optim::Device(state) => device(state),
+            Optim::Host(state) => state
+                .m
+                .iter()
+                .map(|(name, m)| (name.clone(), m.len(), state.master.contains_key(name)))
+                .collect(),
+            Optim::Sharded(sharded) => sharded.states.iter().flat_map(device).collect(),
         };
-        for (key, (shape, values)) in tensors {
-            let n = values.len();
-            let flat = || {
-                Tensor::<B::InnerBackend, 1>::from_data(
-                    TensorData::new(values.clone(), [n]),
-                    &self.device,
-                )
+        out.sort();
+        out
+    }
+
+    fn adam_step(&self) -> u64 {
+        match &self.optim {
+            Optim::Device(state) => state.step,
+            Optim::Host(state) => state.step,
+            Optim::Sharded(sharded) => sharded.states.first().map_or(0, |s| s.step),
+        }
+    }
+
+    /// f32 bytes of moment `kind` (`m`, `v`, `master`) of parameter `name`.
+    fn moment_bytes(&self, kind: &str, name: &str) -> Result<Option<Vec<u8>>, TrainError> {
+        let on_device = |state: &AdamState<B::InnerBackend>| {
+            let map = match kind {
+                "m" => &state.m,
+                "v" => &state.v,
+                _ => &state.master,
             };
-            if let Some(name) = key.strip_prefix("param.") {
-                params.insert(name.to_string(), (shape, values.clone()));
-            } else if let Some(name) = key.strip_prefix("m.") {
-                adam.m.insert(name.to_string(), flat());
-            } else if let Some(name) = key.strip_prefix("v.") {
-                adam.v.insert(name.to_string(), flat());
-            } else if let Some(name) = key.strip_prefix("master.") {
-                adam.master.insert(name.to_string(), flat());
+            map.get(name).map(|t| f32_bytes(&host(t).1))
+        };
+        Ok(match &self.optim {
+            Optim::Device(state) => on_device(state),
+            Optim::Sharded(sharded) => sharded.state_of(name).and_then(on_device),
+            Optim::Host(state) => {
+                let map = match kind {
+                    "m" => &state.m,
+                    "v" => &state.v,
+                    _ => &state.master,
+                };
+                map.get(name).map(|values| f32_bytes(values))
+            }
+        })
+    }
+
+    /// Restores what [`Trainer::save_state`] wrote (under any strategy: the file does not
+    /// depend on it), reading one tensor at a time; returns its `note`.
+    pub fn restore_state(&mut self, path: &Path) -> Result<String, TrainError> {
+        let mut reader = state::Reader::open(path)?;
+        let number = |key: &str| -> Result<u64, TrainError> {
+            reader
+                .metadata
+                .get(key)
+                .and_then(|v| v.parse().ok())
+                .ok_or_else(|| {
+                    TrainError::State(format!("{}: metadata {key} missing", path.display()))
+                })
+        };
+        let (step, adam_step) = (number("step")?, number("adam_step")?);
+        let note = reader.metadata.get("note").cloned().unwrap_or_default();
+        let model = load_trainable(self.model.clone(), &mut reader)?;
+        let names: Vec<String> = reader
+            .entries()
+            .filter_map(|e| e.name.strip_prefix("m.").map(str::to_string))
+            .collect();
+        let flat = |values: Vec<f32>, device: &B::Device| {
+            let n = values.len();
+            Tensor::<B::InnerBackend, 1>::from_data(TensorData::new(values, [n]), device)
+        };
+        let mut read = |kind: &str, name: &str| -> Result<Option<Vec<f32>>, TrainError> {
+            reader.f32s(&format!("{kind}.{name}"))
+        };
+        match &mut self.optim {
+            Optim::Device(state) => {
+                *state = AdamState {
+                    step: adam_step,
+                    ..AdamState::default()
+                };
+                for name in &names {
+                    for kind in ["m", "v", "master"] {
+                        if let Some(values) = read(kind, name)? {
+                            moment_map(state, kind)
+                                .insert(name.clone(), flat(values, &self.device));
+                        }
+                    }
+                }
+            }
+            Optim::Host(state) => {
+                *state = HostAdam {
+                    step: adam_step,
+                    ..HostAdam::default()
+                };
+                for name in &names {
+                    for kind in ["m", "v", "master"] {
+                        if let Some(values) = read(kind, name)? {
+                            let map = match kind {
+                                "m" => &mut state.m,
+                                "v" => &mut state.v,
+                                _ => &mut state.master,
+                            };
+                            map.insert(name.clone(), values);
+                        }
+                    }
+                }
+            }
+            Optim::Sharded(sharded) => {
+                sharded.reset(adam_step);
+                for name in &names {
+                    let rank = sharded.owner_of(name).ok_or_else(|| {
+                        TrainError::State(format!(
+                            "{}: state for {name}, which is not a trainable parameter",
+                            path.display()
+                        ))
+                    })?;
+                    let device = sharded.devices[rank].clone();
+                    for kind in ["m", "v", "master"] {
+                        if let Some(values) = read(kind, name)? {
+                            let t = flat(values, &device);
+                            moment_map(&mut sharded.states[rank], kind).insert(name.clone(), t);
+                        }
+                    }
+                }
+                sharded.broadcast_from(&model);
             }
         }
-        self.model = load_values(self.model.clone(), &params).map_err(TrainError::State)?;
-        self.adam = adam;
-        self.step = number("step")?;
-        Ok(meta.get("note").cloned().unwrap_or_default())
+        self.model = model;
+        self.step = step;
+        Ok(note)
     }
+}
+
+/// The version of the state file's layout, in its metadata.
+const STATE_FORMAT: &str = "cft-train-state-2";
+
+fn moment_map<'a, B: Backend>(state: &'a mut AdamState<B>, kind: &str) -> &'a mut NamedFlat<B> {
+    match kind {
+        "m" => &mut state.m,
+        "v" => &mut state.v,
+        _ => &mut state.master,
+    }
+}
+
+/// One micro-batch's forward and backward on `model`, its gradients added into `grads` by
+/// name; returns its loss and token count.
+pub(crate) fn micro_gradients<B: AutodiffBackend>(
+    model: &CausalLm<B>,
+    s: &TrainSettings,
+    examples: &[&Example],
+    denominator: f32,
+    grads: &mut NamedFlat<B::InnerBackend>,
+    device: &B::Device,
+) -> (f64, usize) {
+    let mb = Batch::<B>::new(examples, s.pad_id, device);
+    let tokens = mb.tokens;
+    let logits = model.forward(mb.inputs, mb.valid); // [b, t, vocab]
+    let log_probs = target_log_probs(logits, mb.targets); // [b, t]
+    let l = s.objective.loss(log_probs, mb.weights, denominator);
+    let loss = l.clone().into_scalar().elem::<f32>() as f64;
+    let g = l.backward();
+    accumulate_grads(model, &g, grads);
+    (loss, tokens)
 }
 
 fn host<B: Backend>(t: &Tensor<B, 1>) -> HostTensor {
