@@ -13,6 +13,7 @@ fn engine_options(max_batch: usize, top: usize) -> EngineOptions {
         max_batch,
         top_alternatives: top,
         prefill_rows: 2,
+        select_on_device: None,
     }
 }
 
@@ -163,6 +164,68 @@ fn branches_from_a_prefix_state_match_full_recomputation() {
             let tokens: Vec<Vec<u32>> = out.into_iter().map(|c| c.tokens).collect();
             assert_eq!(tokens, expected, "{family}, max_batch {max_batch}");
         }
+    }
+}
+
+/// Selecting on the device (the alternatives and a sampled row's top_k candidates by
+/// reductions, only they read back) picks what the host path picks from whole rows: the same
+/// tokens, log-probabilities and alternatives, greedy and sampled, for the same seeds.
+#[test]
+fn selecting_on_the_device_picks_what_the_host_path_picks() {
+    for family in ["qwen2", "llama"] {
+        let model = load(family);
+        let r = reference(family);
+        // Rows with a top_k first, so the first batches read only their candidates; then
+        // rows that read whole distributions (no top_k), mixed with greedy ones.
+        let settings = [(5, 1.0), (40, 0.9), (0, 1.0), (0, 0.8)];
+        let requests = || {
+            let mut out = Vec::new();
+            for (j, (top_k, top_p)) in settings.into_iter().enumerate() {
+                for (i, prompt) in r.prompts.iter().enumerate() {
+                    let mut q = Request::<B>::greedy(prompt.clone(), 12);
+                    if j < 2 || i % 2 == 1 {
+                        q.decoding = Decoding::Sample {
+                            temperature: 0.9,
+                            top_p,
+                            top_k,
+                            seed: (i * 10 + j) as u64,
+                        };
+                    }
+                    out.push(q);
+                }
+            }
+            out
+        };
+        let run = |device: bool| {
+            let options = EngineOptions {
+                select_on_device: Some(device),
+                ..engine_options(5, 4)
+            };
+            Engine::new(&model.lm, options)
+                .generate(requests())
+                .unwrap()
+        };
+        let (host, device) = (run(false), run(true));
+        assert_eq!(host.len(), device.len());
+        let mut sampled_differently = 0;
+        for (i, (h, d)) in host.iter().zip(&device).enumerate() {
+            assert_eq!(h.tokens, d.tokens, "{family} request {i}: tokens");
+            assert_eq!(
+                h.logprobs, d.logprobs,
+                "{family} request {i}: log-probabilities"
+            );
+            assert_eq!(
+                h.alternatives, d.alternatives,
+                "{family} request {i}: alternatives"
+            );
+            let prompt = i % r.prompts.len();
+            sampled_differently +=
+                usize::from(h.tokens[..] != r.greedy_single[prompt][..h.tokens.len()]);
+        }
+        assert!(
+            sampled_differently > 0,
+            "{family}: sampling never left the greedy path"
+        );
     }
 }
 

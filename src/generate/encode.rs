@@ -104,7 +104,7 @@ pub fn score<B: Backend>(
         tx = tx.register(logp.clone().narrow(0, 0, t - 1).gather(1, next)); // [t-1, 1]
     }
     if k > 0 {
-        let (top_lp, top_ids) = logp.topk_with_indices(k, 1);
+        let (top_lp, top_ids) = super::topk::select(logp, k, super::topk::on_device::<B>());
         tx = tx.register(top_lp.exp()).register(top_ids);
     }
     if with_logits {

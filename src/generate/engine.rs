@@ -13,7 +13,7 @@ use burn::prelude::*;
 use burn::tensor::Transaction;
 use burn::tensor::activation::log_softmax;
 
-use super::sampling::{Decoding, SplitMix64, sample_from_logprobs};
+use super::sampling::{Decoding, SplitMix64, sample_from_candidates, sample_from_logprobs};
 use super::state::{BatchState, SequenceState, stack_prefixes, valid_tensor};
 use super::{GenerateError, ReadBack};
 use crate::model::kernels::assign_block;
@@ -77,6 +77,9 @@ pub struct EngineOptions {
     pub top_alternatives: usize,
     /// Most new requests prefilled in one forward pass.
     pub prefill_rows: usize,
+    /// Take the alternatives and the sampling candidates on the device ([`super::topk`]) and
+    /// read back only them; `None`: on every backend but the CPU one.
+    pub select_on_device: Option<bool>,
 }
 
 impl Default for EngineOptions {
@@ -85,6 +88,7 @@ impl Default for EngineOptions {
             max_batch: 64,
             top_alternatives: 0,
             prefill_rows: 16,
+            select_on_device: None,
         }
     }
 }
@@ -370,29 +374,55 @@ impl<'m, B: Backend> Engine<'m, B> {
     ) -> Result<Vec<Pick>, GenerateError> {
         let [b, vocab] = logits.dims();
         let k = self.options.top_alternatives.min(vocab);
+        let on_device = self
+            .options
+            .select_on_device
+            .unwrap_or_else(super::topk::on_device::<B>);
         let logp = log_softmax(logits, 1); // [b, vocab]
         let (best_lp, best) = logp.clone().max_dim_with_indices(1); // [b, 1]
         let mut tx = Transaction::default().register(best_lp).register(best);
         if k > 0 {
-            let (top_lp, top_ids) = logp.clone().topk_with_indices(k, 1); // [b, k]
+            let (top_lp, top_ids) = super::topk::select(logp.clone(), k, on_device); // [b, k]
             tx = tx.register(top_lp.exp()).register(top_ids);
         }
         let sampled: Vec<usize> = (0..b)
             .filter(|&r| !rows[r].done && !rows[r].decoding.is_greedy())
             .collect();
+        // A sampled row reads its `top_k` most likely tokens when it has a `top_k` and the
+        // device selects them (all a top-k draw reads); otherwise its whole distribution.
+        let head = match on_device {
+            true => sampled
+                .iter()
+                .map(|&r| match rows[r].decoding {
+                    Decoding::Sample { top_k, .. } if top_k > 0 => top_k.min(vocab),
+                    _ => vocab,
+                })
+                .max()
+                .filter(|&h| h < vocab),
+            false => None,
+        };
         if !sampled.is_empty() {
             let idx: Vec<i32> = sampled.iter().map(|&r| r as i32).collect();
             let idx = Tensor::<B, 1, Int>::from_data(TensorData::new(idx, [sampled.len()]), device);
-            tx = tx.register(logp.select(0, idx));
+            let rows_lp = logp.select(0, idx);
+            match head {
+                Some(h) => {
+                    let (lp, ids) = super::topk::top_k(rows_lp, h); // [sampled, h]
+                    tx = tx.register(lp).register(ids);
+                }
+                None => tx = tx.register(rows_lp),
+            }
         }
         let mut data = ReadBack::execute(tx)?;
         let best_lp = data.f32s()?;
         let best = data.i64s()?;
         let (top_p, top_ids) = data.top(k)?;
-        let full = match sampled.is_empty() {
-            true => Vec::new(),
-            false => data.f32s()?,
+        let (full, head_ids) = match (sampled.is_empty(), head) {
+            (true, _) => (Vec::new(), Vec::new()),
+            (false, None) => (data.f32s()?, Vec::new()),
+            (false, Some(_)) => (data.f32s()?, data.i64s()?),
         };
+        let width = head.unwrap_or(vocab);
 
         let mut picks = Vec::with_capacity(b);
         let mut sampled_row = 0;
@@ -416,11 +446,33 @@ impl<'m, B: Backend> Engine<'m, B> {
                     top_k,
                     ..
                 } => {
-                    let lp = &full[sampled_row * vocab..(sampled_row + 1) * vocab];
+                    let span = sampled_row * width..(sampled_row + 1) * width;
                     sampled_row += 1;
                     let u = row.rng.next_f64();
-                    let token = sample_from_logprobs(lp, temperature, top_k, top_p, u);
-                    (token, lp[token as usize])
+                    match head {
+                        None => {
+                            let lp = &full[span];
+                            let token = sample_from_logprobs(lp, temperature, top_k, top_p, u);
+                            (token, lp[token as usize])
+                        }
+                        Some(_) => {
+                            // This row's own top_k of the head (the head is its top_k or more).
+                            let ids = &head_ids[span.clone()];
+                            let lps = &full[span];
+                            let n = top_k.min(width);
+                            let candidates = ids[..n]
+                                .iter()
+                                .map(|&i| i as u32)
+                                .zip(lps[..n].iter().copied());
+                            let token =
+                                sample_from_candidates(candidates, temperature, top_k, top_p, u);
+                            let lp = ids
+                                .iter()
+                                .position(|&i| i as u32 == token)
+                                .map_or(f32::NEG_INFINITY, |j| lps[j]);
+                            (token, lp)
+                        }
+                    }
                 }
             };
             picks.push(Pick {

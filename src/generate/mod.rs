@@ -18,6 +18,7 @@ pub mod engine;
 pub mod naive;
 pub mod sampling;
 pub mod state;
+pub mod topk;
 
 pub use encode::{Encoded, PositionScore, encode, score};
 pub use ending::Ending;

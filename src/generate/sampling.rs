@@ -81,16 +81,28 @@ pub fn sample_from_logprobs(
     top_p: f32,
     u: f64,
 ) -> u32 {
+    let ids = (0u32..).zip(logprobs.iter().copied());
+    sample_from_candidates(ids, temperature, top_k, top_p, u)
+}
+
+/// [`sample_from_logprobs`] given only some of the row's `(id, log-probability)` pairs. With
+/// `top_k > 0` the row's `top_k` most likely tokens (in any order) are all it reads, so a
+/// device that computed them sends those alone and the pick is the same.
+pub fn sample_from_candidates(
+    logprobs: impl Iterator<Item = (u32, f32)>,
+    temperature: f32,
+    top_k: usize,
+    top_p: f32,
+    u: f64,
+) -> u32 {
     // 1. temperature-scaled weights, stable against overflow
-    let scaled: Vec<f64> = logprobs
-        .iter()
-        .map(|&l| l as f64 / temperature as f64)
+    let scaled: Vec<(u32, f64)> = logprobs
+        .map(|(id, l)| (id, l as f64 / temperature as f64))
         .collect();
-    let max = scaled.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let max = scaled.iter().map(|c| c.1).fold(f64::NEG_INFINITY, f64::max);
     let mut candidates: Vec<(u32, f64)> = scaled
-        .iter()
-        .enumerate()
-        .map(|(id, &s)| (id as u32, (s - max).exp()))
+        .into_iter()
+        .map(|(id, s)| (id, (s - max).exp()))
         .filter(|&(_, w)| w > 0.0)
         .collect();
     // 2. most likely first, ties by id
