@@ -405,27 +405,36 @@ fn ctrl_c_stops_after_the_current_item_and_the_run_resumes() {
     assert_eq!(support::results(&cache), reference);
 }
 
-/// Counts how many stages run at once and on which device, holding each for a while.
+/// Counts how many stages run at once and on which devices, holding each for a while.
 struct Overlap {
-    running: Mutex<Vec<(String, cft::exec::Device)>>,
+    running: Mutex<Vec<(String, Vec<cft::exec::Device>)>>,
     peak: std::sync::atomic::AtomicUsize,
     clashes: Mutex<Vec<String>>,
+    /// Each stage's devices, by label.
+    held: Mutex<Vec<(String, String)>>,
 }
 
 impl StageImpl for &'static Overlap {
     fn run(&self, ctx: &mut StageCtx<'_>) -> Result<StageOutput, StageError> {
-        let me = (ctx.spec.label.clone(), ctx.device());
+        let me = (ctx.spec.label.clone(), ctx.devices().all().to_vec());
+        self.held
+            .lock()
+            .unwrap()
+            .push((me.0.clone(), ctx.devices().to_string()));
         {
             let mut running = self.running.lock().unwrap();
-            if ctx.spec.kind.uses_model()
-                && let Some(other) = running
+            for (other, devices) in running.iter() {
+                let shared = devices
                     .iter()
-                    .find(|(_, d)| *d == me.1 && *d != cft::exec::Device::Cpu)
-            {
-                self.clashes
-                    .lock()
-                    .unwrap()
-                    .push(format!("{} and {} on {:?}", me.0, other.0, me.1));
+                    .find(|d| me.1.contains(d) && **d != cft::exec::Device::Cpu);
+                if ctx.spec.kind.uses_model()
+                    && let Some(d) = shared
+                {
+                    self.clashes
+                        .lock()
+                        .unwrap()
+                        .push(format!("{} and {other} on {d:?}", me.0));
+                }
             }
             running.push(me.clone());
             self.peak.fetch_max(running.len(), Ordering::SeqCst);
@@ -468,18 +477,30 @@ fn wide() -> plan::Plan {
 }
 
 fn run_wide(jobs: usize, devices: Vec<cft::exec::Device>) -> &'static Overlap {
+    let (overlap, summary) = run_overlap(&wide(), jobs, devices);
+    assert_eq!((summary.ran, summary.failed.len()), (9, 0));
+    overlap
+}
+
+fn run_overlap(
+    plan: &plan::Plan,
+    jobs: usize,
+    devices: Vec<cft::exec::Device>,
+) -> (&'static Overlap, exec::Summary) {
     let overlap: &'static Overlap = Box::leak(Box::new(Overlap {
         running: Mutex::new(Vec::new()),
         peak: Default::default(),
         clashes: Mutex::new(Vec::new()),
+        held: Mutex::new(Vec::new()),
     }));
     let mut registry = Registry::default();
     registry.register(support::SLOW, overlap);
     registry.register(support::ECHO, overlap);
+    registry.register(cft::contract::Kind::Train, overlap);
     let dir = tempfile::tempdir().unwrap();
     let cache = Cache::open(dir.path(), "test").unwrap();
     let summary = exec::run(
-        &wide(),
+        plan,
         &cache,
         &Launcher::Threads(&registry),
         &cft::exec::NoEvents,
@@ -491,8 +512,7 @@ fn run_wide(jobs: usize, devices: Vec<cft::exec::Device>) -> &'static Overlap {
         },
     )
     .unwrap();
-    assert_eq!((summary.ran, summary.failed.len()), (9, 0));
-    overlap
+    (overlap, summary)
 }
 
 #[test]
@@ -520,6 +540,57 @@ fn a_device_is_held_by_one_model_stage_at_a_time_and_cpu_stages_need_none() {
     assert!(o.clashes.lock().unwrap().is_empty(), "{:?}", o.clashes);
     let peak = o.peak.load(Ordering::SeqCst);
     assert!((3..=4).contains(&peak), "peak {peak}");
+}
+
+/// Two `zero1` trainings over 2 GPUs each and three one-GPU stages on a pool of four GPUs:
+/// each training's worker holds two devices, no device is ever held twice, and a training
+/// asking for more GPUs than the pool has fails at once, saying so, instead of waiting.
+#[test]
+fn a_zero1_training_holds_its_gpus_and_asking_for_too_many_fails() {
+    use cft::exec::Device::Cuda;
+    let mut plan = plan::Plan::default();
+    let zero1 = |i: usize, gpus: u64| {
+        StageSpec::new(
+            "test",
+            cft::contract::Kind::Train,
+            cft::contract::Kind::Train.version(),
+            format!("train{i}"),
+            serde_json::json!({"i": i}),
+            vec![],
+            serde_json::json!({"strategy": "zero1", "gpus": gpus}),
+        )
+    };
+    for i in 0..2 {
+        plan.add(zero1(i, 2));
+    }
+    for i in 0..3 {
+        plan.add(StageSpec::new(
+            "test",
+            support::SLOW,
+            1,
+            format!("model{i}"),
+            serde_json::json!({"i": i}),
+            vec![],
+            serde_json::json!({}),
+        ));
+    }
+    let (o, summary) = run_overlap(&plan, 4, vec![Cuda(0), Cuda(1), Cuda(2), Cuda(3)]);
+    assert_eq!((summary.ran, summary.failed.len()), (5, 0));
+    assert!(o.clashes.lock().unwrap().is_empty(), "{:?}", o.clashes);
+    for (label, devices) in o.held.lock().unwrap().iter() {
+        let want = if label.starts_with("train") { 2 } else { 1 };
+        assert_eq!(devices.split(',').count(), want, "{label} held {devices}");
+    }
+
+    let mut greedy = plan::Plan::default();
+    greedy.add(zero1(9, 8));
+    let (_, summary) = run_overlap(&greedy, 2, vec![Cuda(0), Cuda(1)]);
+    let (label, error, _) = &summary.failed[0];
+    assert_eq!(label, "train9");
+    assert!(
+        error.contains("8 GPUs") && error.contains("--devices gives 2"),
+        "{error}"
+    );
 }
 
 #[test]

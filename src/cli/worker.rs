@@ -12,16 +12,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use cft::cache::Files;
 use cft::exec::{NoEvents, WorkerEnd, run_group};
-use cft::stages::Device;
+use cft::stages::Devices;
 
 #[derive(clap::Args, Debug)]
 pub struct WorkerArgs {
     /// The stages to run, by key, in this order.
     #[arg(required = true)]
     pub keys: Vec<String>,
-    /// Where model stages run.
-    #[arg(long, default_value = "cpu", value_name = "cpu|cuda[:N]")]
-    pub device: Device,
+    /// Where model stages run: the devices the worker holds (`cuda:0,cuda:1` for a stage
+    /// spread over GPUs; the others use the first).
+    #[arg(long, default_value = "cpu", value_name = "cpu|cuda[:N][,cuda:M...]")]
+    pub device: Devices,
     /// Threads for the CPU backend's pool (the coordinator passes each worker its share).
     #[arg(long)]
     pub threads: Option<usize>,
@@ -66,7 +67,7 @@ pub fn run(cache: &Path, args: WorkerArgs) -> anyhow::Result<ExitCode> {
     let registry = cft::stages::registry();
     cft::stages::annotate::share_model_loads(args.keys.len() > 1);
     let mut code = ExitCode::SUCCESS;
-    for (key, end) in run_group(&files, &args.keys, &registry, args.device, stop, &NoEvents) {
+    for (key, end) in run_group(&files, &args.keys, &registry, &args.device, stop, &NoEvents) {
         match end? {
             WorkerEnd::Finished | WorkerEnd::Gone => {}
             // The coordinator reads the sentinel; this line is for the job's log.

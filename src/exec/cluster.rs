@@ -332,7 +332,9 @@ impl Coordinator<'_, '_> {
             let Some(kind) = keys.first().and_then(|k| self.spec(k)).map(|s| s.kind) else {
                 continue;
             };
-            let device = self.slurm().map_or(super::Device::Cpu, |l| l.device(kind));
+            let device = self
+                .slurm()
+                .map_or(super::Devices::default(), |l| l.devices(kind));
             for k in &keys {
                 self.waiting.remove(k);
                 let items = self.cache.files().work(k).item_count();

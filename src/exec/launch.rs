@@ -12,7 +12,7 @@ use crate::cache::work::Task;
 use crate::cache::{CacheError, RecordStatus, Store};
 use crate::contract::Fault;
 use crate::plan::StageSpec;
-use crate::stages::{Device, Registry};
+use crate::stages::{Device, Devices, Registry};
 
 impl<'p, 'c> Coordinator<'p, 'c> {
     /// The first waiting stage whose inputs are all done, skipping (with their dependents)
@@ -70,11 +70,29 @@ impl<'p, 'c> Coordinator<'p, 'c> {
             return Ok(());
         }
         let free_devices = self.free_devices();
-        let ready: Vec<&'p StageSpec> = self
-            .ready(usize::MAX)
-            .into_iter()
-            .filter(|s| !s.kind.uses_model() || free_devices > 0)
-            .collect();
+        let mut ready: Vec<&'p StageSpec> = Vec::new();
+        for s in self.ready(usize::MAX) {
+            if !s.kind.uses_model() {
+                ready.push(s);
+                continue;
+            }
+            let wanted = self.devices_wanted(s);
+            let pool = self.pool_size();
+            if wanted > pool && !matches!(self.launcher, Launcher::Slurm(_)) {
+                // Never startable here: say so instead of waiting forever.
+                self.waiting.remove(&s.key);
+                let work = self.cache.files().work(&s.key);
+                let error = format!(
+                    "strategy = \"zero1\" over {wanted} GPUs, but --devices gives {pool}: \
+                     give more (--devices cuda:0,cuda:1,...) or lower `gpus` in [train]"
+                );
+                self.fail(s, &work, error, Fault::Input)?;
+                continue;
+            }
+            if free_devices >= wanted {
+                ready.push(s);
+            }
+        }
         let items: Vec<group::Ready<'_>> = ready
             .iter()
             .map(|s| group::Ready {
@@ -91,14 +109,14 @@ impl<'p, 'c> Coordinator<'p, 'c> {
                 continue;
             };
             let device = if let Launcher::Slurm(l) = self.launcher {
-                l.device(first.kind)
+                l.devices(first.kind)
             } else if first.kind.uses_model() {
-                match self.take_device() {
+                match self.take_devices(self.devices_wanted(first)) {
                     Some(d) => d,
                     None => continue,
                 }
             } else {
-                Device::Cpu
+                Devices::one(Device::Cpu)
             };
             self.start_unit(scope, tx, keys, device, threads)?;
         }
@@ -134,21 +152,53 @@ impl<'p, 'c> Coordinator<'p, 'c> {
             .count()
     }
 
-    pub(super) fn take_device(&mut self) -> Option<Device> {
-        if self.options.devices.is_empty() {
-            return Some(Device::Cpu);
+    /// How many devices stage `spec` holds: a `zero1` training its `gpus` (all the pool's
+    /// GPUs when unset), every other model stage one.
+    pub(super) fn devices_wanted(&self, spec: &StageSpec) -> usize {
+        let zero1 = spec.kind == crate::contract::Kind::Train
+            && spec.bindings.get("strategy").and_then(|v| v.as_str()) == Some("zero1");
+        if !zero1 || self.cpu_pool() {
+            return 1;
         }
-        for d in &self.options.devices {
-            match d {
-                Device::Cpu => return Some(Device::Cpu),
-                Device::Cuda(n) if !self.busy.contains(n) => {
-                    self.busy.insert(*n);
-                    return Some(*d);
-                }
-                Device::Cuda(_) => {}
-            }
+        match spec.bindings.get("gpus").and_then(|v| v.as_u64()) {
+            Some(n) => (n as usize).max(1),
+            None => self.pool_size().max(1),
         }
-        None
+    }
+
+    /// Whether model stages run on the (shared) CPU.
+    fn cpu_pool(&self) -> bool {
+        self.options.devices.is_empty() || self.options.devices.contains(&Device::Cpu)
+    }
+
+    /// How many devices the pool has (the CPU counts as one).
+    fn pool_size(&self) -> usize {
+        match self.cpu_pool() {
+            true => 1,
+            false => self.options.devices.len(),
+        }
+    }
+
+    /// `n` free devices of the pool, now held (the CPU, shared, whatever `n`); `None` when
+    /// fewer are free.
+    pub(super) fn take_devices(&mut self, n: usize) -> Option<Devices> {
+        if self.cpu_pool() {
+            return Some(Devices::one(Device::Cpu));
+        }
+        let free: Vec<Device> = self
+            .options
+            .devices
+            .iter()
+            .filter(|d| matches!(d, Device::Cuda(k) if !self.busy.contains(k)))
+            .take(n)
+            .copied()
+            .collect();
+        if free.len() < n {
+            return None;
+        }
+        let devices = Devices::new(free)?;
+        self.busy.extend(devices.cuda());
+        Some(devices)
     }
 
     /// Writes each stage's task and running record, and starts its worker.
@@ -157,7 +207,7 @@ impl<'p, 'c> Coordinator<'p, 'c> {
         scope: &'s std::thread::Scope<'s, '_>,
         tx: &mpsc::Sender<(usize, Ended)>,
         keys: Vec<String>,
-        device: Device,
+        device: Devices,
         threads: usize,
     ) -> Result<(), ExecError>
     where
@@ -177,7 +227,7 @@ impl<'p, 'c> Coordinator<'p, 'c> {
             prepared.push(key.clone());
         }
         if prepared.is_empty() {
-            if let Device::Cuda(n) = device {
+            for n in device.cuda() {
                 self.busy.remove(&n);
             }
             return Ok(());
@@ -199,8 +249,9 @@ impl<'p, 'c> Coordinator<'p, 'c> {
                 let (stop, events): (&'s AtomicBool, &'s dyn Events) = (self.stop, self.events);
                 let members = prepared.clone();
                 let tx = tx.clone();
+                let devices = device.clone();
                 scope.spawn(move || {
-                    let ends = run_group(files, &members, registry, device, stop, events)
+                    let ends = run_group(files, &members, registry, &devices, stop, events)
                         .into_iter()
                         .map(|(k, end)| (k, end.map_err(|e| e.to_string())))
                         .collect();
@@ -209,7 +260,7 @@ impl<'p, 'c> Coordinator<'p, 'c> {
                 (std::process::id(), false)
             }
             Launcher::Processes { exe } => {
-                match spawn(exe, files.root(), &prepared, device, threads) {
+                match spawn(exe, files.root(), &prepared, &device, threads) {
                     Ok(mut child) => {
                         let pid = child.id();
                         let tx = tx.clone();
@@ -228,7 +279,7 @@ impl<'p, 'c> Coordinator<'p, 'c> {
                                 self.fail(spec, &work, error, Fault::Defect)?;
                             }
                         }
-                        if let Device::Cuda(n) = device {
+                        for n in device.cuda() {
                             self.busy.remove(&n);
                         }
                         return Ok(());
@@ -302,7 +353,7 @@ fn spawn(
     exe: &std::path::Path,
     root: &std::path::Path,
     keys: &[String],
-    device: Device,
+    device: &Devices,
     threads: usize,
 ) -> std::io::Result<Child> {
     use std::os::unix::process::CommandExt;

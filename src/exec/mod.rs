@@ -33,7 +33,7 @@ use crate::plan::{Plan, StageSpec, Status, statuses};
 pub use worker::{WorkerEnd, run_group};
 
 pub use crate::stages::{
-    Device, Output, Progress, Registry, StageCtx, StageError, StageImpl, StageOutput,
+    Device, Devices, Output, Progress, Registry, StageCtx, StageError, StageImpl, StageOutput,
 };
 
 /// How one stage ended.
@@ -54,7 +54,7 @@ pub struct Begin {
     /// It resumes from items an earlier worker saved (or continues in a worker an earlier
     /// coordinator started).
     pub resumed: bool,
-    pub device: Device,
+    pub device: Devices,
     /// The worker's process id.
     pub pid: u32,
 }
@@ -211,7 +211,7 @@ enum Ended {
 struct Unit {
     keys: Vec<String>,
     pending: Vec<String>,
-    device: Device,
+    device: Devices,
     pid: u32,
     is_process: bool,
     /// The Slurm job running it.
@@ -322,10 +322,10 @@ impl<'p, 'c> Coordinator<'p, 'c> {
             if work.lease_holder().is_some() {
                 self.waiting.remove(&spec.key);
                 self.orphans.push(spec.key.clone());
-                self.announce(spec, true, Device::Cpu, 0);
+                self.announce(spec, true, Devices::default(), 0);
             } else if let Some(sentinel) = work.sentinel()? {
                 self.waiting.remove(&spec.key);
-                self.announce(spec, true, Device::Cpu, 0);
+                self.announce(spec, true, Devices::default(), 0);
                 self.ingest(spec, &work, sentinel, None)?;
             }
         }
@@ -366,8 +366,12 @@ impl<'p, 'c> Coordinator<'p, 'c> {
             let Some(unit) = self.units.get(&id) else {
                 continue;
             };
-            let (pending, device, pid, is_process) =
-                (unit.pending.clone(), unit.device, unit.pid, unit.is_process);
+            let (pending, device, pid, is_process) = (
+                unit.pending.clone(),
+                unit.device.clone(),
+                unit.pid,
+                unit.is_process,
+            );
             for key in pending {
                 let Some(spec) = self.spec(&key) else {
                     continue;
@@ -375,7 +379,7 @@ impl<'p, 'c> Coordinator<'p, 'c> {
                 let work = self.cache.files().work(&key);
                 if let Some(sentinel) = work.sentinel()? {
                     if !self.begun.contains_key(&key) {
-                        self.announce(spec, false, device, pid);
+                        self.announce(spec, false, device.clone(), pid);
                     }
                     self.ingest(spec, &work, sentinel, Some(pid))?;
                     if let Some(unit) = self.units.get_mut(&id) {
@@ -384,7 +388,7 @@ impl<'p, 'c> Coordinator<'p, 'c> {
                 } else if !self.begun.contains_key(&key) {
                     if work.lease_holder().is_some() {
                         let resumed = work.item_count() > 0;
-                        self.announce(spec, resumed, device, pid);
+                        self.announce(spec, resumed, device.clone(), pid);
                     }
                 } else if is_process || self.units.get(&id).is_some_and(|u| u.job.is_some()) {
                     self.forward_progress(spec, &work)?;
@@ -405,7 +409,7 @@ impl<'p, 'c> Coordinator<'p, 'c> {
         let Some(unit) = self.units.remove(&id) else {
             return Ok(());
         };
-        if let Device::Cuda(n) = unit.device {
+        for n in unit.device.cuda() {
             self.busy.remove(&n);
         }
         let thread_ends: HashMap<String, Result<WorkerEnd, String>> = match &ended {

@@ -11,7 +11,7 @@ use crate::cache::work::{Sentinel, WorkDir};
 use crate::cache::{CacheError, OutputRef, Record, RecordStatus, Store, hash_bytes, now_secs};
 use crate::contract::Fault;
 use crate::plan::StageSpec;
-use crate::stages::Device;
+use crate::stages::Devices;
 
 impl Coordinator<'_, '_> {
     pub(super) fn running_record(&self, spec: &StageSpec) -> Record {
@@ -40,7 +40,7 @@ impl Coordinator<'_, '_> {
         }
     }
 
-    pub(super) fn announce(&mut self, spec: &StageSpec, resumed: bool, device: Device, pid: u32) {
+    pub(super) fn announce(&mut self, spec: &StageSpec, resumed: bool, device: Devices, pid: u32) {
         self.begun.insert(spec.key.clone(), Instant::now());
         let begin = Begin {
             index: self.begun.len(),

@@ -14,7 +14,7 @@ use serde_json::json;
 use crate::cache::work::{HeldLease, Lease, Sentinel, hostname};
 use crate::cache::{CacheError, Files, OutputRef, now_secs};
 use crate::contract::Fault;
-use crate::stages::{Device, Output, Progress, Registry, StageCtx, StageError, StageOutput};
+use crate::stages::{Devices, Output, Progress, Registry, StageCtx, StageError, StageOutput};
 
 /// How a worker left a stage.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -38,7 +38,7 @@ pub fn run_group(
     files: &Files,
     keys: &[String],
     registry: &Registry,
-    device: Device,
+    device: &Devices,
     stop: &AtomicBool,
     progress: &dyn Progress,
 ) -> Vec<(String, Result<WorkerEnd, CacheError>)> {
@@ -79,7 +79,7 @@ fn run_leased(
     key: &str,
     lease: HeldLease,
     registry: &Registry,
-    device: Device,
+    device: &Devices,
     stop: &AtomicBool,
     progress: &dyn Progress,
 ) -> Result<WorkerEnd, CacheError> {
@@ -117,7 +117,7 @@ fn run_leased(
                 task.inputs.clone(),
                 stop,
                 progress,
-                device,
+                device.clone(),
             );
             let result = catch_unwind(AssertUnwindSafe(|| imp.run(&mut ctx)))
                 .unwrap_or_else(|panic| Err(panicked(panic)));

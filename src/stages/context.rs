@@ -122,13 +122,13 @@ pub struct StageCtx<'a> {
     done: u64,
     total: Option<u64>,
     last_write: Instant,
-    device: super::Device,
+    devices: super::Devices,
 }
 
 impl<'a> StageCtx<'a> {
     /// What stage `spec` sees while it runs: the cache's files, its work folder (saved items,
     /// progress), its input records (in the order of `spec.inputs`), the stop flag, where its
-    /// progress goes and the device its model stages use.
+    /// progress goes and the devices its worker holds.
     pub fn new(
         spec: &'a StageSpec,
         files: &'a Files,
@@ -136,7 +136,7 @@ impl<'a> StageCtx<'a> {
         inputs: Vec<Record>,
         stop: &'a AtomicBool,
         events: &'a dyn Progress,
-        device: super::Device,
+        devices: super::Devices,
     ) -> Self {
         Self {
             spec,
@@ -148,7 +148,7 @@ impl<'a> StageCtx<'a> {
             done: 0,
             total: None,
             last_write: Instant::now(),
-            device,
+            devices,
         }
     }
 
@@ -157,9 +157,14 @@ impl<'a> StageCtx<'a> {
         self.total.map(|t| (self.done, t))
     }
 
-    /// The device model stages run on (`cft run --device`).
+    /// The device model stages run on (`cft run --device`): the first the worker holds.
     pub fn device(&self) -> super::Device {
-        self.device
+        self.devices.first()
+    }
+
+    /// Every device the worker holds (several for a `zero1` training).
+    pub fn devices(&self) -> &super::Devices {
+        &self.devices
     }
 
     pub fn params(&self) -> &Value {

@@ -45,6 +45,72 @@ impl Device {
     }
 }
 
+/// The devices a stage's worker holds: one, or several for a stage that spreads over the
+/// GPUs of a node (`[train] strategy = "zero1"`). Written `cuda:0,cuda:1`; the first is where
+/// a one-device stage runs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Devices(Vec<Device>);
+
+impl Devices {
+    pub fn one(device: Device) -> Devices {
+        Devices(vec![device])
+    }
+
+    /// `None` when `devices` is empty.
+    pub fn new(devices: Vec<Device>) -> Option<Devices> {
+        (!devices.is_empty()).then_some(Devices(devices))
+    }
+
+    pub fn first(&self) -> Device {
+        self.0.first().copied().unwrap_or_default()
+    }
+
+    pub fn all(&self) -> &[Device] {
+        &self.0
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The CUDA device numbers among them.
+    pub fn cuda(&self) -> impl Iterator<Item = usize> + '_ {
+        self.0.iter().filter_map(|d| match d {
+            Device::Cuda(n) => Some(*n),
+            Device::Cpu => None,
+        })
+    }
+}
+
+impl Default for Devices {
+    fn default() -> Self {
+        Devices::one(Device::Cpu)
+    }
+}
+
+impl std::str::FromStr for Devices {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let devices = s
+            .split(',')
+            .map(|d| d.trim().parse())
+            .collect::<Result<Vec<Device>, _>>()?;
+        Devices::new(devices).ok_or_else(|| "no device given".to_string())
+    }
+}
+
+impl std::fmt::Display for Devices {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<String> = self.0.iter().map(Device::to_string).collect();
+        f.write_str(&names.join(","))
+    }
+}
+
 /// Calls the generic stage body `$f::<B>(ctx, &device)` on the backend of `ctx.device()`.
 #[macro_export]
 macro_rules! on_device {

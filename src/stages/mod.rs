@@ -18,7 +18,7 @@ pub mod token_stats;
 pub mod train;
 
 pub use context::{Item, Output, Progress, Registry, StageCtx, StageError, StageImpl, StageOutput};
-pub use device::Device;
+pub use device::{Device, Devices};
 
 use crate::contract::Kind;
 

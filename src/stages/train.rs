@@ -189,8 +189,9 @@ fn train_on<B: Backend>(
 }
 
 /// The stage's `strategy` binding (`[train] strategy`) on its devices. `zero1`'s ranks are
-/// the stage's devices; on the CPU, `gpus` simulated ranks share it (the same update, slower:
-/// a check of the sharding, not a speed-up).
+/// the GPUs its worker holds (the executor gives it `gpus` of them); on the CPU, `gpus`
+/// simulated ranks share it (the same update, slower: a check of the sharding, not a
+/// speed-up).
 fn strategy<B: Backend>(
     ctx: &StageCtx<'_>,
     device: &B::Device,
@@ -200,6 +201,17 @@ fn strategy<B: Backend>(
         Some(Strategy_::Single) => Ok(Strategy::Single),
         Some(Strategy_::Offload) => Ok(Strategy::Offload),
         Some(Strategy_::Zero1) => {
+            let cuda: Vec<usize> = ctx.devices().cuda().collect();
+            if cuda.len() > 1 {
+                // The worker's GPUs, by number on the backend's device type.
+                use burn::tensor::backend::{Device as _, DeviceId};
+                let kind = device.to_id().type_id;
+                let ranks = cuda
+                    .iter()
+                    .map(|&n| B::Device::from_id(DeviceId::new(kind, n as u16)))
+                    .collect();
+                return Ok(Strategy::Zero1(ranks));
+            }
             let ranks = ctx.bindings()["gpus"].as_u64().unwrap_or(1).max(1) as usize;
             Ok(Strategy::Zero1(vec![device.clone(); ranks]))
         }

@@ -77,7 +77,7 @@ impl SlurmLauncher {
         ));
         a.push("--open-mode=append".into());
         a.extend(shape.sbatch.iter().cloned());
-        let device = if shape.gpus > 0 { "cuda:0" } else { "cpu" };
+        let device = self.devices(kind);
         // `exec`: the worker is the job's batch process, so USR2 and scancel's SIGTERM reach
         // it directly.
         let mut wrap = format!(
@@ -107,13 +107,11 @@ impl SlurmLauncher {
         .collect()
     }
 
-    /// The device a job's worker sees: Slurm gives it its GPU as `cuda:0`.
-    pub fn device(&self, kind: Kind) -> crate::stages::Device {
-        if self.profile.shape(kind).gpus > 0 {
-            crate::stages::Device::Cuda(0)
-        } else {
-            crate::stages::Device::Cpu
-        }
+    /// The devices a job's worker sees: Slurm gives it its GPUs as `cuda:0`, `cuda:1`, ...
+    pub fn devices(&self, kind: Kind) -> crate::stages::Devices {
+        use crate::stages::{Device, Devices};
+        let gpus = (0..self.profile.shape(kind).gpus as usize).map(Device::Cuda);
+        Devices::new(gpus.collect()).unwrap_or_default()
     }
 
     /// Checks, before anything is submitted, that the cache directory is on a filesystem the
