@@ -199,6 +199,45 @@ fn resumed_training_ends_with_identical_weights() {
     assert!(record.metrics["final_loss"].as_f64().unwrap().is_finite());
 }
 
+/// `[train] recompute = true` (burn's balanced checkpointing: memory-bound activations
+/// recomputed in the backward pass) and `strategy = "offload"` and `"zero1"` are bindings:
+/// none changes the stage's key, and each writes the same checkpoint bytes.
+#[test]
+fn recompute_and_strategies_write_the_same_checkpoint() {
+    let plan_with = |extra: Value| {
+        let mut plan = plan(None, json!({"kind": "full"}));
+        for spec in plan.graph.node_weights_mut() {
+            if spec.kind == cft::contract::Kind::Train {
+                for (k, v) in extra.as_object().into_iter().flatten() {
+                    spec.bindings[k] = v.clone();
+                }
+            }
+        }
+        plan
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let base = Cache::open(&dir.path().join("base"), "test").unwrap();
+    run(&base, &plan_with(json!({})), u64::MAX);
+    let expected = output_bytes(&base, "model/model.safetensors");
+    let key = train_record(&base).key;
+    for (i, extra) in [
+        json!({"recompute": true}),
+        json!({"strategy": "offload", "recompute": true}),
+        json!({"strategy": "zero1", "gpus": 3}),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let cache = Cache::open(&dir.path().join(i.to_string()), "test").unwrap();
+        run(&cache, &plan_with(extra.clone()), u64::MAX);
+        assert_eq!(train_record(&cache).key, key, "{extra}: the key");
+        assert!(
+            output_bytes(&cache, "model/model.safetensors") == expected,
+            "{extra}: different weights"
+        );
+    }
+}
+
 /// The recipe of OpenRLHF's SFT trainer, as the stage runs it: 5 examples in batches of 3
 /// with the last batch dropped is one step per epoch (4 steps, not 8); a cosine to 0.1 x the
 /// peak after ceil(0.1 x 4) = 1 warmup step; an EOS after every response that does not end
