@@ -25,6 +25,8 @@ pub struct Estimate {
     /// the load dtype on the host before the module is built, plus the largest weight file,
     /// read whole.
     pub load: u64,
+    /// The moment of the stage the device terms describe (`backward`, `decoding`...).
+    pub phase: &'static str,
 }
 
 impl Estimate {
@@ -138,14 +140,28 @@ pub fn lora_params(shape: &ModelShape, rank: u64, targets: &[String]) -> u64 {
     shape.layers * rank * per_layer
 }
 
+/// Bytes of an RMSNorm's kept values per hidden feature (`RmsNorm::forward`): the
+/// normalised f32 value and the output in `p`; in half precision also the f32 copy of the
+/// input and the half-precision cast of the normalised value. A cast to the dtype a tensor
+/// already has is free.
+fn norm_bytes(p: u64) -> u64 {
+    match p {
+        4 => 8,
+        _ => 8 + 2 * p,
+    }
+}
+
 /// Activation bytes a training forward keeps for its backward, per token of one layer,
-/// counted from `src/model/decoder.rs` (`p` = precision bytes; norms and softmax in f32):
-/// - two RMSNorms, each keeping its f32 input, the normalised f32 value and its output in
-///   `p`: `2 (8 + p) H`;
-/// - q, k, v projections `(Q + 2K) p`, RoPE's rotated halves and products `2 (Q + K) p`,
-///   the regrouped query `Q p`, the attention output and its regrouping `2 Q p`;
-/// - `o_proj`, `down_proj` outputs and the two residual sums: `4 H p`;
-/// - SwiGLU: gate, its SiLU, up and the product: `4 I p`.
+/// counted from `src/model/decoder.rs` (`p` = precision bytes):
+/// - the layer's input and the residual sum after attention: `2 H p`;
+/// - two RMSNorms, [`norm_bytes`] each per feature;
+/// - the rotated query, regrouped for the grouped-query product (a copy), and the attention
+///   output regrouped for `o_proj` (a copy): `2 Q p`; the rotated keys and the values: `2 K p`;
+/// - SwiGLU: the gate projection (kept by SiLU), its SiLU, the up projection and their
+///   product (kept by `down_proj`): `4 I p`.
+///
+/// Measured on the CPU in f32 (`cft bench memory`): 11.0 KiB a token and layer for the toy
+/// model against 11.0 KiB counted.
 pub fn layer_bytes_per_token(shape: &ModelShape, p: u64) -> u64 {
     let (h, q, kv, i) = (
         shape.hidden,
@@ -153,32 +169,61 @@ pub fn layer_bytes_per_token(shape: &ModelShape, p: u64) -> u64 {
         shape.kv_dim(),
         shape.intermediate,
     );
-    2 * (8 + p) * h + (q + 2 * kv) * p + 2 * (q + kv) * p + 3 * q * p + 4 * h * p + 4 * i * p
+    (2 * h + 2 * q + 2 * kv + 4 * i) * p + 2 * norm_bytes(p) * h
 }
 
 /// Bytes kept per attention score (one head, one query, one key): the attention
-/// materialises `[b, heads, t, t]` scores (`Attention::forward`, step 6). The f32 chain
-/// `scores + bias → − max → clamp → exp → / sum` keeps the clamp's input and `exp`'s output
-/// (f32 each) and the probabilities the value product reads (`p`).
+/// materialises `[b, heads, t, t]` scores (`Attention::forward`, step 6; there is no fused
+/// kernel). Of the f32 chain `scores + bias → − max → clamp → exp → / sum` the clamp's input
+/// and `exp`'s output are kept (f32 each), and the probabilities the value product reads
+/// (`p`).
 pub fn score_bytes(p: u64) -> u64 {
     8 + p
 }
 
-/// The transient of the one layer whose attention is being computed: the scores in `p`, the
-/// f32 cast, the biased, shifted and exponentiated copies, and the probabilities: `2p + 16`
-/// per score beyond what [`score_bytes`] keeps.
+/// Per score, what the layer being computed holds beyond [`score_bytes`]: one more f32 copy
+/// (the chain's steps free their input as they go), two in half precision (the cast).
 pub fn score_transient_bytes(p: u64) -> u64 {
-    2 * p + 16
+    match p {
+        4 => 4,
+        _ => 8,
+    }
 }
 
-/// Logits `[b, t, vocab]` and the loss (`CausalLm::logits`, `target_log_probs`): the head's
-/// output in `p`, its f32 cast, `log_softmax`'s shifted, exponentiated and final f32 copies;
-/// in the backward their gradient in f32 and `p`.
+/// Per logit (`[b, t, vocab]`): the f32 logits (`CausalLm::logits`, plus the head's output
+/// in `p` when it is not f32), `log_softmax`'s kept exponentials and output, and the f32
+/// gradient of the logits, which the backward creates while every activation is still held.
 pub fn logit_bytes(p: u64) -> u64 {
-    p + 4 * 4 + 4 + p
+    match p {
+        4 => 16,
+        _ => 16 + p,
+    }
 }
 
-/// A training stage's memory per device.
+/// The backend's own working memory beside the tensors (thread pools, allocator arenas):
+/// what the toy model's measurements leave unexplained, 10-25 MiB.
+pub const RUNTIME_BYTES: u64 = 16 << 20;
+
+/// The largest parameter tensor: the embedding (or `lm_head`), else an MLP projection.
+fn largest_param(shape: &ModelShape) -> u64 {
+    (shape.vocab * shape.hidden).max(shape.intermediate * shape.hidden)
+}
+
+/// A training stage's memory per device: the largest of three moments of an optimiser step
+/// (`Trainer::step`, src/train/trainer.rs):
+/// 1. **backward**: the start of the backward pass, when every activation is held, the
+///    logits' gradient is created and the head's weight gradient with it; the f32 gradient
+///    sums of earlier micro-batches when a step accumulates several;
+/// 2. **gradients**: a micro-batch's gradients (in the parameter dtype) being added into the
+///    f32 sums (`accumulate_grads`, src/train/params.rs) — with f32 gradients and one
+///    micro-batch a step the sum is the gradient's own buffer;
+/// 3. **optimiser step**: Adam (src/train/optim.rs) updates one parameter at a time, with f32
+///    temporaries of its size; each updated parameter takes the place of its gradient sum,
+///    which is freed (measured: 2,320 MiB for the 135M model against 2,284 counted).
+///
+/// Held throughout: the weights in `p`, Adam's m and v (f32) and, for half-precision
+/// parameters, their f32 master copies; under `offload` those three live in host memory
+/// instead (with the f32 gradient being applied), under `zero1` each GPU holds 1/G of them.
 pub fn train(shape: &ModelShape, w: &TrainWork) -> Estimate {
     let p = w.precision.bytes();
     let all = shape.params();
@@ -189,66 +234,80 @@ pub fn train(shape: &ModelShape, w: &TrainWork) -> Estimate {
     };
     let half = grad_bytes != 4;
     let (b, t) = (w.micro_batch, w.tokens);
+    let term = |name, bytes| Term { name, bytes };
 
-    let mut device = vec![Term {
-        name: "weights",
-        bytes: all * p,
-    }];
-    // `accumulate_grads` (src/train/params.rs) sums each micro-batch's gradients in f32; with
-    // f32 gradients and one micro-batch a step the sum is the gradient's own buffer.
-    let separate_micro = half || w.accumulation > 1;
-    let micro_grads = Term {
-        name: "micro-batch gradients",
-        bytes: trainable * grad_bytes,
+    let weights = term("weights", all * p);
+    let optimiser_bytes = trainable * 4 * if half { 3 } else { 2 };
+    let (optimiser, host) = match w.strategy {
+        Strategy::Single => (optimiser_bytes, Vec::new()),
+        Strategy::Zero1 { gpus } => (optimiser_bytes.div_ceil(gpus.max(1)), Vec::new()),
+        Strategy::Offload => (
+            0,
+            vec![term(
+                "Adam m, v, f32 master and gradient",
+                trainable * 4 * 4,
+            )],
+        ),
     };
-    // Adam's m and v (f32) and, for half-precision parameters, f32 master copies
-    // (`AdamState`, src/train/optim.rs).
-    let optimiser = trainable * 4 * if half { 3 } else { 2 };
-    let mut host = Vec::new();
-    match w.strategy {
-        Strategy::Single | Strategy::Zero1 { .. } => {
-            device.push(Term {
-                name: "gradient sums (f32)",
-                bytes: trainable * 4,
-            });
-            if separate_micro {
-                device.push(micro_grads);
-            }
-            let shards = match w.strategy {
-                Strategy::Zero1 { gpus } => gpus.max(1),
-                _ => 1,
-            };
-            device.push(Term {
-                name: "Adam m, v (+ f32 master)",
-                bytes: optimiser.div_ceil(shards),
-            });
-        }
-        Strategy::Offload => {
-            device.push(Term {
-                name: "gradients",
-                bytes: trainable * grad_bytes,
-            });
-            host.push(Term {
-                name: "Adam m, v, f32 master, f32 gradient",
-                bytes: trainable * 4 * 4,
-            });
-        }
-    }
+    let optimiser = term("Adam m, v (+ f32 master)", optimiser);
+    // Offload keeps the gradients in their own dtype on the device; the others sum in f32.
+    let sums = match w.strategy {
+        Strategy::Offload => trainable * grad_bytes,
+        _ => trainable * 4,
+    };
+    let separate_micro = half || w.accumulation > 1;
     let tokens = b * t;
-    device.push(Term {
-        name: "activations (layers)",
-        bytes: shape.layers * tokens * layer_bytes_per_token(shape, p)
-            + shape.layers * b * shape.heads * t * t * score_bytes(p)
-            + b * shape.heads * t * t * score_transient_bytes(p),
-    });
-    device.push(Term {
-        name: "logits and loss",
-        bytes: tokens * shape.vocab * logit_bytes(p),
-    });
+    let activations = shape.layers * tokens * layer_bytes_per_token(shape, p)
+        + shape.layers * b * shape.heads * t * t * score_bytes(p)
+        + b * shape.heads * t * t * score_transient_bytes(p);
+    let head_grad = match &w.lora {
+        None => shape.vocab * shape.hidden * grad_bytes,
+        Some(_) => 0,
+    };
+
+    let mut backward = vec![
+        weights.clone(),
+        optimiser.clone(),
+        term("activations", activations),
+        term(
+            "logits, their gradient",
+            tokens * shape.vocab * logit_bytes(p) + head_grad,
+        ),
+    ];
+    if w.accumulation > 1 {
+        backward.push(term("gradient sums", sums));
+    }
+    let mut gradients = vec![
+        weights.clone(),
+        optimiser.clone(),
+        term("gradient sums", sums),
+    ];
+    if separate_micro {
+        gradients.push(term("micro-batch gradients", trainable * grad_bytes));
+    }
+    let step = vec![
+        weights,
+        optimiser,
+        term("gradient sums", sums),
+        term(
+            "update temporaries",
+            2 * 4 * largest_param(shape).min(trainable),
+        ),
+    ];
+    let (phase, mut device) = [
+        ("backward", backward),
+        ("gradients", gradients),
+        ("optimiser step", step),
+    ]
+    .into_iter()
+    .max_by_key(|(_, terms)| terms.iter().map(|t| t.bytes).sum::<u64>())
+    .unwrap_or(("backward", Vec::new()));
+    device.push(term("runtime", RUNTIME_BYTES));
     Estimate {
         device,
         host,
         load: 0,
+        phase,
     }
 }
 
@@ -267,19 +326,17 @@ pub struct GenerateWork {
     pub prompt: u64,
     /// New tokens a row may generate.
     pub new_tokens: u64,
-    /// Sequences the stage runs whole through [`crate::generate::encode`] and keeps
-    /// (rollout: the chunk's `[Q, y]`; eval: the batch's greedy responses for their
-    /// entropy), each `prompt + new_tokens` long; 0 for none.
+    /// Sequences the stage runs whole through [`crate::generate::encode`] (each `prompt +
+    /// new_tokens` long): the rollout chunk's `[Q, y]`, whose states the branches start
+    /// from, or an eval batch's greedy responses, for their entropy; 0 for none.
     pub encoded: u64,
+    /// Whether the encoded sequences are held while the rows decode (rollout) or encoded
+    /// after them (eval).
+    pub encoded_while_decoding: bool,
 }
 
 /// Rows prefilled in one forward pass (`EngineOptions::prefill_rows`).
 pub const PREFILL_ROWS: u64 = 16;
-
-/// KV buffers grow by a quarter of their length (at least 64 columns) when full
-/// (`LayerKv::append`), and a batch change copies them: 1.5 × the filled columns.
-const KV_SLACK_NUM: u64 = 3;
-const KV_SLACK_DEN: u64 = 2;
 
 /// The KV cache of `rows` rows of `columns` tokens: `2 × layers × kv_heads × head_dim ×
 /// bytes` per token.
@@ -287,73 +344,96 @@ pub fn kv_bytes(shape: &ModelShape, dtype: Dtype, rows: u64, columns: u64) -> u6
     rows * columns * shape.layers * shape.kv_values_per_token_layer() * dtype.bytes()
 }
 
-/// One prefill of `rows` sequences of `t` tokens (no autodiff, so nothing is kept across
-/// layers): a layer's hidden-sized working set and the f32 attention-score chain of one
-/// layer, `rows × heads × t × t`.
-fn prefill_bytes(shape: &ModelShape, d: u64, rows: u64, t: u64) -> u64 {
-    rows * t * layer_bytes_per_token(shape, d)
-        + rows * shape.heads * t * t * (score_bytes(d) + score_transient_bytes(d))
+/// A KV buffer's columns once `columns` tokens are cached: it grows by a quarter of its
+/// length, at least 64 columns, when full (`LayerKv::append`).
+fn kv_capacity(columns: u64) -> u64 {
+    columns + (columns / 4).max(64)
 }
 
-/// A generating stage's device memory at its peak.
+/// One forward pass of `rows` sequences of `t` new tokens without autodiff, where only the
+/// layer being computed holds its values: about half of what a training layer keeps (its
+/// projections are consumed as it goes) and its f32 attention scores over `keys` columns,
+/// `rows × heads × t × keys` (measured on the toy model: an 8 × 256 prefill peaks 18.5 MiB
+/// above the weights and cache, 19.3 MiB by this count).
+fn forward_bytes(shape: &ModelShape, d: u64, rows: u64, t: u64, keys: u64) -> u64 {
+    rows * t * layer_bytes_per_token(shape, d) / 2 + rows * shape.heads * t * keys * 4
+}
+
+/// A generating stage's device memory at its peak: **decoding** (weights, the KV cache of
+/// every row at full length, a prefill chunk of [`PREFILL_ROWS`] prompts, the step's f32
+/// logits with their log-softmax and the rows read back for sampling), or, for the eval
+/// stage, **encoding** the batch's greedy responses afterwards (their f32 logits
+/// `[n, t, vocab]` and KV state, the forward pass, and one row's log-softmax,
+/// probabilities and entropy in `score`).
 pub fn generate(shape: &ModelShape, w: &GenerateWork) -> Estimate {
     let d = w.dtype;
     let columns = w.prompt + w.new_tokens;
-    let mut device = vec![Term {
-        name: "weights",
-        bytes: shape.params() * d.bytes(),
-    }];
-    device.push(Term {
-        name: "KV cache",
-        bytes: kv_bytes(shape, d, w.rows, columns) * KV_SLACK_NUM / KV_SLACK_DEN,
-    });
-    // Each step: the next-token logits in f32, their log-softmax and the row read back for
-    // sampling.
-    let step = w.rows * shape.vocab * 4 * 3;
-    let prefill = prefill_bytes(shape, d.bytes(), PREFILL_ROWS.min(w.rows), w.prompt);
-    device.push(Term {
-        name: "logits, prefill",
-        bytes: step + prefill,
-    });
-    if w.encoded > 0 {
-        // `encode` keeps the logits `[n, t, vocab]` (f32) and the KV state of every
-        // sequence; `score` takes one row's log-softmax, probabilities and entropy.
-        device.push(Term {
-            name: "encoded sequences",
-            bytes: w.encoded * columns * shape.vocab * 4
-                + kv_bytes(shape, d, w.encoded, columns)
-                + columns * shape.vocab * 4 * 3
-                + prefill_bytes(shape, d.bytes(), w.encoded, columns),
-        });
+    let term = |name, bytes| Term { name, bytes };
+    let weights = term("weights", shape.params() * d.bytes());
+    let encoded = vec![
+        term(
+            "encoded logits and KV",
+            w.encoded * columns * shape.vocab * 4 + kv_bytes(shape, d, w.encoded, columns),
+        ),
+        term(
+            "encoding pass, scores",
+            forward_bytes(shape, d.bytes(), w.encoded, columns, columns)
+                + columns * shape.vocab * 4 * 3,
+        ),
+    ];
+    let mut decoding = vec![
+        weights.clone(),
+        term("KV cache", kv_bytes(shape, d, w.rows, kv_capacity(columns))),
+        term(
+            "logits, prefill",
+            w.rows * shape.vocab * 4 * 3
+                + forward_bytes(
+                    shape,
+                    d.bytes(),
+                    PREFILL_ROWS.min(w.rows),
+                    w.prompt,
+                    w.prompt,
+                ),
+        ),
+    ];
+    if w.encoded > 0 && w.encoded_while_decoding {
+        decoding.push(encoded[0].clone());
     }
+    let mut encoding = vec![weights];
+    encoding.extend(encoded);
+    let sum = |terms: &[Term]| terms.iter().map(|t| t.bytes).sum::<u64>();
+    let (phase, mut device) = match w.encoded > 0 && sum(&encoding) > sum(&decoding) {
+        true => ("encoding", encoding),
+        false => ("decoding", decoding),
+    };
+    device.push(term("runtime", RUNTIME_BYTES));
     Estimate {
         device,
         host: Vec::new(),
         load: 0,
+        phase,
     }
 }
 
 /// `token-stats` (src/stages/token_stats.rs): one sequence of `t` tokens at a time, its
-/// logits `[t, vocab]` f32 with the log-softmax and entropy, and every layer's attention
-/// probabilities `[heads, t, t]` in the model's dtype, all kept until the means are taken.
+/// logits `[t, vocab]` f32 with the log-softmax, probabilities and entropy, and every
+/// layer's attention probabilities `[heads, t, t]` in the model's dtype, all kept until the
+/// means are taken.
 pub fn token_stats(shape: &ModelShape, dtype: Dtype, t: u64) -> Estimate {
     let d = dtype.bytes();
+    let term = |name, bytes| Term { name, bytes };
     Estimate {
         device: vec![
-            Term {
-                name: "weights",
-                bytes: shape.params() * d,
-            },
-            Term {
-                name: "attention of every layer",
-                bytes: shape.layers * shape.heads * t * t * d + prefill_bytes(shape, d, 1, t),
-            },
-            Term {
-                name: "logits and log-softmax",
-                bytes: t * shape.vocab * 4 * 4,
-            },
+            term("weights", shape.params() * d),
+            term(
+                "attention of every layer",
+                shape.layers * shape.heads * t * t * d + forward_bytes(shape, d, 1, t, t),
+            ),
+            term("logits and log-softmax", t * shape.vocab * 4 * 4),
+            term("runtime", RUNTIME_BYTES),
         ],
         host: Vec::new(),
         load: 0,
+        phase: "forward",
     }
 }

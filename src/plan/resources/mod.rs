@@ -281,6 +281,7 @@ fn work_of(
             prompt: PROMPT_TOKENS,
             new_tokens,
             encoded,
+            encoded_while_decoding: spec.kind == Kind::Rollout,
         };
         let mut e = memory::generate(shape, &work);
         e.load = memory::load_bytes(shape, inference, file);
