@@ -19,7 +19,6 @@ use cft::model::{LanguageModel, LoadOptions};
 use cft::plan::resources::memory::{self, GenerateWork, Strategy, TrainWork};
 use cft::plan::resources::{Dtype, Estimate, ModelShape, human};
 use cft::rng::Rng;
-use cft::train::data::Example;
 use cft::train::optim::AdamConfig;
 use cft::train::scratch::{EOS, PAD, ToyArch, write_random_model, write_tokenizer};
 use cft::train::{LastBatch, Normalization, Objective, Schedule, TrainSettings, Trainer};
@@ -208,16 +207,8 @@ fn measure(dir: &Path, args: &BenchMemoryArgs) -> anyhow::Result<(ModelShape, Es
 /// accumulate` random sequences of `seq_len` tokens.
 fn train_steps(lm: LanguageModel<Autodiff<Flex>>, args: &BenchMemoryArgs) -> anyhow::Result<()> {
     let vocab = lm.lm.config.vocab_size as u64;
-    let mut rng = Rng::new(0);
     let n = args.batch * args.accumulate;
-    let examples: Vec<Example> = (0..n)
-        .map(|i| {
-            let ids: Vec<u32> = (0..args.seq_len + 1)
-                .map(|_| (rng.next_u64() % vocab) as u32)
-                .collect();
-            Example::new(i as u64, &[], &ids, None, None, args.seq_len + 1)
-        })
-        .collect::<Result<_, _>>()?;
+    let examples = super::bench_train::random_examples(n, args.seq_len, vocab)?;
     let settings = TrainSettings {
         objective: Objective::Sft,
         batch_size: n,

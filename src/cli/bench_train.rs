@@ -40,15 +40,7 @@ pub fn train(args: BenchTrainArgs) -> anyhow::Result<()> {
         .with_context(|| format!("loading {}", args.model.display()))?;
     let vocab = lm.lm.config.vocab_size as u64;
     let params = burn::module::Module::num_params(&lm.lm);
-    let mut rng = Rng::new(0);
-    let examples: Vec<Example> = (0..args.batch)
-        .map(|i| {
-            let ids: Vec<u32> = (0..args.seq_len + 1)
-                .map(|_| (rng.next_u64() % vocab) as u32)
-                .collect();
-            Example::new(i as u64, &[], &ids, None, None, args.seq_len + 1)
-        })
-        .collect::<Result<_, _>>()?;
+    let examples = random_examples(args.batch, args.seq_len, vocab)?;
     let total = args.steps + 1;
     let settings = TrainSettings {
         objective: Objective::Sft,
@@ -80,6 +72,21 @@ pub fn train(args: BenchTrainArgs) -> anyhow::Result<()> {
         seconds * 1000.0 / args.steps as f64
     );
     Ok(())
+}
+
+/// `n` training sequences of `seq_len` random ids below `vocab` (seeded), every token
+/// trained on.
+pub fn random_examples(n: usize, seq_len: usize, vocab: u64) -> anyhow::Result<Vec<Example>> {
+    let mut rng = Rng::new(0);
+    let examples = (0..n)
+        .map(|i| {
+            let ids: Vec<u32> = (0..seq_len + 1)
+                .map(|_| (rng.next_u64() % vocab) as u32)
+                .collect();
+            Example::new(i as u64, &[], &ids, None, None, seq_len + 1)
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(examples)
 }
 
 #[derive(Args, Debug)]

@@ -110,7 +110,7 @@ pub fn print_table(estimates: &[StageMemory], budget: &Budget, all: bool) {
         resources::PROMPT_TOKENS
     );
     println!(
-        "{:<40} {:>6}  {:<28} {:<40} {:>10} {:>10}  fits",
+        "{:<40} {:>6}  {:<34} {:<40} {:>10} {:>10}  fits",
         "stage", "stages", "model", "work", "device", "host"
     );
     let mut rows: Vec<(String, usize, &StageMemory)> = Vec::new();
@@ -139,10 +139,10 @@ pub fn print_table(estimates: &[StageMemory], budget: &Budget, all: bool) {
             _ => format!("{label} (+{})", n - 1),
         };
         println!(
-            "{:<40} {:>6}  {:<28} {:<40} {:>10} {:>10}  {fits}",
+            "{:<40} {:>6}  {:<34} {:<40} {:>10} {:>10}  {fits}",
             clip(&label, 40),
             n,
-            clip(&shape_text(m), 28),
+            clip(&shape_text(m), 34),
             clip(&m.work, 40),
             cell(m.device_peak),
             cell(m.host_peak)
