@@ -199,11 +199,10 @@ fn resumed_training_ends_with_identical_weights() {
     assert!(record.metrics["final_loss"].as_f64().unwrap().is_finite());
 }
 
-/// `[train] recompute = true` (burn's balanced checkpointing: memory-bound activations
-/// recomputed in the backward pass) and `strategy = "offload"` and `"zero1"` are bindings:
-/// none changes the stage's key, and each writes the same checkpoint bytes.
+/// `strategy = "offload"` and `"zero1"` are bindings: neither changes the stage's key, and
+/// each writes the same checkpoint bytes as `single`.
 #[test]
-fn recompute_and_strategies_write_the_same_checkpoint() {
+fn every_strategy_writes_the_same_checkpoint() {
     let plan_with = |extra: Value| {
         let mut plan = plan(None, json!({"kind": "full"}));
         for spec in plan.graph.node_weights_mut() {
@@ -221,8 +220,7 @@ fn recompute_and_strategies_write_the_same_checkpoint() {
     let expected = output_bytes(&base, "model/model.safetensors");
     let key = train_record(&base).key;
     for (i, extra) in [
-        json!({"recompute": true}),
-        json!({"strategy": "offload", "recompute": true}),
+        json!({"strategy": "offload"}),
         json!({"strategy": "zero1", "gpus": 3}),
     ]
     .into_iter()

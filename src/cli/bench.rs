@@ -30,6 +30,9 @@ pub enum BenchCommand {
     Toy(super::bench_train::BenchToyArgs),
     /// Wall time of a whole manifest from a clean cache with 1, 2, ... workers.
     Jobs(super::bench_jobs::BenchJobsArgs),
+    /// Peak resident memory of one training step or generation batch against the memory
+    /// model's estimate.
+    Memory(super::bench_memory::BenchMemoryArgs),
 }
 
 #[derive(Args, Debug)]
@@ -57,6 +60,7 @@ pub fn run(cache: &std::path::Path, cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Train(args) => super::bench_train::train(args),
         BenchCommand::Toy(args) => super::bench_train::toy(args),
         BenchCommand::Jobs(args) => super::bench_jobs::run(args),
+        BenchCommand::Memory(args) => super::bench_memory::run(args),
     }
 }
 

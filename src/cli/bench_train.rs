@@ -48,15 +48,7 @@ pub fn train(args: BenchTrainArgs) -> anyhow::Result<()> {
         .with_context(|| format!("loading {}", args.model.display()))?;
     let vocab = lm.lm.config.vocab_size as u64;
     let params = burn::module::Module::num_params(&lm.lm);
-    let mut rng = Rng::new(0);
-    let examples: Vec<Example> = (0..args.batch)
-        .map(|i| {
-            let ids: Vec<u32> = (0..args.seq_len + 1)
-                .map(|_| (rng.next_u64() % vocab) as u32)
-                .collect();
-            Example::new(i as u64, &[], &ids, None, None, args.seq_len + 1)
-        })
-        .collect::<Result<_, _>>()?;
+    let examples = random_examples(args.batch, args.seq_len, vocab)?;
     let total = args.steps + 1;
     let settings = TrainSettings {
         objective: Objective::Sft,
@@ -104,6 +96,7 @@ pub fn train(args: BenchTrainArgs) -> anyhow::Result<()> {
 /// Saves and restores the trainer's state, measuring the rise of peak resident memory above
 /// the resident memory before each (Linux: `/proc/self/clear_refs` resets the peak).
 fn save_state(trainer: &mut Trainer<AB>) -> anyhow::Result<()> {
+    use super::bench_memory::{reset_peak, status_kib};
     let dir = tempdir()?;
     let path = dir.join("state.safetensors");
     let largest = cft::train::params::trainable(&trainer.model)
@@ -114,10 +107,10 @@ fn save_state(trainer: &mut Trainer<AB>) -> anyhow::Result<()> {
     let mib = |b: u64| b as f64 / (1 << 20) as f64;
     let (before, start) = (reset_peak()?, Instant::now());
     let size = trainer.save_state(&path, "[]")?;
-    let (save_s, save_peak) = (start.elapsed().as_secs_f64(), peak_kib()? * 1024);
+    let (save_s, save_peak) = (start.elapsed().as_secs_f64(), status_kib("VmHWM:")? * 1024);
     let (before_restore, start) = (reset_peak()?, Instant::now());
     trainer.restore_state(&path)?;
-    let (restore_s, restore_peak) = (start.elapsed().as_secs_f64(), peak_kib()? * 1024);
+    let (restore_s, restore_peak) = (start.elapsed().as_secs_f64(), status_kib("VmHWM:")? * 1024);
     println!(
         "state file {:.1} MiB (largest tensor in f32 {:.1} MiB): save {save_s:.2} s, peak resident +{:.1} MiB over {:.1} MiB; restore {restore_s:.2} s, peak resident +{:.1} MiB over {:.1} MiB",
         mib(size),
@@ -131,24 +124,19 @@ fn save_state(trainer: &mut Trainer<AB>) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Resets the process's peak resident memory to its current resident memory; returns that
-/// (bytes).
-fn reset_peak() -> anyhow::Result<u64> {
-    std::fs::write("/proc/self/clear_refs", "5")
-        .context("resetting the peak (/proc/self/clear_refs)")?;
-    Ok(status_kib("VmRSS:")? * 1024)
-}
-
-fn peak_kib() -> anyhow::Result<u64> {
-    status_kib("VmHWM:")
-}
-
-fn status_kib(field: &str) -> anyhow::Result<u64> {
-    let text = std::fs::read_to_string("/proc/self/status").context("/proc/self/status")?;
-    text.lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .with_context(|| format!("{field} in /proc/self/status"))
+/// `n` training sequences of `seq_len` random ids below `vocab` (seeded), every token
+/// trained on.
+pub fn random_examples(n: usize, seq_len: usize, vocab: u64) -> anyhow::Result<Vec<Example>> {
+    let mut rng = Rng::new(0);
+    let examples = (0..n)
+        .map(|i| {
+            let ids: Vec<u32> = (0..seq_len + 1)
+                .map(|_| (rng.next_u64() % vocab) as u32)
+                .collect();
+            Example::new(i as u64, &[], &ids, None, None, seq_len + 1)
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(examples)
 }
 
 #[derive(Args, Debug)]

@@ -20,9 +20,16 @@ pub struct PlanArgs {
     /// Print the DAG in Graphviz format.
     #[arg(long)]
     pub dot: bool,
-    /// List every stage, not only the first 40 that are not cached.
+    /// List every stage, not only the first 40 that are not cached (with `--resources`,
+    /// one line per stage instead of per group of alike stages).
     #[arg(long)]
     pub all: bool,
+    /// Estimate each model stage's peak device and host memory and flag those that cannot
+    /// fit (see README, "Memory model").
+    #[arg(long)]
+    pub resources: bool,
+    #[command(flatten)]
+    pub memory: super::memory::MemoryArgs,
 }
 
 /// Loads the manifest, opens the cache for reading and plans.
@@ -71,6 +78,18 @@ pub fn run(cache: &Path, args: PlanArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
 
+    if args.resources {
+        let budget = args.memory.budget(None)?;
+        let estimates = plan::resources::estimate_plan(&plan, &budget, |_| true);
+        println!(
+            "{}: experiment `{}`, {} stages",
+            args.file.display(),
+            exp.name,
+            plan.len()
+        );
+        super::memory::print_table(&estimates, &budget, args.all);
+        return Ok(ExitCode::SUCCESS);
+    }
     let count = |s: Status| status.values().filter(|v| v.status == s).count();
     println!(
         "{}: experiment `{}`, {} stages: {} cached, {} pending, {} running, {} failed",

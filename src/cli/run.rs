@@ -58,6 +58,11 @@ pub struct RunArgs {
     /// to annotate without training).
     #[arg(long, value_delimiter = ',', value_name = "KIND")]
     pub only: Vec<String>,
+    #[command(flatten)]
+    pub memory: super::memory::MemoryArgs,
+    /// Start stages even when the memory model says they cannot fit.
+    #[arg(long)]
+    pub ignore_memory_check: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -115,6 +120,21 @@ pub fn run(cache_dir: &Path, args: RunArgs) -> anyhow::Result<ExitCode> {
             human(started.elapsed().as_secs_f64())
         );
         return Ok(ExitCode::SUCCESS);
+    }
+
+    // Stages that cannot fit are refused before anything starts, so nothing computed is lost
+    // (the Slurm profile's per-kind resources decide there: no check).
+    if !args.ignore_memory_check && args.executor == Executor::Local {
+        let budget = args.memory.budget(Some(&args.devices))?;
+        let estimates = plan::resources::estimate_plan(&plan, &budget, |s| {
+            status
+                .get(&s.key)
+                .is_some_and(|st| st.status != Status::Cached)
+        });
+        let over: Vec<_> = estimates.iter().filter(|m| !m.fits()).collect();
+        if !over.is_empty() {
+            return Err(BadManifest(super::memory::refusal(&over, &budget)).into());
+        }
     }
 
     let stop = Arc::new(AtomicBool::new(false));

@@ -85,7 +85,7 @@ pub struct EngineOptions {
 impl Default for EngineOptions {
     fn default() -> Self {
         Self {
-            max_batch: 64,
+            max_batch: super::rows::ENGINE,
             top_alternatives: 0,
             prefill_rows: 16,
             select_on_device: None,

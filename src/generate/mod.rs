@@ -28,6 +28,26 @@ pub use engine::{
 pub use sampling::Decoding;
 pub use state::SequenceState;
 
+/// Rows the generating stages decode together, here so that the memory model
+/// (`plan::resources`) reads the numbers the stages use.
+pub mod rows {
+    /// The engine's default batch (`EngineOptions::default`), which `eval` uses.
+    pub const ENGINE: usize = 64;
+    /// `greedy`: questions per saved chunk, all decoded together.
+    pub const GREEDY: usize = 64;
+    /// `eval`: questions per saved batch; each brings its greedy request and its samples.
+    pub const EVAL_QUESTIONS: usize = 16;
+    /// `rollout`: examples per saved chunk, each run whole through `encode` once.
+    pub const ROLLOUT_CHUNK: usize = 8;
+    /// `rollout`: rows one engine decodes together on the CPU (one engine per core). Per
+    /// row, a step of a small model costs more in wider batches there (host bookkeeping and
+    /// attention over the widest row grow with it): `cft bench annotate` on the quickstart's
+    /// model took 1.30 s at 32 rows, 1.42 s at 16, 1.58 s at 64, 1.98 s at 128.
+    pub const ROLLOUT_CPU: usize = 32;
+    /// `rollout`: rows decoded together on a GPU, where wider batches make decoding cheap.
+    pub const ROLLOUT_GPU: usize = 64;
+}
+
 use burn::prelude::{Backend, TensorData};
 use burn::tensor::Transaction;
 

@@ -84,13 +84,7 @@ fn fields(seed: u64) -> Vec<(&'static str, &'static str, Check, V)> {
 
 /// The `[train]` keys that say how a cell runs rather than what it computes: one value each
 /// (not a sweep axis) and never in a stage key, so changing them reuses what is cached.
-const RUN_KEYS: [&str; 5] = [
-    "strategy",
-    "gpus",
-    "save_every_steps",
-    "save_every_minutes",
-    "recompute",
-];
+const RUN_KEYS: [&str; 4] = ["strategy", "gpus", "save_every_steps", "save_every_minutes"];
 
 /// Reads the run keys ([`RUN_KEYS`]) of a (merged) `[train]` table.
 fn run_settings(table: &Table) -> Result<TrainRun> {
@@ -131,8 +125,6 @@ fn run_settings(table: &Table) -> Result<TrainRun> {
             .map_or(defaults.save_every_steps, |v| int(&v)),
         save_every_minutes: one("save_every_minutes", Check::NonNegative)?
             .map_or(defaults.save_every_minutes, |v| float(&v)),
-        recompute: one("recompute", Check::Bool)?
-            .map_or(defaults.recompute, |v| v == V::Bool(true)),
     })
 }
 
@@ -484,7 +476,6 @@ mod tests {
                     gpus: Some(8),
                     save_every_steps: 25,
                     save_every_minutes: 7.5,
-                    recompute: false,
                 }
             );
         }

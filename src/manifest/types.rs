@@ -261,9 +261,6 @@ pub struct TrainRun {
     pub save_every_steps: u64,
     /// ... or once this many minutes passed since the last save (0: not by time).
     pub save_every_minutes: f64,
-    /// Recompute memory-bound activations in the backward pass instead of keeping them
-    /// (burn's `BalancedCheckpointing`): less memory, the same gradients, some more time.
-    pub recompute: bool,
 }
 
 impl Default for TrainRun {
@@ -273,7 +270,6 @@ impl Default for TrainRun {
             gpus: None,
             save_every_steps: 100,
             save_every_minutes: 30.0,
-            recompute: false,
         }
     }
 }

@@ -5,6 +5,7 @@
 //! rules share one greedy pass and two rollout stages.
 
 mod build;
+pub mod resources;
 mod status;
 
 use std::collections::HashMap;

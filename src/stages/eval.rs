@@ -27,7 +27,7 @@ use crate::manifest::Sampling;
 use crate::model::LanguageModel;
 
 /// Questions per saved item.
-pub const BATCH: usize = 16;
+pub const BATCH: usize = crate::generate::rows::EVAL_QUESTIONS;
 
 pub struct Eval;
 

@@ -20,7 +20,7 @@ use super::{Output, StageCtx, StageError, StageImpl, StageOutput};
 use crate::contract::GreedyParams;
 
 /// Questions per saved chunk.
-const CHUNK: usize = 64;
+const CHUNK: usize = crate::generate::rows::GREEDY;
 
 pub struct Greedy;
 

@@ -27,14 +27,8 @@ use super::prompt::stop_strings;
 use super::{Output, StageCtx, StageError, StageImpl, StageOutput};
 
 /// Examples per saved chunk.
-const CHUNK: usize = 8;
-/// Rows one engine decodes together on the CPU. Per row, a step of a small model costs more in
-/// wider batches there (host bookkeeping and attention over the widest row grow with it):
-/// `cft bench annotate` on the quickstart's model took 1.30 s at 32 rows, 1.42 s at 16,
-/// 1.58 s at 64, 1.98 s at 128.
-pub const CPU_MAX_BATCH: usize = 32;
-/// Rows decoded together on a GPU, where wider batches are what make decoding cheap.
-pub const GPU_MAX_BATCH: usize = 64;
+const CHUNK: usize = crate::generate::rows::ROLLOUT_CHUNK;
+pub use crate::generate::rows::{ROLLOUT_CPU as CPU_MAX_BATCH, ROLLOUT_GPU as GPU_MAX_BATCH};
 
 pub struct Rollout;
 

@@ -18,7 +18,6 @@ use std::path::Path;
 use std::time::Instant;
 
 use burn::backend::Autodiff;
-use burn::backend::autodiff::checkpoint::strategy::BalancedCheckpointing;
 use burn::prelude::Backend;
 use burn::tensor::DType;
 use burn::tensor::backend::AutodiffBackend;
@@ -52,22 +51,8 @@ impl StageImpl for Train {
     }
 }
 
-/// The stage on backend `B` (`cft run --device` picks it): training on `Autodiff<B>`, or
-/// under `[train] recompute = true` on `Autodiff<B, BalancedCheckpointing>`, which keeps the
-/// outputs of compute-bound operations (matrix products) for the backward pass and recomputes
-/// the memory-bound ones (element-wise operations, norms, softmax) from them: less activation
-/// memory, the same gradients.
+/// The stage on backend `B` (training on `Autodiff<B>`; `cft run --device` picks `B`).
 fn train_on<B: Backend>(
-    ctx: &mut StageCtx<'_>,
-    device: &B::Device,
-) -> Result<StageOutput, StageError> {
-    match ctx.bindings()["recompute"].as_bool().unwrap_or(false) {
-        true => train_with::<Autodiff<B, BalancedCheckpointing>>(ctx, device),
-        false => train_with::<Autodiff<B>>(ctx, device),
-    }
-}
-
-fn train_with<B: AutodiffBackend>(
     ctx: &mut StageCtx<'_>,
     device: &B::Device,
 ) -> Result<StageOutput, StageError> {
@@ -88,7 +73,7 @@ fn train_with<B: AutodiffBackend>(
         keep_half: false,
         dtype: Some(dtype),
     };
-    let lm = LanguageModel::<B>::load(&base, &device, load).map_err(fail)?;
+    let lm = LanguageModel::<Autodiff<B>>::load(&base, &device, load).map_err(fail)?;
 
     // 2. the data: D_correct, with weights matched by idx
     let greedy = ctx.input("greedy")?.clone();

@@ -191,6 +191,32 @@ pub fn accumulate_grads<B: AutodiffBackend, M: Module<B>>(
     visit_named(module, &mut Acc::<B> { grads, acc });
 }
 
+/// The gradients of `module`'s trainable parameters in `grads`, flattened, by name, in the
+/// parameter's dtype (`zero1` moves them to their owners in it and sums there in f32).
+pub fn collect_grads<B: AutodiffBackend, M: Module<B>>(
+    module: &M,
+    grads: &B::Gradients,
+) -> NamedFlat<B::InnerBackend> {
+    struct Collect<'a, B: AutodiffBackend> {
+        grads: &'a B::Gradients,
+        out: NamedFlat<B::InnerBackend>,
+    }
+    impl<B: AutodiffBackend> NamedVisitor<B> for Collect<'_, B> {
+        fn visit_param<const D: usize>(&mut self, name: &str, param: &Param<Tensor<B, D>>) {
+            if let Some(grad) = param.val().grad(self.grads) {
+                let n = grad.shape().num_elements();
+                self.out.insert(name.to_string(), grad.reshape([n]));
+            }
+        }
+    }
+    let mut c = Collect::<B> {
+        grads,
+        out: BTreeMap::new(),
+    };
+    visit_named(module, &mut c);
+    c.out
+}
+
 /// Global L2 norm of all gradients, as `torch.nn.utils.clip_grad_norm_` computes it. Each
 /// square sum is taken where its gradient is (under `zero1`, on the rank that owns it) and
 /// added up on the first gradient's device, in name order.

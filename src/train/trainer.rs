@@ -237,14 +237,9 @@ impl<B: AutodiffBackend> Trainer<B> {
                 let mut grads = BTreeMap::new();
                 let (mut loss, mut tokens) = (0.0f64, 0usize);
                 for (examples, denominator) in &micro {
-                    let (l, t) = micro_gradients(
-                        &self.model,
-                        s,
-                        examples,
-                        *denominator,
-                        &mut grads,
-                        &self.device,
-                    );
+                    let (l, t, g) =
+                        micro_backward(&self.model, s, examples, *denominator, &self.device);
+                    accumulate_grads(&self.model, &g, &mut grads);
                     loss += l;
                     tokens += t;
                 }
@@ -464,25 +459,22 @@ fn moment_map<'a, B: Backend>(state: &'a mut AdamState<B>, kind: &str) -> &'a mu
     }
 }
 
-/// One micro-batch's forward and backward on `model`, its gradients added into `grads` by
-/// name; returns its loss and token count.
-pub(crate) fn micro_gradients<B: AutodiffBackend>(
+/// One micro-batch's forward and backward on `model`; returns its loss, token count and
+/// gradients (burn's, by parameter id).
+pub(crate) fn micro_backward<B: AutodiffBackend>(
     model: &CausalLm<B>,
     s: &TrainSettings,
     examples: &[&Example],
     denominator: f32,
-    grads: &mut NamedFlat<B::InnerBackend>,
     device: &B::Device,
-) -> (f64, usize) {
+) -> (f64, usize, B::Gradients) {
     let mb = Batch::<B>::new(examples, s.pad_id, device);
     let tokens = mb.tokens;
     let logits = model.forward(mb.inputs, mb.valid); // [b, t, vocab]
     let log_probs = target_log_probs(logits, mb.targets); // [b, t]
     let l = s.objective.loss(log_probs, mb.weights, denominator);
     let loss = l.clone().into_scalar().elem::<f32>() as f64;
-    let g = l.backward();
-    accumulate_grads(model, &g, grads);
-    (loss, tokens)
+    (loss, tokens, l.backward())
 }
 
 fn host<B: Backend>(t: &Tensor<B, 1>) -> HostTensor {

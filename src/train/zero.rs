@@ -14,9 +14,9 @@
 //! 4. Each owner runs Adam on its parameters; the updated weights are copied to every other
 //!    replica (the all-gather of ZeRO).
 //!
-//! Per rank that is weights + gradients of the whole model, but master weights, moments and
-//! gradient sums of 1/R of it: 7.6B parameters in bf16 on 8 GPUs hold 2 + 2 + (4 + 4 + 4 + 4)/8
-//! = 6 bytes per parameter each (46 GB) instead of 20. Copies between ranks go through burn's
+//! Per rank that is weights + a micro-batch's gradients (in their dtype) of the whole model,
+//! but f32 gradient sums, master weights and moments of 1/R of it: 7.6B parameters in bf16 on
+//! 8 GPUs hold 2 + 2 + (4 + 4 + 4 + 4)/8 = 6 bytes per parameter each (46 GB) instead of 20. Copies between ranks go through burn's
 //! `to_device`, not NCCL, so on GPUs the reduction costs a device-to-device copy per
 //! micro-batch and parameter.
 
@@ -24,12 +24,15 @@ use std::collections::BTreeMap;
 
 use burn::module::{Module, Param};
 use burn::prelude::*;
+use burn::tensor::DType;
 use burn::tensor::backend::AutodiffBackend;
 
 use super::TrainError;
 use super::optim::{AdamConfig, AdamState, adam_step};
-use super::params::{NamedFlat, NamedMapper, NamedVisitor, map_named, trainable, visit_named};
-use super::trainer::{TrainSettings, micro_gradients};
+use super::params::{
+    NamedFlat, NamedMapper, NamedVisitor, collect_grads, map_named, trainable, visit_named,
+};
+use super::trainer::{TrainSettings, micro_backward};
 use crate::model::CausalLm;
 
 pub(crate) struct Sharded<B: AutodiffBackend> {
@@ -130,16 +133,10 @@ impl<B: AutodiffBackend> Sharded<B> {
                     &self.devices[r],
                     step_seed ^ index.wrapping_mul(0xD1B5_4A32_D192_ED03),
                 );
-                let mut grads = BTreeMap::new();
-                let (l, t) = micro_gradients(
-                    replica,
-                    s,
-                    examples,
-                    *denominator,
-                    &mut grads,
-                    &self.devices[r],
-                );
-                (l, t, grads)
+                let (l, t, g) =
+                    micro_backward(replica, s, examples, *denominator, &self.devices[r]);
+                // In the parameters' dtype until they reach their owners.
+                (l, t, collect_grads(replica, &g))
             };
             let results: Vec<(f64, usize, NamedFlat<B::InnerBackend>)> =
                 match self.ranks_share_a_device() {
@@ -152,7 +149,8 @@ impl<B: AutodiffBackend> Sharded<B> {
                 tokens += t;
                 for (name, g) in grads {
                     let owner = self.owner.get(&name).copied().unwrap_or(0);
-                    let g = g.to_device(&self.devices[owner]);
+                    // Summed in f32 whatever the dtype, as one device sums them.
+                    let g = g.to_device(&self.devices[owner]).cast(DType::F32);
                     let sum = match sums.remove(&name) {
                         Some(prev) => prev + g,
                         None => g,
