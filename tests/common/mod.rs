@@ -5,9 +5,11 @@ use std::path::PathBuf;
 
 use burn::backend::Flex;
 use cft::model::{LanguageModel, LoadOptions};
-pub use cft::parity::{FAMILIES, Reference};
+pub use cft::parity::Reference;
 
 pub type B = Flex;
+
+pub const FAMILIES: [&str; 4] = cft::parity::FAMILIES;
 
 pub fn fixture(family: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
