@@ -29,21 +29,12 @@ pub const NEW_TOKENS: usize = 24;
 /// Top alternatives compared per greedy step, and per scored position.
 pub const TOP_K: usize = 5;
 
-/// Errors of reading a fixture or running a model on it. Each names the file at fault.
+/// Errors of reading a fixture or running a model on it. Each names the file at fault (the
+/// reference's files as a model directory's: [`ModelError`]).
 #[derive(Debug, thiserror::Error)]
 pub enum ParityError {
-    #[error("{}", path.display())]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("{}", path.display())]
-    Json {
-        path: PathBuf,
-        source: serde_json::Error,
-    },
     #[error("{}: {message}", path.display())]
-    Safetensors { path: PathBuf, message: String },
+    Reference { path: PathBuf, message: String },
     #[error(transparent)]
     Model(#[from] ModelError),
     #[error(transparent)]
@@ -95,18 +86,18 @@ impl Reference {
     /// Reads the reference of the fixture directory `dir`.
     pub fn read(dir: &Path) -> Result<Self, ParityError> {
         let path = dir.join("reference.json");
-        let text = std::fs::read_to_string(&path).map_err(|source| ParityError::Io {
+        let text = std::fs::read_to_string(&path).map_err(|source| ModelError::Io {
             path: path.clone(),
             source,
         })?;
         let mut r: Reference =
-            serde_json::from_str(&text).map_err(|source| ParityError::Json { path, source })?;
+            serde_json::from_str(&text).map_err(|source| ModelError::Json { path, source })?;
         let path = dir.join("reference.safetensors");
-        let bytes = std::fs::read(&path).map_err(|source| ParityError::Io {
+        let bytes = std::fs::read(&path).map_err(|source| ModelError::Io {
             path: path.clone(),
             source,
         })?;
-        let bad = |message: String| ParityError::Safetensors {
+        let bad = |message: String| ParityError::Reference {
             path: path.clone(),
             message,
         };
@@ -253,12 +244,25 @@ pub fn batched_logits<B: Backend>(
     Ok(c)
 }
 
-fn engine_options(max_batch: usize, top: usize) -> EngineOptions {
-    EngineOptions {
+/// The engine over `model`, decoding every prompt greedily for [`NEW_TOKENS`] tokens with
+/// `max_batch` rows together and the `top` alternatives of each step.
+fn greedy<B: Backend>(
+    model: &LanguageModel<B>,
+    r: &Reference,
+    max_batch: usize,
+    top: usize,
+) -> Result<Vec<crate::generate::Completion>, ParityError> {
+    let options = EngineOptions {
         max_batch,
         top_alternatives: top,
         prefill_rows: 2,
-    }
+    };
+    let requests = r
+        .prompts
+        .iter()
+        .map(|p| Request::<B>::greedy(p.clone(), NEW_TOKENS))
+        .collect();
+    Ok(Engine::new(&model.lm, options).generate(requests)?)
 }
 
 /// Greedy decoding of each prompt alone: the tokens, that each ran to its length, their
@@ -268,13 +272,7 @@ pub fn greedy_single<B: Backend>(
     r: &Reference,
 ) -> Result<Comparison, ParityError> {
     let mut c = Comparison::new(TOLERANCE);
-    let engine = Engine::new(&model.lm, engine_options(1, TOP_K));
-    let requests = r
-        .prompts
-        .iter()
-        .map(|p| Request::<B>::greedy(p.clone(), NEW_TOKENS))
-        .collect();
-    let out = engine.generate(requests)?;
+    let out = greedy(model, r, 1, TOP_K)?;
     c.same(&out.len(), &r.greedy_single.len(), "completions");
     for (i, got) in out.iter().enumerate() {
         let (Some(tokens), Some(logprobs), Some(top)) = (
@@ -307,14 +305,7 @@ pub fn greedy_batch<B: Backend>(
     r: &Reference,
 ) -> Result<Comparison, ParityError> {
     let mut c = Comparison::new(TOLERANCE);
-    let engine = Engine::new(&model.lm, engine_options(8, 0));
-    let requests = r
-        .prompts
-        .iter()
-        .map(|p| Request::<B>::greedy(p.clone(), NEW_TOKENS))
-        .collect();
-    let tokens: Vec<Vec<u32>> = engine
-        .generate(requests)?
+    let tokens: Vec<Vec<u32>> = greedy(model, r, 8, 0)?
         .into_iter()
         .map(|c| c.tokens)
         .collect();

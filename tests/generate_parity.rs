@@ -174,6 +174,7 @@ fn sampling_is_reproducible_whatever_the_batch() {
 /// probabilities within 1e-5.
 #[test]
 fn score_matches_transformers_log_probs_entropies_and_top_k() {
+    assert_eq!(parity::PROB_TOLERANCE, 1e-5);
     for family in FAMILIES {
         let c = parity::scores(&load(family), &reference(family)).unwrap();
         assert!(c.mismatches.is_empty(), "{family}: {:#?}", c.mismatches);

@@ -228,3 +228,43 @@ fn failing_steps_are_reported_and_the_others_still_run() {
         String::from_utf8_lossy(&bad.stderr).contains("--device tpu: expected cpu, cuda or cuda:N")
     );
 }
+
+/// `cft check parity` on a fixture without transformers' outputs, and on no fixtures at all:
+/// exit 1, naming the file or the flag.
+#[test]
+fn check_parity_names_what_is_missing() {
+    let dir = tempfile::tempdir().unwrap();
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/models");
+    let family = dir.path().join("llama");
+    std::fs::create_dir_all(&family).unwrap();
+    for entry in std::fs::read_dir(fixtures.join("llama")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.file_name().unwrap() != "reference.safetensors" {
+            std::fs::copy(&path, family.join(path.file_name().unwrap())).unwrap();
+        }
+    }
+    let cft = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_cft"))
+            .args(["check", "parity"])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let fixtures_dir = dir.path().to_str().unwrap();
+    let out = cft(&["--fixtures", fixtures_dir, "--families", "llama"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("llama    logits   error  FAIL"), "{stdout}");
+    let missing = family.join("reference.safetensors");
+    assert!(
+        stdout.contains(&format!("{}: No such file", missing.display())),
+        "{stdout}"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("4 parity check(s) failed on cpu"));
+
+    let out = cft(&["--fixtures", "/no/such/dir"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--fixtures /no/such/dir: no such directory")
+    );
+}
