@@ -145,19 +145,30 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a > 0 && b > 0) printf "%.2f", a 
 # The tokens/s of `batch N:` lines (cft bench generate and bench_transformers.py alike).
 rate() { awk -v b="$2" '$1 == "batch" && $2 + 0 == b { print $(NF - 1) }' "$1" 2>/dev/null | tail -1; }
 
-# Python: the transformers side, and the benchmark model's maker.
-if ! command -v "$PYTHON" >/dev/null; then
-    PY_SKIP="$PYTHON not found"
-elif ! "$PYTHON" -c 'import torch' >/dev/null 2>&1; then
-    PY_SKIP="torch not installed"
-elif ! "$PYTHON" -c 'import transformers' >/dev/null 2>&1; then
-    PY_SKIP="transformers not installed"
-elif [ "$DEVICE" != cpu ] && ! "$PYTHON" -c 'import torch, sys; sys.exit(not torch.cuda.is_available())' >/dev/null 2>&1; then
-    PY_SKIP="torch sees no CUDA device"
-else
-    PY_SKIP=""
-    PY_VERSIONS=$("$PYTHON" -c 'import torch, transformers; print(f"torch {torch.__version__}, transformers {transformers.__version__}")' 2>/dev/null)
+# Python: the transformers side, and the benchmark model's maker. One interpreter start: it
+# prints why the Python steps cannot run, or "ok" and the versions.
+PY_SKIP="$PYTHON not found"
+if command -v "$PYTHON" >/dev/null; then
+    PY_SKIP=$("$PYTHON" - "$DEVICE" 2>/dev/null <<'EOF'
+import sys
+try:
+    import torch
+except Exception:
+    sys.exit(print("torch not installed"))
+try:
+    import transformers
+except Exception:
+    sys.exit(print("transformers not installed"))
+if sys.argv[1] != "cpu" and not torch.cuda.is_available():
+    sys.exit(print("torch sees no CUDA device"))
+print(f"ok torch {torch.__version__}, transformers {transformers.__version__}")
+EOF
+    )
+    PY_SKIP=${PY_SKIP:-"$PYTHON failed to start"}
 fi
+case "$PY_SKIP" in
+    "ok "*) PY_VERSIONS=${PY_SKIP#ok } PY_SKIP="" ;;
+esac
 [ -z "$PY_SKIP" ] || log "Python steps will be SKIPPED: $PY_SKIP"
 
 # 1. parity on the fixtures
@@ -184,7 +195,7 @@ done
 
 # 2. the benchmark model: transformers' own when it is there, else cft's
 MODEL=$WORK/bench-model
-MAKER=""
+MAKER="" MAKER_FAIL=""
 if [ -z "$PY_SKIP" ]; then
     step model "$PYTHON" scripts/bench_transformers.py --make "$MODEL" --shape "$SHAPE"
     [ "$STEP_RC" = 0 ] && MAKER="transformers" || MAKER_FAIL="transformers failed ($(why model))"
@@ -196,7 +207,7 @@ fi
 if [ -n "$MAKER" ]; then
     row "benchmark model" — — — PASS "random, $SHAPE shape, written by $MAKER"
 else
-    row "benchmark model" — — — FAIL "$(why model)"
+    row "benchmark model" — — — FAIL "${MAKER_FAIL:+$MAKER_FAIL; then }$(why model)"
 fi
 
 # 3. batched greedy decoding, cft then transformers
@@ -286,7 +297,9 @@ fi
 if [ "$DEVICE" = cpu ]; then
     MACHINE="CPU: $(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo 2>/dev/null), $(nproc) cores"
 else
-    MACHINE=$(nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null | head -1)
+    GPU_INDEX=${DEVICE#cuda}
+    GPU_INDEX=${GPU_INDEX#:}
+    MACHINE=$(nvidia-smi --id="${GPU_INDEX:-0}" --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null | head -1)
     MACHINE=${MACHINE:-"no answer from nvidia-smi"}
 fi
 COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo "unknown commit")
