@@ -256,6 +256,7 @@ fn greedy<B: Backend>(
         max_batch,
         top_alternatives: top,
         prefill_rows: 2,
+        ..Default::default()
     };
     let requests = r
         .prompts
