@@ -2,8 +2,8 @@
 """The training step of `cft bench train`, timed with transformers on the same machine.
 
 Same work per step: a batch of random token ids (seed 0), SFT loss over every position,
-backward, global-norm clipping at 1.0, AdamW (torch defaults), f32 on the CPU, eager
-attention. One untimed warm-up step, then `--steps` timed steps; prints training tokens/s.
+backward, global-norm clipping at 1.0, AdamW (torch defaults), f32, eager attention, on
+`--device` (cpu, or cuda[:N] as `cft bench train --device`). One untimed warm-up step, then `--steps` timed steps; prints training tokens/s.
 
 `--make-model DIR` first writes a random Llama of a few million parameters (hidden 256,
 4 layers, 4 heads, intermediate 768, vocab 8192, tied embeddings) with a tokenizer copied
@@ -56,18 +56,21 @@ def main():
     ap.add_argument("--seq-len", type=int, default=128)
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--threads", type=int, default=os.cpu_count())
+    ap.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     args = ap.parse_args()
     if args.make_model:
         make_model(args.make_model)
         return
     torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
     model = AutoModelForCausalLM.from_pretrained(
         args.model, dtype=torch.float32, attn_implementation="eager"
     )
-    model.train()
+    model.to(device).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     g = torch.Generator().manual_seed(0)
     ids = torch.randint(0, model.config.vocab_size, (args.batch, args.seq_len + 1), generator=g)
+    ids = ids.to(device)
     inputs, targets = ids[:, :-1], ids[:, 1:]
 
     def step():
@@ -79,16 +82,22 @@ def main():
         opt.step()
         opt.zero_grad()
 
+    def synchronize():
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
     step()  # warm-up
+    synchronize()
     start = time.perf_counter()
     for _ in range(args.steps):
         step()
+    synchronize()
     seconds = time.perf_counter() - start
     tokens = args.steps * args.batch * (args.seq_len + 1)
     params = sum(p.numel() for p in model.parameters())
     print(
         f"transformers {torch.__version__}, {params} parameters, batch {args.batch} x "
-        f"{args.seq_len + 1} tokens, {args.threads} threads: {tokens / seconds:.1f} training "
+        f"{args.seq_len + 1} tokens, {args.device}, {args.threads} threads: {tokens / seconds:.1f} training "
         f"tokens/s ({seconds * 1000 / args.steps:.1f} ms/step)"
     )
 

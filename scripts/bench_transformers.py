@@ -7,7 +7,13 @@
 
 Same measurement as the Rust side: `--batch` prompts of `--prompt-len` pseudo-random ids,
 `--new-tokens` greedy steps with EOS ignored, one untimed warm-up, time includes prefill.
-Runs `model.generate` (eager attention, f32, CPU, its default dynamic KV cache).
+Runs `model.generate` (eager attention, f32, its default dynamic KV cache) on `--device`
+(cpu, or cuda[:N] as `cft bench generate --device`).
+
+`--make DIR --shape qwen2.5-0.5b` writes a random model of Qwen2.5-0.5B's shape instead (hidden
+896, 24 layers, 14 heads / 2 KV heads, intermediate 4864, vocab 151936, tied embeddings; ~494M
+parameters, 2 GB in f32), as `scripts/gpu-check.sh` does on a GPU machine. `cft check
+make-model DIR --shape S` writes the same shapes without Python.
 Not run by CI. Needs `pip install torch transformers safetensors tokenizers`.
 """
 
@@ -22,18 +28,27 @@ from transformers import AutoModelForCausalLM, Qwen2Config, Qwen2ForCausalLM
 FIXTURE_TOKENIZER = os.path.join("tests", "fixtures", "models", "qwen2")
 
 
-def make(directory):
+# name -> (vocab, hidden, intermediate, layers, heads, kv heads, initializer_range); the same
+# shapes as `cft check make-model --shape`.
+SHAPES = {
+    "tiny": (2048, 256, 768, 4, 8, 4, 0.1),
+    "qwen2.5-0.5b": (151936, 896, 4864, 24, 14, 2, 0.02),
+}
+
+
+def make(directory, shape):
     torch.manual_seed(0)
+    vocab, hidden, intermediate, layers, heads, kv, init = SHAPES[shape]
     config = Qwen2Config(
-        vocab_size=2048,
-        hidden_size=256,
-        intermediate_size=768,
-        num_hidden_layers=4,
-        num_attention_heads=8,
-        num_key_value_heads=4,
+        vocab_size=vocab,
+        hidden_size=hidden,
+        intermediate_size=intermediate,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=kv,
         max_position_embeddings=2048,
         tie_word_embeddings=True,
-        initializer_range=0.1,
+        initializer_range=init,
         eos_token_id=2,
         pad_token_id=0,
         bos_token_id=None,
@@ -45,16 +60,23 @@ def make(directory):
     print(f"wrote {directory}: {sum(p.numel() for p in model.parameters())} parameters")
 
 
-def bench(directory, batches, prompt_len, new_tokens, threads):
+def synchronize(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def bench(directory, batches, prompt_len, new_tokens, threads, device):
     if threads:
         torch.set_num_threads(threads)
+    device = torch.device(device)
     model = AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32, attn_implementation="eager")
-    model.eval()
+    model.to(device).eval()
     vocab = model.config.vocab_size
     g = torch.Generator().manual_seed(0)
-    print(f"transformers, {torch.get_num_threads()} threads, prompt {prompt_len}, {new_tokens} new tokens")
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{torch.get_num_threads()} threads"
+    print(f"transformers {torch.__version__} on {device} ({where}), prompt {prompt_len}, {new_tokens} new tokens")
     for b in batches:
-        ids = torch.randint(0, vocab, (b, prompt_len), generator=g)
+        ids = torch.randint(0, vocab, (b, prompt_len), generator=g).to(device)
         mask = torch.ones_like(ids)
 
         def run(n):
@@ -70,8 +92,10 @@ def bench(directory, batches, prompt_len, new_tokens, threads):
                 )
 
         run(2)
+        synchronize(device)
         start = time.perf_counter()
         out = run(new_tokens)
+        synchronize(device)
         seconds = time.perf_counter() - start
         tokens = (out.shape[1] - prompt_len) * b
         print(f"batch {b:>3}: {tokens:>6} tokens in {seconds:>7.3f} s = {tokens / seconds:>9.1f} tokens/s")
@@ -80,6 +104,8 @@ def bench(directory, batches, prompt_len, new_tokens, threads):
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--make", metavar="DIR", help="write the random benchmark model here and exit")
+    p.add_argument("--shape", choices=sorted(SHAPES), default="tiny", help="the model --make writes")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     p.add_argument("--model", metavar="DIR")
     p.add_argument("--batch", default="1,8,64")
     p.add_argument("--prompt-len", type=int, default=32)
@@ -87,11 +113,11 @@ def main():
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     a = p.parse_args()
     if a.make:
-        make(a.make)
+        make(a.make, a.shape)
         return
     if not a.model:
         p.error("give --make DIR or --model DIR")
-    bench(a.model, [int(x) for x in a.batch.split(",")], a.prompt_len, a.new_tokens, a.threads)
+    bench(a.model, [int(x) for x in a.batch.split(",")], a.prompt_len, a.new_tokens, a.threads, a.device)
 
 
 if __name__ == "__main__":

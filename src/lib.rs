@@ -2,7 +2,7 @@
 //!
 //! The layers, top to bottom; each module uses only those after it (`tests/layering.rs`
 //! checks every `crate::` path): `exec` → `stages` → `report` → `plan` → `cache` → `cft` →
-//! `generate` → `train` → `eval` → `toy` → `model` → `contract` → `manifest` → `rng`.
+//! `parity` → `generate` → `train` → `eval` → `toy` → `model` → `contract` → `manifest` → `rng`.
 //! This is DESIGN.md's order as the code found it: the report stage builds a report, so
 //! `report` sits below `stages`; `plan` and `stages` both read and write records, so `cache`
 //! sits below them; `contract` (stage kinds, their versions, typed params and artifacts) sits
@@ -17,6 +17,7 @@ pub mod exec;
 pub mod generate;
 pub mod manifest;
 pub mod model;
+pub mod parity;
 pub mod plan;
 pub mod report;
 pub mod rng;

@@ -4,6 +4,7 @@
 mod common;
 
 use cft::generate::{Decoding, Engine, EngineOptions, FinishReason, Request, encode, naive, score};
+use cft::parity;
 use common::{B, FAMILIES, load, reference};
 
 const TOLERANCE: f32 = 1e-4;
@@ -17,58 +18,28 @@ fn engine_options(max_batch: usize, top: usize) -> EngineOptions {
     }
 }
 
+/// Through `cft::parity`, the code `cft check parity --device cuda` runs: each prompt alone
+/// (tokens, that it ran to its length, log-probs within 1e-4, the top-5 of every step), then
+/// all prompts as one left-padded batch (tokens).
 #[test]
 fn greedy_one_prompt_at_a_time_matches_transformers() {
     for family in FAMILIES {
-        let model = load(family);
-        let r = reference(family);
-        let engine = Engine::new(&model.lm, engine_options(1, 5));
-        let requests = r
-            .prompts
-            .iter()
-            .map(|p| Request::<B>::greedy(p.clone(), 24))
-            .collect();
-        let out = engine.generate(requests).unwrap();
-        for (i, c) in out.iter().enumerate() {
-            assert_eq!(c.tokens, r.greedy_single[i], "{family} prompt {i}");
-            assert_eq!(c.finish, FinishReason::Length);
-            let worst = c
-                .logprobs
-                .iter()
-                .zip(&r.greedy_single_logprobs[i])
-                .map(|(a, b)| (a - b).abs())
-                .fold(0.0, f32::max);
-            assert!(
-                worst <= TOLERANCE,
-                "{family} prompt {i}: log-probs differ by {worst}"
-            );
-            let top: Vec<Vec<u32>> = c
-                .alternatives
-                .iter()
-                .map(|a| a.iter().map(|x| x.0).collect())
-                .collect();
-            assert_eq!(
-                top, r.greedy_single_top[i],
-                "{family} prompt {i}: top-5 alternatives"
-            );
-        }
+        let c = parity::greedy_single(&load(family), &reference(family)).unwrap();
+        assert_eq!(c.tolerance, TOLERANCE);
+        assert!(c.mismatches.is_empty(), "{family}: {:#?}", c.mismatches);
+        assert!(
+            c.worst <= TOLERANCE,
+            "{family}: log-probs differ by {}",
+            c.worst
+        );
     }
 }
 
 #[test]
 fn greedy_left_padded_batch_matches_transformers() {
     for family in FAMILIES {
-        let model = load(family);
-        let r = reference(family);
-        let engine = Engine::new(&model.lm, engine_options(8, 0));
-        let requests = r
-            .prompts
-            .iter()
-            .map(|p| Request::<B>::greedy(p.clone(), 24))
-            .collect();
-        let out = engine.generate(requests).unwrap();
-        let tokens: Vec<Vec<u32>> = out.into_iter().map(|c| c.tokens).collect();
-        assert_eq!(tokens, r.greedy_batch, "{family}");
+        let c = parity::greedy_batch(&load(family), &reference(family)).unwrap();
+        assert!(c.passed(), "{family}: {:#?}", c.mismatches);
     }
 }
 
@@ -262,35 +233,15 @@ fn sampling_is_reproducible_whatever_the_batch() {
     );
 }
 
+/// Per position: log-prob of the next token and entropy within 1e-4, the top-5 ids, their
+/// probabilities within 1e-5.
 #[test]
 fn score_matches_transformers_log_probs_entropies_and_top_k() {
+    assert_eq!(parity::PROB_TOLERANCE, 1e-5);
     for family in FAMILIES {
-        let model = load(family);
-        let r = reference(family);
-        let encoded = encode(&model.lm, &r.prompts).unwrap();
-        for (i, (e, prompt)) in encoded.into_iter().zip(&r.prompts).enumerate() {
-            let rows = score(e.logits, prompt, 5, false).unwrap();
-            for (got, want) in rows.iter().zip(&r.score[i]) {
-                assert_eq!((got.pos, got.token), (want.pos, want.token));
-                match (got.next_logprob, want.next_logprob) {
-                    (Some(a), Some(b)) => {
-                        assert!((a - b).abs() <= TOLERANCE, "{family}: {a} vs {b}")
-                    }
-                    (None, None) => {}
-                    other => panic!("{family}: next_logprob {other:?}"),
-                }
-                assert!(
-                    (got.entropy - want.entropy).abs() <= TOLERANCE,
-                    "{family} entropy"
-                );
-                let ids: Vec<u32> = got.top.iter().map(|x| x.0).collect();
-                let want_ids: Vec<u32> = want.top.iter().map(|x| x.0).collect();
-                assert_eq!(ids, want_ids, "{family} top-5 at {}", got.pos);
-                for (a, b) in got.top.iter().zip(&want.top) {
-                    assert!((a.1 - b.1).abs() <= 1e-5, "{family} top prob");
-                }
-            }
-        }
+        let c = parity::scores(&load(family), &reference(family)).unwrap();
+        assert!(c.mismatches.is_empty(), "{family}: {:#?}", c.mismatches);
+        assert!(c.worst <= TOLERANCE, "{family}: differ by {}", c.worst);
     }
 }
 

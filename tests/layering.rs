@@ -11,9 +11,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// Top to bottom. A new top-level module must be placed here.
-const ORDER: [&str; 15] = [
-    "exec", "stages", "report", "plan", "cache", "cft", "generate", "train", "eval", "toy",
-    "model", "contract", "manifest", "rng", "lib",
+const ORDER: [&str; 16] = [
+    "exec", "stages", "report", "plan", "cache", "cft", "parity", "generate", "train", "eval",
+    "toy", "model", "contract", "manifest", "rng", "lib",
 ];
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {

@@ -4,78 +4,56 @@
 mod common;
 
 use burn::prelude::*;
+use cft::parity;
 use common::{B, FAMILIES, load, max_abs_diff, reference};
 
-const TOLERANCE: f32 = 1e-4;
-
-/// Logits `[t, vocab]` of each prompt run alone.
-fn single_logits(family: &str) -> f32 {
-    let model = load(family);
-    let r = reference(family);
-    let device = Default::default();
-    let mut worst = 0f32;
-    for (prompt, (t, v, expected)) in r.prompts.iter().zip(&r.logits) {
-        let ids: Vec<i32> = prompt.iter().map(|&x| x as i32).collect();
-        let ids = Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [1, *t]), &device);
-        let valid =
-            Tensor::<B, 2, Bool>::from_data(TensorData::new(vec![true; *t], [1, *t]), &device);
-        let logits = model.lm.forward(ids, valid);
-        assert_eq!(logits.dims(), [1, *t, *v]);
-        let got = logits.into_data().to_vec::<f32>().unwrap();
-        worst = worst.max(max_abs_diff(&got, expected));
-    }
-    worst
-}
-
-/// All prompts as one left-padded batch; only the real positions are compared.
-fn batched_logits(family: &str) -> f32 {
-    let model = load(family);
-    let r = reference(family);
-    let device = Default::default();
-    let n = r.prompts.len();
-    let width = r.prompts.iter().map(Vec::len).max().unwrap();
-    let mut ids = Vec::new();
-    let mut valid = Vec::new();
-    for p in &r.prompts {
-        let pad = width - p.len();
-        ids.extend(std::iter::repeat_n(r.pad_id as i32, pad).chain(p.iter().map(|&x| x as i32)));
-        valid.extend(std::iter::repeat_n(false, pad).chain(std::iter::repeat_n(true, p.len())));
-    }
-    let ids = Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [n, width]), &device);
-    let valid = Tensor::<B, 2, Bool>::from_data(TensorData::new(valid, [n, width]), &device);
-    let logits = model.lm.forward(ids, valid); // [n, width, vocab]
-    let mut worst = 0f32;
-    for (row, (p, (t, v, expected))) in r.prompts.iter().zip(&r.logits).enumerate() {
-        let pad = width - p.len();
-        let got = logits
-            .clone()
-            .slice([row..row + 1, pad..width, 0..*v])
-            .into_data()
-            .to_vec::<f32>()
-            .unwrap();
-        assert_eq!(got.len(), t * v);
-        worst = worst.max(max_abs_diff(&got, expected));
-    }
-    worst
-}
-
+/// Every prompt alone, then all of them as one left-padded batch (only the real positions
+/// compared), through `cft::parity` — the code `cft check parity --device cuda` runs.
 #[test]
 fn logits_match_transformers_for_every_family() {
+    let device = Default::default();
     for family in FAMILIES.into_iter().chain(["qwen2-bf16"]) {
-        let single = single_logits(family);
-        let batched = batched_logits(family);
+        let model = load(family);
+        let r = reference(family);
+        let single = parity::single_logits(&model, &r, &device).unwrap();
+        let batched = parity::batched_logits(&model, &r, &device).unwrap();
         eprintln!(
-            "{family}: max |logit diff| single {single:.2e}, left-padded batch {batched:.2e}"
+            "{family}: max |logit diff| single {:.2e}, left-padded batch {:.2e}",
+            single.worst, batched.worst
+        );
+        assert_eq!(single.tolerance, 1e-4);
+        assert!(
+            single.passed(),
+            "{family}: single-prompt logits differ by {} ({:?})",
+            single.worst,
+            single.mismatches
         );
         assert!(
-            single <= TOLERANCE,
-            "{family}: single-prompt logits differ by {single}"
-        );
-        assert!(
-            batched <= TOLERANCE,
-            "{family}: batched logits differ by {batched}"
+            batched.passed(),
+            "{family}: batched logits differ by {} ({:?})",
+            batched.worst,
+            batched.mismatches
         );
     }
+}
+
+/// A comparison fails on a difference past its tolerance, on a NaN and on any exact mismatch.
+#[test]
+fn a_comparison_fails_when_the_numbers_differ() {
+    let model = load("llama");
+    let mut r = reference("llama");
+    r.logits[1].2[7] += 3e-4;
+    let c = parity::single_logits(&model, &r, &Default::default()).unwrap();
+    assert!(!c.passed() && c.worst > 2e-4 && c.worst < 4e-4, "{c:?}");
+    r.logits[1].2[7] = f32::NAN;
+    let c = parity::single_logits(&model, &r, &Default::default()).unwrap();
+    assert!(!c.passed() && c.worst.is_nan(), "{c:?}");
+    let mut r = reference("llama");
+    r.greedy_batch[2][5] += 1;
+    let c = parity::greedy_batch(&model, &r).unwrap();
+    assert!(!c.passed(), "{c:?}");
+    assert_eq!(c.mismatches.len(), 1);
+    assert!(c.mismatches[0].starts_with("prompt 2: tokens"), "{c:?}");
 }
 
 #[test]

@@ -9,6 +9,8 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 use burn::backend::{Autodiff, Flex};
+use burn::prelude::Backend;
+use burn::tensor::backend::AutodiffBackend;
 use clap::Args;
 use serde_json::{Value, json};
 
@@ -19,7 +21,7 @@ use cft::train::data::Example;
 use cft::train::optim::AdamConfig;
 use cft::train::{LastBatch, Normalization, Objective, Schedule, Strategy, TrainSettings, Trainer};
 
-type AB = Autodiff<Flex>;
+use super::device::{DeviceArg, OnDevice, dispatch};
 
 #[derive(Args, Debug)]
 pub struct BenchTrainArgs {
@@ -40,11 +42,27 @@ pub struct BenchTrainArgs {
     /// far the process's peak resident memory rose above its resident memory meanwhile.
     #[arg(long)]
     pub save_state: bool,
+    /// Where to train (f32 on the CPU; a CUDA device keeps half-precision weights half).
+    #[arg(long, default_value = "cpu", value_name = "cpu|cuda[:N]")]
+    pub device: DeviceArg,
 }
 
 pub fn train(args: BenchTrainArgs) -> anyhow::Result<()> {
-    let device = Default::default();
-    let lm = LanguageModel::<AB>::load(&args.model, &device, LoadOptions::default())
+    dispatch(args.device, args)
+}
+
+impl OnDevice for BenchTrainArgs {
+    fn run<B: Backend>(self, device: B::Device, load: LoadOptions) -> anyhow::Result<()> {
+        train_on::<Autodiff<B>>(self, device, load)
+    }
+}
+
+fn train_on<AB: AutodiffBackend>(
+    args: BenchTrainArgs,
+    device: AB::Device,
+    load: LoadOptions,
+) -> anyhow::Result<()> {
+    let lm = LanguageModel::<AB>::load(&args.model, &device, load)
         .with_context(|| format!("loading {}", args.model.display()))?;
     let vocab = lm.lm.config.vocab_size as u64;
     let params = burn::module::Module::num_params(&lm.lm);
@@ -67,7 +85,7 @@ pub fn train(args: BenchTrainArgs) -> anyhow::Result<()> {
         "single" => Strategy::Single,
         "offload" => Strategy::Offload,
         other => match other.strip_prefix("zero1:").map(str::parse::<usize>) {
-            Some(Ok(n)) if n > 0 => Strategy::Zero1(vec![device; n]),
+            Some(Ok(n)) if n > 0 => Strategy::Zero1(vec![device.clone(); n]),
             _ => bail!("--strategy {other:?}: expected single, offload or zero1:N"),
         },
     };
@@ -95,7 +113,7 @@ pub fn train(args: BenchTrainArgs) -> anyhow::Result<()> {
 
 /// Saves and restores the trainer's state, measuring the rise of peak resident memory above
 /// the resident memory before each (Linux: `/proc/self/clear_refs` resets the peak).
-fn save_state(trainer: &mut Trainer<AB>) -> anyhow::Result<()> {
+fn save_state<AB: AutodiffBackend>(trainer: &mut Trainer<AB>) -> anyhow::Result<()> {
     use super::bench_memory::{reset_peak, status_kib};
     let dir = tempdir()?;
     let path = dir.join("state.safetensors");

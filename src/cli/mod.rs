@@ -10,6 +10,7 @@ mod bench_jobs;
 mod bench_memory;
 mod bench_train;
 mod cache;
+mod check;
 mod compare;
 mod device;
 mod generate;
@@ -68,6 +69,9 @@ pub enum Command {
     /// Speed measurements.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Checks a machine can run: parity with transformers on the fixtures, on any device.
+    #[command(subcommand)]
+    Check(check::CheckCommand),
     /// (Internal) run stages that `cft run` prepared under `<cache>/work/`; see the README.
     Worker(worker::WorkerArgs),
 }
@@ -110,6 +114,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Generate(args) => generate::run(args).map(|()| ExitCode::SUCCESS),
         Command::Score(args) => score::run(args).map(|()| ExitCode::SUCCESS),
         Command::Bench(cmd) => bench::run(&cache, cmd).map(|()| ExitCode::SUCCESS),
+        Command::Check(cmd) => check::run(cmd).map(|()| ExitCode::SUCCESS),
         Command::Worker(args) => worker::run(&cache, args),
     };
     match result {
