@@ -35,34 +35,45 @@ fn plan_resources_estimates_table2_from_built_in_shapes() {
     let dir = tempdir("plan");
     let cache = dir.join("cache");
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("experiments/table2.toml");
-    let (code, out, err) = cft(&[
-        "--cache",
-        cache.to_str().unwrap(),
-        "plan",
-        manifest.to_str().unwrap(),
-        "--resources",
-        "--gpu-memory",
-        "80GiB",
-        "--gpus",
-        "8",
-        "--host-memory",
-        "512GiB",
-    ]);
-    assert_eq!(code, 0, "{err}");
-    assert!(out.contains("GPU 80.0 GiB x 8, host 512.0 GiB"), "{out}");
-    let line = |prefix: &str| {
+    let plan = |gpus: &str| {
+        let (code, out, err) = cft(&[
+            "--cache",
+            cache.to_str().unwrap(),
+            "plan",
+            manifest.to_str().unwrap(),
+            "--resources",
+            "--gpu-memory",
+            "80GiB",
+            "--gpus",
+            gpus,
+            "--host-memory",
+            "512GiB",
+        ]);
+        assert_eq!(code, 0, "{err}");
+        out
+    };
+    let line = |out: &str, prefix: &str| {
         out.lines()
             .find(|l| l.starts_with(prefix))
             .unwrap_or_else(|| panic!("no `{prefix}` line in:\n{out}"))
             .to_string()
     };
-    // The weights are not on this machine: the shape is the built-in one, and says so.
-    let greedy = line("greedy qwen2.5-7b");
+    // The paper's node: 8 x 80 GB. The weights are not on this machine: the shape is the
+    // built-in one, and says so. The manifest's zero1 shards the optimiser over the 8 GPUs,
+    // and every stage fits.
+    let out = plan("8");
+    assert!(out.contains("GPU 80.0 GiB x 8, host 512.0 GiB"), "{out}");
+    let greedy = line(&out, "greedy qwen2.5-7b");
     assert!(greedy.contains("7.62B (built-in shape"), "{greedy}");
     assert!(greedy.trim_end().ends_with("yes"), "{greedy}");
-    // Full fine-tuning of 7.6B parameters on one device does not fit 80 GiB.
-    let train = line("train qwen2.5-7b");
-    assert!(train.contains("single"), "{train}");
+    let train = line(&out, "train qwen2.5-7b");
+    assert!(train.contains("zero1 x8"), "{train}");
+    assert!(train.trim_end().ends_with("yes"), "{train}");
+    assert!(out.contains("every stage fits"), "{out}");
+    // One 80 GB GPU alone: zero1 over one GPU is the whole state on it, which does not fit.
+    let out = plan("1");
+    let train = line(&out, "train qwen2.5-7b");
+    assert!(train.contains("zero1 x1"), "{train}");
     assert!(train.trim_end().ends_with("NO"), "{train}");
     assert!(out.contains("stages do not fit"), "{out}");
     std::fs::remove_dir_all(&dir).unwrap();
