@@ -42,10 +42,9 @@ pub fn run_group(
     stop: &AtomicBool,
     progress: &dyn Progress,
 ) -> Vec<(String, Result<WorkerEnd, CacheError>)> {
-    let mut leases: Vec<(String, Result<Result<HeldLease, WorkerEnd>, CacheError>)> =
-        keys.iter().map(|k| (k.clone(), lease(files, k))).collect();
+    let leases: Vec<(String, Taken)> = keys.iter().map(|k| (k.clone(), lease(files, k))).collect();
     let mut ends = Vec::new();
-    for (key, lease) in leases.drain(..) {
+    for (key, lease) in leases {
         let end = match lease {
             Err(e) => Err(e),
             Ok(Err(end)) => Ok(end),
@@ -59,8 +58,11 @@ pub fn run_group(
     ends
 }
 
+/// A stage's lease, or why the worker does not run it.
+type Taken = Result<Result<HeldLease, WorkerEnd>, CacheError>;
+
 /// Takes stage `key`'s lease, or says why not.
-fn lease(files: &Files, key: &str) -> Result<Result<HeldLease, WorkerEnd>, CacheError> {
+fn lease(files: &Files, key: &str) -> Taken {
     let work = files.work(key);
     if !work.has_task() {
         return Ok(Err(WorkerEnd::Gone));

@@ -103,65 +103,6 @@ pub fn named_values<B: Backend, M: Module<B>>(module: &M) -> BTreeMap<String, Ho
     c.0
 }
 
-/// Replaces the value of every parameter named in `values` (shape checked), keeping its id
-/// and trainability; returns the names it did not find in the module.
-pub fn load_values<B: Backend, M: Module<B>>(
-    module: M,
-    values: &BTreeMap<String, HostTensor>,
-) -> Result<M, String> {
-    struct Load<'a> {
-        values: &'a BTreeMap<String, HostTensor>,
-        used: usize,
-        error: Option<String>,
-    }
-    impl<B: Backend> NamedMapper<B> for Load<'_> {
-        fn map_param<const D: usize>(
-            &mut self,
-            name: &str,
-            param: Param<Tensor<B, D>>,
-        ) -> Param<Tensor<B, D>> {
-            let Some((shape, values)) = self.values.get(name) else {
-                return param;
-            };
-            let (id, tensor, mapper) = param.consume();
-            if tensor.dims().as_slice() != shape.as_slice() {
-                self.error.get_or_insert(format!(
-                    "{name}: shape {shape:?} in the state, {:?} in the model",
-                    tensor.dims()
-                ));
-                return Param::from_mapped_value(id, tensor, mapper);
-            }
-            self.used += 1;
-            let require_grad = tensor.is_require_grad();
-            let data = TensorData::new(values.clone(), shape.clone());
-            let new = Tensor::<B, D>::from_data(data, (&tensor.device(), tensor.dtype()));
-            let new = if require_grad {
-                new.require_grad()
-            } else {
-                new
-            };
-            Param::from_mapped_value(id, new, mapper)
-        }
-    }
-    let mut l = Load {
-        values,
-        used: 0,
-        error: None,
-    };
-    let module = map_named(module, &mut l);
-    if let Some(e) = l.error {
-        return Err(e);
-    }
-    if l.used != values.len() {
-        return Err(format!(
-            "{} of {} saved tensors have no parameter of that name",
-            values.len() - l.used,
-            values.len()
-        ));
-    }
-    Ok(module)
-}
-
 /// Adds the gradients of `module`'s trainable parameters in `grads` into `acc`, flattened
 /// and by name. Frozen parameters (no gradient) are skipped.
 pub fn accumulate_grads<B: AutodiffBackend, M: Module<B>>(

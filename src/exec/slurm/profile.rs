@@ -110,7 +110,7 @@ impl Profile {
         let written: Written = toml::from_str(text).map_err(|e| invalid(e.to_string()))?;
         let default = written.default.clone().unwrap_or_default();
         let mut shapes = BTreeMap::new();
-        for (name, _) in &written.kind {
+        for name in written.kind.keys() {
             if name.parse::<Kind>().is_err() {
                 let kinds: Vec<&str> = Kind::ALL.iter().map(|k| k.name()).collect();
                 return Err(invalid(format!(
@@ -122,7 +122,7 @@ impl Profile {
         for kind in Kind::ALL {
             let own = written.kind.get(kind.name()).cloned().unwrap_or_default();
             let at = |field: &str| {
-                if written.kind.get(kind.name()).is_some() {
+                if written.kind.contains_key(kind.name()) {
                     format!("[kind.{}] {field}", kind.name())
                 } else {
                     format!("[default] {field}")
