@@ -155,6 +155,57 @@ fn weights(cache: &Cache, m: &Path, label: &str) -> HashMap<u64, Vec<f32>> {
     lines.into_iter().map(|w| (w.idx, w.weights)).collect()
 }
 
+/// On a GPU `greedy` decodes as many chunks together as its free memory holds; the items stay
+/// chunks of 64 questions and the responses are the same bytes. Forced here through the
+/// stage's `decode_rows` binding: 150 questions in waves of two chunks, one of them saved by
+/// an earlier run (so a wave mixes a saved chunk with computed ones).
+#[test]
+fn greedy_decoding_chunks_together_gives_the_same_responses() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = manifest(dir.path());
+    let golds: Vec<String> = (0..150).map(|i| (i % 9).to_string()).collect();
+    write_data(dir.path(), &golds);
+    let greedy = |cache: &Cache, rows: Option<u64>| {
+        let mut plan = annotation_plan(cache, &m, &["greedy"]);
+        for spec in plan.graph.node_weights_mut() {
+            if let Some(rows) = rows {
+                spec.bindings["decode_rows"] = serde_json::json!(rows);
+            }
+        }
+        run(cache, &plan, &NoEvents);
+        output(cache, &m, "greedy llama", "responses.jsonl")
+    };
+    let one = Cache::open(&dir.path().join("one"), "test").unwrap();
+    let expected = greedy(&one, None);
+    assert_eq!(expected.iter().filter(|b| **b == b'\n').count(), 150);
+    let waves = Cache::open(&dir.path().join("waves"), "test").unwrap();
+    // chunk-1 as an interrupted run of the same stage left it
+    let plan = annotation_plan(&waves, &m, &["greedy"]);
+    let spec = plan
+        .graph
+        .node_weights()
+        .find(|s| s.kind.name() == "greedy")
+        .unwrap();
+    // ... in reverse order, so the output shows it was read rather than computed again
+    let lines: Vec<&[u8]> = expected.split(|b| *b == b'\n').collect();
+    let mut reversed: Vec<&[u8]> = lines[64..128].to_vec();
+    reversed.reverse();
+    let mut chunk1 = reversed.join(&b'\n');
+    chunk1.push(b'\n');
+    waves
+        .files()
+        .work(&spec.key)
+        .save("chunk-1", &chunk1)
+        .unwrap();
+    let mut want: Vec<&[u8]> = lines[..64].to_vec();
+    want.extend(reversed);
+    want.extend(&lines[128..]);
+    assert!(
+        greedy(&waves, Some(128)) == want.join(&b'\n'),
+        "responses differ"
+    );
+}
+
 #[test]
 fn annotation_stages_produce_consistent_masks_for_every_rule() {
     let dir = tempfile::tempdir().unwrap();

@@ -287,6 +287,49 @@ impl<'a> StageCtx<'a> {
         Ok(item)
     }
 
+    /// Items `names` (each with its count) as [`StageCtx::item`] gives them, the ones not saved
+    /// computed together by one call of `compute`, which gets their places in `names` and
+    /// returns them in that order (a batch wider than one item); each is saved durably.
+    pub fn items<I: Item>(
+        &mut self,
+        names: &[(String, u64)],
+        compute: impl FnOnce(&[usize]) -> Result<Vec<I>, StageError>,
+    ) -> Result<Vec<I>, StageError> {
+        let mut out: Vec<Option<I>> = Vec::with_capacity(names.len());
+        let mut missing = Vec::new();
+        for (i, (name, count)) in names.iter().enumerate() {
+            match self.saved(name)? {
+                Some(bytes) => {
+                    out.push(Some(I::decode(&bytes, name)?));
+                    self.advance(*count);
+                }
+                None => {
+                    out.push(None);
+                    missing.push(i);
+                }
+            }
+        }
+        if !missing.is_empty() {
+            self.check_stop()?;
+            let computed = compute(&missing)?;
+            if computed.len() != missing.len() {
+                return Err(StageError::Failed(format!(
+                    "stage `{}`: {} items computed for {} asked",
+                    self.spec.label,
+                    computed.len(),
+                    missing.len()
+                )));
+            }
+            for (&i, item) in missing.iter().zip(computed) {
+                let (name, count) = &names[i];
+                self.save(name, &item.encode()?)?;
+                self.advance(*count);
+                out[i] = Some(item);
+            }
+        }
+        Ok(out.into_iter().flatten().collect())
+    }
+
     pub fn set_total(&mut self, total: u64) {
         self.total = Some(total);
         self.events.stage_total(&self.spec.key, total);

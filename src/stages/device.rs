@@ -36,6 +36,30 @@ impl std::fmt::Display for Device {
 }
 
 impl Device {
+    /// This GPU's free memory now, as `nvidia-smi` reports it; `None` on the CPU or when
+    /// `nvidia-smi` does not answer. Under `CUDA_VISIBLE_DEVICES` (a Slurm job's GPUs), CUDA's
+    /// device `n` is the list's `n`-th entry, which `nvidia-smi -i` takes as it is.
+    pub fn free_memory(self) -> Option<u64> {
+        let Device::Cuda(n) = self else {
+            return None;
+        };
+        let visible = std::env::var("CUDA_VISIBLE_DEVICES").ok();
+        let id = visible
+            .as_deref()
+            .and_then(|v| v.split(',').nth(n))
+            .map_or_else(|| n.to_string(), |v| v.trim().to_string());
+        let out = std::process::Command::new("nvidia-smi")
+            .args([
+                "--query-gpu=memory.free",
+                "--format=csv,noheader,nounits",
+                "-i",
+                &id,
+            ])
+            .output()
+            .ok()?;
+        mebibytes(&String::from_utf8_lossy(&out.stdout))
+    }
+
     /// bf16 weights stay bf16 on CUDA; the CPU backend computes in f32.
     pub fn load_options(self) -> LoadOptions {
         LoadOptions {
@@ -43,6 +67,16 @@ impl Device {
             dtype: None,
         }
     }
+}
+
+/// `nvidia-smi`'s one-number answer in MiB, as bytes.
+fn mebibytes(text: &str) -> Option<u64> {
+    text.lines()
+        .next()?
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .map(|mib| mib << 20)
 }
 
 /// The devices a stage's worker holds: one, or several for a stage that spreads over the
@@ -127,4 +161,22 @@ macro_rules! on_device {
             )),
         }
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn devices_parse_print_and_answer_for_their_gpus() {
+        let d: Devices = "cuda:0, cuda:3".parse().unwrap();
+        assert_eq!(d.to_string(), "cuda:0,cuda:3");
+        assert_eq!(d.cuda().collect::<Vec<_>>(), [0, 3]);
+        assert_eq!(d.first(), Device::Cuda(0));
+        assert!("".parse::<Devices>().is_err());
+        assert!("cuda:x".parse::<Devices>().is_err());
+        assert_eq!(Device::Cpu.free_memory(), None);
+        assert_eq!(mebibytes("81037\n"), Some(81037 << 20));
+        assert_eq!(mebibytes("[N/A]"), None);
+    }
 }

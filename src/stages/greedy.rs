@@ -51,10 +51,11 @@ fn run<B: Backend>(ctx: &mut StageCtx<'_>, device: &B::Device) -> Result<StageOu
         stop_strings(template),
         max_new,
     );
+    let rows = decode_rows(ctx, max_new)?;
     let engine = Engine::new(
         &model.lm,
         EngineOptions {
-            max_batch: CHUNK,
+            max_batch: rows,
             top_alternatives: 0,
             ..Default::default()
         },
@@ -62,11 +63,30 @@ fn run<B: Backend>(ctx: &mut StageCtx<'_>, device: &B::Device) -> Result<StageOu
 
     ctx.set_total(problems.len() as u64);
     let mut responses: Vec<Response> = Vec::with_capacity(problems.len());
-    for (c, chunk) in problems.chunks(CHUNK).enumerate() {
-        let done: Vec<Response> = ctx.item(&format!("chunk-{c}"), chunk.len() as u64, || {
-            answer(chunk, template, &engine, &ending, benchmark)
+    // Items stay chunks of CHUNK questions whatever the rows: a wave of rows / CHUNK chunks
+    // decodes together, and each chunk is saved as its own item.
+    let chunks: Vec<&[Problem]> = problems.chunks(CHUNK).collect();
+    let per_wave = (rows / CHUNK).max(1);
+    for (w, wave) in chunks.chunks(per_wave).enumerate() {
+        let names: Vec<(String, u64)> = wave
+            .iter()
+            .enumerate()
+            .map(|(j, chunk)| (format!("chunk-{}", w * per_wave + j), chunk.len() as u64))
+            .collect();
+        let done: Vec<Vec<Response>> = ctx.items(&names, |missing| {
+            let questions: Vec<Problem> = missing
+                .iter()
+                .flat_map(|&j| wave[j].iter().cloned())
+                .collect();
+            let mut answered = answer(&questions, template, &engine, &ending, benchmark)?;
+            let mut out = Vec::with_capacity(missing.len());
+            for &j in missing {
+                let rest = answered.split_off(wave[j].len().min(answered.len()));
+                out.push(std::mem::replace(&mut answered, rest));
+            }
+            Ok(out)
         })?;
-        responses.extend(done);
+        responses.extend(done.into_iter().flatten());
     }
 
     let correct = responses.iter().filter(|r| r.correct).count();
@@ -95,7 +115,35 @@ fn run<B: Backend>(ctx: &mut StageCtx<'_>, device: &B::Device) -> Result<StageOu
     })
 }
 
-/// One chunk of questions answered greedily and graded.
+/// Rows decoded together: a chunk on the CPU; on a GPU as many whole chunks as its free
+/// memory holds beside the loaded weights (`memory::rows_within`, prompts taken at 512
+/// tokens), up to `rows::GREEDY_GPU_MAX`. Items and outputs do not depend on it (each
+/// request decodes the same whatever shares its batch).
+fn decode_rows(ctx: &StageCtx<'_>, max_new: usize) -> Result<usize, StageError> {
+    use crate::plan::resources::{GenerateWork, ModelShape, memory};
+    // A `decode_rows` binding (never in the key) sets them, in whole chunks.
+    if let Some(rows) = ctx.bindings().get("decode_rows").and_then(|v| v.as_u64()) {
+        return Ok((rows as usize).div_ceil(CHUNK).max(1) * CHUNK);
+    }
+    let Some(free) = ctx.device().free_memory() else {
+        return Ok(CHUNK);
+    };
+    let Ok(Some(shape)) = ModelShape::from_dir(&ctx.input_model_dir()?) else {
+        return Ok(CHUNK);
+    };
+    let work = GenerateWork {
+        dtype: shape.stored,
+        rows: CHUNK as u64,
+        prompt: 512,
+        new_tokens: max_new as u64,
+        encoded: 0,
+        encoded_while_decoding: false,
+    };
+    let cap = crate::generate::rows::GREEDY_GPU_MAX as u64;
+    Ok(memory::rows_within(&shape, &work, free, CHUNK as u64, cap) as usize)
+}
+
+/// Questions answered greedily and graded.
 fn answer<B: Backend>(
     chunk: &[Problem],
     template: crate::manifest::Template,

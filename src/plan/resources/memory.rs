@@ -445,3 +445,70 @@ pub fn token_stats(shape: &ModelShape, dtype: Dtype, t: u64) -> Estimate {
         phase: "forward",
     }
 }
+
+/// The most rows a generating stage can decode together in `free` bytes of device memory
+/// (measured after its weights loaded), by [`generate`]'s estimate without the weights: a
+/// multiple of `step` (the stage's saved chunk, so items keep their boundaries), at least
+/// `step`, at most `cap`. A tenth of `free` is left to the allocator.
+pub fn rows_within(shape: &ModelShape, work: &GenerateWork, free: u64, step: u64, cap: u64) -> u64 {
+    let weights = shape.params() * work.dtype.bytes();
+    let budget = free - free / 10;
+    let fits = |rows: u64| {
+        let w = GenerateWork {
+            rows,
+            ..work.clone()
+        };
+        generate(shape, &w).device_peak().saturating_sub(weights) <= budget
+    };
+    let step = step.max(1);
+    let mut rows = step;
+    while rows + step <= cap.max(step) && fits(rows + step) {
+        rows += step;
+    }
+    rows
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Qwen2.5-7B in bf16 answering with 512 + 1024 tokens: the rows chosen fit the memory
+    /// given, one more chunk of them would not, and the floor and the cap hold.
+    #[test]
+    fn rows_within_fill_the_free_memory_in_chunks() {
+        let Some((_, shape)) = ModelShape::builtin(std::path::Path::new("Qwen2.5-7B")) else {
+            panic!("no built-in Qwen2.5-7B");
+        };
+        let work = GenerateWork {
+            dtype: Dtype::Bf16,
+            rows: 64,
+            prompt: 512,
+            new_tokens: 1024,
+            encoded: 0,
+            encoded_while_decoding: false,
+        };
+        let weights = shape.params() * 2;
+        let free: u64 = 60 << 30;
+        let rows = rows_within(&shape, &work, free, 64, 4096);
+        assert!(rows > 64 && rows.is_multiple_of(64), "{rows}");
+        let need = |rows| {
+            let w = GenerateWork {
+                rows,
+                ..work.clone()
+            };
+            generate(&shape, &w).device_peak() - weights
+        };
+        assert!(need(rows) <= free - free / 10);
+        assert!(need(rows + 64) > free - free / 10);
+        assert_eq!(
+            rows_within(&shape, &work, 1 << 20, 64, 4096),
+            64,
+            "never below a chunk"
+        );
+        assert_eq!(
+            rows_within(&shape, &work, free, 64, 128),
+            128,
+            "never above the cap"
+        );
+    }
+}
