@@ -19,7 +19,9 @@
 #   3. `cft bench train` and `scripts/bench_train_transformers.py` on that model;
 #   4. the reduced quickstart (`experiments/checks/reduced.toml`) with `cft run --device`,
 #      checked to finish and to report;
-#   5. `cft bench annotate` on the reduced quickstart's model (its greedy pass is cached).
+#   5. `cft bench annotate` on the reduced quickstart's model (its greedy pass is cached);
+#   6. `cft bench train --strategy offload --save-state` on the benchmark model: the host-side
+#      optimiser's speed, and the training state streamed to a file and back.
 # and prints one markdown table (device, date, every check: cft number, transformers number,
 # ratio, PASS / FAIL / SKIPPED), also written to $OUT/gpu-check.md ($OUT set) or to
 # gpu-check.md where it was started. Python steps are SKIPPED, with the reason, when
@@ -76,13 +78,13 @@ if [ "$DEVICE" = cpu ]; then
     TRAIN_ARGS=(--batch 4 --seq-len 64 --steps 2)
     DEADLINE=900
     declare -A LIMIT=([parity]=120 [model]=120 [generate]=120 [generate-tf]=120 [train]=120
-        [train-tf]=120 [reduced]=420 [annotate]=180)
+        [train-tf]=120 [reduced]=420 [annotate]=180 [offload]=120)
 else
     SHAPE=qwen2.5-0.5b BATCHES=1,8,64 NEW_TOKENS=64
     TRAIN_ARGS=(--batch 8 --seq-len 128 --steps 5)
     DEADLINE=470
     declare -A LIMIT=([parity]=60 [model]=60 [generate]=90 [generate-tf]=45 [train]=75
-        [train-tf]=45 [reduced]=120 [annotate]=45)
+        [train-tf]=45 [reduced]=120 [annotate]=45 [offload]=60)
 fi
 START=$SECONDS
 
@@ -291,6 +293,26 @@ if [ "$STEP_RC" = 0 ] && [ -n "$json" ]; then
         "sequential $(field sequential_s) s, speedup $(field speedup)x, identical annotations, 4 examples"
 else
     row "annotate, batched rollouts (s)" — — — FAIL "$(why annotate)"
+fi
+
+# 7. the host-side optimiser (strategy = "offload") and the training state file
+OFFLOAD_NAME="train offload (training tokens/s, ${TRAIN_ARGS[*]})"
+if [ -n "$MAKER" ]; then
+    step offload "$CFT_BIN" bench train --model "$MODEL" --device "$DEVICE" "${TRAIN_ARGS[@]}" \
+        --strategy offload --save-state
+    c=$(train_rate "$WORK/offload.log")
+    state=$(grep '^state file' "$WORK/offload.log" 2>/dev/null | tail -1)
+    if [ "$STEP_RC" = 0 ] && [ -n "$c" ] && [ -n "$state" ]; then
+        row "$OFFLOAD_NAME" "$c" — — PASS "f32 master weights and Adam moments in host memory, updated by CPU threads"
+        save_s=$(echo "$state" | grep -oE 'save [0-9.]+ s' | grep -oE '[0-9.]+')
+        row "training state save (s)" "$save_s" — — PASS "$(echo "$state" | tr '|' '/')"
+    else
+        row "$OFFLOAD_NAME" "${c:-—}" — — FAIL "$(why offload)"
+        row "training state save (s)" — — — FAIL "$(why offload)"
+    fi
+else
+    row "$OFFLOAD_NAME" — — — SKIPPED "no benchmark model"
+    row "training state save (s)" — — — SKIPPED "no benchmark model"
 fi
 
 # The table

@@ -64,7 +64,7 @@ fn python_missing() -> Option<&'static str> {
     }
 }
 
-const CHECKS: [&str; 12] = [
+const CHECKS: [&str; 14] = [
     "parity qwen2",
     "parity qwen3",
     "parity llama",
@@ -77,6 +77,8 @@ const CHECKS: [&str; 12] = [
     "transformers train",
     "reduced quickstart",
     "annotate",
+    "train offload (",
+    "training state save",
 ];
 
 #[test]
@@ -120,14 +122,23 @@ fn the_cpu_check_runs_every_step_and_prints_one_table() {
         "generate batch 1 ",
         "generate batch 8 ",
         "train (",
+        "train offload (",
+        "training state save",
     ] {
         assert_eq!(row(&rows, check)[4], "PASS", "{:?}", row(&rows, check));
     }
+    assert!(
+        row(&rows, "training state save")[5].contains("peak resident"),
+        "{:?}",
+        row(&rows, "training state save")
+    );
     for check in [
         "generate batch 1 ",
         "generate batch 8 ",
         "train (",
         "annotate",
+        "train offload (",
+        "training state save",
     ] {
         let number: f64 = row(&rows, check)[1].parse().unwrap();
         assert!(number > 0.0, "{:?}", row(&rows, check));
