@@ -155,16 +155,46 @@ fn weights(cache: &Cache, m: &Path, label: &str) -> HashMap<u64, Vec<f32>> {
     lines.into_iter().map(|w| (w.idx, w.weights)).collect()
 }
 
-/// On a GPU `greedy` decodes as many chunks together as its free memory holds; the items stay
-/// chunks of 64 questions and the responses are the same bytes. Forced here through the
-/// stage's `decode_rows` binding: 150 questions in waves of two chunks, one of them saved by
-/// an earlier run (so a wave mixes a saved chunk with computed ones).
+/// On a GPU `greedy` decodes as many chunks together as its free memory holds, with one
+/// engine per GPU; the items stay chunks of 64 questions and the responses are the same bytes.
+/// Forced here through the stage's `engines` and `decode_rows` bindings: 150 questions over
+/// three and two engines, and in waves of two chunks with one of them saved by an earlier run
+/// (so a wave mixes a saved chunk with computed ones).
 #[test]
 fn greedy_decoding_chunks_together_gives_the_same_responses() {
     let dir = tempfile::tempdir().unwrap();
     let m = manifest(dir.path());
     let golds: Vec<String> = (0..150).map(|i| (i % 9).to_string()).collect();
     write_data(dir.path(), &golds);
+    let greedy_with = |cache: &Cache, bindings: serde_json::Value| {
+        let mut plan = annotation_plan(cache, &m, &["greedy"]);
+        for spec in plan.graph.node_weights_mut() {
+            for (k, v) in bindings.as_object().into_iter().flatten() {
+                spec.bindings[k] = v.clone();
+            }
+        }
+        run(cache, &plan, &NoEvents);
+        output(cache, &m, "greedy llama", "responses.jsonl")
+    };
+    // Several engines side by side (one per GPU on a GPU machine; here on the CPU), each on
+    // its share of a wave's chunks: the same bytes.
+    for (i, bindings) in [
+        serde_json::json!({"engines": 3}),
+        serde_json::json!({"engines": 2, "decode_rows": 128}),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let cache = Cache::open(&dir.path().join(format!("engines{i}")), "test").unwrap();
+        let expected = greedy_with(
+            &Cache::open(&dir.path().join("one"), "test").unwrap(),
+            serde_json::json!({}),
+        );
+        assert!(
+            greedy_with(&cache, bindings.clone()) == expected,
+            "{bindings}: responses differ"
+        );
+    }
     let greedy = |cache: &Cache, rows: Option<u64>| {
         let mut plan = annotation_plan(cache, &m, &["greedy"]);
         for spec in plan.graph.node_weights_mut() {

@@ -497,6 +497,7 @@ fn run_overlap(
     registry.register(support::SLOW, overlap);
     registry.register(support::ECHO, overlap);
     registry.register(cft::contract::Kind::Train, overlap);
+    registry.register(cft::contract::Kind::Greedy, overlap);
     let dir = tempfile::tempdir().unwrap();
     let cache = Cache::open(dir.path(), "test").unwrap();
     let summary = exec::run(
@@ -591,6 +592,38 @@ fn a_zero1_training_holds_its_gpus_and_asking_for_too_many_fails() {
         error.contains("8 GPUs") && error.contains("--devices gives 2"),
         "{error}"
     );
+}
+
+/// Greedy passes (what every other stage of their model waits for) share the free GPUs, one
+/// engine on each: two of them on a pool of five hold two and three, never the same one.
+#[test]
+fn greedy_passes_share_the_free_gpus() {
+    use cft::exec::Device::Cuda;
+    let mut plan = plan::Plan::default();
+    for i in 0..2 {
+        plan.add(StageSpec::new(
+            "test",
+            cft::contract::Kind::Greedy,
+            cft::contract::Kind::Greedy.version(),
+            format!("greedy{i}"),
+            serde_json::json!({"i": i}),
+            vec![],
+            serde_json::json!({}),
+        ));
+    }
+    let pool = (0..5).map(Cuda).collect();
+    let (o, summary) = run_overlap(&plan, 4, pool);
+    assert_eq!((summary.ran, summary.failed.len()), (2, 0));
+    assert!(o.clashes.lock().unwrap().is_empty(), "{:?}", o.clashes);
+    let mut held: Vec<usize> = o
+        .held
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(_, d)| d.split(',').count())
+        .collect();
+    held.sort();
+    assert_eq!(held, [2, 3]);
 }
 
 #[test]

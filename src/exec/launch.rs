@@ -104,6 +104,14 @@ impl<'p, 'c> Coordinator<'p, 'c> {
         // The cores are shared by the workers running once these start (a stage that runs
         // alone gets them all); the outputs do not depend on it.
         let threads = threads_per_worker(self.units.len() + self.orphans.len() + units.len());
+        let mut model_units = units
+            .iter()
+            .filter(|keys| {
+                keys.first()
+                    .and_then(|k| self.spec(k))
+                    .is_some_and(|s| s.kind.uses_model())
+            })
+            .count();
         for keys in units {
             let Some(first) = keys.first().and_then(|k| self.spec(k)) else {
                 continue;
@@ -111,7 +119,14 @@ impl<'p, 'c> Coordinator<'p, 'c> {
             let device = if let Launcher::Slurm(l) = self.launcher {
                 l.devices(first.kind)
             } else if first.kind.uses_model() {
-                match self.take_devices(self.devices_wanted(first)) {
+                // A greedy pass spreads over its share of the free GPUs (one engine each);
+                // it is what everything of its model waits for.
+                let wanted = match first.kind == crate::contract::Kind::Greedy && !self.cpu_pool() {
+                    true => (self.free_devices() / model_units.max(1)).max(1),
+                    false => self.devices_wanted(first),
+                };
+                model_units = model_units.saturating_sub(1);
+                match self.take_devices(wanted) {
                     Some(d) => d,
                     None => continue,
                 }

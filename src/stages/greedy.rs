@@ -52,21 +52,32 @@ fn run<B: Backend>(ctx: &mut StageCtx<'_>, device: &B::Device) -> Result<StageOu
         max_new,
     );
     let rows = decode_rows(ctx, max_new)?;
-    let engine = Engine::new(
-        &model.lm,
-        EngineOptions {
-            max_batch: rows,
-            top_alternatives: 0,
-            ..Default::default()
-        },
-    );
+    let options = EngineOptions {
+        max_batch: rows,
+        top_alternatives: 0,
+        ..Default::default()
+    };
+    // One engine per GPU the worker holds, each on its own copy of the model; on the CPU the
+    // `engines` binding (default 1) runs that many side by side on the one model.
+    let replicas = replicas::<B>(ctx, &model.lm, device);
+    let engines: Vec<Engine<'_, B>> = match replicas.is_empty() {
+        true => {
+            let n = ctx.bindings()["engines"].as_u64().unwrap_or(1).max(1) as usize;
+            (0..n).map(|_| Engine::new(&model.lm, options)).collect()
+        }
+        false => std::iter::once(&model.lm)
+            .chain(replicas.iter())
+            .map(|lm| Engine::new(lm, options))
+            .collect(),
+    };
 
     ctx.set_total(problems.len() as u64);
     let mut responses: Vec<Response> = Vec::with_capacity(problems.len());
-    // Items stay chunks of CHUNK questions whatever the rows: a wave of rows / CHUNK chunks
-    // decodes together, and each chunk is saved as its own item.
+    // Items stay chunks of CHUNK questions whatever the rows and engines: a wave of
+    // rows / CHUNK chunks per engine decodes together, and each chunk is saved as its own
+    // item, in order.
     let chunks: Vec<&[Problem]> = problems.chunks(CHUNK).collect();
-    let per_wave = (rows / CHUNK).max(1);
+    let per_wave = (rows / CHUNK).max(1) * engines.len();
     for (w, wave) in chunks.chunks(per_wave).enumerate() {
         let names: Vec<(String, u64)> = wave
             .iter()
@@ -74,11 +85,38 @@ fn run<B: Backend>(ctx: &mut StageCtx<'_>, device: &B::Device) -> Result<StageOu
             .map(|(j, chunk)| (format!("chunk-{}", w * per_wave + j), chunk.len() as u64))
             .collect();
         let done: Vec<Vec<Response>> = ctx.items(&names, |missing| {
-            let questions: Vec<Problem> = missing
-                .iter()
-                .flat_map(|&j| wave[j].iter().cloned())
+            // The missing chunks in contiguous shares, one per engine.
+            let share = missing.len().div_ceil(engines.len());
+            let run = |(engine, part): (&Engine<'_, B>, &[usize])| {
+                let questions: Vec<Problem> =
+                    part.iter().flat_map(|&j| wave[j].iter().cloned()).collect();
+                answer(&questions, template, engine, &ending, benchmark)
+            };
+            let work: Vec<(&Engine<'_, B>, &[usize])> =
+                engines.iter().zip(missing.chunks(share)).collect();
+            let answered: Vec<Result<Vec<Response>, StageError>> = match work.len() {
+                1 => work.into_iter().map(run).collect(),
+                _ => std::thread::scope(|scope| {
+                    let handles: Vec<_> = work
+                        .into_iter()
+                        .map(|w| scope.spawn(move || run(w)))
+                        .collect();
+                    handles
+                        .into_iter()
+                        .map(|h| {
+                            h.join().unwrap_or_else(|_| {
+                                Err(StageError::Failed("a decoding thread panicked".into()))
+                            })
+                        })
+                        .collect()
+                }),
+            };
+            let mut answered: Vec<Response> = answered
+                .into_iter()
+                .collect::<Result<Vec<_>, _>>()?
+                .into_iter()
+                .flatten()
                 .collect();
-            let mut answered = answer(&questions, template, &engine, &ending, benchmark)?;
             let mut out = Vec::with_capacity(missing.len());
             for &j in missing {
                 let rest = answered.split_off(wave[j].len().min(answered.len()));
@@ -141,6 +179,25 @@ fn decode_rows(ctx: &StageCtx<'_>, max_new: usize) -> Result<usize, StageError> 
     };
     let cap = crate::generate::rows::GREEDY_GPU_MAX as u64;
     Ok(memory::rows_within(&shape, &work, free, CHUNK as u64, cap) as usize)
+}
+
+/// Copies of the model on the worker's other GPUs (none on the CPU, or with one GPU).
+fn replicas<B: Backend>(
+    ctx: &StageCtx<'_>,
+    lm: &crate::model::CausalLm<B>,
+    device: &B::Device,
+) -> Vec<crate::model::CausalLm<B>> {
+    use burn::module::Module;
+    use burn::tensor::backend::{Device as _, DeviceId};
+    let cuda: Vec<usize> = ctx.devices().cuda().collect();
+    let kind = device.to_id().type_id;
+    cuda.iter()
+        .skip(1)
+        .map(|&n| {
+            lm.clone()
+                .fork(&B::Device::from_id(DeviceId::new(kind, n as u16)))
+        })
+        .collect()
 }
 
 /// Questions answered greedily and graded.
