@@ -236,6 +236,43 @@ fn greedy_decoding_chunks_together_gives_the_same_responses() {
     );
 }
 
+/// A rollout chunk's examples split among model copies (one per GPU on a GPU machine; here
+/// the `engines` binding on the CPU) give the same branches, byte for byte.
+#[test]
+fn rollouts_split_among_engines_give_the_same_branches() {
+    let dir = tempfile::tempdir().unwrap();
+    let one = Cache::open(&dir.path().join("one"), "test").unwrap();
+    let m = prepare(dir.path(), &one);
+    let split = Cache::open(&dir.path().join("split"), "test").unwrap();
+    let rollouts = |cache: &Cache, engines: Option<u64>| {
+        let mut plan = annotation_plan(cache, &m, &["rollout"]);
+        for spec in plan.graph.node_weights_mut() {
+            if let (Some(n), "rollout") = (engines, spec.kind.name()) {
+                spec.bindings["engines"] = serde_json::json!(n);
+            }
+        }
+        run(cache, &plan, &NoEvents);
+        let mut outputs: Vec<(String, Vec<u8>)> = plan
+            .graph
+            .node_weights()
+            .filter(|s| s.kind.name() == "rollout")
+            .map(|s| {
+                let r = cache.record(&s.key).unwrap().unwrap();
+                let bytes = cache
+                    .artifact(r.outputs["branches.jsonl"].hash())
+                    .unwrap()
+                    .unwrap();
+                (s.label.clone(), bytes)
+            })
+            .collect();
+        outputs.sort();
+        outputs
+    };
+    let expected = rollouts(&one, None);
+    assert!(!expected.is_empty());
+    assert!(rollouts(&split, Some(3)) == expected, "branches differ");
+}
+
 #[test]
 fn annotation_stages_produce_consistent_masks_for_every_rule() {
     let dir = tempfile::tempdir().unwrap();

@@ -119,9 +119,13 @@ impl<'p, 'c> Coordinator<'p, 'c> {
             let device = if let Launcher::Slurm(l) = self.launcher {
                 l.devices(first.kind)
             } else if first.kind.uses_model() {
-                // A greedy pass spreads over its share of the free GPUs (one engine each);
-                // it is what everything of its model waits for.
-                let wanted = match first.kind == crate::contract::Kind::Greedy && !self.cpu_pool() {
+                // A greedy pass or a rollout spreads over its share of the free GPUs (a model
+                // copy on each); everything of its model waits for them.
+                let spreads = matches!(
+                    first.kind,
+                    crate::contract::Kind::Greedy | crate::contract::Kind::Rollout
+                );
+                let wanted = match spreads && !self.cpu_pool() {
                     true => (self.free_devices() / model_units.max(1)).max(1),
                     false => self.devices_wanted(first),
                 };

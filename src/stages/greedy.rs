@@ -182,7 +182,7 @@ fn decode_rows(ctx: &StageCtx<'_>, max_new: usize) -> Result<usize, StageError> 
 }
 
 /// Copies of the model on the worker's other GPUs (none on the CPU, or with one GPU).
-fn replicas<B: Backend>(
+pub(super) fn replicas<B: Backend>(
     ctx: &StageCtx<'_>,
     lm: &crate::model::CausalLm<B>,
     device: &B::Device,

@@ -77,6 +77,17 @@ fn run<B: Backend>(ctx: &mut StageCtx<'_>, device: &B::Device) -> Result<StageOu
         max_new,
     );
 
+    // One copy of the model per GPU the worker holds; on the CPU the `engines` binding
+    // (default 1) splits each chunk that many ways on the one model.
+    let replicas = super::greedy::replicas::<B>(ctx, &model.lm, device);
+    let lms: Vec<&crate::model::CausalLm<B>> = match replicas.is_empty() {
+        true => {
+            let n = ctx.bindings()["engines"].as_u64().unwrap_or(1).max(1) as usize;
+            vec![&model.lm; n]
+        }
+        false => std::iter::once(&model.lm).chain(replicas.iter()).collect(),
+    };
+
     ctx.set_total(responses.len() as u64);
     let mut out: Vec<Branches> = Vec::with_capacity(responses.len());
     let mut branches = 0usize;
@@ -86,14 +97,52 @@ fn run<B: Backend>(ctx: &mut StageCtx<'_>, device: &B::Device) -> Result<StageOu
                 .iter()
                 .map(|r| example(r, previous.as_ref()))
                 .collect::<Result<Vec<_>, _>>()?;
-            let judge = GradeJudge {
-                ending: ending.clone(),
-                early_stop,
-                benchmark,
-                golds: chunk.iter().map(|r| r.gold.clone()).collect(),
+            // The chunk's examples in contiguous shares, one per model copy; each share is
+            // encoded and branched on its own device (an example's outcomes do not depend
+            // on the others).
+            let share = examples.len().div_ceil(lms.len()).max(1);
+            let run = |(lm, start): (&crate::model::CausalLm<B>, usize)| {
+                let end = (start + share).min(examples.len());
+                let judge = GradeJudge {
+                    ending: ending.clone(),
+                    early_stop,
+                    benchmark,
+                    golds: chunk[start..end].iter().map(|r| r.gold.clone()).collect(),
+                };
+                batched(
+                    lm,
+                    &examples[start..end],
+                    ending.end_ids(),
+                    &judge,
+                    settings,
+                )
+                .map_err(|e| StageError::Failed(e.to_string()))
             };
-            let outcomes = batched(&model.lm, &examples, ending.end_ids(), &judge, settings)
-                .map_err(|e| StageError::Failed(e.to_string()))?;
+            let parts: Vec<(&crate::model::CausalLm<B>, usize)> = lms
+                .iter()
+                .copied()
+                .zip((0..examples.len()).step_by(share))
+                .collect();
+            let outcomes: Vec<_> = match parts.len() {
+                1 => parts.into_iter().map(run).collect::<Result<Vec<_>, _>>()?,
+                _ => std::thread::scope(|scope| {
+                    let handles: Vec<_> = parts
+                        .into_iter()
+                        .map(|p| scope.spawn(move || run(p)))
+                        .collect();
+                    handles
+                        .into_iter()
+                        .map(|h| {
+                            h.join().unwrap_or_else(|_| {
+                                Err(StageError::Failed("a rollout thread panicked".into()))
+                            })
+                        })
+                        .collect::<Result<Vec<_>, _>>()
+                })?,
+            }
+            .into_iter()
+            .flatten()
+            .collect();
             Ok(chunk
                 .iter()
                 .zip(outcomes)
