@@ -46,6 +46,9 @@ pub mod rows {
     pub const ROLLOUT_CPU: usize = 32;
     /// `rollout`: rows decoded together on a GPU, where wider batches make decoding cheap.
     pub const ROLLOUT_GPU: usize = 64;
+    /// `rollout` on a GPU: at most this many rows, as many as its free memory holds, in
+    /// multiples of [`ROLLOUT_GPU`].
+    pub const ROLLOUT_GPU_MAX: usize = 1024;
     /// `greedy` on a GPU: at most this many rows, as many as its free memory holds
     /// (`plan::resources::memory::rows_within`), in whole chunks of [`GREEDY`].
     pub const GREEDY_GPU_MAX: usize = 1024;

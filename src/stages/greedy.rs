@@ -158,27 +158,46 @@ fn run<B: Backend>(ctx: &mut StageCtx<'_>, device: &B::Device) -> Result<StageOu
 /// tokens), up to `rows::GREEDY_GPU_MAX`. Items and outputs do not depend on it (each
 /// request decodes the same whatever shares its batch).
 fn decode_rows(ctx: &StageCtx<'_>, max_new: usize) -> Result<usize, StageError> {
-    use crate::plan::resources::{GenerateWork, ModelShape, memory};
     // A `decode_rows` binding (never in the key) sets them, in whole chunks.
     if let Some(rows) = ctx.bindings().get("decode_rows").and_then(|v| v.as_u64()) {
         return Ok((rows as usize).div_ceil(CHUNK).max(1) * CHUNK);
     }
-    let Some(free) = ctx.device().free_memory() else {
-        return Ok(CHUNK);
-    };
-    let Ok(Some(shape)) = ModelShape::from_dir(&ctx.input_model_dir()?) else {
-        return Ok(CHUNK);
-    };
-    let work = GenerateWork {
-        dtype: shape.stored,
+    let work = crate::plan::resources::GenerateWork {
+        dtype: crate::plan::resources::Dtype::Bf16,
         rows: CHUNK as u64,
         prompt: 512,
         new_tokens: max_new as u64,
         encoded: 0,
         encoded_while_decoding: false,
     };
-    let cap = crate::generate::rows::GREEDY_GPU_MAX as u64;
-    Ok(memory::rows_within(&shape, &work, free, CHUNK as u64, cap) as usize)
+    let cap = crate::generate::rows::GREEDY_GPU_MAX;
+    Ok(rows_from_free_memory(ctx, work, CHUNK, cap)?.unwrap_or(CHUNK))
+}
+
+/// On a GPU, the most rows (a multiple of `step`, at most `cap`) that `work` can decode in the
+/// device's free memory beside the loaded weights, by the memory model
+/// (`memory::rows_within`, with the model's stored dtype); `None` on the CPU or when the free
+/// memory or the model's shape is not known.
+pub(super) fn rows_from_free_memory(
+    ctx: &StageCtx<'_>,
+    work: crate::plan::resources::GenerateWork,
+    step: usize,
+    cap: usize,
+) -> Result<Option<usize>, StageError> {
+    use crate::plan::resources::{GenerateWork, ModelShape, memory};
+    let Some(free) = ctx.device().free_memory() else {
+        return Ok(None);
+    };
+    let Ok(Some(shape)) = ModelShape::from_dir(&ctx.input_model_dir()?) else {
+        return Ok(None);
+    };
+    let work = GenerateWork {
+        dtype: shape.stored,
+        ..work
+    };
+    Ok(Some(
+        memory::rows_within(&shape, &work, free, step as u64, cap as u64) as usize,
+    ))
 }
 
 /// Copies of the model on the worker's other GPUs (none on the CPU, or with one GPU).

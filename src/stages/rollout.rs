@@ -61,7 +61,21 @@ fn run<B: Backend>(ctx: &mut StageCtx<'_>, device: &B::Device) -> Result<StageOu
         max_new_tokens: max_new,
         max_batch: match ctx.device() {
             super::Device::Cpu => CPU_MAX_BATCH,
-            super::Device::Cuda(_) => GPU_MAX_BATCH,
+            // As many rows as the GPU's free memory holds beside the weights and the
+            // chunk's encoded sequences; 64 when that is not known.
+            super::Device::Cuda(_) => {
+                let work = crate::plan::resources::GenerateWork {
+                    dtype: crate::plan::resources::Dtype::Bf16,
+                    rows: GPU_MAX_BATCH as u64,
+                    prompt: 512,
+                    new_tokens: max_new as u64,
+                    encoded: CHUNK as u64,
+                    encoded_while_decoding: true,
+                };
+                let cap = crate::generate::rows::ROLLOUT_GPU_MAX;
+                super::greedy::rows_from_free_memory(ctx, work, GPU_MAX_BATCH, cap)?
+                    .unwrap_or(GPU_MAX_BATCH)
+            }
         },
         threads: match ctx.device() {
             super::Device::Cpu => crate::cft::rollout::cpu_threads(),
