@@ -138,9 +138,10 @@ fn branches_from_a_prefix_state_match_full_recomputation() {
     }
 }
 
-/// Selecting on the device (the alternatives and a sampled row's top_k candidates by
-/// reductions, only they read back) picks what the host path picks from whole rows: the same
-/// tokens, log-probabilities and alternatives, greedy and sampled, for the same seeds.
+/// Selecting on the device (the alternatives, a sampled row's top_k candidates and a nucleus
+/// row's head by reductions, only they read back) picks what the host path picks from whole
+/// rows: the same tokens, log-probabilities and alternatives, greedy and sampled, for the
+/// same seeds.
 #[test]
 fn selecting_on_the_device_picks_what_the_host_path_picks() {
     for family in ["qwen2", "llama"] {
@@ -148,15 +149,25 @@ fn selecting_on_the_device_picks_what_the_host_path_picks() {
         let r = reference(family);
         // Rows with a top_k first, so the first batches read only their candidates; then
         // rows that read whole distributions (no top_k), mixed with greedy ones.
-        let settings = [(5, 1.0), (40, 0.9), (0, 1.0), (0, 0.8)];
+        // (top_k, top_p, temperature). The nucleus rows: one narrow enough for its head
+        // (top_p 0.3 at temperature 0.5), ones whose head falls short on these random models'
+        // flat distributions (read whole in a second read).
+        let settings = [
+            (5, 1.0, 0.9),
+            (40, 0.9, 0.9),
+            (0, 1.0, 0.9),
+            (0, 0.8, 0.9),
+            (0, 0.3, 0.5),
+            (0, 0.95, 0.7),
+        ];
         let requests = || {
             let mut out = Vec::new();
-            for (j, (top_k, top_p)) in settings.into_iter().enumerate() {
+            for (j, (top_k, top_p, temperature)) in settings.into_iter().enumerate() {
                 for (i, prompt) in r.prompts.iter().enumerate() {
                     let mut q = Request::<B>::greedy(prompt.clone(), 12);
-                    if j < 2 || i % 2 == 1 {
+                    if j != 2 || i % 2 == 1 {
                         q.decoding = Decoding::Sample {
-                            temperature: 0.9,
+                            temperature,
                             top_p,
                             top_k,
                             seed: (i * 10 + j) as u64,

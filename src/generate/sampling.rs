@@ -114,29 +114,73 @@ pub fn sample_from_candidates(
     candidates.sort_unstable_by(by_weight);
     // 3. nucleus: the shortest head whose mass reaches top_p (the token that crosses stays)
     let total: f64 = candidates.iter().map(|c| c.1).sum();
-    if top_p < 1.0 {
-        let mut mass = 0.0;
-        let mut keep = candidates.len();
-        for (i, c) in candidates.iter().enumerate() {
-            mass += c.1 / total;
-            if mass >= top_p as f64 {
-                keep = i + 1;
-                break;
-            }
+    let keep = match top_p < 1.0 {
+        true => nucleus(&candidates, total, top_p).unwrap_or(candidates.len()),
+        false => candidates.len(),
+    };
+    candidates.truncate(keep);
+    draw(&candidates, u)
+}
+
+/// How many of `candidates` (most likely first) the nucleus keeps: the shortest head whose
+/// mass, each weight divided by `total`, reaches `top_p`; `None` when they never reach it.
+fn nucleus(candidates: &[(u32, f64)], total: f64, top_p: f32) -> Option<usize> {
+    let mut mass = 0.0;
+    for (i, c) in candidates.iter().enumerate() {
+        mass += c.1 / total;
+        if mass >= top_p as f64 {
+            return Some(i + 1);
         }
-        candidates.truncate(keep);
     }
-    // 4. inverse CDF
+    None
+}
+
+/// Step 4, the inverse CDF of `u` over the kept candidates.
+fn draw(candidates: &[(u32, f64)], u: f64) -> u32 {
     let total: f64 = candidates.iter().map(|c| c.1).sum();
     let target = u * total;
     let mut acc = 0.0;
-    for &(id, w) in &candidates {
+    for &(id, w) in candidates {
         acc += w;
         if target < acc {
             return id;
         }
     }
     candidates.last().map(|c| c.0).unwrap_or(0)
+}
+
+/// A nucleus draw (`top_p` < 1, no `top_k`) from the row's most likely tokens alone (`head`,
+/// log-probabilities, most likely first), given `row_total`, the sum over the whole row of
+/// `exp(lp / temperature - max)` (the device's f32 sum): the pick [`sample_from_logprobs`]
+/// makes from the whole row, or `None` when the head does not reach `top_p` (then the caller
+/// reads the whole row). The total is the only number not computed as the host computes it:
+/// a pick can differ only when the nucleus' mass falls within about 1e-7 of `top_p`.
+pub fn sample_nucleus_from_head(
+    head: impl Iterator<Item = (u32, f32)>,
+    row_total: f64,
+    temperature: f32,
+    top_p: f32,
+    u: f64,
+) -> Option<u32> {
+    let scaled: Vec<(u32, f64)> = head
+        .map(|(id, l)| (id, l as f64 / temperature as f64))
+        .collect();
+    let max = scaled.iter().map(|c| c.1).fold(f64::NEG_INFINITY, f64::max);
+    let mut candidates: Vec<(u32, f64)> = scaled
+        .into_iter()
+        .map(|(id, s)| (id, (s - max).exp()))
+        .filter(|&(_, w)| w > 0.0)
+        .collect();
+    candidates.sort_unstable_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    let keep = nucleus(&candidates, row_total, top_p)?;
+    // A token outside the head may weigh as much as the head's last one, and sort (by id)
+    // among those kept: then the row decides.
+    let last = candidates.last().map_or(0.0, |c| c.1);
+    if keep == candidates.len() || candidates[keep - 1].1 == last {
+        return None;
+    }
+    candidates.truncate(keep);
+    Some(draw(&candidates, u))
 }
 
 #[cfg(test)]
