@@ -36,6 +36,10 @@ pub struct BenchMemoryArgs {
     /// 30 layers, 9 heads / 3 KV heads, intermediate 1536, vocabulary 49152).
     #[arg(long, conflicts_with = "model")]
     pub random: Option<RandomModel>,
+    /// The random model's layout: llama, qwen2 (QKV biases), qwen3 (per-head QK norms) or
+    /// olmo2 (whole-projection QK norms, norms after each sublayer).
+    #[arg(long, default_value = "llama")]
+    pub family: String,
     #[arg(long, value_name = "train|generate")]
     pub stage: MeasuredStage,
     /// Training: sequences per micro-batch; generation: rows decoded together.
@@ -94,7 +98,7 @@ pub fn run(args: BenchMemoryArgs) -> anyhow::Result<()> {
     if let Some(kind) = args.random {
         // Writing the model leaves freed memory resident that the load would reuse unseen:
         // the measurement runs in a fresh process of its own.
-        let dir = write_random(kind)?;
+        let dir = write_random(kind, &args.family)?;
         let result = measure_in_child(&dir);
         std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
         return result;
@@ -306,9 +310,9 @@ pub(crate) fn status_kib(key: &str) -> anyhow::Result<u64> {
 }
 
 /// Writes a random-weight model of `kind` with a small tokenizer into a temporary directory.
-fn write_random(kind: RandomModel) -> anyhow::Result<PathBuf> {
+fn write_random(kind: RandomModel, family: &str) -> anyhow::Result<PathBuf> {
     let arch = |hidden, layers, heads, kv_heads, intermediate, vocab_size| ToyArch {
-        architecture: "llama".into(),
+        architecture: family.into(),
         hidden_size: hidden,
         num_layers: layers,
         num_heads: heads,

@@ -116,12 +116,16 @@ pub fn write_random_model(
     (eos, pad): (u32, u32),
     seed: u64,
 ) -> Result<(), TrainError> {
+    // The toy family trains llama and qwen2; benchmarks also write qwen3 (per-head QK norms)
+    // and olmo2 (whole-projection QK norms, norms after each sublayer) at real shapes.
     let (model_type, class, bias) = match arch.architecture.as_str() {
         "llama" => ("llama", "LlamaForCausalLM", false),
         "qwen2" => ("qwen2", "Qwen2ForCausalLM", true),
+        "qwen3" => ("qwen3", "Qwen3ForCausalLM", false),
+        "olmo2" => ("olmo2", "Olmo2ForCausalLM", false),
         other => {
             return Err(setting(format!(
-                "unknown toy architecture {other:?} (llama, qwen2)"
+                "unknown architecture {other:?} (llama, qwen2, qwen3, olmo2)"
             )));
         }
     };
@@ -182,7 +186,26 @@ pub fn write_random_model(
                 specs.push((format!("{p}.{name}.bias"), vec![out], 'z'));
             }
         }
-        specs.push((format!("{p}.input_layernorm.weight"), vec![h], 'o'));
+        match model_type {
+            "qwen3" => {
+                specs.push((format!("{p}.self_attn.q_norm.weight"), vec![d], 'o'));
+                specs.push((format!("{p}.self_attn.k_norm.weight"), vec![d], 'o'));
+            }
+            "olmo2" => {
+                specs.push((format!("{p}.self_attn.q_norm.weight"), vec![heads * d], 'o'));
+                specs.push((format!("{p}.self_attn.k_norm.weight"), vec![kv * d], 'o'));
+            }
+            _ => {}
+        }
+        if model_type != "olmo2" {
+            specs.push((format!("{p}.input_layernorm.weight"), vec![h], 'o'));
+        } else {
+            specs.push((
+                format!("{p}.post_feedforward_layernorm.weight"),
+                vec![h],
+                'o',
+            ));
+        }
         specs.push((format!("{p}.post_attention_layernorm.weight"), vec![h], 'o'));
     }
     specs.push(("model.norm.weight".into(), vec![h], 'o'));
@@ -207,4 +230,56 @@ fn normal(rng: &mut Rng) -> f64 {
     let u1 = rng.unit().max(1e-300);
     let u2 = rng.unit();
     (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{LanguageModel, LoadOptions};
+    use burn::backend::Flex;
+
+    /// Every layout the writer knows loads as that family: every tensor the loader expects is
+    /// there, and none is left over.
+    #[test]
+    fn random_models_of_every_family_load() {
+        for family in ["llama", "qwen2", "qwen3", "olmo2"] {
+            let dir = tempfile::tempdir().unwrap();
+            let texts = vec!["Question: 1 and 2.\nAnswer: 3 #### 3".to_string()];
+            let vocab = write_tokenizer(dir.path(), &texts, 300).unwrap();
+            let arch = ToyArch {
+                architecture: family.into(),
+                hidden_size: 16,
+                num_layers: 2,
+                num_heads: 4,
+                num_kv_heads: 2,
+                intermediate_size: 32,
+                max_position: 64,
+                vocab_size: vocab,
+            };
+            write_random_model(dir.path(), &arch, vocab, (0, 1), 7).unwrap();
+            let lm = LanguageModel::<Flex>::load(
+                dir.path(),
+                &Default::default(),
+                LoadOptions::default(),
+            );
+            let lm = lm.unwrap_or_else(|e| panic!("{family}: {e}"));
+            assert_eq!(lm.lm.config.num_hidden_layers, 2, "{family}");
+        }
+        let mut bad = ToyArch {
+            architecture: "gpt2".into(),
+            hidden_size: 16,
+            num_layers: 1,
+            num_heads: 4,
+            num_kv_heads: 2,
+            intermediate_size: 32,
+            max_position: 64,
+            vocab_size: 10,
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let err = write_random_model(dir.path(), &bad, 10, (0, 1), 7).unwrap_err();
+        assert!(err.to_string().contains("olmo2"), "{err}");
+        bad.architecture = "llama".into();
+        bad.num_kv_heads = 3;
+        assert!(write_random_model(dir.path(), &bad, 10, (0, 1), 7).is_err());
+    }
 }
