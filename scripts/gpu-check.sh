@@ -21,7 +21,9 @@
 #      checked to finish and to report;
 #   5. `cft bench annotate` on the reduced quickstart's model (its greedy pass is cached);
 #   6. `cft bench train --strategy offload --save-state` on the benchmark model: the host-side
-#      optimiser's speed, and the training state streamed to a file and back.
+#      optimiser's speed, and the training state streamed to a file and back;
+#   7. `cft bench gemm`: the device's f32 matrix-product rate, which the decoding and training
+#      rates read against.
 # and prints one markdown table (device, date, every check: cft number, transformers number,
 # ratio, PASS / FAIL / SKIPPED), also written to $OUT/gpu-check.md ($OUT set) or to
 # gpu-check.md where it was started. Python steps are SKIPPED, with the reason, when
@@ -78,13 +80,15 @@ if [ "$DEVICE" = cpu ]; then
     TRAIN_ARGS=(--batch 4 --seq-len 64 --steps 2)
     DEADLINE=900
     declare -A LIMIT=([parity]=120 [model]=120 [generate]=120 [generate-tf]=120 [train]=120
-        [train-tf]=120 [reduced]=420 [annotate]=180 [offload]=120)
+        [train-tf]=120 [reduced]=420 [annotate]=180 [offload]=120 [gemm]=60)
+    GEMM_ARGS=(--square 512,1024 --rows 8 --seconds 0.2)
 else
     SHAPE=qwen2.5-0.5b BATCHES=1,8,64 NEW_TOKENS=64
     TRAIN_ARGS=(--batch 8 --seq-len 128 --steps 5)
     DEADLINE=470
     declare -A LIMIT=([parity]=60 [model]=60 [generate]=90 [generate-tf]=45 [train]=75
-        [train-tf]=45 [reduced]=120 [annotate]=45 [offload]=60)
+        [train-tf]=45 [reduced]=120 [annotate]=45 [offload]=60 [gemm]=30)
+    GEMM_ARGS=(--square 2048,4096,8192 --rows 1,8,64 --seconds 0.3)
 fi
 START=$SECONDS
 
@@ -145,7 +149,10 @@ tf_row() {
 }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a > 0 && b > 0) printf "%.2f", a / b; else printf "—" }'; }
 # The tokens/s of `batch N:` lines (cft bench generate and bench_transformers.py alike).
-rate() { awk -v b="$2" '$1 == "batch" && $2 + 0 == b { print $(NF - 1) }' "$1" 2>/dev/null | tail -1; }
+rate() {
+    awk -v b="$2" '$1 == "batch" && $2 + 0 == b { for (i = 2; i <= NF; i++) if ($i == "tokens/s") print $(i - 1) }' \
+        "$1" 2>/dev/null | tail -1
+}
 
 # Python: the transformers side, and the benchmark model's maker. One interpreter start: it
 # prints why the Python steps cannot run, or "ok" and the versions.
@@ -313,6 +320,15 @@ if [ -n "$MAKER" ]; then
 else
     row "$OFFLOAD_NAME" — — — SKIPPED "no benchmark model"
     row "training state save (s)" — — — SKIPPED "no benchmark model"
+fi
+
+# 8. the device's f32 matrix-product rate
+step gemm "$CFT_BIN" bench gemm --device "$DEVICE" "${GEMM_ARGS[@]}"
+peak=$(grep -oE '^peak: [0-9.]+' "$WORK/gemm.log" 2>/dev/null | grep -oE '[0-9.]+$')
+if [ "$STEP_RC" = 0 ] && [ -n "$peak" ]; then
+    row "f32 matrix products, best (GFLOP/s)" "$peak" — — PASS "cft bench gemm ${GEMM_ARGS[*]}: square and decoding-step shapes; tokens/s x 2 x parameters reads against it"
+else
+    row "f32 matrix products, best (GFLOP/s)" — — — FAIL "$(why gemm)"
 fi
 
 # The table

@@ -64,7 +64,7 @@ fn python_missing() -> Option<&'static str> {
     }
 }
 
-const CHECKS: [&str; 14] = [
+const CHECKS: [&str; 15] = [
     "parity qwen2",
     "parity qwen3",
     "parity llama",
@@ -79,6 +79,7 @@ const CHECKS: [&str; 14] = [
     "annotate",
     "train offload (",
     "training state save",
+    "f32 matrix products",
 ];
 
 #[test]
@@ -124,6 +125,7 @@ fn the_cpu_check_runs_every_step_and_prints_one_table() {
         "train (",
         "train offload (",
         "training state save",
+        "f32 matrix products",
     ] {
         assert_eq!(row(&rows, check)[4], "PASS", "{:?}", row(&rows, check));
     }
@@ -139,6 +141,7 @@ fn the_cpu_check_runs_every_step_and_prints_one_table() {
         "annotate",
         "train offload (",
         "training state save",
+        "f32 matrix products",
     ] {
         let number: f64 = row(&rows, check)[1].parse().unwrap();
         assert!(number > 0.0, "{:?}", row(&rows, check));
@@ -223,12 +226,13 @@ fn failing_steps_are_reported_and_the_others_still_run() {
                 "exit 3: error: simulated failure of run experiments/checks/reduced.toml",
             ),
             "annotate" => ("FAIL", "exit 3: error: simulated failure of bench annotate"),
+            "f32 matrix products" => ("FAIL", "exit 3: error: simulated failure of bench gemm"),
             _ => ("SKIPPED", "no benchmark model"),
         };
         assert_eq!((r[4].as_str(), r[5].as_str()), expected, "{r:?}");
     }
     // every step that could run ran, and left its log
-    for step in ["parity", "model", "reduced", "annotate"] {
+    for step in ["parity", "model", "reduced", "annotate", "gemm"] {
         assert!(work.join(format!("{step}.log")).is_file(), "{step}");
     }
 

@@ -33,6 +33,9 @@ pub enum BenchCommand {
     /// Peak resident memory of one training step or generation batch against the memory
     /// model's estimate.
     Memory(super::bench_memory::BenchMemoryArgs),
+    /// The f32 matrix-product rate of the backend on this machine (square and decoding
+    /// shapes), the peak the other benchmarks read against.
+    Gemm(super::bench_gemm::BenchGemmArgs),
 }
 
 #[derive(Args, Debug)]
@@ -61,6 +64,7 @@ pub fn run(cache: &std::path::Path, cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Toy(args) => super::bench_train::toy(args),
         BenchCommand::Jobs(args) => super::bench_jobs::run(args),
         BenchCommand::Memory(args) => super::bench_memory::run(args),
+        BenchCommand::Gemm(args) => super::bench_gemm::run(args),
     }
 }
 
@@ -103,9 +107,13 @@ impl OnDevice for BenchGenerateArgs {
             let out = engine.generate(requests(self.new_tokens))?;
             let seconds = start.elapsed().as_secs_f64();
             let tokens: usize = out.iter().map(|c| c.tokens.len()).sum();
+            // Two FLOPs per weight per token (attention over the context not counted): the
+            // rate to read against `cft bench gemm`.
+            let rate = tokens as f64 / seconds;
             println!(
-                "batch {b:>3}: {tokens:>6} tokens in {seconds:>7.3} s = {:>9.1} tokens/s",
-                tokens as f64 / seconds
+                "batch {b:>3}: {tokens:>6} tokens in {seconds:>7.3} s = {rate:>9.1} tokens/s \
+                 (~{:.1} GFLOP/s)",
+                rate * 2.0 * params as f64 / 1e9
             );
         }
         if self.naive {

@@ -6,6 +6,7 @@
 mod annotate;
 mod bench;
 mod bench_annotate;
+mod bench_gemm;
 mod bench_jobs;
 mod bench_memory;
 mod bench_train;
