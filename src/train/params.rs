@@ -197,11 +197,11 @@ pub fn trainable<B: Backend, M: Module<B>>(module: &M) -> Vec<(String, Vec<usize
     c.0
 }
 
-/// The little-endian bytes of parameter `name` in its dtype (one tensor on the host).
-pub fn param_bytes<B: Backend, M: Module<B>>(module: &M, name: &str) -> Option<Vec<u8>> {
+/// Parameter `name`'s value on the host, in its dtype (one tensor).
+pub fn param_data<B: Backend, M: Module<B>>(module: &M, name: &str) -> Option<TensorData> {
     struct Find<'a> {
         name: &'a str,
-        found: Option<Vec<u8>>,
+        found: Option<TensorData>,
     }
     impl<B: Backend> NamedVisitor<B> for Find<'_> {
         fn visit_param<const D: usize>(&mut self, name: &str, param: &Param<Tensor<B, D>>) {
@@ -209,11 +209,10 @@ pub fn param_bytes<B: Backend, M: Module<B>>(module: &M, name: &str) -> Option<V
                 let value = param.val();
                 let dtype = value.dtype();
                 let data = value.into_data();
-                let data = match data.dtype == dtype {
+                self.found = Some(match data.dtype == dtype {
                     true => data,
                     false => data.convert_dtype(dtype),
-                };
-                self.found = Some(data.as_bytes().to_vec());
+                });
             }
         }
     }

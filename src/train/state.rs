@@ -72,13 +72,13 @@ fn io(path: &Path) -> impl Fn(std::io::Error) -> TrainError + '_ {
 }
 
 /// Writes a state file at `path` atomically (temporary name, fsync, rename): the header
-/// from `entries`, then each entry's bytes as `fetch(entry)` returns them, in order.
-/// Returns the file's size.
+/// from `entries`, then each entry's bytes as `fetch(entry, out)` writes them, in order (from
+/// the tensor's own host copy: nothing else of the size of a tensor). Returns the file's size.
 pub fn write(
     path: &Path,
     entries: &[Entry],
     metadata: &BTreeMap<String, String>,
-    mut fetch: impl FnMut(&Entry) -> Result<Vec<u8>, TrainError>,
+    mut fetch: impl FnMut(&Entry, &mut dyn Write) -> Result<(), TrainError>,
 ) -> Result<u64, TrainError> {
     let mut header = Map::new();
     header.insert("__metadata__".into(), json!(metadata));
@@ -104,17 +104,17 @@ pub fn write(
             .and_then(|_| out.write_all(&text))
             .map_err(io(&tmp))?;
         for e in entries {
-            let bytes = fetch(e)?;
-            if bytes.len() != e.bytes() {
+            let mut counted = Counted {
+                inner: &mut out,
+                bytes: 0,
+            };
+            fetch(e, &mut counted)?;
+            if counted.bytes != e.bytes() {
                 return Err(TrainError::State(format!(
                     "{}: {} bytes for shape {:?} in {:?}",
-                    e.name,
-                    bytes.len(),
-                    e.shape,
-                    e.dtype
+                    e.name, counted.bytes, e.shape, e.dtype
                 )));
             }
-            out.write_all(&bytes).map_err(io(&tmp))?;
         }
         let file = out.into_inner().map_err(|e| io(&tmp)(e.into_error()))?;
         file.sync_all().map_err(io(&tmp))?;
@@ -134,6 +134,33 @@ pub fn write(
         let _ = d.sync_all();
     }
     Ok(size)
+}
+
+/// Counts what passes through to the file.
+struct Counted<'a, W: Write> {
+    inner: &'a mut W,
+    bytes: usize,
+}
+
+impl<W: Write> Write for Counted<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.bytes += n;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Writes f32 values as little-endian bytes through a small buffer.
+pub fn write_f32s(out: &mut dyn Write, values: &[f32]) -> std::io::Result<()> {
+    for chunk in values.chunks(1 << 14) {
+        let bytes: Vec<u8> = chunk.iter().flat_map(|v| v.to_le_bytes()).collect();
+        out.write_all(&bytes)?;
+    }
+    Ok(())
 }
 
 fn temporary(path: &Path) -> PathBuf {
@@ -253,14 +280,14 @@ pub fn to_f32(bytes: &[u8], dtype: DType) -> Vec<f32> {
     }
 }
 
-/// f32 values as little-endian bytes.
-pub fn f32_bytes(values: &[f32]) -> Vec<u8> {
-    values.iter().flat_map(|v| v.to_le_bytes()).collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// f32 values as little-endian bytes.
+    fn f32_bytes(values: &[f32]) -> Vec<u8> {
+        values.iter().flat_map(|v| v.to_le_bytes()).collect()
+    }
 
     #[test]
     fn a_streamed_file_is_a_safetensors_file_and_reads_back() {
@@ -274,14 +301,16 @@ mod tests {
         let values: Vec<f32> = (0..6).map(|i| i as f32 * 0.5 - 1.0).collect();
         let mut meta = BTreeMap::new();
         meta.insert("step".to_string(), "7".to_string());
-        write(&path, &entries, &meta, |e| {
-            Ok(match e.dtype {
+        write(&path, &entries, &meta, |e, out| {
+            let bytes: Vec<u8> = match e.dtype {
                 DType::BF16 => values
                     .iter()
                     .flat_map(|v| half::bf16::from_f32(*v).to_le_bytes())
                     .collect(),
                 _ => f32_bytes(&values),
-            })
+            };
+            out.write_all(&bytes)
+                .map_err(|e| TrainError::State(e.to_string()))
         })
         .unwrap();
         // The safetensors crate reads it as it reads any checkpoint.
@@ -296,7 +325,11 @@ mod tests {
         assert!(r.f32s("master.w").unwrap().is_none());
         // A fetch that returns the wrong size fails, leaving no file behind.
         let other = dir.path().join("bad.safetensors");
-        let err = write(&other, &entries, &meta, |_| Ok(vec![0u8; 3])).unwrap_err();
+        let err = write(&other, &entries, &meta, |_, out| {
+            out.write_all(&[0u8; 3])
+                .map_err(|e| TrainError::State(e.to_string()))
+        })
+        .unwrap_err();
         assert!(err.to_string().contains("param.w"), "{err}");
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
     }
@@ -306,8 +339,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.safetensors");
         let entries = vec![Entry::new("m.w", DType::F32, vec![4])];
-        write(&path, &entries, &BTreeMap::new(), |_| {
-            Ok(f32_bytes(&[1.0; 4]))
+        write(&path, &entries, &BTreeMap::new(), |_, out| {
+            write_f32s(out, &[1.0; 4]).map_err(|e| TrainError::State(e.to_string()))
         })
         .unwrap();
         let len = std::fs::metadata(&path).unwrap().len();

@@ -22,10 +22,10 @@ use super::data::{Batch, Example, LastBatch, epoch_order};
 use super::objective::{Normalization, Objective, target_log_probs};
 use super::optim::{AdamConfig, AdamState, HostAdam, adam_step, host_adam_step};
 use super::params::{
-    HostTensor, NamedFlat, accumulate_grads, global_norm, load_trainable, param_bytes, trainable,
+    NamedFlat, accumulate_grads, global_norm, load_trainable, param_data, trainable,
 };
 use super::schedule::Schedule;
-use super::state::{self, Entry, f32_bytes};
+use super::state::{self, Entry, write_f32s};
 use super::zero::Sharded;
 use crate::model::CausalLm;
 
@@ -298,12 +298,22 @@ impl<B: AutodiffBackend> Trainer<B> {
         meta.insert("adam_step".to_string(), self.adam_step().to_string());
         meta.insert("strategy".to_string(), self.strategy_name().to_string());
         meta.insert("note".to_string(), note.to_string());
-        state::write(path, &entries, &meta, |entry| {
+        state::write(path, &entries, &meta, |entry, out| {
             let missing = || TrainError::State(format!("{} vanished while saving", entry.name));
+            let failed = |e: std::io::Error| TrainError::Io {
+                path: path.to_path_buf(),
+                source: e,
+            };
             let (kind, name) = entry.name.split_once('.').ok_or_else(missing)?;
             match kind {
-                "param" => param_bytes(&self.model, name).ok_or_else(missing),
-                _ => self.moment_bytes(kind, name)?.ok_or_else(missing),
+                "param" => {
+                    let data = param_data(&self.model, name).ok_or_else(missing)?;
+                    out.write_all(data.as_bytes()).map_err(failed)
+                }
+                _ => self
+                    .write_moment(kind, name, out)
+                    .ok_or_else(missing)?
+                    .map_err(failed),
             }
         })
     }
@@ -338,17 +348,24 @@ impl<B: AutodiffBackend> Trainer<B> {
         }
     }
 
-    /// f32 bytes of moment `kind` (`m`, `v`, `master`) of parameter `name`.
-    fn moment_bytes(&self, kind: &str, name: &str) -> Result<Option<Vec<u8>>, TrainError> {
+    /// Writes moment `kind` (`m`, `v`, `master`) of parameter `name` as f32 bytes from its
+    /// one host copy; `None` when the state has no such moment.
+    fn write_moment(
+        &self,
+        kind: &str,
+        name: &str,
+        out: &mut dyn std::io::Write,
+    ) -> Option<std::io::Result<()>> {
         let on_device = |state: &AdamState<B::InnerBackend>| {
             let map = match kind {
                 "m" => &state.m,
                 "v" => &state.v,
                 _ => &state.master,
             };
-            map.get(name).map(|t| f32_bytes(&host(t).1))
+            map.get(name)
+                .map(|t| t.clone().into_data().convert::<f32>())
         };
-        Ok(match &self.optim {
+        let data = match &self.optim {
             Optim::Device(state) => on_device(state),
             Optim::Sharded(sharded) => sharded.state_of(name).and_then(on_device),
             Optim::Host(state) => {
@@ -357,9 +374,10 @@ impl<B: AutodiffBackend> Trainer<B> {
                     "v" => &state.v,
                     _ => &state.master,
                 };
-                map.get(name).map(|values| f32_bytes(values))
+                return map.get(name).map(|values| write_f32s(out, values));
             }
-        })
+        };
+        data.map(|d| out.write_all(d.as_bytes()))
     }
 
     /// Restores what [`Trainer::save_state`] wrote (under any strategy: the file does not
@@ -475,10 +493,4 @@ pub(crate) fn micro_backward<B: AutodiffBackend>(
     let l = s.objective.loss(log_probs, mb.weights, denominator);
     let loss = l.clone().into_scalar().elem::<f32>() as f64;
     (loss, tokens, l.backward())
-}
-
-fn host<B: Backend>(t: &Tensor<B, 1>) -> HostTensor {
-    let [n] = t.dims();
-    let values = t.clone().into_data().convert::<f32>().to_vec::<f32>();
-    (vec![n], values.unwrap_or_default())
 }
