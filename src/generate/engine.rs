@@ -10,14 +10,11 @@
 use std::collections::VecDeque;
 
 use burn::prelude::*;
-use burn::tensor::Transaction;
-use burn::tensor::activation::log_softmax;
 
-use super::sampling::{
-    Decoding, SplitMix64, sample_from_candidates, sample_from_logprobs, sample_nucleus_from_head,
-};
+use super::GenerateError;
+use super::choose::Pick;
+use super::sampling::{Decoding, SplitMix64};
 use super::state::{BatchState, SequenceState, stack_prefixes, valid_tensor};
-use super::{GenerateError, ReadBack};
 use crate::model::kernels::assign_block;
 use crate::model::{CausalLm, KvCache, attention_bias};
 
@@ -96,25 +93,18 @@ impl Default for EngineOptions {
 }
 
 /// A row being decoded.
-struct Row<'a> {
+pub(super) struct Row<'a> {
     index: usize,
     /// Finished: the row still occupies its slot (fed a dummy token, its outputs ignored)
     /// until the batch is compacted.
-    done: bool,
+    pub(super) done: bool,
     next_pos: usize,
     max_new_tokens: usize,
-    decoding: Decoding,
-    rng: SplitMix64,
+    pub(super) decoding: Decoding,
+    pub(super) rng: SplitMix64,
     eos: Vec<u32>,
     stop: Option<StopPredicate<'a>>,
     out: Completion,
-}
-
-/// What the device chose for one row in one step.
-struct Pick {
-    token: u32,
-    logprob: f32,
-    alternatives: Vec<(u32, f32)>,
 }
 
 pub struct Engine<'m, B: Backend> {
@@ -174,7 +164,7 @@ impl<'m, B: Backend> Engine<'m, B> {
             let mut batch = batch.trimmed(quarter);
 
             // 2. choose every row's next token: one host synchronisation
-            let picks = self.choose(logits, &mut rows, &device)?;
+            let picks = super::choose::choose(&self.options, logits, &mut rows, &device)?;
 
             // 3. record, retire finished rows (they keep their slot, masked out)
             let feed = self.record(picks, &mut rows, &mut batch, &mut on_done);
@@ -366,207 +356,7 @@ impl<'m, B: Backend> Engine<'m, B> {
         }
         (batch, logits.reshape([b, vocab]))
     }
-
-    /// Reads back what each row needs in one transaction and picks its token.
-    fn choose(
-        &self,
-        logits: Tensor<B, 2>,
-        rows: &mut [Row<'_>],
-        device: &B::Device,
-    ) -> Result<Vec<Pick>, GenerateError> {
-        let [b, vocab] = logits.dims();
-        let k = self.options.top_alternatives.min(vocab);
-        let on_device = self
-            .options
-            .select_on_device
-            .unwrap_or_else(super::topk::on_device::<B>);
-        let logp = log_softmax(logits, 1); // [b, vocab]
-        let (best_lp, best) = logp.clone().max_dim_with_indices(1); // [b, 1]
-        let mut tx = Transaction::default().register(best_lp).register(best);
-        if k > 0 {
-            let (top_lp, top_ids) = super::topk::select(logp.clone(), k, on_device); // [b, k]
-            tx = tx.register(top_lp.exp()).register(top_ids);
-        }
-        let sampled: Vec<usize> = (0..b)
-            .filter(|&r| !rows[r].done && !rows[r].decoding.is_greedy())
-            .collect();
-        // What a sampled row reads back when the device selects: a row with a `top_k` its
-        // `top_k` most likely tokens (all a top-k draw reads); a nucleus row (`top_p` < 1, no
-        // `top_k`) its NUCLEUS_HEAD most likely with the sum of its weights, and its whole
-        // distribution later only when they do not reach `top_p`. A row with neither reads
-        // its whole distribution, and then so do all (the CPU always does).
-        let head = match on_device {
-            true => sampled
-                .iter()
-                .map(|&r| match rows[r].decoding {
-                    Decoding::Sample { top_k, .. } if top_k > 0 => top_k.min(vocab),
-                    Decoding::Sample { top_p, .. } if top_p < 1.0 => NUCLEUS_HEAD.min(vocab),
-                    _ => vocab,
-                })
-                .max()
-                .filter(|&h| h < vocab),
-            false => None,
-        };
-        let sampled_idx = || {
-            let idx: Vec<i32> = sampled.iter().map(|&r| r as i32).collect();
-            Tensor::<B, 1, Int>::from_data(TensorData::new(idx, [sampled.len()]), device)
-        };
-        if !sampled.is_empty() {
-            let rows_lp = logp.clone().select(0, sampled_idx());
-            match head {
-                Some(h) => {
-                    // Σ exp(lp / T - max) per row, for the nucleus' mass.
-                    let t: Vec<f32> = sampled
-                        .iter()
-                        .map(|&r| match rows[r].decoding {
-                            Decoding::Sample { temperature, .. } => temperature,
-                            Decoding::Greedy => 1.0,
-                        })
-                        .collect();
-                    let t =
-                        Tensor::<B, 2>::from_data(TensorData::new(t, [sampled.len(), 1]), device);
-                    let scaled = rows_lp.clone() / t; // [sampled, vocab]
-                    let max = scaled.clone().max_dim(1); // [sampled, 1]
-                    let totals = (scaled - max).exp().sum_dim(1); // [sampled, 1]
-                    let (lp, ids) = super::topk::top_k(rows_lp, h); // [sampled, h]
-                    tx = tx.register(lp).register(ids).register(totals);
-                }
-                None => tx = tx.register(rows_lp),
-            }
-        }
-        let mut data = ReadBack::execute(tx)?;
-        let best_lp = data.f32s()?;
-        let best = data.i64s()?;
-        let (top_p, top_ids) = data.top(k)?;
-        let (full, head_ids, totals) = match (sampled.is_empty(), head) {
-            (true, _) => (Vec::new(), Vec::new(), Vec::new()),
-            (false, None) => (data.f32s()?, Vec::new(), Vec::new()),
-            (false, Some(_)) => (data.f32s()?, data.i64s()?, data.f32s()?),
-        };
-        let width = head.unwrap_or(vocab);
-
-        let mut picks = Vec::with_capacity(b);
-        // Nucleus rows whose head fell short: (pick index, place among the sampled, u).
-        let mut whole: Vec<(usize, usize, f64)> = Vec::new();
-        let mut sampled_row = 0;
-        for (r, row) in rows.iter_mut().enumerate() {
-            if row.done {
-                picks.push(Pick {
-                    token: 0,
-                    logprob: 0.0,
-                    alternatives: Vec::new(),
-                });
-                continue;
-            }
-            let alternatives = (0..k)
-                .map(|j| (top_ids[r * k + j] as u32, top_p[r * k + j]))
-                .collect();
-            let (token, logprob) = match row.decoding {
-                Decoding::Greedy => (best[r] as u32, best_lp[r]),
-                Decoding::Sample {
-                    temperature,
-                    top_p,
-                    top_k,
-                    ..
-                } => {
-                    let place = sampled_row;
-                    let span = place * width..(place + 1) * width;
-                    sampled_row += 1;
-                    let u = row.rng.next_f64();
-                    match head {
-                        None => {
-                            let lp = &full[span];
-                            let token = sample_from_logprobs(lp, temperature, top_k, top_p, u);
-                            (token, lp[token as usize])
-                        }
-                        Some(_) => {
-                            let ids = &head_ids[span.clone()];
-                            let lps = &full[span];
-                            let token = match top_k {
-                                // This row's own top_k of the head (the head is its top_k or
-                                // more).
-                                0 => {
-                                    let candidates =
-                                        ids.iter().map(|&i| i as u32).zip(lps.iter().copied());
-                                    let total = totals[place] as f64;
-                                    sample_nucleus_from_head(
-                                        candidates,
-                                        total,
-                                        temperature,
-                                        top_p,
-                                        u,
-                                    )
-                                }
-                                _ => {
-                                    let n = top_k.min(width);
-                                    let candidates = ids[..n]
-                                        .iter()
-                                        .map(|&i| i as u32)
-                                        .zip(lps[..n].iter().copied());
-                                    Some(sample_from_candidates(
-                                        candidates,
-                                        temperature,
-                                        top_k,
-                                        top_p,
-                                        u,
-                                    ))
-                                }
-                            };
-                            match token {
-                                Some(token) => {
-                                    let lp = ids
-                                        .iter()
-                                        .position(|&i| i as u32 == token)
-                                        .map_or(f32::NEG_INFINITY, |j| lps[j]);
-                                    (token, lp)
-                                }
-                                None => {
-                                    whole.push((picks.len(), place, u));
-                                    (0, 0.0)
-                                }
-                            }
-                        }
-                    }
-                }
-            };
-            picks.push(Pick {
-                token,
-                logprob,
-                alternatives,
-            });
-        }
-        // The nucleus rows whose head fell short read their whole distribution now, and draw
-        // with the same u.
-        if !whole.is_empty() {
-            let places: Vec<i32> = whole.iter().map(|w| sampled[w.1] as i32).collect();
-            let n = places.len();
-            let idx = Tensor::<B, 1, Int>::from_data(TensorData::new(places, [n]), device);
-            let tx = Transaction::default().register(logp.select(0, idx));
-            let lps = ReadBack::execute(tx)?.f32s()?;
-            for (j, &(pick, _, u)) in whole.iter().enumerate() {
-                let r = sampled[whole[j].1];
-                let Decoding::Sample {
-                    temperature,
-                    top_p,
-                    top_k,
-                    ..
-                } = rows[r].decoding
-                else {
-                    continue;
-                };
-                let lp = &lps[j * vocab..(j + 1) * vocab];
-                let token = sample_from_logprobs(lp, temperature, top_k, top_p, u);
-                picks[pick].token = token;
-                picks[pick].logprob = lp[token as usize];
-            }
-        }
-        Ok(picks)
-    }
 }
-
-/// Most likely tokens a nucleus row (`top_p` < 1, no `top_k`) reads back when the device
-/// selects, with its weight sum; a row whose nucleus is wider reads its whole distribution.
-pub const NUCLEUS_HEAD: usize = 64;
 
 /// The decoding batch: its model state, and the next-token logits of every slot
 /// (`[rows, vocab]`).

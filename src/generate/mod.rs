@@ -12,6 +12,7 @@
 //!
 //! The KV cache lives here, not in the model module, so the same module trains.
 
+mod choose;
 pub mod encode;
 pub mod ending;
 pub mod engine;

@@ -96,17 +96,8 @@ pub fn sample_from_candidates(
     u: f64,
 ) -> u32 {
     // 1. temperature-scaled weights, stable against overflow
-    let scaled: Vec<(u32, f64)> = logprobs
-        .map(|(id, l)| (id, l as f64 / temperature as f64))
-        .collect();
-    let max = scaled.iter().map(|c| c.1).fold(f64::NEG_INFINITY, f64::max);
-    let mut candidates: Vec<(u32, f64)> = scaled
-        .into_iter()
-        .map(|(id, s)| (id, (s - max).exp()))
-        .filter(|&(_, w)| w > 0.0)
-        .collect();
+    let mut candidates = weights(logprobs, temperature);
     // 2. most likely first, ties by id
-    let by_weight = |a: &(u32, f64), b: &(u32, f64)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
     if top_k > 0 && top_k < candidates.len() {
         candidates.select_nth_unstable_by(top_k - 1, by_weight);
         candidates.truncate(top_k);
@@ -120,6 +111,24 @@ pub fn sample_from_candidates(
     };
     candidates.truncate(keep);
     draw(&candidates, u)
+}
+
+/// `exp(lp / temperature - max)` of each `(id, lp)` in f64, the zero ones left out.
+fn weights(logprobs: impl Iterator<Item = (u32, f32)>, temperature: f32) -> Vec<(u32, f64)> {
+    let scaled: Vec<(u32, f64)> = logprobs
+        .map(|(id, l)| (id, l as f64 / temperature as f64))
+        .collect();
+    let max = scaled.iter().map(|c| c.1).fold(f64::NEG_INFINITY, f64::max);
+    scaled
+        .into_iter()
+        .map(|(id, s)| (id, (s - max).exp()))
+        .filter(|&(_, w)| w > 0.0)
+        .collect()
+}
+
+/// Heaviest first, ties by id.
+fn by_weight(a: &(u32, f64), b: &(u32, f64)) -> std::cmp::Ordering {
+    b.1.total_cmp(&a.1).then(a.0.cmp(&b.0))
 }
 
 /// How many of `candidates` (most likely first) the nucleus keeps: the shortest head whose
@@ -162,16 +171,8 @@ pub fn sample_nucleus_from_head(
     top_p: f32,
     u: f64,
 ) -> Option<u32> {
-    let scaled: Vec<(u32, f64)> = head
-        .map(|(id, l)| (id, l as f64 / temperature as f64))
-        .collect();
-    let max = scaled.iter().map(|c| c.1).fold(f64::NEG_INFINITY, f64::max);
-    let mut candidates: Vec<(u32, f64)> = scaled
-        .into_iter()
-        .map(|(id, s)| (id, (s - max).exp()))
-        .filter(|&(_, w)| w > 0.0)
-        .collect();
-    candidates.sort_unstable_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    let mut candidates = weights(head, temperature);
+    candidates.sort_unstable_by(by_weight);
     let keep = nucleus(&candidates, row_total, top_p)?;
     // A token outside the head may weigh as much as the head's last one, and sort (by id)
     // among those kept: then the row decides.

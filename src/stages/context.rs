@@ -274,17 +274,11 @@ impl<'a> StageCtx<'a> {
         count: u64,
         compute: impl FnOnce() -> Result<I, StageError>,
     ) -> Result<I, StageError> {
-        let item = match self.saved(name)? {
-            Some(bytes) => I::decode(&bytes, name)?,
-            None => {
-                self.check_stop()?;
-                let item = compute()?;
-                self.save(name, &item.encode()?)?;
-                item
-            }
-        };
-        self.advance(count);
-        Ok(item)
+        let names = [(name.to_string(), count)];
+        let mut items = self.items(&names, |_| Ok(vec![compute()?]))?;
+        items.pop().ok_or_else(|| {
+            StageError::Failed(format!("stage `{}`: item {name} lost", self.spec.label))
+        })
     }
 
     /// Items `names` (each with its count) as [`StageCtx::item`] gives them, the ones not saved

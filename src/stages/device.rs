@@ -145,6 +145,59 @@ impl std::fmt::Display for Devices {
     }
 }
 
+/// The GPUs the worker holds as backend `B`'s devices (`device` is the first of them, whose
+/// device type the others share); empty on the CPU.
+pub fn gpus<B: burn::prelude::Backend>(devices: &Devices, device: &B::Device) -> Vec<B::Device> {
+    use burn::tensor::backend::{Device as _, DeviceId};
+    let kind = device.to_id().type_id;
+    devices
+        .cuda()
+        .map(|n| B::Device::from_id(DeviceId::new(kind, n as u16)))
+        .collect()
+}
+
+/// Copies of `lm` on the worker's GPUs after the first (none on the CPU or with one GPU).
+pub fn replicas<B: burn::prelude::Backend>(
+    devices: &Devices,
+    lm: &crate::model::CausalLm<B>,
+    device: &B::Device,
+) -> Vec<crate::model::CausalLm<B>> {
+    use burn::module::Module;
+    gpus::<B>(devices, device)
+        .iter()
+        .skip(1)
+        .map(|d| lm.clone().fork(d))
+        .collect()
+}
+
+/// `run` on every part, in parallel threads when there are several (one per model copy), the
+/// results in the parts' order; a panicking thread is an error.
+pub fn in_parallel<T: Send, R: Send>(
+    parts: Vec<T>,
+    run: impl Fn(T) -> Result<R, super::StageError> + Sync,
+) -> Result<Vec<R>, super::StageError> {
+    if parts.len() < 2 {
+        return parts.into_iter().map(run).collect();
+    }
+    let run = &run;
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = parts
+            .into_iter()
+            .map(|p| scope.spawn(move || run(p)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join().unwrap_or_else(|_| {
+                    Err(super::StageError::Failed(
+                        "a decoding thread panicked".into(),
+                    ))
+                })
+            })
+            .collect()
+    })
+}
+
 /// Calls the generic stage body `$f::<B>(ctx, &device)` on the backend of `ctx.device()`.
 #[macro_export]
 macro_rules! on_device {

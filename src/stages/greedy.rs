@@ -59,7 +59,7 @@ fn run<B: Backend>(ctx: &mut StageCtx<'_>, device: &B::Device) -> Result<StageOu
     };
     // One engine per GPU the worker holds, each on its own copy of the model; on the CPU the
     // `engines` binding (default 1) runs that many side by side on the one model.
-    let replicas = replicas::<B>(ctx, &model.lm, device);
+    let replicas = super::device::replicas::<B>(ctx.devices(), &model.lm, device);
     let engines: Vec<Engine<'_, B>> = match replicas.is_empty() {
         true => {
             let n = ctx.bindings()["engines"].as_u64().unwrap_or(1).max(1) as usize;
@@ -94,26 +94,7 @@ fn run<B: Backend>(ctx: &mut StageCtx<'_>, device: &B::Device) -> Result<StageOu
             };
             let work: Vec<(&Engine<'_, B>, &[usize])> =
                 engines.iter().zip(missing.chunks(share)).collect();
-            let answered: Vec<Result<Vec<Response>, StageError>> = match work.len() {
-                1 => work.into_iter().map(run).collect(),
-                _ => std::thread::scope(|scope| {
-                    let handles: Vec<_> = work
-                        .into_iter()
-                        .map(|w| scope.spawn(move || run(w)))
-                        .collect();
-                    handles
-                        .into_iter()
-                        .map(|h| {
-                            h.join().unwrap_or_else(|_| {
-                                Err(StageError::Failed("a decoding thread panicked".into()))
-                            })
-                        })
-                        .collect()
-                }),
-            };
-            let mut answered: Vec<Response> = answered
-                .into_iter()
-                .collect::<Result<Vec<_>, _>>()?
+            let mut answered: Vec<Response> = super::device::in_parallel(work, run)?
                 .into_iter()
                 .flatten()
                 .collect();
@@ -198,25 +179,6 @@ pub(super) fn rows_from_free_memory(
     Ok(Some(
         memory::rows_within(&shape, &work, free, step as u64, cap as u64) as usize,
     ))
-}
-
-/// Copies of the model on the worker's other GPUs (none on the CPU, or with one GPU).
-pub(super) fn replicas<B: Backend>(
-    ctx: &StageCtx<'_>,
-    lm: &crate::model::CausalLm<B>,
-    device: &B::Device,
-) -> Vec<crate::model::CausalLm<B>> {
-    use burn::module::Module;
-    use burn::tensor::backend::{Device as _, DeviceId};
-    let cuda: Vec<usize> = ctx.devices().cuda().collect();
-    let kind = device.to_id().type_id;
-    cuda.iter()
-        .skip(1)
-        .map(|&n| {
-            lm.clone()
-                .fork(&B::Device::from_id(DeviceId::new(kind, n as u16)))
-        })
-        .collect()
 }
 
 /// Questions answered greedily and graded.

@@ -93,7 +93,7 @@ fn run<B: Backend>(ctx: &mut StageCtx<'_>, device: &B::Device) -> Result<StageOu
 
     // One copy of the model per GPU the worker holds; on the CPU the `engines` binding
     // (default 1) splits each chunk that many ways on the one model.
-    let replicas = super::greedy::replicas::<B>(ctx, &model.lm, device);
+    let replicas = super::device::replicas::<B>(ctx.devices(), &model.lm, device);
     let lms: Vec<&crate::model::CausalLm<B>> = match replicas.is_empty() {
         true => {
             let n = ctx.bindings()["engines"].as_u64().unwrap_or(1).max(1) as usize;
@@ -137,26 +137,10 @@ fn run<B: Backend>(ctx: &mut StageCtx<'_>, device: &B::Device) -> Result<StageOu
                 .copied()
                 .zip((0..examples.len()).step_by(share))
                 .collect();
-            let outcomes: Vec<_> = match parts.len() {
-                1 => parts.into_iter().map(run).collect::<Result<Vec<_>, _>>()?,
-                _ => std::thread::scope(|scope| {
-                    let handles: Vec<_> = parts
-                        .into_iter()
-                        .map(|p| scope.spawn(move || run(p)))
-                        .collect();
-                    handles
-                        .into_iter()
-                        .map(|h| {
-                            h.join().unwrap_or_else(|_| {
-                                Err(StageError::Failed("a rollout thread panicked".into()))
-                            })
-                        })
-                        .collect::<Result<Vec<_>, _>>()
-                })?,
-            }
-            .into_iter()
-            .flatten()
-            .collect();
+            let outcomes: Vec<_> = super::device::in_parallel(parts, run)?
+                .into_iter()
+                .flatten()
+                .collect();
             Ok(chunk
                 .iter()
                 .zip(outcomes)

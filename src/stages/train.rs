@@ -201,16 +201,9 @@ fn strategy<B: Backend>(
         Some(Strategy_::Single) => Ok(Strategy::Single),
         Some(Strategy_::Offload) => Ok(Strategy::Offload),
         Some(Strategy_::Zero1) => {
-            let cuda: Vec<usize> = ctx.devices().cuda().collect();
-            if cuda.len() > 1 {
-                // The worker's GPUs, by number on the backend's device type.
-                use burn::tensor::backend::{Device as _, DeviceId};
-                let kind = device.to_id().type_id;
-                let ranks = cuda
-                    .iter()
-                    .map(|&n| B::Device::from_id(DeviceId::new(kind, n as u16)))
-                    .collect();
-                return Ok(Strategy::Zero1(ranks));
+            let gpus = super::device::gpus::<B>(ctx.devices(), device);
+            if gpus.len() > 1 {
+                return Ok(Strategy::Zero1(gpus));
             }
             let ranks = ctx.bindings()["gpus"].as_u64().unwrap_or(1).max(1) as usize;
             Ok(Strategy::Zero1(vec![device.clone(); ranks]))

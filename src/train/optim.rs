@@ -75,6 +75,32 @@ pub struct AdamState<B: Backend> {
     pub master: NamedFlat<B>,
 }
 
+/// A state's maps by the name its tensors carry in a state file (`m.`, `v.`, `master.`).
+macro_rules! by_kind {
+    ($ty:ty) => {
+        /// The map of `kind`: `m`, `v`, anything else the master copies.
+        pub fn by_kind(&self, kind: &str) -> &$ty {
+            match kind {
+                "m" => &self.m,
+                "v" => &self.v,
+                _ => &self.master,
+            }
+        }
+
+        pub fn by_kind_mut(&mut self, kind: &str) -> &mut $ty {
+            match kind {
+                "m" => &mut self.m,
+                "v" => &mut self.v,
+                _ => &mut self.master,
+            }
+        }
+    };
+}
+
+impl<B: Backend> AdamState<B> {
+    by_kind!(NamedFlat<B>);
+}
+
 impl<B: Backend> Default for AdamState<B> {
     fn default() -> Self {
         Self {
@@ -184,6 +210,10 @@ pub struct HostAdam {
     pub m: BTreeMap<String, Vec<f32>>,
     pub v: BTreeMap<String, Vec<f32>>,
     pub master: BTreeMap<String, Vec<f32>>,
+}
+
+impl HostAdam {
+    by_kind!(BTreeMap<String, Vec<f32>>);
 }
 
 /// [`adam_step`] with the state in host memory ([`HostAdam`]). Element for element the same

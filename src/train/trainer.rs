@@ -21,9 +21,7 @@ use super::TrainError;
 use super::data::{Batch, Example, LastBatch, epoch_order};
 use super::objective::{Normalization, Objective, target_log_probs};
 use super::optim::{AdamConfig, AdamState, HostAdam, adam_step, host_adam_step};
-use super::params::{
-    NamedFlat, accumulate_grads, global_norm, load_trainable, param_data, trainable,
-};
+use super::params::{accumulate_grads, global_norm, load_trainable, param_data, trainable};
 use super::schedule::Schedule;
 use super::state::{self, Entry, write_f32s};
 use super::zero::Sharded;
@@ -357,24 +355,17 @@ impl<B: AutodiffBackend> Trainer<B> {
         out: &mut dyn std::io::Write,
     ) -> Option<std::io::Result<()>> {
         let on_device = |state: &AdamState<B::InnerBackend>| {
-            let map = match kind {
-                "m" => &state.m,
-                "v" => &state.v,
-                _ => &state.master,
-            };
-            map.get(name)
+            state
+                .by_kind(kind)
+                .get(name)
                 .map(|t| t.clone().into_data().convert::<f32>())
         };
         let data = match &self.optim {
             Optim::Device(state) => on_device(state),
             Optim::Sharded(sharded) => sharded.state_of(name).and_then(on_device),
             Optim::Host(state) => {
-                let map = match kind {
-                    "m" => &state.m,
-                    "v" => &state.v,
-                    _ => &state.master,
-                };
-                return map.get(name).map(|values| write_f32s(out, values));
+                let values = state.by_kind(kind).get(name);
+                return values.map(|values| write_f32s(out, values));
             }
         };
         data.map(|d| out.write_all(d.as_bytes()))
@@ -416,7 +407,8 @@ impl<B: AutodiffBackend> Trainer<B> {
                 for name in &names {
                     for kind in ["m", "v", "master"] {
                         if let Some(values) = read(kind, name)? {
-                            moment_map(state, kind)
+                            state
+                                .by_kind_mut(kind)
                                 .insert(name.clone(), flat(values, &self.device));
                         }
                     }
@@ -430,12 +422,7 @@ impl<B: AutodiffBackend> Trainer<B> {
                 for name in &names {
                     for kind in ["m", "v", "master"] {
                         if let Some(values) = read(kind, name)? {
-                            let map = match kind {
-                                "m" => &mut state.m,
-                                "v" => &mut state.v,
-                                _ => &mut state.master,
-                            };
-                            map.insert(name.clone(), values);
+                            state.by_kind_mut(kind).insert(name.clone(), values);
                         }
                     }
                 }
@@ -453,7 +440,9 @@ impl<B: AutodiffBackend> Trainer<B> {
                     for kind in ["m", "v", "master"] {
                         if let Some(values) = read(kind, name)? {
                             let t = flat(values, &device);
-                            moment_map(&mut sharded.states[rank], kind).insert(name.clone(), t);
+                            sharded.states[rank]
+                                .by_kind_mut(kind)
+                                .insert(name.clone(), t);
                         }
                     }
                 }
@@ -468,14 +457,6 @@ impl<B: AutodiffBackend> Trainer<B> {
 
 /// The version of the state file's layout, in its metadata.
 const STATE_FORMAT: &str = "cft-train-state-2";
-
-fn moment_map<'a, B: Backend>(state: &'a mut AdamState<B>, kind: &str) -> &'a mut NamedFlat<B> {
-    match kind {
-        "m" => &mut state.m,
-        "v" => &mut state.v,
-        _ => &mut state.master,
-    }
-}
 
 /// One micro-batch's forward and backward on `model`; returns its loss, token count and
 /// gradients (burn's, by parameter id).
