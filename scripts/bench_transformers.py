@@ -12,8 +12,10 @@ Runs `model.generate` (eager attention, f32, its default dynamic KV cache) on `-
 
 `--make DIR --shape qwen2.5-0.5b` writes a random model of Qwen2.5-0.5B's shape instead (hidden
 896, 24 layers, 14 heads / 2 KV heads, intermediate 4864, vocab 151936, tied embeddings; ~494M
-parameters, 2 GB in f32), as `scripts/gpu-check.sh` does on a GPU machine. `cft check
-make-model DIR --shape S` writes the same shapes without Python.
+parameters, 2 GB in f32), as `scripts/gpu-check.sh` does on a GPU machine; `--shape 135m` a
+Llama layout of ~135M parameters (hidden 576, 30 layers, 9 heads / 3 KV heads, intermediate
+1536, vocab 49152, tied embeddings), issue 19's CPU decoding shape. `cft check make-model DIR
+--shape S` writes the same shapes without Python.
 Not run by CI. Needs `pip install torch transformers safetensors tokenizers`.
 """
 
@@ -23,23 +25,28 @@ import shutil
 import time
 
 import torch
-from transformers import AutoModelForCausalLM, Qwen2Config, Qwen2ForCausalLM
+from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
 FIXTURE_TOKENIZER = os.path.join("tests", "fixtures", "models", "qwen2")
 
 
-# name -> (vocab, hidden, intermediate, layers, heads, kv heads, initializer_range); the same
-# shapes as `cft check make-model --shape`.
+# name -> (vocab, hidden, intermediate, layers, heads, kv heads, initializer_range, layout);
+# the same shapes as `cft check make-model --shape`.
 SHAPES = {
-    "tiny": (2048, 256, 768, 4, 8, 4, 0.1),
-    "qwen2.5-0.5b": (151936, 896, 4864, 24, 14, 2, 0.02),
+    "tiny": (2048, 256, 768, 4, 8, 4, 0.1, "qwen2"),
+    "qwen2.5-0.5b": (151936, 896, 4864, 24, 14, 2, 0.02, "qwen2"),
+    "135m": (49152, 576, 1536, 30, 9, 3, 0.02, "llama"),
 }
 
 
 def make(directory, shape):
     torch.manual_seed(0)
-    vocab, hidden, intermediate, layers, heads, kv, init = SHAPES[shape]
-    config = Qwen2Config(
+    vocab, hidden, intermediate, layers, heads, kv, init, layout = SHAPES[shape]
+    config_class, model_class = {
+        "qwen2": (Qwen2Config, Qwen2ForCausalLM),
+        "llama": (LlamaConfig, LlamaForCausalLM),
+    }[layout]
+    config = config_class(
         vocab_size=vocab,
         hidden_size=hidden,
         intermediate_size=intermediate,
@@ -53,7 +60,7 @@ def make(directory, shape):
         pad_token_id=0,
         bos_token_id=None,
     )
-    model = Qwen2ForCausalLM(config).float()
+    model = model_class(config).float()
     model.save_pretrained(directory)
     for name in ["tokenizer.json", "tokenizer_config.json", "chat_template.jinja"]:
         shutil.copy(os.path.join(FIXTURE_TOKENIZER, name), directory)

@@ -148,6 +148,12 @@ tf_row() {
     fi
 }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a > 0 && b > 0) printf "%.2f", a / b; else printf "—" }'; }
+# After cft's `batch N:` line, its `with drafts` line: "<tokens/s> tokens/s, <stood> of <proposed>".
+draft_rate() {
+    awk -v b="$2" '$1 == "batch" { at = ($2 + 0 == b) } at && $1 == "with" && $2 == "drafts" {
+        for (i = 1; i <= NF; i++) { if ($i == "tokens/s,") r = $(i - 1); if ($i == "draft") s = $(i - 3) " of " $(i - 1) }
+        print r " tokens/s, " s " draft tokens stood"; at = 0 }' "$1" 2>/dev/null | tail -1
+}
 # The tokens/s of `batch N:` lines (cft bench generate and bench_transformers.py alike).
 rate() {
     awk -v b="$2" '$1 == "batch" && $2 + 0 == b { for (i = 2; i <= NF; i++) if ($i == "tokens/s") print $(i - 1) }' \
@@ -222,7 +228,7 @@ fi
 # 3. batched greedy decoding, cft then transformers
 if [ -n "$MAKER" ]; then
     step generate "$CFT_BIN" bench generate --model "$MODEL" --device "$DEVICE" \
-        --batch "$BATCHES" --new-tokens "$NEW_TOKENS"
+        --batch "$BATCHES" --new-tokens "$NEW_TOKENS" --draft 4
     GEN_RC=$STEP_RC GEN_WHY=$(why generate)
     if [ -z "$PY_SKIP" ]; then
         step generate-tf "$PYTHON" scripts/bench_transformers.py --model "$MODEL" --device "$DEVICE" \
@@ -239,7 +245,9 @@ for b in ${BATCHES//,/ }; do
     c=$(rate "$WORK/generate.log" "$b")
     t=$(rate "$WORK/generate-tf.log" "$b")
     if [ "$GEN_RC" = 0 ] && [ -n "$c" ]; then
-        row "$name" "$c" "${t:-—}" "$(ratio "$c" "${t:-0}")" PASS "greedy, prompt 32 tokens, time includes prefill"
+        d=$(draft_rate "$WORK/generate.log" "$b")
+        row "$name" "$c" "${t:-—}" "$(ratio "$c" "${t:-0}")" PASS \
+            "greedy, prompt 32 tokens, time includes prefill; with drafts of up to 4 (every 6th wrong): ${d:-—}"
     else
         row "$name" "${c:-—}" "${t:-—}" — FAIL "$GEN_WHY"
     fi
@@ -291,13 +299,13 @@ else
 fi
 
 # 6. sequential against batched rollouts on the reduced quickstart's model
-step annotate "$CFT_BIN" bench annotate --manifest "$MANIFEST" --examples 4 --json \
+step annotate "$CFT_BIN" bench annotate --manifest "$MANIFEST" --examples 4 --json --draft 8 \
     --device "$DEVICE" --cache "$CACHE"
 json=$(grep '^{' "$WORK/annotate.log" 2>/dev/null | tail -1)
 field() { echo "$json" | grep -oE "\"$1\":[-0-9.e]+" | cut -d: -f2 | awk '{ printf "%.3g", $1 }'; }
 if [ "$STEP_RC" = 0 ] && [ -n "$json" ]; then
     row "annotate, batched rollouts (s)" "$(field batched_s)" — — PASS \
-        "sequential $(field sequential_s) s, speedup $(field speedup)x, identical annotations, 4 examples"
+        "sequential $(field sequential_s) s, speedup $(field speedup)x, without drafts $(field no_draft_s) s, identical annotations, 4 examples"
 else
     row "annotate, batched rollouts (s)" — — — FAIL "$(why annotate)"
 fi

@@ -18,6 +18,12 @@ const QUESTIONS: u64 = 5;
 const SAMPLES: u64 = 3;
 
 fn plan() -> (Plan, String, String) {
+    plan_with(QUESTIONS, json!({}))
+}
+
+/// The two evaluations on `questions` toy questions, `extra` added to the sampled one's
+/// bindings.
+fn plan_with(questions: u64, extra: Value) -> (Plan, String, String) {
     let mut plan = Plan::default();
     let spec = |kind: Kind, label: &str, params: Value, inputs: Vec<String>, bindings| {
         StageSpec::new(
@@ -33,18 +39,22 @@ fn plan() -> (Plan, String, String) {
     let data = plan.add(spec(
         Kind::Dataset,
         "dataset toy",
-        json!({"source": "synthetic", "synthetic": {"split": "test", "n": QUESTIONS, "seed": 4, "min_steps": 1, "max_steps": 1}}),
+        json!({"source": "synthetic", "synthetic": {"split": "test", "n": questions, "seed": 4, "min_steps": 1, "max_steps": 1}}),
         vec![],
         Value::Null,
     ));
     let model = json!({"model_dir": common::fixture("qwen2")});
+    let mut bindings = model.clone();
+    for (k, v) in extra.as_object().into_iter().flatten() {
+        bindings[k] = v.clone();
+    }
     let sampled = plan.add(spec(
         Kind::Eval,
         "eval tiny base toy",
         json!({"model": {"base": {"fingerprint": "fixture"}}, "benchmark": "toy", "template": "plain", "max_new_tokens": 6,
                "sampling": {"n": SAMPLES, "temperature": 1.0, "top_p": 1.0, "top_k": 0, "seed": 11, "benchmarks": ["toy"], "pass_at": [1, 3]}}),
         vec![data.clone()],
-        model.clone(),
+        bindings,
     ));
     let chat = plan.add(spec(
         Kind::Eval,
@@ -57,7 +67,10 @@ fn plan() -> (Plan, String, String) {
 }
 
 fn run(dir: &Path) -> (Value, Vec<u8>, Value) {
-    let (plan, sampled, chat) = plan();
+    run_plan(dir, plan())
+}
+
+fn run_plan(dir: &Path, (plan, sampled, chat): (Plan, String, String)) -> (Value, Vec<u8>, Value) {
     let cache = Cache::open(dir, "test").unwrap();
     let summary = exec::run(
         &plan,
@@ -142,4 +155,26 @@ fn eval_resumes_from_saved_batches() {
     assert!((p1 - 1.0 / 3.0 / QUESTIONS as f64).abs() < 1e-12);
     assert_eq!(metrics["pass_at"]["3"], 1.0 / QUESTIONS as f64);
     assert!(plan.get(&sampled).is_some());
+}
+
+/// On a GPU an evaluation decodes as many batches together as its free memory holds, with one
+/// engine per GPU; the items stay batches of 16 questions and the outputs are the same bytes.
+/// Forced here through the stage's `engines` and `decode_rows` bindings: 70 questions (five
+/// batches) over two engines in waves of two batches each, and over three engines.
+#[test]
+fn eval_sharded_over_engines_gives_the_same_outputs() {
+    let questions = 70;
+    let one = tempfile::tempdir().unwrap();
+    let (metrics, expected, _) = run_plan(one.path(), plan_with(questions, json!({})));
+    assert_eq!(parse_outputs(&expected).unwrap().len() as u64, questions);
+    for bindings in [
+        json!({"engines": 2, "decode_rows": 128}),
+        json!({"engines": 3}),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let (m, bytes, _) = run_plan(dir.path(), plan_with(questions, bindings.clone()));
+        assert!(bytes == expected, "{bindings}: outputs differ");
+        assert_eq!(m["pass_at"], metrics["pass_at"], "{bindings}");
+        assert_eq!(m["mean_entropy"], metrics["mean_entropy"], "{bindings}");
+    }
 }

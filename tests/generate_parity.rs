@@ -15,6 +15,7 @@ fn engine_options(max_batch: usize, top: usize) -> EngineOptions {
         top_alternatives: top,
         prefill_rows: 2,
         select_on_device: None,
+        max_draft: 0,
     }
 }
 
@@ -59,6 +60,74 @@ fn continuous_batching_refills_rows_without_changing_outputs() {
         .unwrap();
     for (i, (c, &n)) in out.iter().zip(&lengths).enumerate() {
         assert_eq!(c.tokens, r.greedy_single[i % 3][..n], "request {i}");
+    }
+}
+
+/// Drafts verified in wide steps change nothing a row emits: transformers' greedy tokens
+/// (and log-probs within 1e-4) whether the draft is the answer itself, the answer with wrong
+/// tokens in it, or the other prompts' answers (prompt lookup over a source that mostly does
+/// not match), with continuous batching refilling rows and rows without drafts beside them.
+/// The right drafts are taken: the engine runs fewer steps than tokens.
+#[test]
+fn drafts_verified_in_wide_steps_give_transformers_greedy_tokens() {
+    use cft::generate::draft::lookup;
+    for family in FAMILIES {
+        let model = load(family);
+        let r = reference(family);
+        let n = r.greedy_single.iter().map(Vec::len).min().unwrap();
+        let corrupt = |answer: &[u32]| -> Vec<u32> {
+            let mut a = answer.to_vec();
+            for i in (3..a.len()).step_by(5) {
+                a[i] = (a[i] + 1) % 7;
+            }
+            a
+        };
+        // Per request: its prompt and the source its drafts are looked up in (None: no draft).
+        let mut cases: Vec<(usize, Option<Vec<u32>>)> = Vec::new();
+        for i in 0..r.prompts.len() {
+            let own = r.greedy_single[i][..n].to_vec();
+            cases.push((i, Some(own.clone())));
+            cases.push((i, Some(corrupt(&own))));
+            let j = (i + 1) % r.prompts.len();
+            cases.push((i, Some(r.greedy_single[j].clone())));
+            cases.push((i, None));
+        }
+        for (max_batch, max_draft) in [(16, 8), (3, 4), (2, 1)] {
+            let requests = cases
+                .iter()
+                .map(|(i, source)| {
+                    let mut q = Request::<B>::greedy(r.prompts[*i].clone(), n);
+                    if let Some(source) = source.clone() {
+                        q.draft = Some(Box::new(move |generated: &[u32], max: usize| {
+                            lookup(&source, generated, generated.len() - 1, max).to_vec()
+                        }));
+                    }
+                    q
+                })
+                .collect();
+            let engine = Engine::new(
+                &model.lm,
+                EngineOptions {
+                    max_draft,
+                    ..engine_options(max_batch, 0)
+                },
+            );
+            let out = engine.generate(requests).unwrap();
+            for ((i, _), c) in cases.iter().zip(&out) {
+                assert_eq!(c.tokens, r.greedy_single[*i][..n], "{family}, prompt {i}");
+                for (got, want) in c.logprobs.iter().zip(&r.greedy_single_logprobs[*i]) {
+                    assert!((got - want).abs() <= TOLERANCE, "{family}: {got} vs {want}");
+                }
+            }
+            let stats = engine.draft_stats();
+            assert!(
+                stats.accepted > 0 && stats.accepted < stats.proposed,
+                "{family}: drafts both stand and fail: {stats:?}"
+            );
+            if max_batch == 16 {
+                assert!(stats.steps < n, "{family}: {stats:?} for {n} tokens");
+            }
+        }
     }
 }
 
@@ -127,6 +196,7 @@ fn branches_from_a_prefix_state_match_full_recomputation() {
                     decoding: q.decoding,
                     eos_token_ids: Vec::new(),
                     stop: None,
+                    draft: None,
                 })
                 .collect();
             let out = Engine::new(&model.lm, engine_options(max_batch, 0))

@@ -406,3 +406,30 @@ fn paper_manifests_take_openrlhf_training_recipe() {
         assert_eq!(hp["append_eos"], true, "{manifest}");
     }
 }
+
+/// `[annotate] draft_tokens` changes how branches decode, not what they say: it reaches the
+/// rollout stages as a binding (default 0: none) and leaves every key as it was.
+#[test]
+fn draft_tokens_is_a_binding_of_the_rollouts_not_part_of_a_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string("experiments/quickstart.toml").unwrap();
+    let with = text.replacen("[annotate]\n", "[annotate]\ndraft_tokens = 8\n", 1);
+    assert_ne!(with, text, "the quickstart has an [annotate] table");
+    let path = dir.path().join("quickstart.toml");
+    std::fs::write(&path, with).unwrap();
+    let (plain, on) = (
+        plan_of(Path::new("experiments/quickstart.toml")),
+        plan_of(&path),
+    );
+    let keys = |p: &Plan| p.order().iter().map(|s| s.key.clone()).collect::<Vec<_>>();
+    assert_eq!(keys(&plain), keys(&on));
+    let drafts = |p: &Plan| -> Vec<serde_json::Value> {
+        p.order()
+            .iter()
+            .filter(|s| s.kind.name() == "rollout")
+            .map(|s| s.bindings["draft_tokens"].clone())
+            .collect()
+    };
+    assert_eq!(drafts(&plain), vec![serde_json::json!(0); 2]);
+    assert_eq!(drafts(&on), vec![serde_json::json!(8); 2]);
+}

@@ -260,6 +260,92 @@ fn reduced_quickstart_runs_end_to_end_reuses_its_cache_and_survives_kill_9() {
     );
     let before = outputs(&cache_a);
 
+    // Exports: the report's chosen Strict-3 checkpoint and the pretrained base model as HF
+    // directories, which score exactly as the checkpoints in the cache do.
+    let exported = dir.path().join("strict3");
+    let out_arg = exported.to_str().unwrap();
+    let export_strict3 = || {
+        let args = ["export", "--method", "strict3", "--best", "--out", out_arg];
+        cft(&args, &manifest, &cache_a)
+    };
+    let out = output(export_strict3());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("generation_config.json"));
+    let score = |model: &Path| -> Vec<u8> {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_cft"))
+            .args(["score", "--ids", "3,17,42,9,100,5", "--json", "--model"])
+            .arg(model)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    };
+    let key = all
+        .iter()
+        .find(|s| {
+            s["kind"] == "train" && s["label"].as_str().is_some_and(|l| l.contains(" strict3 "))
+        })
+        .and_then(|s| s["key"].as_str())
+        .unwrap()
+        .to_string();
+    assert_eq!(score(&exported), score(&cache_a.join("models").join(&key)));
+    // A non-empty folder is refused without --force; the base model exports too.
+    let again = export_strict3().output().unwrap();
+    assert_eq!(again.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("--force"));
+    let base = dir.path().join("base");
+    output(cft(
+        &["export", "--base", "--out", base.to_str().unwrap()],
+        &manifest,
+        &cache_a,
+    ));
+    assert_ne!(
+        score(&base),
+        score(&exported),
+        "the fine-tuning changed the model"
+    );
+    // The annotated examples: D_correct with every method's weights, one per response token.
+    let jsonl = dir.path().join("annotations.jsonl");
+    output(cft(
+        &["export", "--annotations", "--out", jsonl.to_str().unwrap()],
+        &manifest,
+        &cache_a,
+    ));
+    let lines: Vec<Value> = std::fs::read_to_string(&jsonl)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(
+        lines.len() as u64,
+        correct,
+        "one line per correct greedy response"
+    );
+    let (mut critical, mut tokens) = (0, 0);
+    for l in &lines {
+        let n = l["response_ids"].as_array().unwrap().len();
+        assert!(
+            !l["question"].as_str().unwrap().is_empty() && !l["gold"].as_str().unwrap().is_empty()
+        );
+        let weights = l["weights"].as_object().unwrap();
+        assert_eq!(weights.len(), 9, "every method");
+        for (method, w) in weights {
+            assert_eq!(w.as_array().unwrap().len(), n, "{method}");
+        }
+        assert!(weights["sft"].as_array().unwrap().iter().all(|w| *w == 1.0));
+        critical += weights["strict3"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|w| **w != 0.0)
+            .count();
+        tokens += n;
+    }
+    assert!(critical > 0 && critical < tokens, "{critical} of {tokens}");
+
     // 3. Two and four workers at once: the same bytes as one.
     for jobs in [2, 4] {
         let cache = dir.path().join(format!("cache-jobs{jobs}"));
@@ -310,5 +396,54 @@ fn reduced_quickstart_runs_end_to_end_reuses_its_cache_and_survives_kill_9() {
                 .next()
                 .is_none(),
         "every work folder is ingested and removed"
+    );
+}
+
+/// A LoRA fine-tuning exports as its merged weights with the PEFT adapter beside them, and
+/// the export scores exactly as the checkpoint in the cache.
+#[test]
+fn a_lora_checkpoint_exports_with_its_peft_adapter() {
+    let dir = tempfile::tempdir().unwrap();
+    let reduced = reduced_manifest(dir.path());
+    let manifest = dir.path().join("lora.toml");
+    std::fs::write(
+        &manifest,
+        format!(
+            "include = \"{}\"\n[experiment]\nname = \"quickstart-lora\"\n[adapter]\nkind = \"lora\"\nrank = 4\nalpha = 8\n",
+            reduced.display()
+        ),
+    )
+    .unwrap();
+    let cache = dir.path().join("cache");
+    output(cft(
+        &["run", "--quiet", "--only", "train"],
+        &manifest,
+        &cache,
+    ));
+    let out = dir.path().join("sft");
+    let said = output(cft(
+        &["export", "--method", "sft", "--out", out.to_str().unwrap()],
+        &manifest,
+        &cache,
+    ));
+    let said = String::from_utf8_lossy(&said.stdout).to_string();
+    for file in [
+        "model.safetensors",
+        "generation_config.json",
+        "adapter/adapter_config.json",
+        "adapter/adapter_model.safetensors",
+    ] {
+        assert!(out.join(file).is_file(), "{file}: {said}");
+    }
+    let key = stages(&manifest, &cache)
+        .iter()
+        .find(|s| s["kind"] == "train" && s["label"].as_str().is_some_and(|l| l.contains(" sft ")))
+        .and_then(|s| s["key"].as_str().map(str::to_string))
+        .unwrap();
+    let merged = std::fs::read(out.join("model.safetensors")).unwrap();
+    let cached = std::fs::read(cache.join("models").join(&key).join("model.safetensors")).unwrap();
+    assert!(
+        merged == cached,
+        "the exported weights are the cached checkpoint's"
     );
 }

@@ -1,11 +1,17 @@
 //! Counterfactual rollouts: the batched engine (shared prefixes, continuous batching, the end
-//! rule) gives exactly the outcomes of the naive one-branch-at-a-time path, on the tiny models
+//! rule, drafts from the perturbed response) gives exactly the outcomes of the naive
+//! one-branch-at-a-time path, on the tiny models
 //! of all four families, for every criticality rule; the Strict shortcut gives the same masks.
 
 mod common;
 
 use cft::cft::criticality::{still_open, weights};
-use cft::cft::rollout::{Example, Judge, Outcome, Settings, batched, sequential};
+use cft::cft::rollout::{
+    Example, Judge, Outcome, Settings, batched, batched_with_stats, sequential,
+};
+
+/// Draft tokens per step where a test drafts.
+const DRAFT: usize = 8;
 use cft::manifest::Rule;
 use cft::model::{LanguageModel, LoadOptions};
 
@@ -53,18 +59,24 @@ fn batched_rollouts_equal_the_naive_path_for_every_rule() {
         )
         .unwrap();
         let ex = examples(&model);
-        // Two engines side by side, each on its share of the branches.
-        let settings = |rank| Settings {
+        // Two engines side by side, each on its share of the branches; drafts from the
+        // perturbed response or none.
+        let settings = |rank, draft| Settings {
             rank,
             max_new_tokens: 24,
             max_batch: 16,
             threads: 2,
+            draft,
         };
         let mut per_rank = Vec::new();
         for rank in [2, 3] {
-            let fast = batched(&model.lm, &ex, &[], &Toy, settings(rank)).unwrap();
-            let slow = sequential(&model.lm, &ex, &[], &Toy, settings(rank)).unwrap();
-            assert_eq!(fast, slow, "{family}, rank {rank}");
+            let slow = sequential(&model.lm, &ex, &[], &Toy, settings(rank, 0)).unwrap();
+            let plain = batched(&model.lm, &ex, &[], &Toy, settings(rank, 0)).unwrap();
+            assert_eq!(plain, slow, "{family}, rank {rank}");
+            let (fast, stats) =
+                batched_with_stats(&model.lm, &ex, &[], &Toy, settings(rank, DRAFT)).unwrap();
+            assert_eq!(fast, slow, "{family}, rank {rank}, drafts {stats:?}");
+            assert!(stats.accepted > 0, "{family}: no draft stood: {stats:?}");
             assert!(
                 fast.iter().all(|o| o.alt.iter().all(Option::is_some)),
                 "every position branched"
@@ -105,6 +117,7 @@ fn the_strict_shortcut_gives_the_same_masks_as_full_rollouts() {
         max_new_tokens: 24,
         max_batch: 16,
         threads: 1,
+        draft: DRAFT,
     };
     let rank2 = fails(&batched(&model.lm, &ex, &[], &Toy, settings(2)).unwrap());
     let rank3_full = fails(&batched(&model.lm, &ex, &[], &Toy, settings(3)).unwrap());
@@ -168,6 +181,7 @@ fn batched_rollouts_equal_the_naive_path_under_the_real_end_rule() {
             max_new_tokens: 24,
             max_batch: 16,
             threads: 2,
+            draft: DRAFT,
         };
         for early_stop in [EarlyStop::None, EarlyStop::Answer] {
             let judge = GradeJudge {

@@ -142,6 +142,27 @@ fn every_strategy_gives_the_single_device_weights() {
     }
 }
 
+/// Micro-batches run side by side in threads (`with_lanes`, what the CPU stages use) give the
+/// one-at-a-time weights, losses and gradient norms bit for bit: 2 lanes (two waves of two of a
+/// step's four micro-batches) and 3 (a wave of three, then one), in f32, bf16 and LoRA, and with
+/// offload's host optimiser.
+#[test]
+fn micro_batches_side_by_side_give_the_same_weights() {
+    for setup in [Setup::F32, Setup::Bf16, Setup::Lora] {
+        let (single, log) = run(trainer(setup, Strategy::Single));
+        for (lanes, strategy) in [
+            (2, Strategy::Single),
+            (3, Strategy::Single),
+            (2, Strategy::Offload),
+        ] {
+            let what = format!("{setup:?} {} with {lanes} lanes", describe(&strategy));
+            let (other, other_log) = run(trainer(setup, strategy).with_lanes(lanes));
+            assert_eq!(log, other_log, "{what}: losses or gradient norms");
+            same_weights(&single, &other, &what);
+        }
+    }
+}
+
 /// The same trainer with no steps to take.
 fn trainer_untrained(setup: Setup) -> Trainer<AD> {
     let mut t = trainer(setup, Strategy::Single);

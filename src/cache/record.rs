@@ -62,12 +62,18 @@ pub struct Record {
     pub host: Option<String>,
     #[serde(default)]
     pub device: Option<String>,
+    /// The CPU kernels of the build that ran it (`model::kernels::KERNELS`; absent in records
+    /// of earlier builds, which chose AVX-512 where the CPU had it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernels: Option<String>,
     /// The Slurm job running the stage, and its state when the coordinator last looked.
     #[serde(default)]
     pub job: Option<String>,
     #[serde(default)]
     pub job_state: Option<String>,
-    /// Seconds since the Unix epoch; timings live here, never in keys.
+    /// When the stage's attempt started, in seconds since the Unix epoch (records of earlier
+    /// builds: when it ended); with `elapsed_s`, when it ended. Timings live here, never in
+    /// keys.
     #[serde(default)]
     pub started_at: u64,
     #[serde(default)]

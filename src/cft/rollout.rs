@@ -16,10 +16,16 @@
 //! The alternative at t is taken from P(· | Q, y_<t) computed on the encoded sequence: the
 //! j-th most likely token among those other than y_t (y_t is the greedy choice, so normally
 //! the rank-1 token; excluding it keeps the definition exact under ties).
+//!
+//! A branch usually returns to the wording of the response it perturbs, so the batched path
+//! lets each branch draft its next tokens from that response ([`crate::generate::draft`]):
+//! verified in one wide step, kept only where greedy decoding would have chosen them, so the
+//! outcomes are the same and only the number of decoding steps falls.
 
 use burn::prelude::*;
 
-use crate::generate::{Engine, EngineOptions, GenerateError, Request, encode, score};
+use crate::generate::draft::lookup;
+use crate::generate::{DraftStats, Engine, EngineOptions, GenerateError, Request, encode, score};
 
 /// One correct response to branch from.
 #[derive(Clone, Debug)]
@@ -58,7 +64,12 @@ pub struct Settings {
     /// Engines the batched path runs side by side, each on its share of the branches (the
     /// CPU backend computes a decoding step of a small model on about one core). 1 on a GPU.
     pub threads: usize,
+    /// Most tokens a branch drafts from the response it perturbs per step (0: no drafts).
+    pub draft: usize,
 }
+
+/// Draft tokens per step unless a manifest says otherwise (`[annotate] draft_tokens`).
+pub const DRAFT: usize = crate::manifest::DRAFT_TOKENS as usize;
 
 /// Engines to run side by side on the CPU: one per core.
 pub fn cpu_threads() -> usize {
@@ -148,6 +159,17 @@ pub fn batched<B: Backend>(
     judge: &dyn Judge,
     settings: Settings,
 ) -> Result<Vec<Outcome>, GenerateError> {
+    batched_with_stats(lm, examples, eos, judge, settings).map(|(o, _)| o)
+}
+
+/// [`batched`], and what its drafts did (summed over its engines).
+pub fn batched_with_stats<B: Backend>(
+    lm: &crate::model::CausalLm<B>,
+    examples: &[Example],
+    eos: &[u32],
+    judge: &dyn Judge,
+    settings: Settings,
+) -> Result<(Vec<Outcome>, DraftStats), GenerateError> {
     let (branches, encoded) = alternatives(lm, examples, settings.rank)?;
     // A branch's continuation does not depend on the rows beside it, so the branches can be
     // split between engines without changing any outcome.
@@ -155,12 +177,14 @@ pub fn batched<B: Backend>(
         .threads
         .clamp(1, branches.len().div_ceil(settings.max_batch).max(1));
     let share = branches.len().div_ceil(threads).max(1);
-    let run = |part: &[Branch]| -> Result<Vec<crate::generate::Completion>, GenerateError> {
+    type Part = (Vec<crate::generate::Completion>, DraftStats);
+    let run = |part: &[Branch]| -> Result<Part, GenerateError> {
         let engine = Engine::new(
             lm,
             EngineOptions {
                 max_batch: settings.max_batch,
                 top_alternatives: 0,
+                max_draft: settings.draft,
                 ..Default::default()
             },
         );
@@ -175,15 +199,19 @@ pub fn batched<B: Backend>(
                 );
                 r.prefix = Some(encoded[b.example].state.prefix(e.prompt.len() + b.position));
                 r.eos_token_ids = eos.to_vec();
+                r.draft = Some(Box::new(move |generated: &[u32], max: usize| {
+                    draft_from_response(e, b, generated, max)
+                }));
                 r.stop = Some(Box::new(move |generated: &[u32]| {
                     judge.ended(&kept, generated)
                 }));
                 r
             })
             .collect();
-        engine.generate(requests)
+        let completions = engine.generate(requests)?;
+        Ok((completions, engine.draft_stats()))
     };
-    let completions = match threads {
+    let (completions, stats) = match threads {
         1 => run(&branches)?,
         _ => std::thread::scope(|scope| {
             let handles: Vec<_> = branches
@@ -191,13 +219,15 @@ pub fn batched<B: Backend>(
                 .map(|part| scope.spawn(move || run(part)))
                 .collect();
             let mut all = Vec::with_capacity(branches.len());
+            let mut stats = DraftStats::default();
             for handle in handles {
-                let part = handle
+                let (part, s) = handle
                     .join()
                     .map_err(|_| GenerateError::Device("a rollout thread panicked".into()))??;
                 all.extend(part);
+                stats += s;
             }
-            Ok::<_, GenerateError>(all)
+            Ok::<_, GenerateError>((all, stats))
         })?,
     };
     let mut out = empty_outcomes(examples);
@@ -206,7 +236,18 @@ pub fn batched<B: Backend>(
         out[b.example].alt[b.position] = Some(b.alt);
         out[b.example].fail[b.position] = Some(!judge.correct(b.example, &response));
     }
-    Ok(out)
+    Ok((out, stats))
+}
+
+/// A branch's draft: what follows, in the response it perturbs, the match of the branch's
+/// last tokens nearest to where they would sit had nothing shifted. The branch is
+/// `y_<t ++ [alternative] ++ generated`, its newest token at `t + generated.len()`.
+fn draft_from_response(e: &Example, b: &Branch, generated: &[u32], max: usize) -> Vec<u32> {
+    // Its last three tokens (all the lookup matches).
+    let kept = &e.response[b.position.saturating_sub(2)..b.position];
+    let branch = [kept, &[b.alt], generated].concat();
+    let tail = &branch[branch.len().saturating_sub(3)..];
+    lookup(&e.response, tail, b.position + generated.len(), max).to_vec()
 }
 
 /// The same outcomes, one branch at a time with a full prefill and nothing shared.

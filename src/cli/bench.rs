@@ -52,6 +52,13 @@ pub struct BenchGenerateArgs {
     /// Also time the naive reference decoder (one sequence, full recomputation) at batch 1.
     #[arg(long)]
     pub naive: bool,
+    /// Also decode again with drafts of up to N tokens looked up in each row's first output
+    /// with every `--draft-error`-th token changed (as a branch that strays from the response
+    /// it perturbs and comes back), checking the tokens are the same and timing it.
+    #[arg(long, value_name = "N")]
+    pub draft: Option<usize>,
+    #[arg(long, default_value_t = 6, value_name = "K")]
+    pub draft_error: usize,
     #[arg(long, default_value = "cpu", value_name = "cpu|cuda[:N]")]
     pub device: DeviceArg,
 }
@@ -115,6 +122,50 @@ impl OnDevice for BenchGenerateArgs {
                  (~{:.1} GFLOP/s)",
                 rate * 2.0 * params as f64 / 1e9
             );
+            if let Some(max_draft) = self.draft {
+                let every = self.draft_error.max(2);
+                let drafted = Engine::new(
+                    &model.lm,
+                    EngineOptions {
+                        max_draft,
+                        ..engine.options
+                    },
+                );
+                let requests: Vec<Request<'_, B>> = prompts
+                    .iter()
+                    .zip(&out)
+                    .map(|(p, c)| {
+                        let mut source = c.tokens.clone();
+                        for t in source.iter_mut().skip(every - 1).step_by(every) {
+                            *t = (*t + 1) % vocab as u32;
+                        }
+                        let mut r = Request::<B>::greedy(p.clone(), self.new_tokens);
+                        r.draft = Some(Box::new(move |generated: &[u32], max: usize| {
+                            let at = generated.len() - 1;
+                            cft::generate::draft::lookup(&source, generated, at, max).to_vec()
+                        }));
+                        r
+                    })
+                    .collect();
+                let start = Instant::now();
+                let again = drafted.generate(requests)?;
+                let seconds = start.elapsed().as_secs_f64();
+                let same = again.iter().zip(&out).all(|(a, c)| a.tokens == c.tokens);
+                let s = drafted.draft_stats();
+                println!(
+                    "  with drafts of up to {max_draft} (every {every}th source token wrong): \
+                     {seconds:>7.3} s = {:>9.1} tokens/s, {} steps ({} drafted), {} of {} \
+                     draft tokens stood, same tokens: {same}",
+                    tokens as f64 / seconds,
+                    s.steps,
+                    s.drafted_steps,
+                    s.accepted,
+                    s.proposed
+                );
+                if !same {
+                    anyhow::bail!("drafts changed the greedy tokens: a bug, please report it");
+                }
+            }
         }
         if self.naive {
             let p = prompt();

@@ -14,7 +14,7 @@ use serde_json::json;
 
 use cft::cache::{Cache, RecordStatus, Store};
 use cft::cft::criticality::weights;
-use cft::cft::rollout::{Example, Settings, batched, sequential};
+use cft::cft::rollout::{Example, Settings, batched, batched_with_stats, sequential};
 use cft::exec::{self, NoEvents, Options};
 use cft::generate::Ending;
 use cft::manifest::{EarlyStop, MethodKind, Rule};
@@ -36,8 +36,17 @@ pub struct BenchAnnotateArgs {
     /// One JSON line instead of text.
     #[arg(long)]
     pub json: bool,
+    /// Also write the examples (prompt and response ids, gold answers), the model directory
+    /// and the settings to this JSON file, for `scripts/bench_annotate_transformers.py` to run
+    /// the paper's Eq. 7 batches on the same examples.
+    #[arg(long, value_name = "FILE")]
+    pub dump: Option<PathBuf>,
     #[arg(long, default_value = "cpu", value_name = "cpu|cuda[:N]")]
     pub device: DeviceArg,
+    /// Most tokens a branch drafts from the response it perturbs per step
+    /// (`[annotate] draft_tokens`); the batched path also runs without drafts, for comparison.
+    #[arg(long, default_value_t = 8)]
+    pub draft: usize,
 }
 
 struct Prepared {
@@ -53,6 +62,7 @@ struct Prepared {
     threads: usize,
     /// Rows each engine decodes together.
     max_batch: usize,
+    draft: usize,
 }
 
 pub fn run(cache_dir: &Path, args: BenchAnnotateArgs) -> anyhow::Result<()> {
@@ -114,6 +124,20 @@ pub fn run(cache_dir: &Path, args: BenchAnnotateArgs) -> anyhow::Result<()> {
         }
     };
     drop(cache);
+    if let Some(path) = &args.dump {
+        let examples: Vec<serde_json::Value> = responses
+            .iter()
+            .map(|r| json!({"idx": r.idx, "prompt_ids": r.prompt_ids, "response_ids": r.response_ids, "gold": r.gold}))
+            .collect();
+        let dump = json!({
+            "model_dir": model_dir.canonicalize().unwrap_or_else(|_| model_dir.clone()),
+            "ranks": (2..=k).collect::<Vec<_>>(),
+            "max_new_tokens": exp.annotate.max_new_tokens,
+            "examples": examples,
+        });
+        std::fs::write(path, serde_json::to_vec_pretty(&dump)?)
+            .with_context(|| format!("--dump {}", path.display()))?;
+    }
     let prepared = Prepared {
         model_dir,
         responses,
@@ -132,6 +156,7 @@ pub fn run(cache_dir: &Path, args: BenchAnnotateArgs) -> anyhow::Result<()> {
             DeviceArg::Cpu => cft::stages::rollout::CPU_MAX_BATCH,
             DeviceArg::Cuda(_) => cft::stages::rollout::GPU_MAX_BATCH,
         },
+        draft: args.draft,
     };
     dispatch(args.device, prepared)
 }
@@ -164,12 +189,14 @@ impl OnDevice for Prepared {
         };
         let judge = judge_with(EarlyStop::None);
         let early = judge_with(EarlyStop::Answer);
-        let settings = |rank| Settings {
+        let settings_with = |rank, draft| Settings {
             rank,
             max_new_tokens: self.max_new_tokens,
             max_batch: self.max_batch,
             threads: self.threads,
+            draft,
         };
+        let settings = |rank| settings_with(rank, self.draft);
         let eos = ending.end_ids();
 
         // Seconds, token rows run through the model, outcomes per rank.
@@ -188,9 +215,24 @@ impl OnDevice for Prepared {
                 settings(rank),
             )?)
         })?;
-        let (batched_s, batched_rows, fast) =
-            time(&|rank| Ok(batched(&model.lm, &examples, eos, &judge, settings(rank))?))?;
-        if slow != fast {
+        let plain_steps = std::cell::Cell::new(0usize);
+        let (plain_s, plain_rows, plain) = time(&|rank| {
+            let (o, s) =
+                batched_with_stats(&model.lm, &examples, eos, &judge, settings_with(rank, 0))?;
+            plain_steps.set(plain_steps.get() + s.steps);
+            Ok(o)
+        })?;
+        let plain_steps = plain_steps.get();
+        let stats = std::cell::Cell::new(cft::generate::DraftStats::default());
+        let (batched_s, batched_rows, fast) = time(&|rank| {
+            let (o, s) = batched_with_stats(&model.lm, &examples, eos, &judge, settings(rank))?;
+            let mut all = stats.get();
+            all += s;
+            stats.set(all);
+            Ok(o)
+        })?;
+        let stats = stats.get();
+        if slow != fast || slow != plain {
             bail!("the batched rollouts differ from the sequential ones: a bug, please report it");
         }
         let (early_s, early_rows, stopped) =
@@ -223,6 +265,16 @@ impl OnDevice for Prepared {
             .flatten()
             .map(|o| o.alt.iter().flatten().count())
             .sum();
+        // Failed branches per rank (what `scripts/bench_annotate_transformers.py` prints too).
+        let failed: Vec<usize> = fast
+            .iter()
+            .map(|rank| {
+                rank.iter()
+                    .flat_map(|o| &o.fail)
+                    .filter(|f| **f == Some(true))
+                    .count()
+            })
+            .collect();
         let tokens: usize = examples.iter().map(|e| e.response.len()).sum();
         let speedup = sequential_s / batched_s.max(1e-9);
         let changed_share = early_changed as f64 / branches.max(1) as f64;
@@ -231,12 +283,16 @@ impl OnDevice for Prepared {
                 "{}",
                 json!({"sequential_s": sequential_s, "batched_s": batched_s, "speedup": speedup, "branches": branches, "tokens": tokens,
                        "sequential_token_rows": sequential_rows, "batched_token_rows": batched_rows,
+                       "no_draft_s": plain_s, "no_draft_token_rows": plain_rows, "no_draft_steps": plain_steps, "draft": self.draft,
+                       "draft_steps": stats.steps, "drafted_steps": stats.drafted_steps,
+                       "draft_proposed": stats.proposed, "draft_accepted": stats.accepted,
                        "early_stop_s": early_s, "early_stop_token_rows": early_rows,
-                       "early_stop_changed": early_changed, "early_stop_changed_share": changed_share})
+                       "early_stop_changed": early_changed, "early_stop_changed_share": changed_share,
+                       "failed_per_rank": failed})
             );
         } else {
             println!(
-                "{} examples, {tokens} response tokens, ranks 2..={}, {branches} branches; identical annotations ({critical} critical tokens)",
+                "{} examples, {tokens} response tokens, ranks 2..={}, {branches} branches; identical annotations ({critical} critical tokens; failed branches per rank from 2: {failed:?})",
                 examples.len(),
                 self.k
             );
@@ -244,9 +300,19 @@ impl OnDevice for Prepared {
                 "sequential (one branch at a time, full prefill): {sequential_s:.2} s, {sequential_rows} token rows run"
             );
             println!(
-                "batched (shared prefixes, continuous batching, {} engine{}):  {batched_s:.2} s, {batched_rows} token rows run",
+                "batched (shared prefixes, continuous batching, {} engine{}), no drafts: {plain_s:.2} s, {plain_rows} token rows run, {plain_steps} decoding steps",
                 self.threads,
                 if self.threads == 1 { "" } else { "s" }
+            );
+            println!(
+                "batched with drafts of up to {} tokens from the perturbed response: {batched_s:.2} s, {batched_rows} token rows run; \
+                 {} decoding steps ({} with drafts), {} draft tokens proposed, {} stood ({:.1}%)",
+                self.draft,
+                stats.steps,
+                stats.drafted_steps,
+                stats.proposed,
+                stats.accepted,
+                100.0 * stats.accepted as f64 / stats.proposed.max(1) as f64
             );
             println!(
                 "speedup: {speedup:.1}x; the sequential path runs {:.1}x the token rows, at {:.0} vs {:.0} token rows/s",

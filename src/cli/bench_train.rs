@@ -31,6 +31,13 @@ pub struct BenchTrainArgs {
     pub batch: usize,
     #[arg(long, default_value_t = 128)]
     pub seq_len: usize,
+    /// Sequences per forward and backward (default: the whole batch).
+    #[arg(long)]
+    pub micro_batch: Option<usize>,
+    /// Micro-batches run side by side in threads (`Trainer::with_lanes`; default: the
+    /// cores rayon uses, as the train and pretrain stages on the CPU).
+    #[arg(long)]
+    pub lanes: Option<usize>,
     /// Timed optimiser steps (after one untimed warm-up step).
     #[arg(long, default_value_t = 5)]
     pub steps: u64,
@@ -71,7 +78,7 @@ fn train_on<AB: AutodiffBackend>(
     let settings = TrainSettings {
         objective: Objective::Sft,
         batch_size: args.batch,
-        micro_batch_size: args.batch,
+        micro_batch_size: args.micro_batch.unwrap_or(args.batch),
         normalization: Normalization::Batch,
         last_batch: LastBatch::Short,
         total_steps: total,
@@ -89,21 +96,45 @@ fn train_on<AB: AutodiffBackend>(
             _ => bail!("--strategy {other:?}: expected single, offload or zero1:N"),
         },
     };
-    let mut trainer = Trainer::new(lm.lm, settings, examples, device)?.with_strategy(strategy)?;
+    let lanes = args.lanes.unwrap_or_else(rayon::current_num_threads);
+    let mut trainer = Trainer::new(lm.lm, settings, examples, device)?
+        .with_strategy(strategy)?
+        .with_lanes(lanes);
     trainer.step(); // warm-up
+    trainer.timings = Default::default();
+    let passes_before = cft::train::pass_seconds();
     let start = Instant::now();
     let mut tokens = 0;
     while !trainer.is_done() {
         tokens += trainer.step().tokens;
     }
     let seconds = start.elapsed().as_secs_f64();
+    let passes_after = cft::train::pass_seconds();
     println!(
-        "model {} ({params} parameters), batch {} x {} tokens: {tokens} tokens in {seconds:.3} s = {:.1} training tokens/s ({:.1} ms/step)",
+        "model {} ({params} parameters), batch {} x {} tokens in micro-batches of {}, {lanes} lanes: {tokens} tokens in {seconds:.3} s = {:.1} training tokens/s ({:.1} ms/step)",
         args.model.display(),
         args.batch,
         args.seq_len + 1,
+        args.micro_batch.unwrap_or(args.batch),
         tokens as f64 / seconds,
         seconds * 1000.0 / args.steps as f64
+    );
+    // The step's wall time by phase: the passes' share split between forward and backward
+    // by their thread-seconds (with several lanes they overlap).
+    let (forward, backward) = (
+        passes_after.0 - passes_before.0,
+        passes_after.1 - passes_before.1,
+    );
+    let t = trainer.timings;
+    let total = (t.passes_s + t.update_s).max(1e-9);
+    let passes = t.passes_s / total;
+    let split = (forward + backward).max(1e-9);
+    println!(
+        "step profile: forward (with the loss) {:.0}%, backward {:.0}% (the passes, adding gradients included, {:.0}%), gradient norm + clip + AdamW {:.0}%",
+        100.0 * passes * forward / split,
+        100.0 * passes * backward / split,
+        100.0 * passes,
+        100.0 * t.update_s / total
     );
     if args.save_state {
         save_state(&mut trainer)?;

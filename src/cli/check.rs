@@ -6,6 +6,9 @@
 //!   device, one line per family and check, exit 1 if any fails.
 //! - `cft check make-model DIR --shape S`: a random model of a benchmark shape written without
 //!   transformers, for machines that lack it (the script prefers transformers' own).
+//! - `cft check bytes --model DIR`: digests of the CPU backend's logits, decoding and training
+//!   on that model, which must not depend on the CPU's instruction-set extensions or on the
+//!   thread count ([`super::check_bytes`]).
 
 use std::path::PathBuf;
 
@@ -26,12 +29,16 @@ pub enum CheckCommand {
     Parity(CheckParityArgs),
     /// Write a random model of a benchmark shape (tokenizer copied from a fixture).
     MakeModel(MakeModelArgs),
+    /// Digests of the logits, decoding and training steps the CPU computes for a model:
+    /// equal digests on two machines mean equal bytes.
+    Bytes(super::check_bytes::CheckBytesArgs),
 }
 
 pub fn run(cmd: CheckCommand) -> anyhow::Result<()> {
     match cmd {
         CheckCommand::Parity(args) => dispatch(args.device, args),
         CheckCommand::MakeModel(args) => make_model(&args),
+        CheckCommand::Bytes(args) => super::check_bytes::run(args),
     }
 }
 
@@ -103,12 +110,20 @@ impl OnDevice for CheckParityArgs {
 /// ones with transformers.
 #[derive(ValueEnum, Clone, Copy, Debug)]
 pub enum Shape {
+    /// The quickstart's toy model: Llama layout, hidden 128, 4 layers, 4 heads, intermediate
+    /// 384, vocab 512 (~0.9M parameters; the fixture's tokenizer is copied, so only random ids
+    /// below 512 make sense: `cft bench train` uses those).
+    Toy,
     /// Qwen2 layout, hidden 256, 4 layers, 8 heads / 4 KV heads, vocab 2048 (~3.7M parameters).
     Tiny,
     /// Qwen2.5-0.5B's shape: hidden 896, 24 layers, 14 heads / 2 KV heads, intermediate 4864,
     /// vocab 151936, tied embeddings (~494M parameters).
     #[value(name = "qwen2.5-0.5b")]
     Qwen25_05b,
+    /// A Llama layout of ~135M parameters (SmolLM-135M's shape): hidden 576, 30 layers, 9 heads
+    /// / 3 KV heads, intermediate 1536, vocab 49152, tied embeddings.
+    #[value(name = "135m")]
+    M135,
 }
 
 #[derive(Args, Debug)]
@@ -129,12 +144,14 @@ pub struct MakeModelArgs {
 }
 
 fn make_model(args: &MakeModelArgs) -> anyhow::Result<()> {
-    let (hidden, layers, heads, kv, intermediate, vocab) = match args.shape {
-        Shape::Tiny => (256, 4, 8, 4, 768, 2048),
-        Shape::Qwen25_05b => (896, 24, 14, 2, 4864, 151_936),
+    let (family, hidden, layers, heads, kv, intermediate, vocab) = match args.shape {
+        Shape::Toy => ("llama", 128, 4, 4, 4, 384, 512),
+        Shape::Tiny => ("qwen2", 256, 4, 8, 4, 768, 2048),
+        Shape::Qwen25_05b => ("qwen2", 896, 24, 14, 2, 4864, 151_936),
+        Shape::M135 => ("llama", 576, 30, 9, 3, 1536, 49_152),
     };
     let arch = ToyArch {
-        architecture: "qwen2".into(),
+        architecture: family.into(),
         hidden_size: hidden,
         num_layers: layers,
         num_heads: heads,

@@ -172,6 +172,7 @@ impl OnDevice for GenerateArgs {
                 },
                 eos_token_ids: ending.end_ids().to_vec(),
                 stop: ending.stop_predicate(Vec::new()),
+                draft: None,
             })
             .collect();
         let options = EngineOptions {

@@ -12,8 +12,10 @@ mod bench_memory;
 mod bench_train;
 mod cache;
 mod check;
+mod check_bytes;
 mod compare;
 mod device;
+mod export;
 mod generate;
 mod grade;
 mod memory;
@@ -61,6 +63,8 @@ pub enum Command {
     /// Inspect and maintain the cache.
     #[command(subcommand)]
     Cache(cache::CacheCommand),
+    /// A trained checkpoint (or the base model) out of the cache as an HF directory.
+    Export(export::ExportArgs),
     /// Grade JSONL responses from stdin: {"benchmark", "response", "answer"} -> {"pred", "correct"}.
     Grade(grade::GradeArgs),
     /// Continue prompts with a model (batched; greedy or sampled).
@@ -110,6 +114,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Report(args) => report::run(&cache, args),
         Command::Compare(args) => compare::run(&cache, args),
         Command::Cache(cmd) => cache::run(&cache, cmd),
+        Command::Export(args) => export::run(&cache, args),
         Command::Annotate(cmd) => annotate::run(&cache, cmd),
         Command::Grade(args) => grade::run(&args).map(|()| ExitCode::SUCCESS),
         Command::Generate(args) => generate::run(args).map(|()| ExitCode::SUCCESS),

@@ -1,14 +1,15 @@
 //! `cft report FILE [--format md|csv|json|html]`: the experiment's tables and plots from the
 //! cache alone (no stage runs). Prints one format to stdout and writes every file under
-//! `<cache>/reports/<experiment>/`.
+//! `<cache>/reports/<experiment>/`, with the TensorBoard event files of every training and
+//! evaluation under its `tensorboard/`.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use cft::cache::{Record, View};
 use cft::plan::Plan;
-use cft::report::load::{from_store, read_output};
-use cft::report::{Format, Report, files::artifacts, write_files};
+use cft::report::load::{from_store, read_output, tensorboard_from_store};
+use cft::report::{Format, Report, files::artifacts, tensorboard, write_files};
 
 #[derive(clap::Args, Debug)]
 pub struct ReportArgs {
@@ -22,22 +23,34 @@ pub struct ReportArgs {
 pub fn run(cache: &Path, args: ReportArgs) -> anyhow::Result<ExitCode> {
     let (exp, view, plan, _) = super::plan::resolve(cache, &args.file)?;
     let report = report_of(&view, &plan)?;
+    let read = |r: &Record, name: &str| read_output(view.store(), r, name);
+    let runs = tensorboard_from_store(&plan, view.store(), &read)?;
     drop(view);
-    let files = artifacts(&report)?;
+    let mut files = artifacts(&report)?;
+    files.extend(tensorboard::files(&runs));
     let dir = cache.join("reports").join(&exp.name);
-    // Figures of an earlier report that this one no longer has would otherwise linger.
-    match std::fs::remove_dir_all(dir.join("plots")) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-            return Err(anyhow::anyhow!("{}: {e}", dir.join("plots").display()));
+    // Figures and runs of an earlier report that this one no longer has would otherwise
+    // linger (an event file's name has its run's start, so a retrained cell gets a new one).
+    for stale in ["plots", "tensorboard"] {
+        match std::fs::remove_dir_all(dir.join(stale)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(anyhow::anyhow!("{}: {e}", dir.join(stale).display()));
+            }
+            _ => {}
         }
-        _ => {}
     }
     write_files(&dir, &files)?;
     let name = format!("report.{}", extension(args.format));
     if let Some((_, bytes)) = files.iter().find(|(n, _)| *n == name) {
         print!("{}", String::from_utf8_lossy(bytes));
     }
-    eprintln!("wrote {} files to {}", files.len(), dir.display());
+    eprintln!(
+        "wrote {} files to {} ({} TensorBoard runs: `tensorboard --logdir {}`)",
+        files.len(),
+        dir.display(),
+        runs.len(),
+        dir.join("tensorboard").display()
+    );
     Ok(ExitCode::SUCCESS)
 }
 

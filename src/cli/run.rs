@@ -25,9 +25,10 @@ pub struct RunArgs {
     #[arg(long, short)]
     pub quiet: bool,
     /// Stages at once, each in a worker process of its own. On the CPU the workers share the
-    /// cores equally.
-    #[arg(long, short, default_value_t = 1, value_name = "N")]
-    pub jobs: usize,
+    /// cores equally. `auto`: one per core on the CPU (fewer where the memory model says that
+    /// many of the largest stage would not fit in host memory), one per CUDA device on GPUs.
+    #[arg(long, short, default_value = "1", value_name = "N|auto")]
+    pub jobs: Jobs,
     /// Where model stages run: cpu, or CUDA devices, each held by one worker at a time
     /// (`cuda:0,cuda:1`; CUDA needs a build with `--features cuda`).
     #[arg(
@@ -63,6 +64,56 @@ pub struct RunArgs {
     /// Start stages even when the memory model says they cannot fit.
     #[arg(long)]
     pub ignore_memory_check: bool,
+}
+
+/// `--jobs`: a number, or `auto`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Jobs {
+    Auto,
+    Count(usize),
+}
+
+impl std::str::FromStr for Jobs {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(Jobs::Auto),
+            n => match n.parse::<usize>() {
+                Ok(0) | Err(_) => Err(format!(
+                    "`{n}`: give a number of stages at once (at least 1) or `auto`"
+                )),
+                Ok(n) => Ok(Jobs::Count(n)),
+            },
+        }
+    }
+}
+
+/// `--jobs auto`: one worker per CUDA device given, else one per core, as many as host memory
+/// holds of the largest stage to run (its host peak by the memory model; a stage whose model
+/// shape is unknown does not limit it).
+fn auto_jobs(devices: &[cft::stages::Device], host: u64, peaks: &[Option<u64>]) -> (usize, String) {
+    let gpus = devices
+        .iter()
+        .filter(|d| matches!(d, cft::stages::Device::Cuda(_)))
+        .count();
+    if gpus > 0 {
+        return (gpus, format!("one per CUDA device ({gpus})"));
+    }
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let largest = peaks.iter().flatten().copied().max().unwrap_or(0);
+    let fit = match largest {
+        0 => cores,
+        peak => (host / peak).max(1) as usize,
+    };
+    let jobs = cores.min(fit).max(1);
+    let why = match fit < cores {
+        true => format!(
+            "{cores} cores, but host memory holds {fit} of the largest stage ({} MiB)",
+            largest >> 20
+        ),
+        false => format!("one per core ({cores})"),
+    };
+    (jobs, why)
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -124,7 +175,11 @@ pub fn run(cache_dir: &Path, args: RunArgs) -> anyhow::Result<ExitCode> {
 
     // Stages that cannot fit are refused before anything starts, so nothing computed is lost
     // (the Slurm profile's per-kind resources decide there: no check).
-    if !args.ignore_memory_check && args.executor == Executor::Local {
+    let mut jobs = match args.jobs {
+        Jobs::Count(n) => n,
+        Jobs::Auto => 1,
+    };
+    if args.executor == Executor::Local && (!args.ignore_memory_check || args.jobs == Jobs::Auto) {
         let budget = args.memory.budget(Some(&args.devices))?;
         let estimates = plan::resources::estimate_plan(&plan, &budget, |s| {
             status
@@ -132,8 +187,16 @@ pub fn run(cache_dir: &Path, args: RunArgs) -> anyhow::Result<ExitCode> {
                 .is_some_and(|st| st.status != Status::Cached)
         });
         let over: Vec<_> = estimates.iter().filter(|m| !m.fits()).collect();
-        if !over.is_empty() {
+        if !over.is_empty() && !args.ignore_memory_check {
             return Err(BadManifest(super::memory::refusal(&over, &budget)).into());
+        }
+        if args.jobs == Jobs::Auto {
+            let peaks: Vec<Option<u64>> = estimates.iter().map(|m| m.host_peak).collect();
+            let (n, why) = auto_jobs(&args.devices, budget.host, &peaks);
+            jobs = n;
+            if !args.quiet {
+                eprintln!("--jobs auto: {n} at once ({why})");
+            }
         }
     }
 
@@ -147,9 +210,6 @@ pub fn run(cache_dir: &Path, args: RunArgs) -> anyhow::Result<ExitCode> {
         eprintln!("\nstopping after the current item (Ctrl-C again to quit at once)");
     });
 
-    if args.jobs == 0 {
-        return Err(BadManifest("--jobs: at least 1".into()).into());
-    }
     let exe = std::env::current_exe()?;
     let launcher = match (args.executor, &args.profile) {
         (Executor::Local, None) if !args.detach => exec::Launcher::Processes { exe },
@@ -185,7 +245,7 @@ pub fn run(cache_dir: &Path, args: RunArgs) -> anyhow::Result<ExitCode> {
         &stop,
         &Options {
             keep_going: args.keep_going,
-            jobs: args.jobs,
+            jobs,
             devices: args.devices.clone(),
             retries: args.retries,
             ..Options::default()
@@ -201,6 +261,14 @@ pub fn run(cache_dir: &Path, args: RunArgs) -> anyhow::Result<ExitCode> {
             args.file.display()
         );
         return Ok(ExitCode::SUCCESS);
+    }
+    if !summary.uncancelled.is_empty() {
+        eprintln!(
+            "warning: Slurm still shows these jobs of the run after cancelling them: {} \
+             (cancel them with `scancel {}`)",
+            summary.uncancelled.join(", "),
+            summary.uncancelled.join(" ")
+        );
     }
     if summary.interrupted {
         eprintln!(
@@ -258,4 +326,40 @@ fn run_id() -> String {
     }
     out.reverse();
     String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cft::stages::Device;
+
+    #[test]
+    fn jobs_are_a_count_or_auto() {
+        assert_eq!("auto".parse::<Jobs>(), Ok(Jobs::Auto));
+        assert_eq!("3".parse::<Jobs>(), Ok(Jobs::Count(3)));
+        for bad in ["0", "-1", "two", ""] {
+            let err = bad.parse::<Jobs>().unwrap_err();
+            assert!(err.contains("at least 1") && err.contains("auto"), "{err}");
+        }
+    }
+
+    #[test]
+    fn auto_jobs_take_the_cores_as_far_as_host_memory_holds_the_largest_stage() {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let gib = 1u64 << 30;
+        // Small stages: one per core; an unknown shape does not limit.
+        assert_eq!(
+            auto_jobs(&[Device::Cpu], 16 * gib, &[Some(gib), None]).0,
+            cores
+        );
+        // A stage of 10 GiB in 16 GiB: one at a time.
+        let (n, why) = auto_jobs(&[Device::Cpu], 16 * gib, &[Some(gib), Some(10 * gib)]);
+        assert_eq!(n, 1);
+        if cores > 1 {
+            assert!(why.contains("host memory holds 1"), "{why}");
+        }
+        // On GPUs: one per device.
+        let gpus = [Device::Cuda(0), Device::Cuda(1), Device::Cuda(2)];
+        assert_eq!(auto_jobs(&gpus, gib, &[Some(10 * gib)]).0, 3);
+    }
 }

@@ -292,7 +292,9 @@ impl Coordinator<'_, '_> {
             return Ok(());
         }
         let ids: Vec<String> = self.units.values().filter_map(|u| u.job.clone()).collect();
-        let _ = slurm::client::scancel(&ids);
+        let within = l.profile.cancel_timeout;
+        self.summary.uncancelled =
+            slurm::client::cancel_until_gone(&ids, within, Duration::from_secs(3));
         let units: Vec<usize> = self.units.keys().copied().collect();
         for id in units {
             if let Some(unit) = self.units.remove(&id) {

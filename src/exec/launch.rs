@@ -119,11 +119,13 @@ impl<'p, 'c> Coordinator<'p, 'c> {
             let device = if let Launcher::Slurm(l) = self.launcher {
                 l.devices(first.kind)
             } else if first.kind.uses_model() {
-                // A greedy pass or a rollout spreads over its share of the free GPUs (a model
-                // copy on each); everything of its model waits for them.
+                // A greedy pass, a rollout or an evaluation spreads over its share of the
+                // free GPUs (a model copy on each); everything of its model waits for them.
                 let spreads = matches!(
                     first.kind,
-                    crate::contract::Kind::Greedy | crate::contract::Kind::Rollout
+                    crate::contract::Kind::Greedy
+                        | crate::contract::Kind::Rollout
+                        | crate::contract::Kind::Eval
                 );
                 let wanted = match spreads && !self.cpu_pool() {
                     true => (self.free_devices() / model_units.max(1)).max(1),

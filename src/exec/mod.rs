@@ -125,6 +125,8 @@ pub struct Summary {
     pub failed: Vec<(String, String, Fault)>,
     pub skipped: usize,
     pub interrupted: bool,
+    /// Ctrl-C: the Slurm jobs that `scancel` could not be seen to end (the user's to cancel).
+    pub uncancelled: Vec<String>,
     /// `--detach`: jobs were submitted and the coordinator left; a later run picks up.
     pub detached: usize,
 }

@@ -33,11 +33,25 @@ impl Coordinator<'_, '_> {
             pid: None,
             host: Some(crate::cache::work::hostname()),
             device: None,
+            kernels: Some(crate::model::kernels::KERNELS.to_string()),
             job: None,
             job_state: None,
             started_at: now_secs(),
             elapsed_s: 0.0,
         }
+    }
+
+    /// The record of a stage that ended (done, failed or interrupted): as
+    /// [`Self::running_record`], but started when its running record says, so that
+    /// `started_at + elapsed_s` is when it ended (TensorBoard's wall times are read so).
+    fn ended_record(&self, spec: &StageSpec) -> Record {
+        let mut record = self.running_record(spec);
+        if let Ok(Some(running)) = self.cache.record(&spec.key)
+            && running.status == RecordStatus::Running
+        {
+            record.started_at = running.started_at;
+        }
+        record
     }
 
     pub(super) fn announce(&mut self, spec: &StageSpec, resumed: bool, device: Devices, pid: u32) {
@@ -89,7 +103,7 @@ impl Coordinator<'_, '_> {
         sentinel: Sentinel,
         pid: Option<u32>,
     ) -> Result<(), CacheError> {
-        let mut record = self.running_record(spec);
+        let mut record = self.ended_record(spec);
         record.pid = pid.or(record.pid);
         match sentinel {
             Sentinel::Failed {
@@ -185,7 +199,7 @@ impl Coordinator<'_, '_> {
         error: String,
         fault: Fault,
     ) -> Result<(), CacheError> {
-        let mut record = self.running_record(spec);
+        let mut record = self.ended_record(spec);
         record.progress = work.progress().or(record.progress);
         self.fail_record(spec, record, error, fault)?;
         work.clear_failure()
@@ -221,7 +235,7 @@ impl Coordinator<'_, '_> {
         spec: &StageSpec,
         work: &WorkDir,
     ) -> Result<(), CacheError> {
-        let mut record = self.running_record(spec);
+        let mut record = self.ended_record(spec);
         record.status = RecordStatus::Interrupted;
         record.progress = work.progress().or(record.progress);
         self.cache.put_record(&record)?;

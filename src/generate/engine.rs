@@ -6,6 +6,12 @@
 //! from the queue: a new row is written into a finished row's slot, so admitting copies only
 //! the new rows (see `state.rs`). A request may start from the [`SequenceState`] of tokens
 //! already run (a prefix of another sequence); then only its own `tokens` are computed.
+//!
+//! A greedy request may bring a draft source ([`super::draft`]): then a step feeds each such
+//! row its next token and the tokens its source proposes after it, and keeps the longest
+//! prefix of the proposal that one-token steps would have chosen (rows without a draft get
+//! one column of the wide step, the rest masked). Every row still emits its greedy tokens.
+//! That step is in [`super::draft`].
 
 use std::collections::VecDeque;
 
@@ -13,6 +19,7 @@ use burn::prelude::*;
 
 use super::GenerateError;
 use super::choose::Pick;
+use super::draft::{DraftFn, DraftStats, Width};
 use super::sampling::{Decoding, SplitMix64};
 use super::state::{BatchState, SequenceState, stack_prefixes, valid_tensor};
 use crate::model::kernels::assign_block;
@@ -34,6 +41,9 @@ pub struct Request<'a, B: Backend> {
     pub eos_token_ids: Vec<u32>,
     /// Generation ends once this returns true (e.g. a stop string, or a settled answer).
     pub stop: Option<StopPredicate<'a>>,
+    /// Greedy requests only: what the row will probably say next, verified in one wide step
+    /// (used when [`EngineOptions::max_draft`] > 0 and no alternatives are asked for).
+    pub draft: Option<DraftFn<'a>>,
 }
 
 impl<'a, B: Backend> Request<'a, B> {
@@ -45,6 +55,7 @@ impl<'a, B: Backend> Request<'a, B> {
             decoding: Decoding::Greedy,
             eos_token_ids: Vec::new(),
             stop: None,
+            draft: None,
         }
     }
 }
@@ -79,6 +90,8 @@ pub struct EngineOptions {
     /// Take the alternatives and the sampling candidates on the device ([`super::topk`]) and
     /// read back only them; `None`: on every backend but the CPU one.
     pub select_on_device: Option<bool>,
+    /// Most draft tokens a greedy row with a draft source verifies in one step (0: none).
+    pub max_draft: usize,
 }
 
 impl Default for EngineOptions {
@@ -88,6 +101,7 @@ impl Default for EngineOptions {
             top_alternatives: 0,
             prefill_rows: 16,
             select_on_device: None,
+            max_draft: 0,
         }
     }
 }
@@ -98,23 +112,42 @@ pub(super) struct Row<'a> {
     /// Finished: the row still occupies its slot (fed a dummy token, its outputs ignored)
     /// until the batch is compacted.
     pub(super) done: bool,
-    next_pos: usize,
+    pub(super) next_pos: usize,
     max_new_tokens: usize,
     pub(super) decoding: Decoding,
     pub(super) rng: SplitMix64,
     eos: Vec<u32>,
     stop: Option<StopPredicate<'a>>,
     out: Completion,
+    draft: Option<DraftFn<'a>>,
+    /// The draft fed after the row's token in the current step.
+    pub(super) proposed: Vec<u32>,
 }
 
 pub struct Engine<'m, B: Backend> {
     pub lm: &'m CausalLm<B>,
     pub options: EngineOptions,
+    stats: std::sync::Mutex<DraftStats>,
 }
 
 impl<'m, B: Backend> Engine<'m, B> {
     pub fn new(lm: &'m CausalLm<B>, options: EngineOptions) -> Self {
-        Self { lm, options }
+        Self {
+            lm,
+            options,
+            stats: Default::default(),
+        }
+    }
+
+    /// Steps run and drafts verified by this engine so far.
+    pub fn draft_stats(&self) -> DraftStats {
+        self.stats.lock().map(|s| *s).unwrap_or_default()
+    }
+
+    pub(super) fn count(&self, f: impl FnOnce(&mut DraftStats)) {
+        if let Ok(mut s) = self.stats.lock() {
+            f(&mut s);
+        }
     }
 
     /// Runs all requests; completions in request order.
@@ -147,6 +180,7 @@ impl<'m, B: Backend> Engine<'m, B> {
         // new request is written into it or the batch is compacted.
         let mut rows: Vec<Row<'_>> = Vec::new();
         let mut active: Option<Active<B>> = None;
+        let mut width = Width::new(self.options.max_draft);
         loop {
             // 1. admit waiting requests into free slots, or start the batch; compact it
             let group = admissions(&mut queue, &rows, active.is_some(), max_batch, &mut on_done);
@@ -167,14 +201,26 @@ impl<'m, B: Backend> Engine<'m, B> {
             let picks = super::choose::choose(&self.options, logits, &mut rows, &device)?;
 
             // 3. record, retire finished rows (they keep their slot, masked out)
-            let feed = self.record(picks, &mut rows, &mut batch, &mut on_done);
+            let feed = self.record(picks, &mut rows, &mut batch, width, &mut on_done);
             if rows.iter().all(|r| r.done) {
                 rows.clear();
                 continue;
             }
 
-            // 4. feed the chosen tokens
-            active = Some(self.step(batch, &feed, &mut rows, &device));
+            // 4. feed the chosen tokens (and the drafts after them)
+            let drafted = rows.iter().any(|r| !r.proposed.is_empty());
+            self.count(|s| {
+                s.steps += 1;
+                s.drafted_steps += usize::from(drafted);
+            });
+            active = Some(match drafted {
+                false => self.step(batch, &feed, &mut rows, &device),
+                true => {
+                    let step = self.step_drafted(batch, &feed, &mut rows, &device, &mut on_done)?;
+                    width.update(&step.2);
+                    (step.0, step.1)
+                }
+            });
         }
         Ok(())
     }
@@ -230,33 +276,37 @@ impl<'m, B: Backend> Engine<'m, B> {
         picks: Vec<Pick>,
         rows: &mut [Row<'_>],
         batch: &mut BatchState<B>,
+        width: Width,
         on_done: &mut impl FnMut(usize, Completion),
     ) -> Vec<u32> {
+        let drafting = self.options.max_draft > 0 && self.options.top_alternatives == 0;
         let mut feed = Vec::with_capacity(rows.len());
         for (slot, (row, pick)) in rows.iter_mut().zip(picks).enumerate() {
+            row.proposed.clear();
             if row.done {
                 feed.push(0);
                 continue;
             }
-            row.out.tokens.push(pick.token);
-            row.out.logprobs.push(pick.logprob);
             if self.options.top_alternatives > 0 {
                 row.out.alternatives.push(pick.alternatives);
             }
-            let finish =
-                finish_reason(&row.eos, &mut row.stop, &row.out.tokens, row.max_new_tokens);
-            match finish {
-                Some(reason) => {
-                    row.done = true;
-                    batch.retire(slot);
-                    row.out.finish = reason;
-                    on_done(
-                        row.index,
-                        std::mem::replace(&mut row.out, empty_completion()),
-                    );
-                    feed.push(0);
+            if emit(row, slot, pick.token, pick.logprob, batch, on_done) {
+                feed.push(0);
+                continue;
+            }
+            feed.push(pick.token);
+            // What the row proposes after its token: at most one less than its budget
+            // left, since the token chosen after the draft is emitted too.
+            if drafting
+                && row.decoding.is_greedy()
+                && let Some(draft) = row.draft.as_mut()
+            {
+                let room = row.max_new_tokens.saturating_sub(row.out.tokens.len() + 1);
+                let max = width.len.min(room);
+                if max > 0 {
+                    row.proposed = draft(&row.out.tokens, max);
+                    row.proposed.truncate(max);
                 }
-                None => feed.push(pick.token),
             }
         }
         feed
@@ -318,6 +368,8 @@ impl<'m, B: Backend> Engine<'m, B> {
                     eos: r.eos_token_ids,
                     stop: r.stop,
                     out: empty_completion(),
+                    draft: r.draft,
+                    proposed: Vec::new(),
                 }
             })
             .collect();
@@ -356,6 +408,33 @@ impl<'m, B: Backend> Engine<'m, B> {
         }
         (batch, logits.reshape([b, vocab]))
     }
+}
+
+/// Appends a chosen token to a live row's output; if that finishes the row, retires it (it
+/// keeps its slot, masked out) and hands its completion to `on_done`. Returns whether it
+/// finished.
+pub(super) fn emit(
+    row: &mut Row<'_>,
+    slot: usize,
+    token: u32,
+    logprob: f32,
+    batch: &mut BatchState<impl Backend>,
+    on_done: &mut impl FnMut(usize, Completion),
+) -> bool {
+    row.out.tokens.push(token);
+    row.out.logprobs.push(logprob);
+    let finish = finish_reason(&row.eos, &mut row.stop, &row.out.tokens, row.max_new_tokens);
+    let Some(reason) = finish else {
+        return false;
+    };
+    row.done = true;
+    batch.retire(slot);
+    row.out.finish = reason;
+    on_done(
+        row.index,
+        std::mem::replace(&mut row.out, empty_completion()),
+    );
+    true
 }
 
 /// The decoding batch: its model state, and the next-token logits of every slot

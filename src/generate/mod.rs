@@ -13,6 +13,7 @@
 //! The KV cache lives here, not in the model module, so the same module trains.
 
 mod choose;
+pub mod draft;
 pub mod encode;
 pub mod ending;
 pub mod engine;
@@ -21,6 +22,7 @@ pub mod sampling;
 pub mod state;
 pub mod topk;
 
+pub use draft::DraftStats;
 pub use encode::{Encoded, PositionScore, encode, score};
 pub use ending::Ending;
 pub use engine::{

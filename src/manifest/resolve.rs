@@ -372,6 +372,7 @@ fn read_annotate(t: Option<Reader<'_>>) -> Result<(Annotate, Template)> {
         max_new_tokens: 512,
         limit: None,
         early_stop: EarlyStop::None,
+        draft_tokens: super::types::DRAFT_TOKENS,
     };
     let mut template = Template::Qwen25MathCot;
     if let Some(mut t) = t {
@@ -388,6 +389,9 @@ fn read_annotate(t: Option<Reader<'_>>) -> Result<(Annotate, Template)> {
             out.max_new_tokens = v.value;
         }
         out.limit = t.count("limit", 1)?.map(|v| v.value);
+        if let Some(v) = t.count("draft_tokens", 0)? {
+            out.draft_tokens = v.value;
+        }
         t.finish()?;
     }
     Ok((out, template))

@@ -164,7 +164,15 @@ pub struct Annotate {
     pub max_new_tokens: u64,
     pub limit: Option<u64>,
     pub early_stop: EarlyStop,
+    /// Tokens a branch drafts from the response it perturbs per decoding step (0: none). How
+    /// the branches decode, not what they say: a binding of the rollout stages.
+    pub draft_tokens: u64,
 }
+
+/// `[annotate] draft_tokens` unless set: none, since on the CPU backend wide steps cost more
+/// than the steps they save (`cft bench annotate --draft N`, `cft bench generate --draft N`;
+/// README, "Measured"); to be measured on a GPU (`scripts/gpu-check.sh`).
+pub const DRAFT_TOKENS: u64 = 0;
 
 /// When a counterfactual branch may stop before the end rule of the greedy response it
 /// perturbs (`[annotate] early_stop`).

@@ -123,12 +123,17 @@ pub struct RmsNorm<B: Backend> {
 
 impl<B: Backend> RmsNorm<B> {
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+        // As rows `[n, hidden]`: flex broadcasts a 2-D operand row by row, and one of more
+        // dimensions an element at a time (forward and backward alike).
+        let dims = x.dims();
+        let hidden = dims[D - 1];
+        let x = x.reshape([dims.iter().product::<usize>() / hidden.max(1), hidden]);
         let dtype = x.dtype();
         let x = x.cast(DType::F32);
-        let variance = x.clone().square().mean_dim(D - 1);
+        let variance = x.clone().square().mean_dim(1);
         let x = x * (variance + self.eps).sqrt().recip();
         // `x * weight`, not `weight * x`: flex has a fast path only for a broadcast right operand.
-        x.cast(dtype) * self.weight.val().unsqueeze::<D>()
+        (x.cast(dtype) * self.weight.val().unsqueeze::<2>()).reshape(dims)
     }
 }
 
@@ -443,11 +448,16 @@ const EXP_FLOOR: f64 = -80.0;
 /// clamp keeps `exp` on its fast path; a masked key's weight becomes `e^-80 ≈ 1.8e-35` instead
 /// of 0, far below an f32 ulp of the sum it joins, and a fully masked (padding) row stays
 /// uniform as before.
+///
+/// Computed on rows `[n, s]`, which flex broadcasts row by row (a 5-D broadcast goes an
+/// element at a time).
 fn masked_softmax<B: Backend>(scores: Tensor<B, 5>) -> Tensor<B, 5> {
-    let max = scores.clone().detach().max_dim(4);
+    let dims = scores.dims();
+    let scores = scores.reshape([dims[..4].iter().product::<usize>(), dims[4]]);
+    let max = scores.clone().detach().max_dim(1);
     let e = (scores - max).clamp_min(EXP_FLOOR).exp();
-    let sum = e.clone().sum_dim(4);
-    e / sum
+    let sum = e.clone().sum_dim(1);
+    (e / sum).reshape(dims)
 }
 
 static TOKEN_ROWS: AtomicU64 = AtomicU64::new(0);

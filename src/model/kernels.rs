@@ -9,6 +9,15 @@
 //!   call per element: 9% of a batch-64 decoding run and 15% of a prefill in `perf`). This computes it in one vectorised pass with
 //!   its own `exp` (within 2 ulp of the correctly rounded value).
 
+/// The CPU kernels this build computes with, as every stage record names them. By default the
+/// same on every x86-64 CPU with AVX2 and FMA, so the same bytes; the `avx512` build feature
+/// lets burn-flex and gemm choose AVX-512 where the CPU has it (faster there, and the bytes then
+/// depend on the CPU).
+pub const KERNELS: &str = match cfg!(feature = "avx512") {
+    false => "avx2",
+    true => "avx512-when-present",
+};
+
 use std::any::Any;
 use std::ops::Range;
 

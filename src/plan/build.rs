@@ -244,7 +244,7 @@ impl Builder<'_> {
                     max_new_tokens: annotate.max_new_tokens,
                 },
                 inputs,
-                m.binding.clone(),
+                with_draft(&m.binding, annotate.draft_tokens),
             )?;
             rollouts.push(key);
         }
@@ -419,15 +419,26 @@ impl Builder<'_> {
     }
 }
 
+/// A rollout stage's bindings: its model's (`model_dir`) and how many tokens its branches
+/// draft per step (`[annotate] draft_tokens`), which changes how they decode, not what they say.
+fn with_draft(binding: &Value, draft_tokens: u64) -> Value {
+    with_bindings(binding, json!({ "draft_tokens": draft_tokens }))
+}
+
 /// A train stage's bindings: its model's (`model_dir`) and how the cell runs
 /// ([`crate::manifest::TrainRun`]), neither of which enters its key.
 fn with_run(binding: &Value, run: &crate::manifest::TrainRun) -> Value {
+    with_bindings(binding, serde_json::to_value(run).unwrap_or(Value::Null))
+}
+
+/// The model's bindings with the fields of `extra` (an object) added.
+fn with_bindings(binding: &Value, extra: Value) -> Value {
     let mut map = match binding {
         Value::Object(map) => map.clone(),
         _ => serde_json::Map::new(),
     };
-    if let Ok(Value::Object(run)) = serde_json::to_value(run) {
-        map.extend(run);
+    if let Value::Object(extra) = extra {
+        map.extend(extra);
     }
     Value::Object(map)
 }

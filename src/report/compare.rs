@@ -70,6 +70,13 @@ pub fn merge(reports: &[Report]) -> Report {
         confidence: reports.first().map_or(0.95, |r| r.confidence),
         bootstrap: reports.first().map_or(0, |r| r.bootstrap),
         timings: reports.iter().any(|r| r.timings),
+        cpu_dependent: {
+            let mut counts: std::collections::BTreeMap<String, u64> = Default::default();
+            for (k, n) in reports.iter().flat_map(|r| &r.cpu_dependent) {
+                *counts.entry(k.clone()).or_default() += n;
+            }
+            counts.into_iter().collect()
+        },
         benchmarks,
         blocks,
         annotation: reports

@@ -46,6 +46,18 @@ impl<'a> Records<'a> {
         self.by_label.get(label)
     }
 
+    /// How many records ran with each kernel set other than this build's default.
+    pub fn cpu_dependent_kernels(&self) -> Vec<(String, u64)> {
+        let mut counts: BTreeMap<String, u64> = BTreeMap::new();
+        for r in self.by_label.values() {
+            match r.kernels.as_deref() {
+                None | Some("avx2") => {}
+                Some(k) => *counts.entry(k.to_string()).or_default() += 1,
+            }
+        }
+        counts.into_iter().collect()
+    }
+
     pub fn metrics(&self, label: &str) -> Option<&Value> {
         self.get(label).map(|r| &r.metrics)
     }

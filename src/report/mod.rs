@@ -22,6 +22,8 @@ pub mod markdown;
 pub mod plots;
 pub mod sections;
 pub mod select;
+pub mod tensorboard;
+pub mod tfevents;
 
 use serde::Serialize;
 
@@ -70,6 +72,10 @@ pub struct Report {
     pub training: Vec<TrainingRow>,
     /// Figure 2.
     pub pass_at: Vec<PassCurve>,
+    /// How many of the records read ran with each kernel set other than the default one
+    /// (`Record::kernels`), whose bytes depend on the CPU.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub cpu_dependent: Vec<(String, u64)>,
 }
 
 #[derive(Clone, Debug, Serialize)]

@@ -6,6 +6,7 @@
 //! everywhere (determinism: same report, same bytes).
 
 use plotters::coord::Shift;
+use plotters::element::DashedPathElement;
 use plotters::prelude::*;
 
 use super::analysis::CATEGORIES;
@@ -113,19 +114,56 @@ fn plot_error(name: &str) -> impl Fn(String) -> ReportError + '_ {
     }
 }
 
+/// The palette: matplotlib's "tab10", so ten lines of a figure differ by colour alone.
+const COLOURS: [RGBColor; 10] = [
+    RGBColor(31, 119, 180),
+    RGBColor(214, 39, 40),
+    RGBColor(44, 160, 44),
+    RGBColor(255, 127, 14),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+    RGBColor(127, 127, 127),
+    RGBColor(188, 189, 34),
+    RGBColor(23, 190, 207),
+];
+
 fn colour(i: usize) -> RGBColor {
-    const COLOURS: [RGBColor; 8] = [
-        RGBColor(31, 119, 180),
-        RGBColor(214, 39, 40),
-        RGBColor(44, 160, 44),
-        RGBColor(255, 127, 14),
-        RGBColor(148, 103, 189),
-        RGBColor(140, 86, 75),
-        RGBColor(227, 119, 194),
-        RGBColor(127, 127, 127),
-    ];
     COLOURS[i % COLOURS.len()]
 }
+
+/// How one line of a figure is drawn: its colour and, if not solid, its dash and gap
+/// lengths in pixels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct LineStyle {
+    pub colour: (u8, u8, u8),
+    pub dash: Option<(u32, u32)>,
+}
+
+/// The style of line `i` of a figure. Lines differ by colour first; every further round of
+/// the palette takes the next dash pattern, so no two lines of a figure look alike however
+/// many it has (the quickstart's Pass@N figure has ten). The baseline is dashed, as SFT in
+/// the paper's Figure 2, with 6-pixel dashes that no other line uses.
+pub fn line_style(i: usize, baseline: bool) -> LineStyle {
+    let round = i / COLOURS.len();
+    let RGBColor(r, g, b) = colour(i);
+    // The others' dashes are never 6 pixels long, so a baseline is never taken for one.
+    let dash = match (baseline, round) {
+        (true, k) => Some((6, 4 + k as u32)),
+        (false, 0) => None,
+        (false, 1) => Some((14, 5)),
+        (false, 2) => Some((2, 4)),
+        (false, 3) => Some((20, 4)),
+        (false, k) => Some((2 + 3 * k as u32, 2 + k as u32)),
+    };
+    LineStyle {
+        colour: (r, g, b),
+        dash,
+    }
+}
+
+/// Pixels of the legend's line sample; the legend's text starts 10 pixels after it.
+const LEGEND_SAMPLE: i32 = 30;
 
 /// Axis bounds with a little room around the data.
 fn bounds(series: &[(String, Vec<(f64, f64)>)]) -> (f64, f64, f64, f64) {
@@ -194,25 +232,27 @@ fn line_chart(
             .draw()
             .map_err(|e| err(format!("{e:?}")))?;
         for (i, (label, pts)) in series.iter().enumerate() {
-            let c = colour(i);
+            let LineStyle {
+                colour: (r, g, b),
+                dash,
+            } = line_style(i, is_baseline(label));
+            let c = RGBColor(r, g, b);
             let style = c.stroke_width(2);
-            // The baseline dashed, the others solid (as SFT and CFT in the paper's Figure 2).
-            let dashed = is_baseline(label);
-            let drawn = match dashed {
-                true => chart.draw_series(DashedLineSeries::new(pts.iter().copied(), 6, 4, style)),
-                false => chart.draw_series(LineSeries::new(pts.iter().copied(), style)),
+            let drawn = match dash {
+                Some((on, off)) => {
+                    chart.draw_series(DashedLineSeries::new(pts.iter().copied(), on, off, style))
+                }
+                None => chart.draw_series(LineSeries::new(pts.iter().copied(), style)),
             };
             drawn
                 .map_err(|e| err(format!("{e:?}")))?
                 .label(label.as_str())
+                // The legend's sample drawn as the line is, dashes and all; a solid line's is
+                // one dash as long as the sample.
                 .legend(move |(x, y)| {
-                    let (a, b) = match dashed {
-                        true => (7, 11),
-                        false => (18, 18),
-                    };
-                    EmptyElement::at((x, y))
-                        + PathElement::new(vec![(0, 0), (a, 0)], style)
-                        + PathElement::new(vec![(b, 0), (18, 0)], style)
+                    let (on, off) = dash.unwrap_or((LEGEND_SAMPLE as u32, 1));
+                    let sample = vec![(0, 0), (LEGEND_SAMPLE, 0)];
+                    EmptyElement::at((x, y)) + DashedPathElement::new(sample, on, off, style)
                 });
             chart
                 .draw_series(pts.iter().map(|&p| Circle::new(p, 3, c.filled())))
@@ -222,6 +262,7 @@ fn line_chart(
             .configure_series_labels()
             .background_style(WHITE.mix(0.85))
             .border_style(RGBColor(180, 180, 180))
+            .legend_area_size(LEGEND_SAMPLE + 10)
             // A rising curve (Pass@N) leaves the lower right empty; a falling one (loss) the
             // upper right.
             .position(match rising {

@@ -110,9 +110,26 @@ fn accuracy(r: &Report, conf: &str) -> Section {
             r.select,
             r.baseline,
             r.bootstrap
-        ),
+        ) + &cpu_dependent(r),
         tables,
     }
+}
+
+/// A sentence naming the stages computed with kernels whose bytes depend on the CPU (a build
+/// with the `avx512` feature); empty when every record names the default kernels.
+fn cpu_dependent(r: &Report) -> String {
+    if r.cpu_dependent.is_empty() {
+        return String::new();
+    }
+    let parts: Vec<String> = r
+        .cpu_dependent
+        .iter()
+        .map(|(kernels, n)| format!("{n} with `{kernels}`"))
+        .collect();
+    format!(
+        " Of the stages read, {} ran with CPU kernels that choose AVX-512 where the CPU has it: their bytes, and so these numbers, may differ in the last bits on another CPU.",
+        parts.join(", ")
+    )
 }
 
 /// Δ per benchmark against the baseline, with paired bootstrap intervals.

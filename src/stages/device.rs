@@ -198,6 +198,87 @@ pub fn in_parallel<T: Send, R: Send>(
     })
 }
 
+/// Micro-batches a training stage runs side by side (`Trainer::with_lanes`): on the CPU one
+/// per core the worker's thread pool has; on a GPU one (its kernels fill it).
+pub fn cpu_lanes(ctx: &super::StageCtx<'_>) -> usize {
+    match ctx.device() {
+        Device::Cpu => rayon::current_num_threads(),
+        Device::Cuda(_) => 1,
+    }
+}
+
+/// The engines a decoding stage runs: one per GPU the worker holds, each on its own copy of
+/// the model (`lm` first, then `replicas`); on the CPU the `engines` binding (default 1) runs
+/// that many side by side on the one model.
+pub fn engine_models<'m, B: burn::prelude::Backend>(
+    ctx: &super::StageCtx<'_>,
+    lm: &'m crate::model::CausalLm<B>,
+    replicas: &'m [crate::model::CausalLm<B>],
+) -> Vec<&'m crate::model::CausalLm<B>> {
+    match replicas.is_empty() {
+        true => {
+            let n = ctx.bindings()["engines"].as_u64().unwrap_or(1).max(1) as usize;
+            vec![lm; n]
+        }
+        false => std::iter::once(lm).chain(replicas.iter()).collect(),
+    }
+}
+
+/// `flat` (one entry per element of `chunks`, in order) cut back into one vector per chunk.
+pub fn split_as<T, C>(flat: Vec<T>, chunks: &[&[C]]) -> Vec<Vec<T>> {
+    let mut rest = flat.into_iter();
+    chunks
+        .iter()
+        .map(|c| rest.by_ref().take(c.len()).collect())
+        .collect()
+}
+
+/// The items `{prefix}-{i}` of `chunks`, computed in waves across `engines`: a wave holds
+/// `per_engine` chunks per engine; its unsaved chunks go in contiguous shares, one per engine,
+/// run in parallel, and `run(engine, share)` returns one item per chunk of its share. Each
+/// chunk is saved as its own item with `len` units of progress, and the items come back in
+/// chunk order, so what a stage writes depends neither on the engines nor on the wave width
+/// (each request decodes the same whatever shares its batch), and a wave may mix chunks saved
+/// by an interrupted run with computed ones.
+pub fn items_in_waves<'c, C: Sync, E: Sync, I: super::Item + Send>(
+    ctx: &mut super::StageCtx<'_>,
+    prefix: &str,
+    chunks: &[&'c [C]],
+    engines: &[E],
+    per_engine: usize,
+    run: impl Fn(&E, &[&'c [C]]) -> Result<Vec<I>, super::StageError> + Sync,
+) -> Result<Vec<I>, super::StageError> {
+    let per_wave = per_engine.max(1) * engines.len().max(1);
+    let mut out = Vec::with_capacity(chunks.len());
+    for (w, wave) in chunks.chunks(per_wave).enumerate() {
+        let names: Vec<(String, u64)> = wave
+            .iter()
+            .enumerate()
+            .map(|(j, chunk)| (format!("{prefix}-{}", w * per_wave + j), chunk.len() as u64))
+            .collect();
+        let done = ctx.items(&names, |missing| {
+            let missing: Vec<&'c [C]> = missing.iter().map(|&j| wave[j]).collect();
+            let share = missing.len().div_ceil(engines.len().max(1));
+            let work: Vec<(&E, &[&'c [C]])> = engines.iter().zip(missing.chunks(share)).collect();
+            let run = &run;
+            let parts = in_parallel(work, |(engine, part)| {
+                let items = run(engine, part)?;
+                match items.len() == part.len() {
+                    true => Ok(items),
+                    false => Err(super::StageError::Failed(format!(
+                        "{} items for {} chunks",
+                        items.len(),
+                        part.len()
+                    ))),
+                }
+            })?;
+            Ok(parts.into_iter().flatten().collect())
+        })?;
+        out.extend(done);
+    }
+    Ok(out)
+}
+
 /// Calls the generic stage body `$f::<B>(ctx, &device)` on the backend of `ctx.device()`.
 #[macro_export]
 macro_rules! on_device {

@@ -6,7 +6,9 @@
 //! Questions run in batches of [`BATCH`]; each finished batch is saved, so an interrupted
 //! evaluation resumes at the first unfinished batch. Sample `i` of question `idx` draws from
 //! its own seed (the sampling seed, `idx` and `i` mixed), so results do not depend on batch
-//! composition or on where a run was cut off.
+//! composition or on where a run was cut off. On a worker with several GPUs each decodes its
+//! share of a wave of batches on its own copy of the model, and a GPU decodes as many batches
+//! together as its free memory holds; the items and outputs are the same bytes.
 
 use std::time::Instant;
 
@@ -24,7 +26,6 @@ use crate::eval::pass_at::pass_at_curve;
 use crate::eval::{Benchmark, grade};
 use crate::generate::{Decoding, Ending, Engine, EngineOptions, encode, score};
 use crate::manifest::Sampling;
-use crate::model::LanguageModel;
 
 /// Questions per saved item.
 pub const BATCH: usize = crate::generate::rows::EVAL_QUESTIONS;
@@ -83,28 +84,81 @@ fn run<B: Backend>(ctx: &mut StageCtx<'_>, device: &B::Device) -> Result<StageOu
     let data = ctx.input("dataset")?.clone();
     let problems: Vec<Problem> = read_lines(&ctx.read(&data, "problems.jsonl")?, "problems.jsonl")?;
     let model = load_model::<B>(&ctx.input_model_dir()?, device, ctx.device().load_options())?;
+    // The same end rule and prompts as the annotation stages, so a model is prompted and
+    // graded the same way where it is annotated and where it is evaluated.
+    let ending = Ending::new(
+        &model.tokenizer,
+        &model.eos_token_ids,
+        stop_strings(setup.template),
+        setup.max_new_tokens,
+    );
+
+    // A batch's rows: its questions' greedy requests and samples. Waves of `per_engine`
+    // batches decode together on each engine (one per GPU, each on its own copy of the
+    // model); items stay batches of BATCH questions whatever the rows and engines.
+    let batch_rows = BATCH * (1 + setup.sampling.as_ref().map_or(0, |s| s.n as usize));
+    let rows = decode_rows(ctx, batch_rows, setup.max_new_tokens)?;
+    let options = EngineOptions {
+        max_batch: rows.unwrap_or(crate::generate::rows::ENGINE),
+        ..Default::default()
+    };
+    let per_engine = rows.map_or(1, |r| (r / batch_rows).max(1));
+    let replicas = super::device::replicas::<B>(ctx.devices(), &model.lm, device);
+    let engines: Vec<(&crate::model::CausalLm<B>, Engine<'_, B>)> =
+        super::device::engine_models(ctx, &model.lm, &replicas)
+            .into_iter()
+            .map(|lm| (lm, Engine::new(lm, options)))
+            .collect();
 
     let batches: Vec<&[Problem]> = problems.chunks(BATCH).collect();
     ctx.set_total(problems.len() as u64);
-    let mut outputs = Vec::with_capacity(problems.len());
-    let mut seconds = 0.0;
-    for (b, batch) in batches.iter().enumerate() {
-        let saved: SavedBatch = ctx.item(&format!("batch-{b}"), batch.len() as u64, || {
-            let started = Instant::now();
-            Ok(SavedBatch {
-                outputs: run_batch(&model, &setup, batch)?,
-                seconds: started.elapsed().as_secs_f64(),
-            })
-        })?;
-        seconds += saved.seconds;
-        outputs.extend(saved.outputs);
-    }
+    // A share's time is split evenly among its batches.
+    let run = |(lm, engine): &(&crate::model::CausalLm<B>, Engine<'_, B>), share: &[&[Problem]]| {
+        let started = Instant::now();
+        let questions: Vec<Problem> = share.iter().flat_map(|b| b.iter().cloned()).collect();
+        let answered = run_batch(lm, engine, &ending, &setup, &questions)?;
+        let seconds = started.elapsed().as_secs_f64() / share.len().max(1) as f64;
+        Ok(super::device::split_as(answered, share)
+            .into_iter()
+            .map(|outputs| SavedBatch { outputs, seconds })
+            .collect())
+    };
+    let saved: Vec<SavedBatch> =
+        super::device::items_in_waves(ctx, "batch", &batches, &engines, per_engine, run)?;
+    let seconds: f64 = saved.iter().map(|b| b.seconds).sum();
+    let outputs: Vec<QuestionOutput> = saved.into_iter().flat_map(|b| b.outputs).collect();
 
     let bytes = write_lines(&outputs)?;
     Ok(StageOutput {
         outputs: vec![("outputs.jsonl".into(), Output::Bytes(bytes))],
         metrics: metrics(&outputs, seconds),
     })
+}
+
+/// Rows decoded together, in whole batches of `batch_rows`: a `decode_rows` binding (never in
+/// the key) sets them; on a GPU as many as its free memory holds beside the loaded weights
+/// (`memory::rows_within`, prompts taken at 512 tokens); `None` (the engine's default) on the
+/// CPU. Outputs do not depend on it (each request decodes the same whatever shares its batch).
+fn decode_rows(
+    ctx: &StageCtx<'_>,
+    batch_rows: usize,
+    max_new: usize,
+) -> Result<Option<usize>, StageError> {
+    if let Some(rows) = ctx.bindings().get("decode_rows").and_then(|v| v.as_u64()) {
+        return Ok(Some(
+            (rows as usize).div_ceil(batch_rows).max(1) * batch_rows,
+        ));
+    }
+    let work = crate::plan::resources::GenerateWork {
+        dtype: crate::plan::resources::Dtype::Bf16,
+        rows: batch_rows as u64,
+        prompt: 512,
+        new_tokens: max_new as u64,
+        encoded: 0,
+        encoded_while_decoding: false,
+    };
+    let cap = crate::generate::rows::GREEDY_GPU_MAX.max(batch_rows);
+    super::greedy::rows_from_free_memory(ctx, work, batch_rows, cap)
 }
 
 /// The record's metrics from the per-question outputs.
@@ -153,21 +207,16 @@ fn sample_seed(seed: u64, idx: u64, i: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// Greedy (and sampled) responses of one batch of questions, graded.
+/// Greedy (and sampled) responses of some questions, graded: one `generate` call on `engine`
+/// (which decodes on `lm`), then one pass over each greedy response for its entropy.
 fn run_batch<B: Backend>(
-    model: &LanguageModel<B>,
+    lm: &crate::model::CausalLm<B>,
+    engine: &Engine<'_, B>,
+    ending: &Ending<'_>,
     setup: &Setup,
     batch: &[Problem],
 ) -> Result<Vec<QuestionOutput>, StageError> {
     let fail = |e: crate::generate::GenerateError| StageError::Failed(format!("generate: {e}"));
-    // The same end rule and prompts as the annotation stages, so a model is prompted and
-    // graded the same way where it is annotated and where it is evaluated.
-    let ending = Ending::new(
-        &model.tokenizer,
-        &model.eos_token_ids,
-        stop_strings(setup.template),
-        setup.max_new_tokens,
-    );
     let graded = |tokens: &[u32]| {
         ending
             .graded_text(tokens)
@@ -175,7 +224,7 @@ fn run_batch<B: Backend>(
     };
     let prompts: Vec<Vec<u32>> = batch
         .iter()
-        .map(|p| prompt_ids(setup.template, &p.question, &model.tokenizer))
+        .map(|p| prompt_ids(setup.template, &p.question, ending.tokenizer()))
         .collect::<Result<_, _>>()?;
     let n_samples = setup.sampling.as_ref().map_or(0, |s| s.n as usize);
     let mut requests = Vec::new();
@@ -195,7 +244,6 @@ fn run_batch<B: Backend>(
             requests.push(r);
         }
     }
-    let engine = Engine::new(&model.lm, EngineOptions::default());
     let completions = engine.generate(requests).map_err(fail)?;
 
     // Entropy of each greedy token's distribution: one pass over prompt + response.
@@ -205,7 +253,7 @@ fn run_batch<B: Backend>(
         .enumerate()
         .map(|(q, ids)| [ids.as_slice(), &completions[q * per_question].tokens].concat())
         .collect();
-    let encoded = encode(&model.lm, &sequences).map_err(fail)?;
+    let encoded = encode(lm, &sequences).map_err(fail)?;
 
     let mut out = Vec::with_capacity(batch.len());
     for (q, p) in batch.iter().enumerate() {

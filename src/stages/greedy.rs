@@ -57,56 +57,25 @@ fn run<B: Backend>(ctx: &mut StageCtx<'_>, device: &B::Device) -> Result<StageOu
         top_alternatives: 0,
         ..Default::default()
     };
-    // One engine per GPU the worker holds, each on its own copy of the model; on the CPU the
-    // `engines` binding (default 1) runs that many side by side on the one model.
     let replicas = super::device::replicas::<B>(ctx.devices(), &model.lm, device);
-    let engines: Vec<Engine<'_, B>> = match replicas.is_empty() {
-        true => {
-            let n = ctx.bindings()["engines"].as_u64().unwrap_or(1).max(1) as usize;
-            (0..n).map(|_| Engine::new(&model.lm, options)).collect()
-        }
-        false => std::iter::once(&model.lm)
-            .chain(replicas.iter())
-            .map(|lm| Engine::new(lm, options))
-            .collect(),
-    };
+    let engines: Vec<Engine<'_, B>> = super::device::engine_models(ctx, &model.lm, &replicas)
+        .into_iter()
+        .map(|lm| Engine::new(lm, options))
+        .collect();
 
     ctx.set_total(problems.len() as u64);
-    let mut responses: Vec<Response> = Vec::with_capacity(problems.len());
     // Items stay chunks of CHUNK questions whatever the rows and engines: a wave of
-    // rows / CHUNK chunks per engine decodes together, and each chunk is saved as its own
-    // item, in order.
+    // rows / CHUNK chunks per engine decodes together.
     let chunks: Vec<&[Problem]> = problems.chunks(CHUNK).collect();
-    let per_wave = (rows / CHUNK).max(1) * engines.len();
-    for (w, wave) in chunks.chunks(per_wave).enumerate() {
-        let names: Vec<(String, u64)> = wave
-            .iter()
-            .enumerate()
-            .map(|(j, chunk)| (format!("chunk-{}", w * per_wave + j), chunk.len() as u64))
-            .collect();
-        let done: Vec<Vec<Response>> = ctx.items(&names, |missing| {
-            // The missing chunks in contiguous shares, one per engine.
-            let share = missing.len().div_ceil(engines.len());
-            let run = |(engine, part): (&Engine<'_, B>, &[usize])| {
-                let questions: Vec<Problem> =
-                    part.iter().flat_map(|&j| wave[j].iter().cloned()).collect();
-                answer(&questions, template, engine, &ending, benchmark)
-            };
-            let work: Vec<(&Engine<'_, B>, &[usize])> =
-                engines.iter().zip(missing.chunks(share)).collect();
-            let mut answered: Vec<Response> = super::device::in_parallel(work, run)?
-                .into_iter()
-                .flatten()
-                .collect();
-            let mut out = Vec::with_capacity(missing.len());
-            for &j in missing {
-                let rest = answered.split_off(wave[j].len().min(answered.len()));
-                out.push(std::mem::replace(&mut answered, rest));
-            }
-            Ok(out)
-        })?;
-        responses.extend(done.into_iter().flatten());
-    }
+    let per_engine = (rows / CHUNK).max(1);
+    let run = |engine: &Engine<'_, B>, share: &[&[Problem]]| {
+        let questions: Vec<Problem> = share.iter().flat_map(|c| c.iter().cloned()).collect();
+        let answered = answer(&questions, template, engine, &ending, benchmark)?;
+        Ok(super::device::split_as(answered, share))
+    };
+    let done: Vec<Vec<Response>> =
+        super::device::items_in_waves(ctx, "chunk", &chunks, &engines, per_engine, run)?;
+    let responses: Vec<Response> = done.into_iter().flatten().collect();
 
     let correct = responses.iter().filter(|r| r.correct).count();
     let tokens: usize = responses.iter().map(|r| r.response_ids.len()).sum();

@@ -19,6 +19,11 @@ use crate::train::optim::AdamConfig;
 use crate::train::scratch::{EOS, PAD, ToyArch, write_random_model, write_tokenizer};
 use crate::train::{LastBatch, Normalization, Objective, Schedule, TrainSettings, Trainer};
 
+/// Sequences per forward and backward: a toy model's operations are too small to use more
+/// than one core, so a step's micro-batches run side by side instead (`Trainer::with_lanes`,
+/// one per core). Fixed, not taken from the machine, so the bytes are the same on any.
+const MICRO_BATCH: usize = 8;
+
 pub struct Pretrain;
 
 fn fail(e: impl std::fmt::Display) -> StageError {
@@ -96,7 +101,7 @@ fn pretrain_on<B: Backend>(
     let settings = TrainSettings {
         objective: Objective::Sft,
         batch_size: p.batch_size as usize,
-        micro_batch_size: p.batch_size as usize,
+        micro_batch_size: (p.batch_size as usize).min(MICRO_BATCH),
         normalization: Normalization::Batch,
         last_batch: LastBatch::Short,
         total_steps: p.steps,
@@ -107,7 +112,9 @@ fn pretrain_on<B: Backend>(
         seed: p.seed,
         pad_id: pad,
     };
-    let mut trainer = Trainer::new(lm.lm, settings, examples, device).map_err(fail)?;
+    let mut trainer = Trainer::new(lm.lm, settings, examples, device)
+        .map_err(fail)?
+        .with_lanes(super::device::cpu_lanes(ctx));
     let mut metrics = run_loop(ctx, &mut trainer)?;
     metrics["vocab_size"] = vocab.into();
     let outputs = model_outputs(ctx, &base, &trainer, StoreDtype::F32)?;

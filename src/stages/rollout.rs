@@ -81,6 +81,12 @@ fn run<B: Backend>(ctx: &mut StageCtx<'_>, device: &B::Device) -> Result<StageOu
             super::Device::Cpu => crate::cft::rollout::cpu_threads(),
             super::Device::Cuda(_) => 1,
         },
+        // How the branches decode, not what they say: a binding, never in the key.
+        draft: ctx
+            .bindings()
+            .get("draft_tokens")
+            .and_then(|v| v.as_u64())
+            .map_or(crate::cft::rollout::DRAFT, |n| n as usize),
     };
 
     // The end rule of the greedy responses the branches perturb.
@@ -94,13 +100,7 @@ fn run<B: Backend>(ctx: &mut StageCtx<'_>, device: &B::Device) -> Result<StageOu
     // One copy of the model per GPU the worker holds; on the CPU the `engines` binding
     // (default 1) splits each chunk that many ways on the one model.
     let replicas = super::device::replicas::<B>(ctx.devices(), &model.lm, device);
-    let lms: Vec<&crate::model::CausalLm<B>> = match replicas.is_empty() {
-        true => {
-            let n = ctx.bindings()["engines"].as_u64().unwrap_or(1).max(1) as usize;
-            vec![&model.lm; n]
-        }
-        false => std::iter::once(&model.lm).chain(replicas.iter()).collect(),
-    };
+    let lms = super::device::engine_models(ctx, &model.lm, &replicas);
 
     ctx.set_total(responses.len() as u64);
     let mut out: Vec<Branches> = Vec::with_capacity(responses.len());

@@ -163,8 +163,10 @@ fn train_on<B: Backend>(
     // A setting that cannot work with this data (batch_size above |D_correct| under
     // last_batch = "drop") is the manifest's to fix.
     let strategy = strategy::<B>(ctx, &device)?;
+    let lanes = super::device::cpu_lanes(ctx);
     let mut trainer = Trainer::new(model, settings, examples, device)
         .and_then(|t| t.with_strategy(strategy))
+        .map(|t| t.with_lanes(lanes))
         .map_err(|e| match e {
             TrainError::Setting { .. } => StageError::Input(e.to_string()),
             other => fail(other),

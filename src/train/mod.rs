@@ -8,6 +8,7 @@
 
 pub mod checkpoint;
 pub mod data;
+pub mod grpo;
 pub mod lora;
 pub mod objective;
 pub mod optim;
@@ -21,7 +22,7 @@ pub mod zero;
 pub use data::{EndOfSequence, LastBatch};
 pub use objective::{Normalization, Objective};
 pub use schedule::Schedule;
-pub use trainer::{StepMetrics, Strategy, TrainSettings, Trainer};
+pub use trainer::{StepMetrics, StepTimings, Strategy, TrainSettings, Trainer, pass_seconds};
 
 use std::path::PathBuf;
 

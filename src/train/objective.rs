@@ -103,9 +103,11 @@ pub fn target_log_probs<B: Backend>(
     logits: Tensor<B, 3>,
     targets: Tensor<B, 2, Int>,
 ) -> Tensor<B, 2> {
-    let [b, t, _] = logits.dims();
-    log_softmax(logits, 2)
-        .gather(2, targets.unsqueeze_dim(2)) // [b, t, 1]
+    // On rows `[b·t, vocab]`, which flex broadcasts row by row (a 3-D broadcast goes an
+    // element at a time, in the forward pass and the backward one).
+    let [b, t, v] = logits.dims();
+    log_softmax(logits.reshape([b * t, v]), 1)
+        .gather(1, targets.reshape([b * t, 1])) // [b·t, 1]
         .reshape([b, t])
 }
 

@@ -164,7 +164,7 @@ pub fn collect_grads<B: AutodiffBackend, M: Module<B>>(
 pub fn global_norm<B: Backend>(grads: &NamedFlat<B>) -> f64 {
     let mut total: Option<Tensor<B, 1>> = None;
     for g in grads.values() {
-        let sq = g.clone().square().sum(); // [1]
+        let sq = square_sum(g); // [1]
         total = Some(match total {
             Some(t) => {
                 let device = t.device();
@@ -176,6 +176,32 @@ pub fn global_norm<B: Backend>(grads: &NamedFlat<B>) -> f64 {
     match total {
         Some(t) => (t.into_scalar().elem::<f32>() as f64).sqrt(),
         None => 0.0,
+    }
+}
+
+/// `g`'s sum of squares, added in an order that depends only on its length. Flex adds a flat
+/// sum of 4M elements or more in parallel chunks combined as rayon's work splitting goes (so
+/// the total depended on the thread count, in the last bits, and through clipping so did the
+/// weights); here a long vector is summed in rows of 2^16 (each in order) and then the row
+/// sums, with the tail that fills no row added last.
+fn square_sum<B: Backend>(g: &Tensor<B, 1>) -> Tensor<B, 1> {
+    const ROW: usize = 1 << 16;
+    let n = g.dims()[0];
+    let sq = g.clone().square();
+    if n <= ROW {
+        return sq.sum();
+    }
+    let rows = n / ROW;
+    let body = sq
+        .clone()
+        .slice(0..rows * ROW)
+        .reshape([rows, ROW])
+        .sum_dim(1)
+        .reshape([rows])
+        .sum();
+    match rows * ROW == n {
+        true => body,
+        false => body + sq.slice(rows * ROW..n).sum(),
     }
 }
 

@@ -9,6 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use burn::prelude::*;
@@ -126,6 +127,19 @@ pub struct Trainer<B: AutodiffBackend> {
     /// Optimiser steps done.
     pub step: u64,
     device: B::Device,
+    /// Micro-batches run side by side on one device (threads; see [`Trainer::with_lanes`]).
+    lanes: usize,
+    /// Where this trainer's steps spent their time.
+    pub timings: StepTimings,
+}
+
+/// Wall-clock seconds of a trainer's steps by phase, summed over steps.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StepTimings {
+    /// The micro-batches' forward and backward passes, with the gradients added up.
+    pub passes_s: f64,
+    /// The gradient norm, clipping and the optimiser's update.
+    pub update_s: f64,
 }
 
 impl<B: AutodiffBackend> Trainer<B> {
@@ -164,6 +178,8 @@ impl<B: AutodiffBackend> Trainer<B> {
             optim: Optim::Device(AdamState::default()),
             step: 0,
             device,
+            lanes: 1,
+            timings: StepTimings::default(),
         })
     }
 
@@ -182,6 +198,18 @@ impl<B: AutodiffBackend> Trainer<B> {
             }
         };
         Ok(self)
+    }
+
+    /// Runs up to `lanes` micro-batches of a step at once, each forward and backward in a
+    /// thread of its own on its own graph (the CPU's cores, which a small model's operations
+    /// alone leave idle). The gradients are still added in micro-batch order, so the weights
+    /// are the same bits as one at a time; the micro-batches, and so the arithmetic, are the
+    /// manifest's whatever `lanes` is. Holds `lanes` micro-batches' activations at once.
+    /// Ignored under `zero1` (its ranks run in parallel already) and when the model draws
+    /// random numbers in the forward pass (LoRA dropout: the draws would interleave).
+    pub fn with_lanes(mut self, lanes: usize) -> Self {
+        self.lanes = lanes.max(1);
+        self
     }
 
     pub fn strategy_name(&self) -> &'static str {
@@ -232,18 +260,36 @@ impl<B: AutodiffBackend> Trainer<B> {
                 // LoRA dropout draws from the backend's generator: seeding it per step makes
                 // a resumed run draw what an uninterrupted one would.
                 B::seed(&self.device, step_seed);
+                let lanes = match crate::train::lora::has_dropout(&self.model) {
+                    true => 1,
+                    false => self.lanes.min(micro.len()),
+                };
+                // One copy of the model per lane with parameters of their own (the same
+                // storage, fresh autodiff leaves), so each lane's graph is its own.
+                let copies: Vec<CausalLm<B>> = match lanes > 1 {
+                    true => (0..lanes).map(|_| own_leaves(self.model.clone())).collect(),
+                    false => vec![self.model.clone()],
+                };
                 let mut grads = BTreeMap::new();
                 let (mut loss, mut tokens) = (0.0f64, 0usize);
-                for (examples, denominator) in &micro {
-                    let (l, t, g) =
-                        micro_backward(&self.model, s, examples, *denominator, &self.device);
-                    accumulate_grads(&self.model, &g, &mut grads);
-                    loss += l;
-                    tokens += t;
+                for wave in micro.chunks(copies.len()) {
+                    let run = |r: usize, (examples, denominator): &(&[&Example], f32)| {
+                        micro_backward(&copies[r], s, examples, *denominator, &self.device)
+                    };
+                    let done: Vec<(f64, usize, B::Gradients)> = match wave.len() {
+                        1 => vec![run(0, &wave[0])],
+                        _ => super::zero::parallel(wave, &run),
+                    };
+                    for (copy, (l, t, g)) in copies.iter().zip(done) {
+                        accumulate_grads(copy, &g, &mut grads);
+                        loss += l;
+                        tokens += t;
+                    }
                 }
                 (grads, loss, tokens)
             }
         };
+        let passes_done = Instant::now();
         let grad_norm = global_norm(&grads);
         // torch.nn.utils.clip_grad_norm_: scale by max_norm / (norm + 1e-6) when above.
         let scale = match s.grad_clip > 0.0 {
@@ -257,6 +303,8 @@ impl<B: AutodiffBackend> Trainer<B> {
             Optim::Host(state) => host_adam_step(model, &mut grads, state, adam, lr, scale),
             Optim::Sharded(sharded) => sharded.update(model, grads, adam, lr, scale),
         };
+        self.timings.passes_s += (passes_done - start).as_secs_f64();
+        self.timings.update_s += passes_done.elapsed().as_secs_f64();
         let response: usize = batch.iter().map(|e| e.response_tokens).sum();
         let weighted: usize = batch.iter().map(|e| e.weighted_tokens).sum();
         self.step += 1;
@@ -458,6 +506,28 @@ impl<B: AutodiffBackend> Trainer<B> {
 /// The version of the state file's layout, in its metadata.
 const STATE_FORMAT: &str = "cft-train-state-2";
 
+/// `model` with every trainable parameter a new autodiff leaf of its own (a new id, the same
+/// values and storage), so a forward pass on it builds a graph that no other copy shares: burn
+/// merges the graphs of passes that share a leaf and runs their backward passes under one lock.
+fn own_leaves<B: AutodiffBackend>(model: CausalLm<B>) -> CausalLm<B> {
+    use burn::module::{Param, ParamId};
+    struct Fresh;
+    impl<B: AutodiffBackend> super::params::NamedMapper<B> for Fresh {
+        fn map_param<const D: usize>(
+            &mut self,
+            _name: &str,
+            param: Param<Tensor<B, D>>,
+        ) -> Param<Tensor<B, D>> {
+            let value = param.val();
+            match value.is_require_grad() {
+                true => Param::initialized(ParamId::new(), value.detach().require_grad()),
+                false => param,
+            }
+        }
+    }
+    super::params::map_named(model, &mut Fresh)
+}
+
 /// One micro-batch's forward and backward on `model`; returns its loss, token count and
 /// gradients (burn's, by parameter id).
 pub(crate) fn micro_backward<B: AutodiffBackend>(
@@ -467,11 +537,30 @@ pub(crate) fn micro_backward<B: AutodiffBackend>(
     denominator: f32,
     device: &B::Device,
 ) -> (f64, usize, B::Gradients) {
+    let start = Instant::now();
     let mb = Batch::<B>::new(examples, s.pad_id, device);
     let tokens = mb.tokens;
     let logits = model.forward(mb.inputs, mb.valid); // [b, t, vocab]
     let log_probs = target_log_probs(logits, mb.targets); // [b, t]
     let l = s.objective.loss(log_probs, mb.weights, denominator);
     let loss = l.clone().into_scalar().elem::<f32>() as f64;
-    (loss, tokens, l.backward())
+    let forward = start.elapsed();
+    let grads = l.backward();
+    PASS_NANOS[0].fetch_add(forward.as_nanos() as u64, Ordering::Relaxed);
+    PASS_NANOS[1].fetch_add(
+        (start.elapsed() - forward).as_nanos() as u64,
+        Ordering::Relaxed,
+    );
+    (loss, tokens, grads)
+}
+
+/// Nanoseconds spent in micro-batch forward passes (with the loss) and in backward passes.
+static PASS_NANOS: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
+
+/// Seconds this process has spent in micro-batches' forward passes (the loss included) and
+/// in their backward passes, summed over threads (on the CPU, where operations finish before
+/// they return; on a GPU they time the launches). `cft bench train` splits a step with them.
+pub fn pass_seconds() -> (f64, f64) {
+    let s = |i: usize| PASS_NANOS[i].load(Ordering::Relaxed) as f64 * 1e-9;
+    (s(0), s(1))
 }

@@ -218,8 +218,9 @@ impl<B: AutodiffBackend> Sharded<B> {
     }
 }
 
-/// Runs one wave's micro-batches on their ranks' devices in parallel threads.
-fn parallel<T: Send>(
+/// Runs one wave's micro-batches in parallel threads, micro-batch `r` as `run(r, ..)` (on
+/// rank `r`'s device, or lane `r`'s model copy), the results in the wave's order.
+pub(crate) fn parallel<T: Send>(
     batch: &[(&[&super::data::Example], f32)],
     run: &(impl Fn(usize, &(&[&super::data::Example], f32)) -> T + Sync),
 ) -> Vec<T> {

@@ -115,6 +115,7 @@ pub fn record(cache: &Cache, spec: &StageSpec, metrics: Value, outputs: Vec<(&st
             device: None,
             job: None,
             job_state: None,
+            kernels: None,
             started_at: 0,
             elapsed_s: 1.0,
         })

@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SlurmError {
@@ -165,6 +166,31 @@ pub fn scancel(ids: &[String]) -> Result<(), SlurmError> {
         return Ok(());
     }
     run("scancel", ids).map(|_| ())
+}
+
+/// Cancels jobs and waits until the queue shows each of them ended (or forgotten), asking
+/// again every `every` while some are still pending or running: a busy controller may time
+/// out an `scancel` or take a while to act on it, and a coordinator that leaves on Ctrl-C
+/// must not leave its jobs running. Returns the jobs still alive at `within`.
+pub fn cancel_until_gone(ids: &[String], within: Duration, every: Duration) -> Vec<String> {
+    let started = Instant::now();
+    let mut alive: Vec<String> = ids.to_vec();
+    let mut asked: Option<Instant> = None;
+    while !alive.is_empty() {
+        if asked.is_none_or(|t| t.elapsed() >= every) {
+            let _ = scancel(&alive);
+            asked = Some(Instant::now());
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        // A failing query leaves every job in doubt: look again.
+        if let Ok(states) = query(&alive) {
+            alive.retain(|id| states.get(id).is_some_and(|i| !i.ended()));
+        }
+        if started.elapsed() >= within {
+            break;
+        }
+    }
+    alive
 }
 
 #[cfg(test)]

@@ -45,6 +45,8 @@ struct Written {
     max_memory: Option<String>,
     /// Seconds to wait for the shared-filesystem probe job.
     probe_seconds: Option<f64>,
+    /// Ctrl-C: seconds to keep cancelling the run's jobs until the queue shows them ended.
+    cancel_seconds: Option<f64>,
     /// The `cft` the jobs run (default: the coordinator's own executable).
     cft: Option<PathBuf>,
     /// Resources of every kind not named under `[kind.*]`.
@@ -89,6 +91,7 @@ pub struct Profile {
     pub signal_seconds: u64,
     pub max_memory_mb: u64,
     pub probe_timeout: Duration,
+    pub cancel_timeout: Duration,
     pub cft: Option<PathBuf>,
     shapes: BTreeMap<Kind, JobShape>,
 }
@@ -203,6 +206,7 @@ impl Profile {
             signal_seconds: written.signal_seconds.unwrap_or(120),
             max_memory_mb,
             probe_timeout: seconds(written.probe_seconds, "probe_seconds", 300.0)?,
+            cancel_timeout: seconds(written.cancel_seconds, "cancel_seconds", 60.0)?,
             cft: written.cft,
             shapes,
         })
