@@ -410,3 +410,88 @@ fn training_recipe_values_sweep() {
     assert_eq!(cells[0].params.last_batch.name(), "short");
     assert_eq!(cells[0].params.adam_beta2, 0.999);
 }
+
+/// One pass reports every mistake, one per line, sorted by line, then how many: here a
+/// wrong type, a misspelt key, a value out of range and an unknown benchmark, in four
+/// different tables.
+#[test]
+fn every_mistake_is_reported_in_one_pass_sorted_by_line() {
+    let text = VALID
+        .replace("seed = 1", "seed = \"one\"")
+        .replace("kind = \"sft\"", "kind = \"sft\"\nrulle = \"strict\"")
+        .replace("k = 3", "k = 1")
+        + "\n[eval]\nbenchmarks = [\"gsm8\", \"math\"]\ndata_dir = \"data\"\n";
+    let msg = error_of(&text);
+    let lines: Vec<&str> = msg.lines().collect();
+    assert_eq!(lines.len(), 5, "{msg}");
+    assert!(
+        lines[0].starts_with("DIR/m.toml:4:8: `experiment.seed`")
+            && lines[0].contains("expected an integer"),
+        "{msg}"
+    );
+    assert!(
+        lines[1].starts_with("error: DIR/m.toml:16:1: `method[0].rulle`")
+            && lines[1].contains("did you mean `rule`?"),
+        "{msg}"
+    );
+    assert!(
+        lines[2].starts_with("error: DIR/m.toml:22:5: `method[1].k`")
+            && lines[2].contains("at least 2"),
+        "{msg}"
+    );
+    assert!(
+        lines[3].starts_with("error: DIR/m.toml:29:15:")
+            && lines[3].contains("`eval.benchmarks[0]`")
+            && lines[3].contains("did you mean `gsm8k`?"),
+        "{msg}"
+    );
+    assert_eq!(lines[4], "error: 4 errors in the manifest", "{msg}");
+}
+
+/// A wrong value is reported once, not again as the missing key it is then read as; a
+/// misspelt table is not reported again as the missing table it was meant to be.
+#[test]
+fn a_mistake_is_not_reported_twice() {
+    let msg = error_of(&VALID.replace("name = \"t\"", "name = 7"));
+    assert_eq!(msg.lines().count(), 1, "{msg}");
+    assert!(
+        msg.contains("`experiment.name`") && msg.contains("expected a string"),
+        "{msg}"
+    );
+    let msg = error_of(&VALID.replace("[data.train]", "[dta.train]"));
+    assert_eq!(msg.lines().count(), 1, "{msg}");
+    assert!(msg.contains("did you mean `data`?"), "{msg}");
+}
+
+/// A shipped base manifest checked on its own names its typos beside what it lacks (the
+/// `[[model]]` and `[[method]]` its including manifests add).
+#[test]
+fn plan_on_a_base_manifest_names_its_typos() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("experiments/paper-base.toml"),
+    )
+    .unwrap();
+    let typo = base.replace("max_new_tokens = 1024\n", "max_new_tokns = 1024\n");
+    assert_ne!(
+        typo, base,
+        "paper-base.toml no longer sets annotate.max_new_tokens"
+    );
+    let path = write(dir.path(), "paper-base.toml", &typo);
+    let out = Command::new(env!("CARGO_BIN_EXE_cft"))
+        .args(["plan", path.to_str().unwrap(), "--cache"])
+        .arg(dir.path().join("c"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("`annotate.max_new_tokns`: unknown key; did you mean `max_new_tokens`?"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("at least one `[[model]]` is required")
+            && stderr.contains("at least one `[[method]]` is required"),
+        "{stderr}"
+    );
+}

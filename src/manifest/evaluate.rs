@@ -35,91 +35,97 @@ pub(super) fn read_eval(t: Option<Reader<'_>>, seed: u64) -> Result<(Eval, Templ
         };
         for (i, item) in items.iter().enumerate() {
             let key = format!("{}[{i}]", t.key_path("benchmarks"));
-            let spec = match &item.value {
-                Value::String(name) => {
-                    if !BENCHMARKS.contains(&name.as_str()) {
-                        let hint = did_you_mean(name, &BENCHMARKS)
-                            .map_or(String::new(), |s| format!(" (did you mean `{s}`?)"));
-                        return Err(ManifestError::invalid(
-                            &item.loc,
-                            &key,
-                            format!(
-                                "`{name}` is not one of the eleven benchmarks{hint}; for other data use a table `{{ name = \"...\", path = \"...\" }}` or `{{ name = \"...\", synthetic = {{...}} }}` for others"
-                            ),
-                        ));
-                    }
-                    let (Some(dir), Some(written)) = (&data_dir, &data_dir_written) else {
-                        return Err(ManifestError::invalid(
-                            &item.loc,
-                            &key,
-                            format!(
-                                "benchmark `{name}` is read from `eval.data_dir`, which is not set"
-                            ),
-                        ));
-                    };
-                    let file = if name == "tabmwp" {
-                        "problems_test1k.json"
-                    } else {
-                        "test.jsonl"
-                    };
-                    BenchmarkSpec {
-                        name: name.clone(),
-                        source: DataSource::File {
-                            input: InputPath {
-                                path: dir.value.join(name).join(file),
-                                written: format!(
-                                    "{}/{name}/{file}",
-                                    super::node::expanded(&written.value).trim_end_matches('/')
+            let one = || -> Result<BenchmarkSpec> {
+                Ok(match &item.value {
+                    Value::String(name) => {
+                        if !BENCHMARKS.contains(&name.as_str()) {
+                            let hint = did_you_mean(name, &BENCHMARKS)
+                                .map_or(String::new(), |s| format!(" (did you mean `{s}`?)"));
+                            return Err(ManifestError::invalid(
+                                &item.loc,
+                                &key,
+                                format!(
+                                    "`{name}` is not one of the eleven benchmarks{hint}; for other data use a table `{{ name = \"...\", path = \"...\" }}` or `{{ name = \"...\", synthetic = {{...}} }}` for others"
                                 ),
-                                loc: item.loc.clone(),
-                                key: key.clone(),
+                            ));
+                        }
+                        let (Some(dir), Some(written)) = (&data_dir, &data_dir_written) else {
+                            return Err(ManifestError::invalid(
+                                &item.loc,
+                                &key,
+                                format!(
+                                    "benchmark `{name}` is read from `eval.data_dir`, which is not set"
+                                ),
+                            ));
+                        };
+                        let file = if name == "tabmwp" {
+                            "problems_test1k.json"
+                        } else {
+                            "test.jsonl"
+                        };
+                        BenchmarkSpec {
+                            name: name.clone(),
+                            source: DataSource::File {
+                                input: InputPath {
+                                    path: dir.value.join(name).join(file),
+                                    written: format!(
+                                        "{}/{name}/{file}",
+                                        super::node::expanded(&written.value).trim_end_matches('/')
+                                    ),
+                                    loc: item.loc.clone(),
+                                    key: key.clone(),
+                                },
+                                format: name.clone(),
+                                limit,
                             },
-                            format: name.clone(),
-                            limit,
-                        },
+                        }
                     }
-                }
-                Value::Table(table) => {
-                    let mut b = Reader::new(table, &key, item.loc.clone());
-                    let name = b.require_string("name")?;
-                    check_name(&name)?;
-                    // The source keys live beside `name` in the same table.
-                    let mut rest = table.clone();
-                    rest.remove("name");
-                    let source =
-                        read_source(Reader::new(&rest, &key, item.loc.clone()), seed, "test")?;
-                    let _ = b.node("path");
-                    let _ = b.node("format");
-                    let _ = b.node("synthetic");
-                    let _ = b.node("limit");
-                    b.finish()?;
-                    let source = match source {
-                        DataSource::File {
-                            input,
-                            format,
-                            limit: own,
-                        } => DataSource::File {
-                            input,
-                            format,
-                            limit: own.or(limit),
-                        },
-                        s => s,
-                    };
-                    BenchmarkSpec {
-                        name: name.value,
-                        source,
+                    Value::Table(table) => {
+                        let mut b = t.sub(table, &key, item.loc.clone());
+                        let name = b.require_string("name")?;
+                        check_name(&name)?;
+                        // The source keys live beside `name` in the same table.
+                        let mut rest = table.clone();
+                        rest.remove("name");
+                        let source =
+                            read_source(t.sub(&rest, &key, item.loc.clone()), seed, "test")?;
+                        let _ = b.node("path");
+                        let _ = b.node("format");
+                        let _ = b.node("synthetic");
+                        let _ = b.node("limit");
+                        b.finish()?;
+                        let source = match source {
+                            DataSource::File {
+                                input,
+                                format,
+                                limit: own,
+                            } => DataSource::File {
+                                input,
+                                format,
+                                limit: own.or(limit),
+                            },
+                            s => s,
+                        };
+                        BenchmarkSpec {
+                            name: name.value,
+                            source,
+                        }
                     }
-                }
-                other => {
-                    return Err(ManifestError::invalid(
-                        &item.loc,
-                        &key,
-                        format!(
-                            "expected a benchmark name or a table, found {}",
-                            other.type_name()
-                        ),
-                    ));
-                }
+                    other => {
+                        return Err(ManifestError::invalid(
+                            &item.loc,
+                            &key,
+                            format!(
+                                "expected a benchmark name or a table, found {}",
+                                other.type_name()
+                            ),
+                        ));
+                    }
+                })
+            };
+            let sink = t.sink().clone();
+            let Some(spec) = sink.recover(one()) else {
+                continue;
             };
             if benchmarks.iter().any(|b| b.name == spec.name) {
                 return Err(ManifestError::invalid(

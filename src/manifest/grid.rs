@@ -131,7 +131,9 @@ fn run_settings(table: &Table) -> Result<TrainRun> {
 /// Expands a (merged) `[train]` table into sweep cells.
 pub fn expand(table: &Table, owner: &Loc, seed: u64) -> Result<Vec<TrainCell>> {
     let fields = fields(seed);
-    let run = run_settings(table)?;
+    // Every unknown key and every wrong value of the table, not only the first.
+    let mut errors = Vec::new();
+    let run = run_settings(table).map_err(|e| errors.push(e)).ok();
     for entry in &table.entries {
         if !fields.iter().any(|f| f.0 == entry.key) && !RUN_KEYS.contains(&entry.key.as_str()) {
             let mut known: Vec<&str> = fields.iter().map(|f| f.0).collect();
@@ -140,7 +142,7 @@ pub fn expand(table: &Table, owner: &Loc, seed: u64) -> Result<Vec<TrainCell>> {
                 || format!("; known keys here: {}", known.join(", ")),
                 |m| format!("; did you mean `{m}`?"),
             );
-            return Err(ManifestError::invalid(
+            errors.push(ManifestError::invalid(
                 &entry.key_loc,
                 &format!("train.{}", entry.key),
                 format!("unknown key{hint}"),
@@ -155,20 +157,27 @@ pub fn expand(table: &Table, owner: &Loc, seed: u64) -> Result<Vec<TrainCell>> {
                 let name = format!("train.{key}");
                 let items: Vec<&Node> = match &entry.node.value {
                     Value::Array(items) if items.is_empty() => {
-                        return Err(ManifestError::invalid(
+                        errors.push(ManifestError::invalid(
                             &entry.node.loc,
                             &name,
                             "empty grid: give a value or a non-empty list",
                         ));
+                        Vec::new()
                     }
                     Value::Array(items) => items.iter().collect(),
                     _ => vec![&entry.node],
                 };
                 let mut values = Vec::with_capacity(items.len());
                 for item in items {
-                    let v = read_value(item, check, &name)?;
+                    let v = match read_value(item, check, &name) {
+                        Ok(v) => v,
+                        Err(e) => {
+                            errors.push(e);
+                            continue;
+                        }
+                    };
                     if values.contains(&v) {
-                        return Err(ManifestError::invalid(
+                        errors.push(ManifestError::invalid(
                             &item.loc,
                             &name,
                             "value listed twice in the grid",
@@ -181,6 +190,11 @@ pub fn expand(table: &Table, owner: &Loc, seed: u64) -> Result<Vec<TrainCell>> {
         };
         axes.push(values);
     }
+    let run = match (run, errors.len()) {
+        (Some(run), 0) => run,
+        (_, 1) => return Err(errors.remove(0)),
+        _ => return Err(ManifestError::Many(errors)),
+    };
 
     let mut cells = Vec::new();
     let total: usize = axes.iter().map(Vec::len).product();

@@ -18,7 +18,8 @@ pub(super) fn read_methods(
 ) -> Result<Vec<Method>> {
     let tables = r.tables("method")?;
     if tables.is_empty() {
-        return Err(r.error("method", "at least one `[[method]]` is required"));
+        r.sink()
+            .push(r.error("method", "at least one `[[method]]` is required"));
     }
     struct Pending<'a> {
         name: At<String>,
@@ -26,145 +27,40 @@ pub(super) fn read_methods(
         kind: MethodKind,
         reader: Reader<'a>,
     }
+    let sink = r.sink().clone();
     let mut pending = Vec::new();
+    // Methods that could not be read: references to them are not reported again.
+    let mut failed: Vec<String> = Vec::new();
+    let mut unnamed = false;
     for mut t in tables {
-        let name = t.require_string("name")?;
-        check_name(&name)?;
-        let kind = t.choice(
-            "kind",
-            &[
-                "sft",
-                "dft",
-                "cft",
-                "entropy",
-                "attention",
-                "number",
-                "random",
-            ],
-        )?;
-        let Some(kind) = kind else {
-            return Err(t.error(
-                "kind",
-                "missing required key (one of sft, dft, cft, entropy, attention, number, random)",
-            ));
+        // Its unknown keys are reported even when a value stops the reading.
+        t.reject_unknown(&METHOD_KEYS)?;
+        let name = t
+            .require_string("name")
+            .and_then(|n| check_name(&n).map(|()| n));
+        let Some(name) = sink.recover(name) else {
+            unnamed = true;
+            continue;
         };
-        let rule = t.choice("rule", &["strict", "union", "graded"])?;
-        let k = t.integer("k")?;
-        let matched = t.string("match")?;
-        let scope = t.choice("match_scope", &["example", "global"])?;
-        let within = t.string("within")?;
-        if kind.value != "cft" {
-            for (key, present) in [("rule", rule.is_some()), ("k", k.is_some())] {
-                if present {
-                    return Err(t.error(
-                        key,
-                        format!(
-                            "only `cft` methods take `{key}` (this one is `{}`)",
-                            kind.value
-                        ),
-                    ));
-                }
+        match read_kind(&mut t) {
+            Ok((matched, kind)) => pending.push(Pending {
+                name,
+                matched,
+                kind,
+                reader: t,
+            }),
+            Err(e) => {
+                sink.push(e);
+                failed.push(name.value);
             }
         }
-        let needs_match = ["entropy", "attention", "random"].contains(&kind.value.as_str());
-        if matched.is_some() && !needs_match {
-            return Err(t.error(
-                "match",
-                format!(
-                    "only entropy, attention and random selections take `match` (this one is `{}`)",
-                    kind.value
-                ),
-            ));
-        }
-        if let Some(s) = &scope
-            && !["entropy", "attention"].contains(&kind.value.as_str())
-        {
-            return Err(ManifestError::invalid(
-                &s.loc,
-                &s.key,
-                format!(
-                    "only entropy and attention selections rank tokens by a score and take `match_scope` (this one is `{}`)",
-                    kind.value
-                ),
-            ));
-        }
-        // Absent: per example, what every selection did before `match_scope` existed.
-        let scope = match scope.as_ref().map(|s| s.value.as_str()) {
-            Some("global") => MatchScope::Global,
-            _ => MatchScope::Example,
-        };
-        if within.is_some() && kind.value != "number" {
-            return Err(t.error("within", "only `number` methods take `within`"));
-        }
-        let kind_value = match kind.value.as_str() {
-            "sft" => MethodKind::Sft,
-            "dft" => MethodKind::Dft,
-            "cft" => {
-                let Some(rule) = rule else {
-                    return Err(t.error(
-                        "rule",
-                        "a `cft` method needs `rule` (strict, union or graded) and `k`",
-                    ));
-                };
-                let Some(k) = k else {
-                    return Err(ManifestError::invalid(
-                        &rule.loc,
-                        &t.key_path("k"),
-                        format!(
-                            "rule `{}` needs `k`, the number of ranks tried (2..k)",
-                            rule.value
-                        ),
-                    ));
-                };
-                if k.value < 2 {
-                    return Err(ManifestError::invalid(
-                        &k.loc,
-                        &k.key,
-                        format!(
-                            "k must be at least 2 (alternatives are ranks 2..k), got {}",
-                            k.value
-                        ),
-                    ));
-                }
-                let rule = match rule.value.as_str() {
-                    "strict" => Rule::Strict,
-                    "union" => Rule::Union,
-                    _ => Rule::Graded,
-                };
-                MethodKind::Cft {
-                    rule,
-                    k: k.value as u64,
-                }
-            }
-            "number" => MethodKind::Number {
-                within: within.as_ref().map(|w| w.value.clone()),
-            },
-            other => {
-                let Some(m) = &matched else {
-                    return Err(t.error("match", format!("a `{other}` selection needs `match`, the CFT method whose token fraction it copies")));
-                };
-                let matched = m.value.clone();
-                match other {
-                    "entropy" => MethodKind::Entropy { matched, scope },
-                    "attention" => MethodKind::Attention { matched, scope },
-                    _ => MethodKind::Random { matched },
-                }
-            }
-        };
-        let matched = matched.or(within);
-        pending.push(Pending {
-            name,
-            matched,
-            kind: kind_value,
-            reader: t,
-        });
     }
 
     // Cross-references: names unique, `match`/`within` name a CFT method.
     let names: Vec<&str> = pending.iter().map(|p| p.name.value.as_str()).collect();
     for (i, p) in pending.iter().enumerate() {
         if names[..i].contains(&p.name.value.as_str()) {
-            return Err(ManifestError::invalid(
+            sink.push(ManifestError::invalid(
                 &p.name.loc,
                 &p.name.key,
                 format!("method `{}` is defined twice", p.name.value),
@@ -172,17 +68,18 @@ pub(super) fn read_methods(
         }
         if let Some(m) = &p.matched {
             match pending.iter().find(|q| q.name.value == m.value) {
+                None if unnamed || failed.contains(&m.value) => {}
                 None => {
                     let hint = did_you_mean(&m.value, &names)
                         .map_or(String::new(), |s| format!("; did you mean `{s}`?"));
-                    return Err(ManifestError::invalid(
+                    sink.push(ManifestError::invalid(
                         &m.loc,
                         &m.key,
                         format!("no method named `{}`{hint}", m.value),
                     ));
                 }
                 Some(q) if !matches!(q.kind, MethodKind::Cft { .. }) => {
-                    return Err(ManifestError::invalid(
+                    sink.push(ManifestError::invalid(
                         &m.loc,
                         &m.key,
                         format!(
@@ -207,16 +104,20 @@ pub(super) fn read_methods(
             match &node.value {
                 Value::Table(over) => train.merge(over.clone()),
                 other => {
-                    return Err(ManifestError::invalid(
+                    sink.push(ManifestError::invalid(
                         &node.loc,
                         &p.reader.key_path("train"),
                         format!("expected a table, found {}", other.type_name()),
                     ));
+                    continue;
                 }
             }
         }
-        let cells = grid::expand(&train, p.reader.loc(), seed)?;
+        let cells = grid::expand(&train, p.reader.loc(), seed);
         p.reader.finish()?;
+        let Some(cells) = sink.recover(cells) else {
+            continue;
+        };
         methods.push(Method {
             name: p.name.value,
             label,
@@ -225,4 +126,143 @@ pub(super) fn read_methods(
         });
     }
     Ok(methods)
+}
+
+/// The keys of a `[[method]]` table.
+const METHOD_KEYS: [&str; 9] = [
+    "name",
+    "kind",
+    "rule",
+    "k",
+    "match",
+    "match_scope",
+    "within",
+    "label",
+    "train",
+];
+
+/// A method's kind and its settings, and the method it names (`match` or `within`).
+fn read_kind(t: &mut Reader<'_>) -> Result<(Option<At<String>>, MethodKind)> {
+    let kind = t.choice(
+        "kind",
+        &[
+            "sft",
+            "dft",
+            "cft",
+            "entropy",
+            "attention",
+            "number",
+            "random",
+        ],
+    )?;
+    let Some(kind) = kind else {
+        return Err(t.error(
+            "kind",
+            "missing required key (one of sft, dft, cft, entropy, attention, number, random)",
+        ));
+    };
+    let rule = t.choice("rule", &["strict", "union", "graded"])?;
+    let k = t.integer("k")?;
+    let matched = t.string("match")?;
+    let scope = t.choice("match_scope", &["example", "global"])?;
+    let within = t.string("within")?;
+    if kind.value != "cft" {
+        for (key, present) in [("rule", rule.is_some()), ("k", k.is_some())] {
+            if present {
+                return Err(t.error(
+                    key,
+                    format!(
+                        "only `cft` methods take `{key}` (this one is `{}`)",
+                        kind.value
+                    ),
+                ));
+            }
+        }
+    }
+    let needs_match = ["entropy", "attention", "random"].contains(&kind.value.as_str());
+    if matched.is_some() && !needs_match {
+        return Err(t.error(
+            "match",
+            format!(
+                "only entropy, attention and random selections take `match` (this one is `{}`)",
+                kind.value
+            ),
+        ));
+    }
+    if let Some(s) = &scope
+        && !["entropy", "attention"].contains(&kind.value.as_str())
+    {
+        return Err(ManifestError::invalid(
+            &s.loc,
+            &s.key,
+            format!(
+                "only entropy and attention selections rank tokens by a score and take `match_scope` (this one is `{}`)",
+                kind.value
+            ),
+        ));
+    }
+    // Absent: per example, what every selection did before `match_scope` existed.
+    let scope = match scope.as_ref().map(|s| s.value.as_str()) {
+        Some("global") => MatchScope::Global,
+        _ => MatchScope::Example,
+    };
+    if within.is_some() && kind.value != "number" {
+        return Err(t.error("within", "only `number` methods take `within`"));
+    }
+    let kind_value = match kind.value.as_str() {
+        "sft" => MethodKind::Sft,
+        "dft" => MethodKind::Dft,
+        "cft" => {
+            let Some(rule) = rule else {
+                return Err(t.error(
+                    "rule",
+                    "a `cft` method needs `rule` (strict, union or graded) and `k`",
+                ));
+            };
+            let Some(k) = k else {
+                return Err(ManifestError::invalid(
+                    &rule.loc,
+                    &t.key_path("k"),
+                    format!(
+                        "rule `{}` needs `k`, the number of ranks tried (2..k)",
+                        rule.value
+                    ),
+                ));
+            };
+            if k.value < 2 {
+                return Err(ManifestError::invalid(
+                    &k.loc,
+                    &k.key,
+                    format!(
+                        "k must be at least 2 (alternatives are ranks 2..k), got {}",
+                        k.value
+                    ),
+                ));
+            }
+            let rule = match rule.value.as_str() {
+                "strict" => Rule::Strict,
+                "union" => Rule::Union,
+                _ => Rule::Graded,
+            };
+            MethodKind::Cft {
+                rule,
+                k: k.value as u64,
+            }
+        }
+        "number" => MethodKind::Number {
+            within: within.as_ref().map(|w| w.value.clone()),
+        },
+        other => {
+            let Some(m) = &matched else {
+                return Err(t.error("match", format!("a `{other}` selection needs `match`, the CFT method whose token fraction it copies")));
+            };
+            let matched = m.value.clone();
+            match other {
+                "entropy" => MethodKind::Entropy { matched, scope },
+                "attention" => MethodKind::Attention { matched, scope },
+                _ => MethodKind::Random { matched },
+            }
+        }
+    };
+    Ok((matched.or(within), kind_value))
 }

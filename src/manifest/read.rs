@@ -1,9 +1,13 @@
 //! Typed reading of a located table: each accessor names the dotted key in its errors, and
 //! `finish` rejects keys nobody asked for, suggesting the closest known one.
+//!
+//! A wrong value (a wrong type, a number out of range, a name not among the choices) is
+//! recorded in the manifest's [`Sink`] and read as absent, so reading goes on and one pass
+//! reports every mistake; the accessors' `Err` is left for what their callers check.
 
 use std::path::PathBuf;
 
-use super::error::{Loc, ManifestError, did_you_mean};
+use super::error::{Loc, ManifestError, Sink, did_you_mean};
 use super::node::{Node, Table, Value, resolve_path};
 use super::types::Template;
 
@@ -23,16 +27,34 @@ pub struct Reader<'a> {
     prefix: String,
     loc: Loc,
     known: Vec<&'static str>,
+    sink: Sink,
 }
 
 impl<'a> Reader<'a> {
-    pub fn new(table: &'a Table, prefix: &str, loc: Loc) -> Self {
+    pub fn new(table: &'a Table, prefix: &str, loc: Loc, sink: &Sink) -> Self {
         Reader {
             table,
             prefix: prefix.to_string(),
             loc,
             known: Vec::new(),
+            sink: sink.clone(),
         }
+    }
+
+    /// A reader of another table, recording into the same sink.
+    pub fn sub<'b>(&self, table: &'b Table, prefix: &str, loc: Loc) -> Reader<'b> {
+        Reader::new(table, prefix, loc, &self.sink)
+    }
+
+    /// Where this manifest's errors are gathered.
+    pub fn sink(&self) -> &Sink {
+        &self.sink
+    }
+
+    /// Records `error` and reads the value as absent.
+    fn wrong<T>(&self, error: ManifestError) -> Result<Option<T>> {
+        self.sink.push(error);
+        Ok(None)
     }
 
     pub fn loc(&self) -> &Loc {
@@ -72,7 +94,7 @@ impl<'a> Reader<'a> {
         };
         match &node.value {
             Value::String(s) => Ok(Some(self.at(key, node, s.clone()))),
-            _ => Err(self.wrong_type(key, node, "a string")),
+            _ => self.wrong(self.wrong_type(key, node, "a string")),
         }
     }
 
@@ -89,7 +111,7 @@ impl<'a> Reader<'a> {
         };
         match Template::ALL.into_iter().find(|t| t.name() == v.value) {
             Some(t) => Ok(Some(t)),
-            None => Err(ManifestError::invalid(
+            None => self.wrong(ManifestError::invalid(
                 &v.loc,
                 &v.key,
                 format!("`{}` is not a template", v.value),
@@ -112,7 +134,7 @@ impl<'a> Reader<'a> {
             Some(m) => format!("; did you mean `{m}`?"),
             None => String::new(),
         };
-        Err(ManifestError::invalid(
+        self.wrong(ManifestError::invalid(
             &s.loc,
             &s.key,
             format!(
@@ -133,7 +155,7 @@ impl<'a> Reader<'a> {
         };
         match &node.value {
             Value::Integer(i) => Ok(Some(self.at(key, node, *i))),
-            _ => Err(self.wrong_type(key, node, "an integer")),
+            _ => self.wrong(self.wrong_type(key, node, "an integer")),
         }
     }
 
@@ -143,7 +165,7 @@ impl<'a> Reader<'a> {
             return Ok(None);
         };
         if i.value < 0 || (i.value as u64) < min {
-            return Err(ManifestError::invalid(
+            return self.wrong(ManifestError::invalid(
                 &i.loc,
                 &i.key,
                 format!("must be at least {min}, got {}", i.value),
@@ -162,7 +184,7 @@ impl<'a> Reader<'a> {
         };
         match as_float(node) {
             Some(x) => Ok(Some(self.at(key, node, x))),
-            None => Err(self.wrong_type(key, node, "a number")),
+            None => self.wrong(self.wrong_type(key, node, "a number")),
         }
     }
 
@@ -172,7 +194,7 @@ impl<'a> Reader<'a> {
         };
         match &node.value {
             Value::Boolean(b) => Ok(Some(*b)),
-            _ => Err(self.wrong_type(key, node, "a boolean")),
+            _ => self.wrong(self.wrong_type(key, node, "a boolean")),
         }
     }
 
@@ -181,7 +203,7 @@ impl<'a> Reader<'a> {
             return Ok(None);
         };
         let Value::Array(items) = &node.value else {
-            return Err(self.wrong_type(key, node, "an array of strings"));
+            return self.wrong(self.wrong_type(key, node, "an array of strings"));
         };
         let mut out = Vec::with_capacity(items.len());
         for (i, item) in items.iter().enumerate() {
@@ -191,7 +213,7 @@ impl<'a> Reader<'a> {
                     loc: item.loc.clone(),
                     key: format!("{}[{i}]", self.key_path(key)),
                 }),
-                _ => return Err(self.wrong_type(key, item, "a string")),
+                _ => return self.wrong(self.wrong_type(key, item, "a string")),
             }
         }
         Ok(Some(out))
@@ -202,7 +224,10 @@ impl<'a> Reader<'a> {
         let Some(s) = self.string(key)? else {
             return Ok(None);
         };
-        let path = resolve_path(&s.value, &s.loc, &s.key)?;
+        let path = match resolve_path(&s.value, &s.loc, &s.key) {
+            Ok(p) => p,
+            Err(e) => return self.wrong(e),
+        };
         Ok(Some(At {
             value: path,
             loc: s.loc,
@@ -216,8 +241,8 @@ impl<'a> Reader<'a> {
             return Ok(None);
         };
         match &node.value {
-            Value::Table(t) => Ok(Some(Reader::new(t, &self.key_path(key), node.loc.clone()))),
-            _ => Err(self.wrong_type(key, node, "a table")),
+            Value::Table(t) => Ok(Some(self.sub(t, &self.key_path(key), node.loc.clone()))),
+            _ => self.wrong(self.wrong_type(key, node, "a table")),
         }
     }
 
@@ -227,17 +252,17 @@ impl<'a> Reader<'a> {
             return Ok(Vec::new());
         };
         let Value::Array(items) = &node.value else {
-            return Err(self.wrong_type(key, node, "an array of tables"));
+            self.sink
+                .push(self.wrong_type(key, node, "an array of tables"));
+            return Ok(Vec::new());
         };
         let mut out = Vec::with_capacity(items.len());
         for (i, item) in items.iter().enumerate() {
             match &item.value {
-                Value::Table(t) => out.push(Reader::new(
-                    t,
-                    &format!("{}[{i}]", self.key_path(key)),
-                    item.loc.clone(),
-                )),
-                _ => return Err(self.wrong_type(key, item, "a table")),
+                Value::Table(t) => {
+                    out.push(self.sub(t, &format!("{}[{i}]", self.key_path(key)), item.loc.clone()))
+                }
+                _ => self.sink.push(self.wrong_type(key, item, "a table")),
             }
         }
         Ok(out)
@@ -248,15 +273,18 @@ impl<'a> Reader<'a> {
         self.reject_unknown(&self.known)
     }
 
-    /// Rejects every key not in `known`, now (a misspelt table is reported as such, not as
-    /// the required table it was meant to be).
+    /// Records every key not in `known` as unknown, with the closest known one as a hint
+    /// (and a "missing" error for that key, the same mistake, is then not repeated).
     pub fn reject_unknown(&self, known: &[&'static str]) -> Result<()> {
         for entry in &self.table.entries {
             if known.contains(&entry.key.as_str()) {
                 continue;
             }
             let hint = match did_you_mean(&entry.key, known) {
-                Some(m) => format!("; did you mean `{m}`?"),
+                Some(m) => {
+                    self.sink.suggested(self.key_path(m));
+                    format!("; did you mean `{m}`?")
+                }
                 None => format!(
                     "; known keys here: {}",
                     known
@@ -266,7 +294,7 @@ impl<'a> Reader<'a> {
                         .join(", ")
                 ),
             };
-            return Err(ManifestError::invalid(
+            self.sink.push(ManifestError::invalid(
                 &entry.key_loc,
                 &self.key_path(&entry.key),
                 format!("unknown key{hint}"),

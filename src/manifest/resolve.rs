@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 
-use super::error::{ManifestError, did_you_mean};
+use super::error::{ManifestError, Sink, did_you_mean};
 use super::node::{Table, Value};
 use super::read::{At, Reader};
 use super::types::*;
@@ -54,86 +54,123 @@ pub fn resolve(
     files: Vec<std::path::PathBuf>,
     root_loc: super::Loc,
 ) -> Result<Experiment> {
-    let mut r = Reader::new(root, "", root_loc);
-    r.reject_unknown(&[
-        "include",
-        "experiment",
-        "model",
-        "data",
-        "annotate",
-        "method",
-        "adapter",
-        "train",
-        "eval",
-        "report",
-    ])?;
+    let sink = Sink::default();
+    let mut r = Reader::new(root, "", root_loc, &sink);
+    r.reject_unknown(&ROOT_KEYS)?;
     r.node("include"); // consumed by the loader
 
-    let (name, seed) = match r.table("experiment")? {
-        Some(mut t) => {
-            let name = t.require_string("name")?;
-            check_name(&name)?;
-            let seed = t.count("seed", 0)?.map_or(0, |s| s.value);
-            t.finish()?;
-            (name.value, seed)
-        }
-        None => {
-            return Err(r.error(
-                "experiment",
-                "missing required table `[experiment]` (with `name`)",
-            ));
-        }
-    };
-
+    // Each section is read on its own: one that cannot be read records its error and the
+    // others are still read, so that one pass reports every mistake.
+    let experiment = sink.recover(read_experiment(&mut r));
+    let seed = experiment.as_ref().map_or(0, |e| e.1);
     // `[annotate]` and `[eval]` first: their templates are the defaults of every model.
-    let (annotate, annotate_template) = read_annotate(r.table("annotate")?)?;
-    let (eval, eval_template) = super::evaluate::read_eval(r.table("eval")?, seed)?;
+    let annotate = r.table("annotate")?;
+    let (annotate, annotate_template) = sink
+        .recover(read_annotate(annotate))
+        .unwrap_or_else(|| (Annotate::default(), Template::Qwen25MathCot));
+    let eval = r.table("eval")?;
+    let before = sink.count();
+    let eval = sink.recover(super::evaluate::read_eval(eval, seed));
+    let eval_whole = sink.count() == before;
     let defaults = Templates {
         annotate: annotate_template,
-        eval: eval_template,
+        eval: eval.as_ref().map_or(Template::Qwen25MathCot, |e| e.1),
     };
     let models = read_models(&mut r, seed, &defaults)?;
-    let train_data = match r.table("data")? {
-        Some(mut d) => {
-            let source = match d.table("train")? {
-                Some(t) => read_source(t, seed, "train")?,
-                None => return Err(d.error("train", "missing required key")),
-            };
-            d.finish()?;
-            source
-        }
-        None => return Err(r.error("data", "missing required table `[data]` with `train`")),
-    };
-    let adapter = read_adapter(r.table("adapter")?)?;
+    let train_data = sink.recover(read_data(&mut r, seed));
+    let adapter = r.table("adapter")?;
+    let adapter = sink.recover(read_adapter(adapter));
     let global_train = match r.node("train") {
         Some(n) => match &n.value {
             Value::Table(t) => t.clone(),
             other => {
-                return Err(ManifestError::invalid(
+                sink.push(ManifestError::invalid(
                     &n.loc,
                     "train",
                     format!("expected a table, found {}", other.type_name()),
                 ));
+                Table::default()
             }
         },
         None => Table::default(),
     };
+    let before = sink.count();
     let methods = super::methods::read_methods(&mut r, &global_train, seed)?;
-    let report = super::evaluate::read_report(r.table("report")?, &methods, &eval)?;
-    r.finish()?;
+    let methods_whole = sink.count() == before && !methods.is_empty();
+    // The report names methods and benchmarks: read it only when both were read whole, or
+    // every reference to what failed would be reported again.
+    let report_table = r.table("report")?;
+    let report = match (&eval, eval_whole && methods_whole) {
+        (Some((eval, _)), true) => {
+            sink.recover(super::evaluate::read_report(report_table, &methods, eval))
+        }
+        _ => None,
+    };
+    if let Some(error) = sink.take() {
+        return Err(error);
+    }
+    match (experiment, eval, train_data, adapter, report) {
+        (Some((name, seed)), Some((eval, _)), Some(train_data), Some(adapter), Some(report)) => {
+            Ok(Experiment {
+                name,
+                seed,
+                files,
+                models,
+                train_data,
+                annotate,
+                methods,
+                adapter,
+                eval,
+                report,
+            })
+        }
+        // Every `None` above recorded its error, so `take` returned it; this is not reached.
+        _ => Err(r.error("", "the manifest could not be read")),
+    }
+}
 
-    Ok(Experiment {
-        name,
-        seed,
-        files,
-        models,
-        train_data,
-        annotate,
-        methods,
-        adapter,
-        eval,
-        report,
-    })
+/// The top-level keys of a manifest.
+const ROOT_KEYS: [&str; 10] = [
+    "include",
+    "experiment",
+    "model",
+    "data",
+    "annotate",
+    "method",
+    "adapter",
+    "train",
+    "eval",
+    "report",
+];
+
+/// `[experiment]`: its name and seed.
+fn read_experiment(r: &mut Reader<'_>) -> Result<(String, u64)> {
+    let Some(mut t) = r.table("experiment")? else {
+        return Err(r.error(
+            "experiment",
+            "missing required table `[experiment]` (with `name`)",
+        ));
+    };
+    let name = t.require_string("name");
+    let seed = t.count("seed", 0)?.map_or(0, |s| s.value);
+    t.finish()?;
+    let name = name?;
+    check_name(&name)?;
+    Ok((name.value, seed))
+}
+
+/// `[data]`: the training source.
+fn read_data(r: &mut Reader<'_>, seed: u64) -> Result<DataSource> {
+    let Some(mut d) = r.table("data")? else {
+        return Err(r.error("data", "missing required table `[data]` with `train`"));
+    };
+    let train = d.table("train")?;
+    let missing = d.error("train", "missing required key");
+    d.finish()?;
+    match train {
+        Some(t) => read_source(t, seed, "train"),
+        None => Err(missing),
+    }
 }
 
 /// Names become parts of labels and file names: keep them simple.
@@ -157,14 +194,36 @@ pub(super) fn check_name(name: &At<String>) -> Result<()> {
     }
 }
 
+/// The keys of a `[[model]]` table.
+const MODEL_KEYS: [&str; 4] = ["name", "path", "toy", "template"];
+
+/// Every `[[model]]`; one that cannot be read records its error and the others are read.
 fn read_models(r: &mut Reader<'_>, seed: u64, defaults: &Templates) -> Result<Vec<ModelSpec>> {
     let tables = r.tables("model")?;
     if tables.is_empty() {
-        return Err(r.error("model", "at least one `[[model]]` is required"));
+        r.sink()
+            .push(r.error("model", "at least one `[[model]]` is required"));
     }
     let mut seen = BTreeSet::new();
     let mut models = Vec::new();
-    for mut t in tables {
+    for t in tables {
+        let sink = t.sink().clone();
+        if let Some(model) = sink.recover(read_model(t, seed, defaults, &mut seen)) {
+            models.push(model);
+        }
+    }
+    Ok(models)
+}
+
+fn read_model(
+    mut t: Reader<'_>,
+    seed: u64,
+    defaults: &Templates,
+    seen: &mut BTreeSet<String>,
+) -> Result<ModelSpec> {
+    // Its unknown keys are reported even when a value stops the reading.
+    t.reject_unknown(&MODEL_KEYS)?;
+    {
         let name = t.require_string("name")?;
         check_name(&name)?;
         if !seen.insert(name.value.clone()) {
@@ -208,13 +267,12 @@ fn read_models(r: &mut Reader<'_>, seed: u64, defaults: &Templates) -> Result<Ve
             }
         };
         t.finish()?;
-        models.push(ModelSpec {
+        Ok(ModelSpec {
             name: name.value,
             source,
             templates,
-        });
+        })
     }
-    Ok(models)
 }
 
 fn read_toy(mut t: Reader<'_>, seed: u64) -> Result<(ToyModel, DataSource)> {
@@ -368,12 +426,7 @@ pub(super) fn read_source(mut t: Reader<'_>, seed: u64, default_split: &str) -> 
 
 /// `[annotate]`, and its `template` (the default of every model that does not set its own).
 fn read_annotate(t: Option<Reader<'_>>) -> Result<(Annotate, Template)> {
-    let mut out = Annotate {
-        max_new_tokens: 512,
-        limit: None,
-        early_stop: EarlyStop::None,
-        draft_tokens: super::types::DRAFT_TOKENS,
-    };
+    let mut out = Annotate::default();
     let mut template = Template::Qwen25MathCot;
     if let Some(mut t) = t {
         if let Some(v) = t.template("template")? {

@@ -169,6 +169,18 @@ pub struct Annotate {
     pub draft_tokens: u64,
 }
 
+impl Default for Annotate {
+    /// What an absent `[annotate]` means.
+    fn default() -> Self {
+        Annotate {
+            max_new_tokens: 512,
+            limit: None,
+            early_stop: EarlyStop::None,
+            draft_tokens: DRAFT_TOKENS,
+        }
+    }
+}
+
 /// `[annotate] draft_tokens` unless set: none, since on the CPU backend wide steps cost more
 /// than the steps they save (`cft bench annotate --draft N`, `cft bench generate --draft N`;
 /// README, "Measured"); to be measured on a GPU (`scripts/gpu-check.sh`).
