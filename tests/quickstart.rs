@@ -345,6 +345,43 @@ fn reduced_quickstart_runs_end_to_end_reuses_its_cache_and_survives_kill_9() {
         tokens += n;
     }
     assert!(critical > 0 && critical < tokens, "{critical} of {tokens}");
+    // The same records as parquet: every field, weights equal as the f32s they are.
+    let parquet = dir.path().join("annotations.parquet");
+    output(cft(
+        &["export", "--annotations", "--out", parquet.to_str().unwrap()],
+        &manifest,
+        &cache_a,
+    ));
+    let rows = cft::eval::records::read_records(&parquet).unwrap();
+    assert_eq!(rows.len(), lines.len());
+    let as_f32 = |v: &Value| -> Vec<f32> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap() as f32)
+            .collect()
+    };
+    for ((_, row), line) in rows.iter().zip(&lines) {
+        for field in [
+            "idx",
+            "question",
+            "gold",
+            "prompt_ids",
+            "response_ids",
+            "response",
+            "pieces",
+        ] {
+            assert_eq!(row[field], line[field], "{field} of example {}", line["idx"]);
+        }
+        let (ours, theirs) = (
+            row["weights"].as_object().unwrap(),
+            line["weights"].as_object().unwrap(),
+        );
+        assert_eq!(ours.len(), theirs.len());
+        for (method, w) in theirs {
+            assert_eq!(as_f32(&ours[method]), as_f32(w), "{method}");
+        }
+    }
 
     // 3. Two and four workers at once: the same bytes as one.
     for jobs in [2, 4] {

@@ -9,7 +9,10 @@
 //! `--annotations [--method X] --out FILE.jsonl`: the annotated data instead, one line per
 //! D_correct example (question, gold, prompt and response ids, response text and pieces) with
 //! each method's per-token weights (the criticality or selection stage's; 1 on every token
-//! for SFT and DFT), a dataset another trainer can read.
+//! for SFT and DFT), a dataset another trainer can read. `--format parquet` (or an `--out`
+//! ending in `.parquet`) writes the same records as one parquet file, snappy-compressed as HF
+//! datasets' are: one column per field, `weights` a struct of one list per method, which
+//! `datasets.load_dataset("parquet", ...)` reads with the same features as the JSONL.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -40,9 +43,13 @@ pub struct ExportArgs {
     /// The model before fine-tuning instead.
     #[arg(long)]
     pub base: bool,
-    /// The annotated examples and each method's per-token weights, as JSONL (`--out` a file).
+    /// The annotated examples and each method's per-token weights (`--out` a file).
     #[arg(long, conflicts_with_all = ["base", "best", "cell"])]
     pub annotations: bool,
+    /// The annotations' file format; by default parquet for an `--out` ending in `.parquet`,
+    /// JSONL otherwise.
+    #[arg(long, value_enum, requires = "annotations")]
+    pub format: Option<DataFormat>,
     /// Where to write the directory.
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
@@ -108,12 +115,22 @@ pub fn run(cache: &Path, args: ExportArgs) -> anyhow::Result<ExitCode> {
             None => exp.methods.iter().collect(),
         };
         let lines = annotations(&files, &record_of, &model.name, &methods)?;
-        let mut text = String::new();
-        for line in &lines {
-            text.push_str(&serde_json::to_string(line)?);
-            text.push('\n');
-        }
-        write(&args.out, text.as_bytes())?;
+        let parquet = match args.format {
+            Some(f) => f == DataFormat::Parquet,
+            None => cft::eval::records::is_parquet(&args.out),
+        };
+        let bytes = if parquet {
+            let names: Vec<&str> = methods.iter().map(|m| m.name.as_str()).collect();
+            annotations_parquet(&lines, &names)?
+        } else {
+            let mut text = String::new();
+            for line in &lines {
+                text.push_str(&serde_json::to_string(line)?);
+                text.push('\n');
+            }
+            text.into_bytes()
+        };
+        write(&args.out, &bytes)?;
         println!(
             "wrote {} ({} examples, weights of {})",
             args.out.display(),
@@ -183,6 +200,97 @@ pub fn run(cache: &Path, args: ExportArgs) -> anyhow::Result<ExitCode> {
         written.join(", ")
     );
     Ok(ExitCode::SUCCESS)
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DataFormat {
+    Jsonl,
+    Parquet,
+}
+
+/// The annotations as a parquet file: the columns of [`Annotated`], lists as parquet lists,
+/// `weights` a struct with one `list<float>` per method (in `methods`' order).
+fn annotations_parquet(lines: &[Annotated], methods: &[&str]) -> anyhow::Result<Vec<u8>> {
+    use std::sync::Arc;
+
+    use arrow_array::builder::{
+        Float32Builder, ListBuilder, StringBuilder, UInt32Builder, UInt64Builder,
+    };
+    use arrow_array::{ArrayRef, RecordBatch, StructArray};
+    use arrow_schema::{Field, Schema};
+    use parquet::arrow::ArrowWriter;
+    use parquet::basic::Compression;
+    use parquet::file::properties::WriterProperties;
+
+    let mut idx = UInt64Builder::new();
+    let (mut question, mut gold, mut response) =
+        (StringBuilder::new(), StringBuilder::new(), StringBuilder::new());
+    let mut prompt_ids = ListBuilder::new(UInt32Builder::new());
+    let mut response_ids = ListBuilder::new(UInt32Builder::new());
+    let mut pieces = ListBuilder::new(StringBuilder::new());
+    let mut weights: Vec<ListBuilder<Float32Builder>> = methods
+        .iter()
+        .map(|_| ListBuilder::new(Float32Builder::new()))
+        .collect();
+    for a in lines {
+        idx.append_value(a.idx);
+        question.append_value(&a.question);
+        gold.append_value(&a.gold);
+        response.append_value(&a.response);
+        prompt_ids.values().append_slice(&a.prompt_ids);
+        prompt_ids.append(true);
+        response_ids.values().append_slice(&a.response_ids);
+        response_ids.append(true);
+        for p in &a.pieces {
+            pieces.values().append_value(p);
+        }
+        pieces.append(true);
+        for (name, b) in methods.iter().zip(weights.iter_mut()) {
+            let w = a
+                .weights
+                .get(*name)
+                .with_context(|| format!("{name}: no weights for example {}", a.idx))?;
+            b.values().append_slice(w);
+            b.append(true);
+        }
+    }
+    let weight_columns: Vec<(Arc<Field>, ArrayRef)> = methods
+        .iter()
+        .zip(weights.iter_mut())
+        .map(|(name, b)| {
+            let array: ArrayRef = Arc::new(b.finish());
+            (
+                Arc::new(Field::new(*name, array.data_type().clone(), true)),
+                array,
+            )
+        })
+        .collect();
+    let weights: ArrayRef = Arc::new(StructArray::from(weight_columns));
+    let columns: Vec<(&str, ArrayRef)> = vec![
+        ("idx", Arc::new(idx.finish())),
+        ("question", Arc::new(question.finish())),
+        ("gold", Arc::new(gold.finish())),
+        ("prompt_ids", Arc::new(prompt_ids.finish())),
+        ("response_ids", Arc::new(response_ids.finish())),
+        ("response", Arc::new(response.finish())),
+        ("pieces", Arc::new(pieces.finish())),
+        ("weights", weights),
+    ];
+    let schema = Arc::new(Schema::new(
+        columns
+            .iter()
+            .map(|(name, a)| Field::new(*name, a.data_type().clone(), true))
+            .collect::<Vec<_>>(),
+    ));
+    let batch = RecordBatch::try_new(schema.clone(), columns.into_iter().map(|c| c.1).collect())?;
+    let props = WriterProperties::builder()
+        .set_compression(Compression::SNAPPY)
+        .build();
+    let mut bytes = Vec::new();
+    let mut writer = ArrowWriter::try_new(&mut bytes, schema, Some(props))?;
+    writer.write(&batch)?;
+    writer.close()?;
+    Ok(bytes)
 }
 
 /// One line of `--annotations`.

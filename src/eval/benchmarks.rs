@@ -12,6 +12,7 @@ use std::str::FromStr;
 use serde_json::Value;
 
 use super::normalize::strip_string;
+use super::records::{Place, RecordError, read_records};
 use super::pynum::py_float_repr;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -127,10 +128,11 @@ pub enum LoadError {
         line: usize,
         source: serde_json::Error,
     },
-    #[error("{path}:{line}: {benchmark} record lacks a usable `{field}`")]
+    #[error(transparent)]
+    Records(#[from] RecordError),
+    #[error("{place}: {benchmark} record lacks a usable `{field}`")]
     Field {
-        path: PathBuf,
-        line: usize,
+        place: Place,
         benchmark: Benchmark,
         field: &'static str,
     },
@@ -150,48 +152,40 @@ pub fn load_benchmark(dir: &Path, benchmark: Benchmark) -> Result<Vec<Problem>, 
     load_benchmark_file(&path, benchmark)
 }
 
-/// Loads one benchmark file in `benchmark`'s layout: JSONL, or for TabMWP also PromptPG's
-/// single JSON object keyed by id (a `.json` file).
+/// Loads one benchmark file in `benchmark`'s layout: JSONL or parquet (the same fields as
+/// columns), or for TabMWP also PromptPG's single JSON object keyed by id (a `.json` file).
 pub fn load_benchmark_file(path: &Path, benchmark: Benchmark) -> Result<Vec<Problem>, LoadError> {
     let path = path.to_path_buf();
     let keyed_by_id =
         benchmark == Benchmark::Tabmwp && path.extension().is_some_and(|e| e == "json");
-    let text = std::fs::read_to_string(&path).map_err(|source| LoadError::Io {
-        path: path.clone(),
-        source,
-    })?;
-    let records: Vec<(usize, Value)> = if keyed_by_id {
+    let records: Vec<(Place, Value)> = if keyed_by_id {
+        let text = std::fs::read_to_string(&path).map_err(|source| LoadError::Io {
+            path: path.clone(),
+            source,
+        })?;
         // serde_json's map sorts keys; the harness keeps the file's order, and so must we.
         let entries: InOrder = serde_json::from_str(&text).map_err(|source| LoadError::Json {
             path: path.clone(),
             line: 1,
             source,
         })?;
-        entries.0.into_iter().enumerate().collect()
+        let place = Place {
+            path: path.clone(),
+            index: 1,
+            row: false,
+        };
+        entries.0.into_iter().map(|v| (place.clone(), v)).collect()
     } else {
-        let mut out = Vec::new();
-        for (i, line) in text
-            .lines()
-            .enumerate()
-            .filter(|(_, l)| !l.trim().is_empty())
-        {
-            let v = serde_json::from_str(line).map_err(|source| LoadError::Json {
-                path: path.clone(),
-                line: i + 1,
-                source,
-            })?;
-            out.push((i + 1, v));
-        }
-        out
+        read_records(&path)?
     };
     records
         .into_iter()
         .enumerate()
-        .map(|(n, (line, r))| {
+        .map(|(n, (place, r))| {
             let question = parse_question(&r, benchmark)
-                .ok_or_else(|| field_err(&path, line, benchmark, "question"))?;
+                .ok_or_else(|| field_err(&place, benchmark, "question"))?;
             let answer = parse_gold(&r, benchmark)
-                .ok_or_else(|| field_err(&path, line, benchmark, "answer"))?;
+                .ok_or_else(|| field_err(&place, benchmark, "answer"))?;
             let idx = r
                 .get("idx")
                 .and_then(Value::as_u64)
@@ -231,10 +225,9 @@ impl<'de> serde::Deserialize<'de> for InOrder {
     }
 }
 
-fn field_err(path: &Path, line: usize, benchmark: Benchmark, field: &'static str) -> LoadError {
+fn field_err(place: &Place, benchmark: Benchmark, field: &'static str) -> LoadError {
     LoadError::Field {
-        path: path.to_path_buf(),
-        line,
+        place: place.clone(),
         benchmark,
         field,
     }

@@ -14,6 +14,7 @@ pub mod latex;
 pub mod normalize;
 pub mod pass_at;
 pub mod pynum;
+pub mod records;
 pub mod templates;
 pub mod units;
 pub mod words;

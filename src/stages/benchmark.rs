@@ -10,7 +10,7 @@ use crate::eval::benchmarks::load_benchmark_file;
 use super::StageError;
 use super::dataset::Problem;
 
-pub fn load(format: &str, path: &Path, _text: &str) -> Result<Vec<Problem>, StageError> {
+pub fn load(format: &str, path: &Path) -> Result<Vec<Problem>, StageError> {
     let benchmark = Benchmark::from_str(format)
         .map_err(|e| StageError::Input(format!("{}: {e}", path.display())))?;
     let problems =

@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::json;
 
 use super::{Output, StageCtx, StageError, StageImpl, StageOutput};
 use crate::contract::DatasetParams;
@@ -97,11 +97,9 @@ fn file(
             path.display()
         )));
     }
-    let text = std::fs::read_to_string(&path)
-        .map_err(|e| StageError::Input(format!("{}: {e}", path.display())))?;
     let mut out = match format {
-        "gsm8k" => read_gsm8k(&path, &text)?,
-        other => crate::stages::benchmark::load(other, &path, &text)?,
+        "gsm8k" => read_gsm8k(&path)?,
+        other => crate::stages::benchmark::load(other, &path)?,
     };
     if let Some(n) = limit {
         out.truncate(n as usize);
@@ -109,15 +107,14 @@ fn file(
     Ok(out)
 }
 
-/// GSM8K JSONL: `{"question", "answer"}`, the gold answer after `####`, commas removed.
-fn read_gsm8k(path: &std::path::Path, text: &str) -> Result<Vec<Problem>, StageError> {
+/// GSM8K: `{"question", "answer"}` per JSONL line or parquet row (HF's `openai/gsm8k`
+/// `main/*.parquet`), the gold answer after `####`, commas removed.
+fn read_gsm8k(path: &std::path::Path) -> Result<Vec<Problem>, StageError> {
+    let records = crate::eval::records::read_records(path)
+        .map_err(|e| StageError::Input(e.to_string()))?;
     let mut out = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let at = |m: String| StageError::Input(format!("{}:{}: {m}", path.display(), i + 1));
-        let v: Value = serde_json::from_str(line).map_err(|e| at(format!("not JSON: {e}")))?;
+    for (place, v) in records {
+        let at = |m: String| StageError::Input(format!("{place}: {m}"));
         let question = v["question"]
             .as_str()
             .ok_or_else(|| at("missing string `question`".into()))?;
