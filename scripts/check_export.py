@@ -56,7 +56,7 @@ def check_model(cft, directory, base):
     from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
     directory = pathlib.Path(directory)
-    model = AutoModelForCausalLM.from_pretrained(directory, torch_dtype="float32").eval()
+    model = AutoModelForCausalLM.from_pretrained(directory, dtype="float32").eval()
     AutoTokenizer.from_pretrained(directory)
     GenerationConfig.from_pretrained(directory)
     ours = cft_logprobs(cft, directory)
@@ -68,9 +68,14 @@ def check_model(cft, directory, base):
             return False
         from peft import PeftModel
 
-        plain = AutoModelForCausalLM.from_pretrained(base, torch_dtype="float32")
+        plain = AutoModelForCausalLM.from_pretrained(base, dtype="float32").eval()
+        before = hf_logprobs(plain)  # peft wraps `plain` in place
         adapted = PeftModel.from_pretrained(plain, adapter).eval()
         ok &= close(hf_logprobs(adapted), ours, f"peft adapter on {base} vs the merged export")
+        # ... and the adapter is not a no-op: the base model alone scores differently.
+        moved = max(abs(x - y) for x, y in zip(before, ours))
+        print(f"{'ok  ' if moved > 1e-3 else 'FAIL'} the adapter moves log-probs by up to {moved:.3f}")
+        ok &= moved > 1e-3
     return ok
 
 

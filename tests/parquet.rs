@@ -55,7 +55,10 @@ fn a_parquet_benchmark_gives_the_harness_questions_and_gold_answers() {
     let from_jsonl = load_benchmark_file(&fixture("math.jsonl"), Benchmark::Math).unwrap();
     assert_eq!(from_parquet.len(), 9);
     for (p, j) in from_parquet.iter().zip(&from_jsonl) {
-        assert_eq!((p.idx, &p.question, &p.answer), (j.idx, &j.question, &j.answer));
+        assert_eq!(
+            (p.idx, &p.question, &p.answer),
+            (j.idx, &j.question, &j.answer)
+        );
     }
     assert_eq!(from_parquet[0].answer, "\\frac{4}{3}");
     assert_eq!(from_parquet[0].idx, 100);
@@ -64,7 +67,11 @@ fn a_parquet_benchmark_gives_the_harness_questions_and_gold_answers() {
 /// A manifest reading `path` as training data and `math` as a benchmark; the `problems.jsonl`
 /// the dataset stages write, by stage label.
 fn dataset_outputs(dir: &Path, train: &Path, math: &Path) -> Vec<(String, Vec<u8>)> {
-    let name = train.file_name().unwrap().to_string_lossy().replace('.', "-");
+    let name = train
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .replace('.', "-");
     let manifest = support::write(
         dir,
         &format!("{name}.toml"),

@@ -348,7 +348,12 @@ fn reduced_quickstart_runs_end_to_end_reuses_its_cache_and_survives_kill_9() {
     // The same records as parquet: every field, weights equal as the f32s they are.
     let parquet = dir.path().join("annotations.parquet");
     output(cft(
-        &["export", "--annotations", "--out", parquet.to_str().unwrap()],
+        &[
+            "export",
+            "--annotations",
+            "--out",
+            parquet.to_str().unwrap(),
+        ],
         &manifest,
         &cache_a,
     ));
@@ -371,7 +376,11 @@ fn reduced_quickstart_runs_end_to_end_reuses_its_cache_and_survives_kill_9() {
             "response",
             "pieces",
         ] {
-            assert_eq!(row[field], line[field], "{field} of example {}", line["idx"]);
+            assert_eq!(
+                row[field], line[field],
+                "{field} of example {}",
+                line["idx"]
+            );
         }
         let (ours, theirs) = (
             row["weights"].as_object().unwrap(),
@@ -483,4 +492,43 @@ fn a_lora_checkpoint_exports_with_its_peft_adapter() {
         merged == cached,
         "the exported weights are the cached checkpoint's"
     );
+
+    // Every reading command works while a run holds the cache: here the run evaluating
+    // these checkpoints, which `cache ls` confirms is in progress.
+    let mut run = cft(&["run", "--jobs", "1"], &manifest, &cache)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(run.stderr.take().unwrap()).lines();
+    let evaluating = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .any(|l| l.starts_with('[') && l.contains("] eval "));
+    assert!(evaluating, "the run evaluated nothing");
+    let rest = std::thread::spawn(move || lines.map_while(Result::ok).count());
+    let mut ls = std::process::Command::new(env!("CARGO_BIN_EXE_cft"));
+    ls.args(["cache", "ls", "--cache"]).arg(&cache);
+    let ls = String::from_utf8_lossy(&output(ls).stdout).to_string();
+    assert!(ls.contains("a run is in progress"), "{ls}");
+    output(cft(&["plan"], &manifest, &cache));
+    output(cft(&["status"], &manifest, &cache));
+    output(cft(&["report", "--format", "md"], &manifest, &cache));
+    let during = dir.path().join("strict3-during");
+    output(cft(
+        &[
+            "export",
+            "--method",
+            "strict3",
+            "--out",
+            during.to_str().unwrap(),
+        ],
+        &manifest,
+        &cache,
+    ));
+    assert!(during.join("adapter/adapter_model.safetensors").is_file());
+    // SAFETY: kill(2) of the child this test started and has not reaped.
+    unsafe { libc::kill(run.id() as i32, libc::SIGINT) };
+    run.wait().unwrap();
+    rest.join().unwrap();
 }

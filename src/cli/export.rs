@@ -223,8 +223,11 @@ fn annotations_parquet(lines: &[Annotated], methods: &[&str]) -> anyhow::Result<
     use parquet::file::properties::WriterProperties;
 
     let mut idx = UInt64Builder::new();
-    let (mut question, mut gold, mut response) =
-        (StringBuilder::new(), StringBuilder::new(), StringBuilder::new());
+    let (mut question, mut gold, mut response) = (
+        StringBuilder::new(),
+        StringBuilder::new(),
+        StringBuilder::new(),
+    );
     let mut prompt_ids = ListBuilder::new(UInt32Builder::new());
     let mut response_ids = ListBuilder::new(UInt32Builder::new());
     let mut pieces = ListBuilder::new(StringBuilder::new());

@@ -12,8 +12,8 @@ use std::str::FromStr;
 use serde_json::Value;
 
 use super::normalize::strip_string;
-use super::records::{Place, RecordError, read_records};
 use super::pynum::py_float_repr;
+use super::records::{Place, RecordError, read_records};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Benchmark {
@@ -184,8 +184,8 @@ pub fn load_benchmark_file(path: &Path, benchmark: Benchmark) -> Result<Vec<Prob
         .map(|(n, (place, r))| {
             let question = parse_question(&r, benchmark)
                 .ok_or_else(|| field_err(&place, benchmark, "question"))?;
-            let answer = parse_gold(&r, benchmark)
-                .ok_or_else(|| field_err(&place, benchmark, "answer"))?;
+            let answer =
+                parse_gold(&r, benchmark).ok_or_else(|| field_err(&place, benchmark, "answer"))?;
             let idx = r
                 .get("idx")
                 .and_then(Value::as_u64)

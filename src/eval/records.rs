@@ -47,7 +47,8 @@ pub enum RecordError {
 
 /// Whether `path` is read as parquet (by its extension).
 pub fn is_parquet(path: &Path) -> bool {
-    path.extension().is_some_and(|e| e.eq_ignore_ascii_case("parquet"))
+    path.extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("parquet"))
 }
 
 /// Every record of a JSONL or parquet file, in file order, with where it is. Blank lines of
@@ -130,7 +131,9 @@ fn field_value(field: &Field) -> Value {
         Field::Double(v) => float(*v),
         Field::Str(s) => Value::String(s.clone()),
         Field::Group(row) => row_value(row),
-        Field::ListInternal(list) => Value::Array(list.elements().iter().map(field_value).collect()),
+        Field::ListInternal(list) => {
+            Value::Array(list.elements().iter().map(field_value).collect())
+        }
         Field::MapInternal(m) => {
             let mut map = Map::new();
             for (k, v) in m.entries() {
@@ -170,9 +173,6 @@ mod tests {
         let path = dir.path().join("train.parquet");
         std::fs::write(&path, "{\"question\": \"q\"}\n").unwrap();
         let err = read_records(&path).unwrap_err().to_string();
-        assert!(
-            err.contains("train.parquet: not a parquet file"),
-            "{err}"
-        );
+        assert!(err.contains("train.parquet: not a parquet file"), "{err}");
     }
 }

@@ -110,8 +110,8 @@ fn file(
 /// GSM8K: `{"question", "answer"}` per JSONL line or parquet row (HF's `openai/gsm8k`
 /// `main/*.parquet`), the gold answer after `####`, commas removed.
 fn read_gsm8k(path: &std::path::Path) -> Result<Vec<Problem>, StageError> {
-    let records = crate::eval::records::read_records(path)
-        .map_err(|e| StageError::Input(e.to_string()))?;
+    let records =
+        crate::eval::records::read_records(path).map_err(|e| StageError::Input(e.to_string()))?;
     let mut out = Vec::new();
     for (place, v) in records {
         let at = |m: String| StageError::Input(format!("{place}: {m}"));
