@@ -466,6 +466,17 @@ fn a_lora_checkpoint_exports_with_its_peft_adapter() {
         &manifest,
         &cache,
     ));
+    // `cft run` keeps the TensorBoard runs current as stages finish, without `cft report`.
+    let board = cache.join("reports/quickstart-lora/tensorboard");
+    let runs = tree(&board);
+    for run in ["toy/pretrain/", "toy/sft/default/", "toy/strict3/default/"] {
+        assert!(
+            runs.keys()
+                .any(|p| p.starts_with(run) && p.contains("tfevents")),
+            "{run}: {:?}",
+            runs.keys()
+        );
+    }
     let out = dir.path().join("sft");
     let said = output(cft(
         &["export", "--method", "sft", "--out", out.to_str().unwrap()],
@@ -531,4 +542,30 @@ fn a_lora_checkpoint_exports_with_its_peft_adapter() {
     unsafe { libc::kill(run.id() as i32, libc::SIGINT) };
     run.wait().unwrap();
     rest.join().unwrap();
+    // The files the run brought up to date (appending each evaluation to its cell's file) are
+    // the ones `cft report` writes from scratch.
+    let live = tree(&board);
+    output(cft(&["report", "--format", "md"], &manifest, &cache));
+    assert!(
+        live == tree(&board),
+        "the live TensorBoard files differ from the report's"
+    );
+}
+
+/// Every file under `dir`, by path relative to it.
+fn tree(dir: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                let rel = path.strip_prefix(dir).unwrap().display().to_string();
+                out.insert(rel, std::fs::read(&path).unwrap());
+            }
+        }
+    }
+    out
 }

@@ -142,7 +142,10 @@ pub fn run(cache_dir: &Path, args: RunArgs) -> anyhow::Result<ExitCode> {
         return Err(BadManifest(format!("missing inputs:\n  {}", lines.join("\n  "))).into());
     }
     let cache = Cache::open(cache_dir, &super::command_line())?;
-    let mut plan = plan::build(&exp, &cache)?;
+    // The whole plan stays, for the TensorBoard runs of a restricted run (its report stage).
+    let whole = plan::build(&exp, &cache)?;
+    let restricted;
+    let mut plan = &whole;
     if !args.only.is_empty() {
         if let Some(bad) = args
             .only
@@ -155,7 +158,8 @@ pub fn run(cache_dir: &Path, args: RunArgs) -> anyhow::Result<ExitCode> {
             ))
             .into());
         }
-        plan = plan.restricted(|s| args.only.iter().any(|k| s.kind == k.as_str()));
+        restricted = whole.restricted(|s| args.only.iter().any(|k| s.kind == k.as_str()));
+        plan = &restricted;
     }
     let status = plan::statuses(&plan, &cache, false)?;
     let pending = status
@@ -237,11 +241,18 @@ pub fn run(cache_dir: &Path, args: RunArgs) -> anyhow::Result<ExitCode> {
         }
     };
     let display = Display::new(args.quiet);
+    let curves = Curves {
+        inner: display.events(),
+        plan: &whole,
+        cache: &cache,
+        dir: cache_dir.join("reports").join(&exp.name),
+        warned: AtomicBool::new(false),
+    };
     let summary = exec::run(
         &plan,
         &cache,
         &launcher,
-        display.events(),
+        &curves,
         &stop,
         &Options {
             keep_going: args.keep_going,
@@ -251,6 +262,7 @@ pub fn run(cache_dir: &Path, args: RunArgs) -> anyhow::Result<ExitCode> {
             ..Options::default()
         },
     )?;
+    drop(curves);
     drop(display);
     let took = human(started.elapsed().as_secs_f64());
     if summary.detached > 0 {
@@ -313,6 +325,95 @@ fn print_tables(cache: Cache, plan: &plan::Plan, file: &Path) -> anyhow::Result<
         println!("\n(the full report: `cft report {}`)", file.display());
     }
     Ok(())
+}
+
+/// Keeps `<cache>/reports/<experiment>/tensorboard/` current while the run goes on: each time
+/// a pretraining, training or evaluation stage finishes, the TensorBoard runs are made again
+/// from the records (as `cft report` makes them) and each event file that changed is
+/// brought up to date. A file whose old bytes begin the new ones (a cell's evaluations come
+/// after its training steps) only gets the new records appended, so a TensorBoard already
+/// reading it sees them; any other change replaces the file. A failure to write is a warning
+/// (once): the curves are a side product, and `cft report` writes them again.
+struct Curves<'a> {
+    inner: &'a dyn exec::Events,
+    plan: &'a plan::Plan,
+    cache: &'a Cache,
+    dir: PathBuf,
+    warned: AtomicBool,
+}
+
+impl Curves<'_> {
+    fn update(&self) -> anyhow::Result<()> {
+        let read = |r: &cft::cache::Record, name: &str| {
+            cft::report::load::read_output(self.cache, r, name)
+        };
+        let runs = cft::report::load::tensorboard_from_store(self.plan, self.cache, &read)?;
+        for (name, bytes) in cft::report::tensorboard::files(&runs) {
+            update_file(&self.dir.join(name), &bytes)?;
+        }
+        Ok(())
+    }
+}
+
+/// Writes `bytes` to `path` unless it holds them already; appends when its bytes are a prefix.
+fn update_file(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+
+    use anyhow::Context;
+    let old = std::fs::read(path).unwrap_or_default();
+    if old == bytes {
+        return Ok(());
+    }
+    let context = || path.display().to_string();
+    if !old.is_empty() && bytes.starts_with(&old) {
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(path)
+            .with_context(context)?;
+        f.write_all(&bytes[old.len()..]).with_context(context)?;
+        return Ok(());
+    }
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).with_context(context)?;
+    }
+    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
+    std::fs::write(&tmp, bytes).with_context(context)?;
+    std::fs::rename(&tmp, path).with_context(context)?;
+    Ok(())
+}
+
+impl cft::stages::Progress for Curves<'_> {
+    fn stage_total(&self, key: &str, total: u64) {
+        self.inner.stage_total(key, total);
+    }
+    fn stage_progress(&self, key: &str, done: u64) {
+        self.inner.stage_progress(key, done);
+    }
+}
+
+impl exec::Events for Curves<'_> {
+    fn begin(&self, to_run: usize, cached: usize) {
+        self.inner.begin(to_run, cached);
+    }
+    fn stage_begin(&self, spec: &cft::plan::StageSpec, begin: &exec::Begin) {
+        self.inner.stage_begin(spec, begin);
+    }
+    fn stage_end(&self, spec: &cft::plan::StageSpec, end: &exec::StageEnd) {
+        self.inner.stage_end(spec, end);
+        use cft::contract::Kind;
+        let curve = matches!(spec.kind, Kind::Pretrain | Kind::Train | Kind::Eval);
+        if curve
+            && matches!(end, exec::StageEnd::Done { .. })
+            && let Err(e) = self.update()
+            && !self.warned.swap(true, Ordering::SeqCst)
+        {
+            eprintln!(
+                "warning: the TensorBoard files under {} could not be updated: {e:#} \
+                 (`cft report` writes them)",
+                self.dir.display()
+            );
+        }
+    }
 }
 
 /// A short id for this coordinator's jobs: seconds since the epoch, base 36.

@@ -2,7 +2,8 @@
 //! model and method sweep cell (`tensorboard/<model>/<method>/<cell>/`), so TensorBoard's run
 //! selector and `wandb sync --sync-tensorboard` group a model's runs and a method's cells.
 //!
-//! Written by `cft report` from records, never by the training stages while they run: a
+//! Written by `cft report` from records (and by `cft run`'s coordinator again after each
+//! pretraining, training or evaluation stage), never by the training stages while they run: a
 //! stage's outputs are keyed and deterministic, and a file written beside them on the side
 //! would depend on where and when the stage ran, be written by every worker of a shared stage
 //! and outlive a `cache gc`. The records already hold what a curve needs (the step metrics
