@@ -161,13 +161,13 @@ pub fn run(cache_dir: &Path, args: RunArgs) -> anyhow::Result<ExitCode> {
         restricted = whole.restricted(|s| args.only.iter().any(|k| s.kind == k.as_str()));
         plan = &restricted;
     }
-    let status = plan::statuses(&plan, &cache, false)?;
+    let status = plan::statuses(plan, &cache, false)?;
     let pending = status
         .values()
         .filter(|s| s.status != Status::Cached)
         .count();
     if pending == 0 {
-        print_tables(cache, &plan, &args.file)?;
+        print_tables(cache, plan, &args.file)?;
         println!(
             "nothing to do: all {} stages of `{}` are cached ({})",
             plan.len(),
@@ -185,7 +185,7 @@ pub fn run(cache_dir: &Path, args: RunArgs) -> anyhow::Result<ExitCode> {
     };
     if args.executor == Executor::Local && (!args.ignore_memory_check || args.jobs == Jobs::Auto) {
         let budget = args.memory.budget(Some(&args.devices))?;
-        let estimates = plan::resources::estimate_plan(&plan, &budget, |s| {
+        let estimates = plan::resources::estimate_plan(plan, &budget, |s| {
             status
                 .get(&s.key)
                 .is_some_and(|st| st.status != Status::Cached)
@@ -249,7 +249,7 @@ pub fn run(cache_dir: &Path, args: RunArgs) -> anyhow::Result<ExitCode> {
         warned: AtomicBool::new(false),
     };
     let summary = exec::run(
-        &plan,
+        plan,
         &cache,
         &launcher,
         &curves,
@@ -308,7 +308,7 @@ pub fn run(cache_dir: &Path, args: RunArgs) -> anyhow::Result<ExitCode> {
         );
         return Ok(ExitCode::from(1));
     }
-    print_tables(cache, &plan, &args.file)?;
+    print_tables(cache, plan, &args.file)?;
     println!(
         "done: {} stages ran, {} cached ({took})",
         summary.ran, summary.cached
@@ -416,9 +416,18 @@ impl exec::Events for Curves<'_> {
     }
 }
 
-/// A short id for this coordinator's jobs: seconds since the epoch, base 36.
+/// A short id for this coordinator's jobs: seconds since the epoch and its process id, in
+/// base 36 (two coordinators started in the same second differ; Ctrl-C cancels the jobs
+/// named after its own).
 fn run_id() -> String {
-    let mut n = cft::cache::now_secs();
+    format!(
+        "{}{}",
+        base36(cft::cache::now_secs()),
+        base36(u64::from(std::process::id()))
+    )
+}
+
+fn base36(mut n: u64) -> String {
     let mut out = Vec::new();
     while n > 0 {
         let d = (n % 36) as u8;

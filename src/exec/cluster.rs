@@ -291,7 +291,16 @@ impl Coordinator<'_, '_> {
         if l.detach {
             return Ok(());
         }
-        let ids: Vec<String> = self.units.values().filter_map(|u| u.job.clone()).collect();
+        let mut ids: Vec<String> = self.units.values().filter_map(|u| u.job.clone()).collect();
+        // And any job of this run the queue shows that no unit holds (one submitted as the
+        // interruption came): every job this coordinator submits is named after its run.
+        if let Ok(named) = slurm::client::jobs_named(&format!("cft-{}-", l.run_id)) {
+            for id in named {
+                if !ids.contains(&id) {
+                    ids.push(id);
+                }
+            }
+        }
         let within = l.profile.cancel_timeout;
         self.summary.uncancelled =
             slurm::client::cancel_until_gone(&ids, within, Duration::from_secs(3));

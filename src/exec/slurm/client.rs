@@ -160,6 +160,26 @@ fn parse_table(text: &str) -> Vec<(String, JobInfo)> {
         .collect()
 }
 
+/// The pending or running jobs of this user whose name begins with `prefix` (a run's jobs
+/// are named `cft-<run id>-...`).
+pub fn jobs_named(prefix: &str) -> Result<Vec<String>, SlurmError> {
+    let text = run(
+        "squeue",
+        &[
+            "--me".into(),
+            "--noheader".into(),
+            "--states=pending,running,suspended,requeued".into(),
+            "--format=%i|%j".into(),
+        ],
+    )?;
+    Ok(text
+        .lines()
+        .filter_map(|l| l.trim().split_once('|'))
+        .filter(|(_, name)| name.trim().starts_with(prefix))
+        .map(|(id, _)| id.trim().to_string())
+        .collect())
+}
+
 /// Cancels jobs (best effort: a job that ended meanwhile is no error worth stopping for).
 pub fn scancel(ids: &[String]) -> Result<(), SlurmError> {
     if ids.is_empty() {
