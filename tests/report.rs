@@ -167,8 +167,8 @@ fn cft_report_writes_files_next_to_the_cache_and_reads_only() {
     let events = cft::report::tfevents::decode(&std::fs::read(&event_file).unwrap()).unwrap();
     assert_eq!(
         events.len(),
-        1 + 5 + 1,
-        "file version, 5 steps, the evaluations"
+        1 + 5 + 2 + 1,
+        "file version, 5 steps, the two benchmarks' evaluations, their average"
     );
     let stale = dir.join("cache/reports/fab/tensorboard/gone/events.out.tfevents.1.cft");
     std::fs::create_dir_all(stale.parent().unwrap()).unwrap();

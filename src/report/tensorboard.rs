@@ -163,9 +163,12 @@ fn training(record: &Record, timings: bool) -> (f64, Vec<Event>) {
     (started, events)
 }
 
-/// One event at `step` with the accuracy and Pass@N (%) of each benchmark's eval record in
+/// Events at `step` with the accuracy and Pass@N (%) of each benchmark's eval record in
 /// `labels` (in the order of `params.benchmarks`), and their average when every benchmark has
-/// one (the report's Avg.); none when no benchmark has a record.
+/// one (the report's Avg.); none when no benchmark has a record. One event per benchmark, in
+/// the order of `params.benchmarks`, then the average: a benchmark evaluated after those
+/// before it only adds events after theirs, so `cft run` appends it to a file a TensorBoard
+/// is reading.
 fn evaluation(
     params: &Params,
     records: &Records<'_>,
@@ -173,14 +176,16 @@ fn evaluation(
     step: i64,
     timings: bool,
 ) -> Vec<Event> {
-    let mut scalars = Vec::new();
+    let mut events = Vec::new();
     let mut accuracies = Vec::new();
     let mut latest: f64 = 0.0;
     for (bench, label) in params.benchmarks.iter().zip(labels) {
         let Some(r) = records.get(label) else {
             continue;
         };
-        latest = latest.max(r.started_at as f64 + r.elapsed_s);
+        let ended = r.started_at as f64 + r.elapsed_s;
+        latest = latest.max(ended);
+        let mut scalars = Vec::new();
         if let Some(a) = r.metrics["accuracy"].as_f64() {
             accuracies.push(a * 100.0);
             scalars.push((format!("eval/{bench}/accuracy"), (a * 100.0) as f32));
@@ -195,18 +200,23 @@ fn evaluation(
                 scalars.push((format!("eval/{bench}/pass@{n}"), (v * 100.0) as f32));
             }
         }
+        if !scalars.is_empty() {
+            events.push(Event {
+                wall_time: if timings { ended } else { 0.0 },
+                step,
+                file_version: None,
+                scalars,
+            });
+        }
     }
-    if scalars.is_empty() {
-        return vec![];
-    }
-    if accuracies.len() == params.benchmarks.len() {
+    if !events.is_empty() && accuracies.len() == params.benchmarks.len() {
         let mean = accuracies.iter().sum::<f64>() / accuracies.len() as f64;
-        scalars.push(("eval/average/accuracy".into(), mean as f32));
+        events.push(Event {
+            wall_time: if timings { latest } else { 0.0 },
+            step,
+            file_version: None,
+            scalars: vec![("eval/average/accuracy".into(), mean as f32)],
+        });
     }
-    vec![Event {
-        wall_time: if timings { latest } else { 0.0 },
-        step,
-        file_version: None,
-        scalars,
-    }]
+    events
 }
