@@ -124,6 +124,7 @@ fn grpo_steps_raise_the_mean_reward() {
         let mut state = AdamState::default();
         let update = GrpoUpdate {
             micro_batch: 16,
+            mini_batch: 0,
             lr: 3e-3,
             max_grad_norm: 1.0,
             adam: AdamConfig::torch_adamw(),
@@ -180,4 +181,77 @@ fn grpo_steps_raise_the_mean_reward() {
     let last = (rewards[6] + rewards[7]) / 2.0;
     assert!(last > first + 0.25, "mean reward per step: {rewards:?}");
     assert_eq!(run(), rewards, "the same run again");
+}
+
+/// A step of two mini-batches takes two optimiser steps from one set of old log-probs; the
+/// state file written after it restores the same policy and Adam state, so the next step
+/// from the restored state equals the next step of the uninterrupted one.
+#[test]
+fn mini_batches_step_twice_and_the_state_file_restores_the_run() {
+    use burn::backend::{Autodiff, Flex};
+    use burn::module::AutodiffModule;
+    use cft::train::grpo::{
+        GrpoSample, GrpoSettings, GrpoUpdate, grpo_step, restore_state, save_state,
+    };
+    use cft::train::optim::{AdamConfig, AdamState};
+    use cft::train::params::named_values;
+
+    let fresh = || {
+        cft::model::load_causal_lm::<Autodiff<Flex>>(
+            &common::fixture("qwen2"),
+            &Default::default(),
+            Default::default(),
+        )
+        .unwrap()
+    };
+    let policy = fresh();
+    let reference = policy.valid();
+    let samples: Vec<GrpoSample> = (0..8u32)
+        .map(|i| GrpoSample {
+            prompt: vec![1, 17 + i, 42],
+            response: vec![5 + i, 9, 30 + 2 * i],
+            advantage: if i % 2 == 0 { 1.0 } else { -0.5 },
+        })
+        .collect();
+    let update = GrpoUpdate {
+        micro_batch: 2,
+        mini_batch: 4,
+        lr: 1e-3,
+        max_grad_norm: 1.0,
+        adam: AdamConfig::torch_adamw(),
+        max_length: 64,
+        pad_id: 0,
+    };
+    let settings = GrpoSettings::default();
+    let mut state = AdamState::default();
+    let (policy, m) =
+        grpo_step(policy, &reference, &samples, &settings, &update, &mut state).unwrap();
+    assert_eq!((m.optimiser_steps, state.step), (2, 2), "{m:?}");
+    // The first mini-batch's ratio is 1 (old = current), the second's is not.
+    assert!(m.objective.ppo_kl.abs() > 0.0, "{m:?}");
+    assert_eq!(m.response_tokens, 8 * 3);
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.safetensors");
+    save_state(&path, &policy, &state, 1, "{\"note\":1}").unwrap();
+    let (restored, mut restored_state, step, note) = restore_state(&path, fresh()).unwrap();
+    assert_eq!((step, note.as_str()), (1, "{\"note\":1}"));
+    assert_eq!(named_values(&restored), named_values(&policy));
+    assert_eq!(restored_state.step, state.step);
+
+    let (a, _) = grpo_step(policy, &reference, &samples, &settings, &update, &mut state).unwrap();
+    let (b, _) = grpo_step(
+        restored,
+        &reference,
+        &samples,
+        &settings,
+        &update,
+        &mut restored_state,
+    )
+    .unwrap();
+    assert_eq!(
+        named_values(&a),
+        named_values(&b),
+        "resumed = uninterrupted"
+    );
 }

@@ -49,6 +49,11 @@ pub fn eval_base(model: &str, bench: &str) -> String {
     format!("eval {model} base {bench}")
 }
 
+/// GRPO from `start` (a method's name, or `base`).
+pub fn grpo(model: &str, start: &str) -> String {
+    format!("grpo {model} {start}")
+}
+
 pub fn report(experiment: &str) -> String {
     format!("report {experiment}")
 }

@@ -45,11 +45,12 @@ pub enum Kind {
     Selection,
     Train,
     Eval,
+    Grpo,
     Report,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 10] = [
+    pub const ALL: [Kind; 11] = [
         Kind::Dataset,
         Kind::Pretrain,
         Kind::Greedy,
@@ -59,6 +60,7 @@ impl Kind {
         Kind::Selection,
         Kind::Train,
         Kind::Eval,
+        Kind::Grpo,
         Kind::Report,
     ];
 
@@ -74,6 +76,7 @@ impl Kind {
             Kind::Selection => "selection",
             Kind::Train => "train",
             Kind::Eval => "eval",
+            Kind::Grpo => "grpo",
             Kind::Report => "report",
         }
     }
@@ -89,6 +92,7 @@ impl Kind {
                 | Kind::TokenStats
                 | Kind::Train
                 | Kind::Eval
+                | Kind::Grpo
         )
     }
 
@@ -131,6 +135,7 @@ impl Kind {
             // stripped, as the harness strips it; a stop string that is a special token ends
             // generation as a token).
             Kind::Eval => 2,
+            Kind::Grpo => 1,
             // 2: tokens trained on are a share of the response tokens (they were a share of
             // every token of the batches, prompts included), Table 4's Avg tokens averages the
             // correct responses.

@@ -258,6 +258,53 @@ impl Params for EvalParams {
     const KIND: Kind = Kind::Eval;
 }
 
+/// `grpo` (paper §4.4, App. B.2): GRPO from a checkpoint, with greedy evaluations along the
+/// way. Its inputs, in order: the RL data's datasets (`data`), the evaluated benchmarks'
+/// datasets (`eval_benchmarks`), then the start: the base model's pretrain stage (the toy
+/// family; an HF directory is the `model_dir` binding), or the start method's train stages
+/// (one per cell in `cells`) followed by their evals (cell by cell, `select_on` in order).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrpoParams {
+    pub start: GrpoStart,
+    /// The prompt template of the RL prompts (the model's annotation template, with which it
+    /// was fine-tuned).
+    pub template: Template,
+    /// Each RL dataset's name and the benchmark whose grader gives its reward.
+    pub data: Vec<(String, String)>,
+    pub eval_benchmarks: Vec<String>,
+    /// The model's evaluation template and budget.
+    pub eval_template: Template,
+    pub eval_max_new_tokens: u64,
+    pub eval_every: u64,
+    pub adapter: Adapter,
+    pub settings: crate::manifest::RlSettings,
+}
+
+/// Where a GRPO run starts.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum GrpoStart {
+    Base(BaseModel),
+    Method(MethodStart),
+}
+
+/// A method's checkpoint: the cell `select` picks among `cells` by their accuracies on
+/// `select_on` (one cell: that one).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MethodStart {
+    pub method: String,
+    pub cells: Vec<String>,
+    /// `report.select` as written (`best-average`, `best:<bench>`, `cell:<label>`).
+    pub select: String,
+    pub select_on: Vec<String>,
+}
+
+impl Params for GrpoParams {
+    const KIND: Kind = Kind::Grpo;
+}
+
 /// `report`: the paper's tables over every model, method, sweep cell and benchmark.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

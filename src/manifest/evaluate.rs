@@ -81,35 +81,12 @@ pub(super) fn read_eval(t: Option<Reader<'_>>, seed: u64) -> Result<(Eval, Templ
                         }
                     }
                     Value::Table(table) => {
-                        let mut b = t.sub(table, &key, item.loc.clone());
-                        let name = b.require_string("name")?;
-                        check_name(&name)?;
-                        // The source keys live beside `name` in the same table.
-                        let mut rest = table.clone();
-                        rest.remove("name");
-                        let source =
-                            read_source(t.sub(&rest, &key, item.loc.clone()), seed, "test")?;
-                        let _ = b.node("path");
-                        let _ = b.node("format");
-                        let _ = b.node("synthetic");
-                        let _ = b.node("limit");
-                        b.finish()?;
-                        let source = match source {
-                            DataSource::File {
-                                input,
-                                format,
-                                limit: own,
-                            } => DataSource::File {
-                                input,
-                                format,
-                                limit: own.or(limit),
-                            },
-                            s => s,
-                        };
-                        BenchmarkSpec {
-                            name: name.value,
-                            source,
+                        let mut spec =
+                            named_source(&t, table, &key, item.loc.clone(), seed, "test")?;
+                        if let DataSource::File { limit: own, .. } = &mut spec.source {
+                            *own = own.or(limit);
                         }
+                        spec
                     }
                     other => {
                         return Err(ManifestError::invalid(
@@ -336,5 +313,33 @@ pub(super) fn read_report(
         bootstrap,
         confidence,
         timings,
+    })
+}
+
+/// A table `{ name = "...", path = "...", format = "..." }` or `{ name = "...", synthetic =
+/// {...} }`: a named data source (a benchmark, RL prompts).
+pub(super) fn named_source(
+    t: &Reader<'_>,
+    table: &super::node::Table,
+    key: &str,
+    loc: super::Loc,
+    seed: u64,
+    default_split: &str,
+) -> Result<BenchmarkSpec> {
+    let mut b = t.sub(table, key, loc.clone());
+    let name = b.require_string("name")?;
+    check_name(&name)?;
+    // The source keys live beside `name` in the same table.
+    let mut rest = table.clone();
+    rest.remove("name");
+    let source = read_source(t.sub(&rest, key, loc), seed, default_split)?;
+    let _ = b.node("path");
+    let _ = b.node("format");
+    let _ = b.node("synthetic");
+    let _ = b.node("limit");
+    b.finish()?;
+    Ok(BenchmarkSpec {
+        name: name.value,
+        source,
     })
 }

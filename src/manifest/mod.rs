@@ -14,6 +14,7 @@ mod methods;
 mod node;
 mod read;
 mod resolve;
+mod rl;
 mod types;
 
 use std::path::{Path, PathBuf};
@@ -124,6 +125,9 @@ impl Experiment {
         }
         inputs.extend(file(&self.train_data));
         inputs.extend(self.eval.benchmarks.iter().filter_map(|b| file(&b.source)));
+        if let Some(rl) = &self.rl {
+            inputs.extend(rl.data.iter().filter_map(|d| file(&d.source)));
+        }
         inputs.retain(|i| !i.path.exists());
         inputs
     }

@@ -106,6 +106,14 @@ pub fn resolve(
         }
         _ => None,
     };
+    // `[rl]` names methods, their cells, benchmarks and the training data.
+    let rl_table = r.table("rl")?;
+    let rl = match (rl_table, &eval, &train_data, methods_whole) {
+        (Some(t), Some((eval, _)), Some(train_data), true) => {
+            sink.recover(super::rl::read_rl(t, seed, &methods, eval, train_data))
+        }
+        _ => None,
+    };
     if let Some(error) = sink.take() {
         return Err(error);
     }
@@ -122,6 +130,7 @@ pub fn resolve(
                 adapter,
                 eval,
                 report,
+                rl,
             })
         }
         // Every `None` above recorded its error, so `take` returned it; this is not reached.
@@ -130,7 +139,7 @@ pub fn resolve(
 }
 
 /// The top-level keys of a manifest.
-const ROOT_KEYS: [&str; 10] = [
+const ROOT_KEYS: [&str; 11] = [
     "include",
     "experiment",
     "model",
@@ -141,6 +150,7 @@ const ROOT_KEYS: [&str; 10] = [
     "train",
     "eval",
     "report",
+    "rl",
 ];
 
 /// `[experiment]`: its name and seed.

@@ -21,6 +21,8 @@ pub struct Experiment {
     pub adapter: Adapter,
     pub eval: Eval,
     pub report: Report,
+    /// `[rl]`: GRPO runs, when the manifest has the table.
+    pub rl: Option<Rl>,
 }
 
 #[derive(Clone, Debug)]
@@ -455,4 +457,105 @@ pub enum Select {
     BestAverage,
     BestOn(String),
     Cell(String),
+}
+
+/// `[rl]`: GRPO from fine-tuned checkpoints (paper §4.4, App. B.2), one run per model and
+/// starting point.
+#[derive(Clone, Debug)]
+pub struct Rl {
+    pub starts: Vec<RlStart>,
+    /// The RL prompts (the paper: GSM8K's and MATH's training sets), each graded by its own
+    /// format's grader.
+    pub data: Vec<BenchmarkSpec>,
+    /// `[eval]` benchmarks evaluated (greedy) before the first step, every `eval_every` steps
+    /// and after the last (verl's `test_freq`).
+    pub benchmarks: Vec<String>,
+    pub eval_every: u64,
+    pub settings: RlSettings,
+    /// Save the resumable state every this many RL steps (0: not by steps) or minutes.
+    pub save_every_steps: u64,
+    pub save_every_minutes: f64,
+}
+
+/// Where one GRPO run starts: the base model or a method's checkpoint.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RlStart {
+    /// A method's name, or `base` for the model before fine-tuning.
+    pub method: String,
+    /// The sweep cell: `None` picks the cell the report shows (`[report] select`).
+    pub cell: Option<String>,
+}
+
+/// GRPO's hyper-parameters, verl's names in the comments, the paper's values as defaults.
+#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RlSettings {
+    /// Passes over the RL prompts (`trainer.total_epochs`; the paper: 15).
+    pub epochs: u64,
+    /// Stop after this many steps (`trainer.total_training_steps`); none: every epoch.
+    pub max_steps: Option<u64>,
+    /// Prompts per step (`data.train_batch_size`; the paper: 1024).
+    pub prompt_batch: u64,
+    /// Prompts per optimiser step (`actor.ppo_mini_batch_size`; verl: 256).
+    pub mini_batch: u64,
+    /// Responses per forward and backward (`ppo_micro_batch_size_per_gpu`; the paper: 16).
+    pub micro_batch: u64,
+    /// Responses per prompt (`rollout.n`; the paper: 5).
+    pub n: u64,
+    pub temperature: f64,
+    pub top_p: f64,
+    /// 0: off (verl's -1).
+    pub top_k: u64,
+    /// Prompts longer are left out (`data.filter_overlong_prompts`; the paper: 1024).
+    pub max_prompt_length: u64,
+    /// New tokens per response (`data.max_response_length`; the paper: 1024).
+    pub max_response_length: u64,
+    /// `actor.optim.lr` (the paper: 1e-6), constant (verl's default: no warmup).
+    pub learning_rate: f64,
+    /// `actor.optim.weight_decay` (0.01), AdamW with betas (0.9, 0.999).
+    pub weight_decay: f64,
+    /// `actor.grad_clip` (1.0).
+    pub grad_clip: f64,
+    pub clip_ratio_low: f64,
+    pub clip_ratio_high: f64,
+    /// The dual clip's bound for negative advantages (`clip_ratio_c`, 3.0).
+    pub clip_ratio_c: f64,
+    /// `kl_loss_coef` with `kl_loss_type = "low_var_kl"` (the paper: 0.001).
+    pub kl_coef: f64,
+    /// `entropy_coeff` (0: entropy is recorded, not optimised).
+    pub entropy_coeff: f64,
+    /// `norm_adv_by_std_in_grpo` (true; false is Dr. GRPO).
+    pub norm_adv_by_std: bool,
+    pub precision: Precision,
+    pub seed: u64,
+}
+
+impl RlSettings {
+    /// What an absent key means: the paper's App. B.2, else verl's defaults.
+    pub fn paper(seed: u64) -> Self {
+        Self {
+            epochs: 15,
+            max_steps: None,
+            prompt_batch: 1024,
+            mini_batch: 256,
+            micro_batch: 16,
+            n: 5,
+            temperature: 1.0,
+            top_p: 1.0,
+            top_k: 0,
+            max_prompt_length: 1024,
+            max_response_length: 1024,
+            learning_rate: 1e-6,
+            weight_decay: 0.01,
+            grad_clip: 1.0,
+            clip_ratio_low: 0.2,
+            clip_ratio_high: 0.2,
+            clip_ratio_c: 3.0,
+            kl_coef: 0.001,
+            entropy_coeff: 0.0,
+            norm_adv_by_std: true,
+            precision: Precision::Bf16,
+            seed,
+        }
+    }
 }

@@ -10,11 +10,12 @@ use serde_json::{Value, json};
 use crate::cache::Store;
 use crate::contract::{
     BaseModel, CheckpointModel, CriticalityParams, DatasetParams, EvalModel, EvalParams,
-    GreedyParams, Kind, ModelParam, Params, PretrainParams, ReportMethod, ReportParams,
-    RolloutParams, SelectionParams, TokenStatsParams, TrainObjective, TrainStageParams, label,
+    GreedyParams, GrpoParams, GrpoStart, Kind, MethodStart, ModelParam, Params, PretrainParams,
+    ReportMethod, ReportParams, RolloutParams, SelectionParams, TokenStatsParams, TrainObjective,
+    TrainStageParams, label,
 };
 use crate::manifest::{
-    DataSource, Experiment, InputPath, MethodKind, ModelSource, ModelSpec, Rule,
+    DataSource, Experiment, InputPath, MethodKind, ModelSource, ModelSpec, Rule, Select,
 };
 
 use super::{MissingInput, Plan, PlanError, StageSpec};
@@ -23,6 +24,13 @@ struct Builder<'a> {
     exp: &'a Experiment,
     store: &'a dyn Store,
     plan: Plan,
+}
+
+/// One source of RL prompts: its name, the benchmark that grades it, its dataset stage.
+struct RlData {
+    name: String,
+    benchmark: String,
+    key: String,
 }
 
 /// How a model enters the stages that use it.
@@ -47,9 +55,24 @@ pub fn build(exp: &Experiment, store: &dyn Store) -> Result<Plan, PlanError> {
         .iter()
         .map(|bench| Ok((bench.name.clone(), b.dataset(&bench.name, &bench.source)?)))
         .collect::<Result<_, PlanError>>()?;
+    // The RL prompts: `train` is the training data's stage; others are datasets of their own.
+    let mut rl_data: Vec<RlData> = Vec::new();
+    if let Some(rl) = &exp.rl {
+        for d in &rl.data {
+            let key = match d.name == "train" {
+                true => train_data.clone(),
+                false => b.dataset(&format!("rl-{}", d.name), &d.source)?,
+            };
+            rl_data.push(RlData {
+                name: d.name.clone(),
+                benchmark: d.source.benchmark().to_string(),
+                key,
+            });
+        }
+    }
     let mut report_inputs = Vec::new();
     for model in &exp.models {
-        report_inputs.extend(b.model_stages(model, &train_data, &benchmarks)?);
+        report_inputs.extend(b.model_stages(model, &train_data, &benchmarks, &rl_data)?);
     }
     let params = ReportParams {
         experiment: exp.name.clone(),
@@ -187,6 +210,7 @@ impl Builder<'_> {
         model: &ModelSpec,
         train_data: &str,
         benchmarks: &[(String, String)],
+        rl_data: &[RlData],
     ) -> Result<Vec<String>, PlanError> {
         let exp = self.exp;
         let name = &model.name;
@@ -386,6 +410,9 @@ impl Builder<'_> {
             ));
         }
         let mut seen = BTreeSet::new();
+        // (method, cell, benchmark) → its eval stage
+        let mut evals: std::collections::HashMap<(String, String, String), String> =
+            Default::default();
         for (subject, inputs, model_param) in subjects {
             for (bench, data) in benchmarks {
                 let sampling = eval
@@ -410,9 +437,113 @@ impl Builder<'_> {
                     all,
                     m.binding.clone(),
                 )?;
+                if let Some((method, cell)) = &subject {
+                    evals.insert((method.clone(), cell.clone(), bench.clone()), key.clone());
+                }
                 if seen.insert(key.clone()) {
                     report_inputs.push(key);
                 }
+            }
+        }
+
+        // GRPO from each starting point (paper §4.4).
+        if let Some(rl) = &exp.rl {
+            let data_keys: Vec<String> = rl_data.iter().map(|d| d.key.clone()).collect();
+            let bench_keys: Vec<String> = rl
+                .benchmarks
+                .iter()
+                .filter_map(|name| benchmarks.iter().find(|(n, _)| n == name))
+                .map(|(_, key)| key.clone())
+                .collect();
+            for start in &rl.starts {
+                let mut inputs: Vec<String> =
+                    data_keys.iter().chain(&bench_keys).cloned().collect();
+                let start_param = match exp.method(&start.method) {
+                    None => {
+                        inputs.extend(m.inputs.iter().cloned());
+                        GrpoStart::Base(BaseModel {
+                            base: m.param.clone(),
+                        })
+                    }
+                    Some(method) => {
+                        let select = &exp.report.select;
+                        // A named cell, the method's only cell, or the report's rule: then
+                        // every cell is an input, with the evals the rule reads.
+                        let cells: Vec<String> = match (&start.cell, select) {
+                            (Some(c), _) => vec![c.clone()],
+                            (None, _) if method.cells.len() == 1 => {
+                                vec![method.cells[0].label.clone()]
+                            }
+                            (None, Select::Cell(c))
+                                if method.cells.iter().any(|x| &x.label == c) =>
+                            {
+                                vec![c.clone()]
+                            }
+                            _ => method.cells.iter().map(|c| c.label.clone()).collect(),
+                        };
+                        let select_on: Vec<String> = match cells.len() {
+                            1 => Vec::new(),
+                            _ => match select {
+                                Select::BestOn(b) => vec![b.clone()],
+                                _ => benchmarks.iter().map(|(n, _)| n.clone()).collect(),
+                            },
+                        };
+                        for cell in &cells {
+                            if let Some((_, _, key)) = checkpoints
+                                .iter()
+                                .find(|(me, c, _)| me == &method.name && c == cell)
+                            {
+                                inputs.push(key.clone());
+                            }
+                        }
+                        for cell in &cells {
+                            for bench in &select_on {
+                                let at = (method.name.clone(), cell.clone(), bench.clone());
+                                let key = evals.get(&at).ok_or_else(|| {
+                                    PlanError::Invalid(format!(
+                                        "rl: no evaluation of {} {cell} on {bench} to choose its cell by",
+                                        method.name
+                                    ))
+                                })?;
+                                inputs.push(key.clone());
+                            }
+                        }
+                        GrpoStart::Method(MethodStart {
+                            method: method.name.clone(),
+                            cells,
+                            select: match select {
+                                Select::BestAverage => "best-average".into(),
+                                Select::BestOn(b) => format!("best:{b}"),
+                                Select::Cell(c) => format!("cell:{c}"),
+                            },
+                            select_on,
+                        })
+                    }
+                };
+                let params = GrpoParams {
+                    start: start_param,
+                    template: model.templates.annotate,
+                    data: rl_data
+                        .iter()
+                        .map(|d| (d.name.clone(), d.benchmark.clone()))
+                        .collect(),
+                    eval_benchmarks: rl.benchmarks.clone(),
+                    eval_template: model.templates.eval,
+                    eval_max_new_tokens: eval.max_new_tokens,
+                    eval_every: rl.eval_every,
+                    adapter: exp.adapter.clone(),
+                    settings: rl.settings.clone(),
+                };
+                let bindings = with_bindings(
+                    &m.binding,
+                    json!({
+                        "save_every_steps": rl.save_every_steps,
+                        "save_every_minutes": rl.save_every_minutes,
+                    }),
+                );
+                let key =
+                    self.add_typed(label::grpo(name, &start.method), &params, inputs, bindings)?;
+                report_inputs.push(key);
             }
         }
         Ok(report_inputs)

@@ -313,3 +313,74 @@ pub fn pass_at(
     }
     out
 }
+
+/// Figure 3: each model's GRPO runs from `base` and from each method, as their records say.
+pub fn rl(params: &Params, records: &Records<'_>) -> Vec<super::RlRun> {
+    let mut out = Vec::new();
+    let starts: Vec<(&str, &str)> = std::iter::once(("base", "base"))
+        .chain(
+            params
+                .methods
+                .iter()
+                .map(|m| (m.name.as_str(), m.label.as_str())),
+        )
+        .collect();
+    for model in &params.models {
+        for &(start, start_label) in &starts {
+            let Some(m) = records.metrics(&label::grpo(model, start)) else {
+                continue;
+            };
+            let steps = m["steps"].as_array().cloned().unwrap_or_default();
+            let series = |key: &str| -> Vec<(f64, f64)> {
+                steps
+                    .iter()
+                    .filter_map(|s| Some((s["step"].as_f64()?, s[key].as_f64()?)))
+                    .collect()
+            };
+            let evals = m["evals"].as_array().cloned().unwrap_or_default();
+            let mut benchmarks: Vec<String> = Vec::new();
+            for e in &evals {
+                if let Some(acc) = e["accuracy"].as_object() {
+                    for b in acc.keys() {
+                        if !benchmarks.contains(b) {
+                            benchmarks.push(b.clone());
+                        }
+                    }
+                }
+            }
+            // The manifest's order of benchmarks, then any other.
+            benchmarks.sort_by_key(|b| {
+                params
+                    .benchmarks
+                    .iter()
+                    .position(|x| x == b)
+                    .unwrap_or(usize::MAX)
+            });
+            let accuracy = benchmarks
+                .iter()
+                .map(|b| {
+                    evals
+                        .iter()
+                        .filter_map(|e| {
+                            Some((e["step"].as_f64()?, e["accuracy"][b].as_f64()? * 100.0))
+                        })
+                        .collect()
+                })
+                .collect();
+            out.push(super::RlRun {
+                model: model.clone(),
+                start: start.to_string(),
+                label: start_label.to_string(),
+                cell: m["cell"].as_str().map(str::to_string),
+                steps: steps.last().and_then(|s| s["step"].as_u64()).unwrap_or(0),
+                entropy: series("entropy"),
+                reward: series("reward"),
+                benchmarks,
+                accuracy,
+                reward_first: m["reward_first"].as_f64(),
+                reward_last: m["reward_last"].as_f64(),
+            });
+        }
+    }
+    out
+}

@@ -48,6 +48,7 @@ pub fn build(params: &Params, records: &Records<'_>) -> Report {
         categories: analysis::categories(params, records),
         training,
         pass_at: analysis::pass_at(params, records, &chosen),
+        rl: analysis::rl(params, records),
         cpu_dependent: records.cpu_dependent_kernels(),
     }
 }

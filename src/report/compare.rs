@@ -97,6 +97,15 @@ pub fn merge(reports: &[Report]) -> Report {
                 })
             })
             .collect(),
+        rl: reports
+            .iter()
+            .flat_map(|r| {
+                r.rl.iter().cloned().map(|mut x| {
+                    x.label = tag(r, &x.label);
+                    x
+                })
+            })
+            .collect(),
         categories: reports
             .iter()
             .flat_map(|r| {

@@ -72,6 +72,9 @@ pub struct Report {
     pub training: Vec<TrainingRow>,
     /// Figure 2.
     pub pass_at: Vec<PassCurve>,
+    /// Figure 3: the GRPO runs (`[rl]`), in the manifest's order of models and starts.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub rl: Vec<RlRun>,
     /// How many of the records read ran with each kernel set other than the default one
     /// (`Record::kernels`), whose bytes depend on the CPU.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -158,6 +161,27 @@ pub struct TrainingRow {
     pub seconds: Option<f64>,
     /// `(step, loss)`.
     pub curve: Vec<(f64, f64)>,
+}
+
+/// Figure 3: one GRPO run, one model from one starting point.
+#[derive(Clone, Debug, Serialize)]
+pub struct RlRun {
+    pub model: String,
+    /// The starting method's name (`base`: the model before fine-tuning).
+    pub start: String,
+    /// Its label (`base` for the base model).
+    pub label: String,
+    pub cell: Option<String>,
+    pub steps: u64,
+    /// `(step, value)`: the policy's entropy over the generated tokens, the mean reward.
+    pub entropy: Vec<(f64, f64)>,
+    pub reward: Vec<(f64, f64)>,
+    /// Per evaluated benchmark (`benchmarks` order): `(step, accuracy %)`.
+    pub benchmarks: Vec<String>,
+    pub accuracy: Vec<Vec<(f64, f64)>>,
+    /// The mean reward of the first and of the last fifth of the steps.
+    pub reward_first: Option<f64>,
+    pub reward_last: Option<f64>,
 }
 
 /// Pass@N for N = 1..n of one model (method cell or base) on one benchmark.

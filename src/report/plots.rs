@@ -94,6 +94,74 @@ pub fn plots(report: &Report) -> Result<Vec<Plot>, ReportError> {
         })?;
         out.push(Plot { name, title, svg });
     }
+    // Figure 3: per model, entropy and mean reward against step, and accuracy on each
+    // evaluated benchmark; one line per starting point.
+    let mut models: Vec<&str> = Vec::new();
+    for run in &report.rl {
+        if !models.contains(&run.model.as_str()) {
+            models.push(&run.model);
+        }
+    }
+    for model in models {
+        let runs: Vec<&super::RlRun> = report.rl.iter().filter(|r| r.model == model).collect();
+        let is_base = |l: &str| l == baseline || l.ends_with(&format!(": {baseline}"));
+        for (what, axis, pick) in [
+            (
+                "entropy",
+                "entropy (nats)",
+                (|r: &super::RlRun| r.entropy.clone()) as fn(&super::RlRun) -> Vec<(f64, f64)>,
+            ),
+            ("reward", "mean reward", |r: &super::RlRun| r.reward.clone()),
+        ] {
+            let series: Vec<(String, Vec<(f64, f64)>)> = runs
+                .iter()
+                .map(|r| (r.label.clone(), pick(r)))
+                .filter(|(_, pts)| !pts.is_empty())
+                .collect();
+            if series.is_empty() {
+                continue;
+            }
+            let title = format!("GRPO {what}: {model}");
+            let name = slug(&format!("rl-{what}-{model}"));
+            let svg = line_chart(
+                &name,
+                &title,
+                ("RL step", axis),
+                &series,
+                what == "reward",
+                &is_base,
+            )?;
+            out.push(Plot { name, title, svg });
+        }
+        let mut benches: Vec<&String> = Vec::new();
+        for r in &runs {
+            for b in &r.benchmarks {
+                if !benches.contains(&b) {
+                    benches.push(b);
+                }
+            }
+        }
+        for bench in benches {
+            let series: Vec<(String, Vec<(f64, f64)>)> = runs
+                .iter()
+                .filter_map(|r| {
+                    let i = r.benchmarks.iter().position(|b| b == bench)?;
+                    Some((r.label.clone(), r.accuracy.get(i)?.clone()))
+                })
+                .collect();
+            let title = format!("GRPO accuracy on {}: {model}", bench_title(bench));
+            let name = slug(&format!("rl-accuracy-{model}-{bench}"));
+            let svg = line_chart(
+                &name,
+                &title,
+                ("RL step", "accuracy (%)"),
+                &series,
+                true,
+                &is_base,
+            )?;
+            out.push(Plot { name, title, svg });
+        }
+    }
     // Figure 5: one plot per model and CFT rule.
     for c in &report.categories {
         let title = format!("Token categories: {} {}", c.model, c.method);

@@ -61,7 +61,64 @@ pub fn sections(r: &Report) -> Vec<Section> {
         token_stats(r),
         categories(r),
         training(r),
+        rl(r),
     ]
+}
+
+/// Figure 3 as numbers: each GRPO run's rewards, entropy and accuracies before and after.
+fn rl(r: &Report) -> Section {
+    let mut benchmarks: Vec<&String> = Vec::new();
+    for run in &r.rl {
+        for b in &run.benchmarks {
+            if !benchmarks.contains(&b) {
+                benchmarks.push(b);
+            }
+        }
+    }
+    let mut header = strings(&[
+        "Model",
+        "Start",
+        "Cell",
+        "Steps",
+        "Reward (first 20%)",
+        "Reward (last 20%)",
+        "Entropy (first)",
+        "Entropy (last)",
+    ]);
+    for b in &benchmarks {
+        header.push(format!("{} at 0", bench_title(b)));
+        header.push(format!("{} final", bench_title(b)));
+    }
+    let rows =
+        r.rl.iter()
+            .map(|run| {
+                let mut cells = vec![
+                    run.model.clone(),
+                    run.label.clone(),
+                    run.cell.clone().unwrap_or_else(|| "—".into()),
+                    run.steps.to_string(),
+                    fmt_opt(run.reward_first.map(|x| x * 100.0), 1),
+                    fmt_opt(run.reward_last.map(|x| x * 100.0), 1),
+                    fmt_opt(run.entropy.first().map(|p| p.1), 3),
+                    fmt_opt(run.entropy.last().map(|p| p.1), 3),
+                ];
+                for b in &benchmarks {
+                    let curve = run
+                        .benchmarks
+                        .iter()
+                        .position(|x| x == *b)
+                        .and_then(|i| run.accuracy.get(i));
+                    cells.push(fmt_opt(curve.and_then(|c| c.first()).map(|p| p.1), 1));
+                    cells.push(fmt_opt(curve.and_then(|c| c.last()).map(|p| p.1), 1));
+                }
+                cells
+            })
+            .collect();
+    Section {
+        title: "Reinforcement learning (Figure 3)".into(),
+        note: "GRPO from each starting checkpoint: the mean reward (% of responses graded correct) over the first and the last fifth of the steps, the policy's entropy (nats, over the generated tokens) at the first and the last step, and greedy accuracy (%) before the first step and after the last.".into(),
+        tables: vec![table(header, rows, 3)],
+    }
 }
 
 /// Tables 1, 2 and 6: each method's chosen cell per benchmark, with Δ against the baseline.

@@ -51,11 +51,11 @@ impl Item for SavedBatch {
 }
 
 /// Everything a batch needs, resolved once from the params.
-struct Setup {
-    benchmark: Benchmark,
-    template: crate::manifest::Template,
-    max_new_tokens: usize,
-    sampling: Option<Sampling>,
+pub(crate) struct Setup {
+    pub benchmark: Benchmark,
+    pub template: crate::manifest::Template,
+    pub max_new_tokens: usize,
+    pub sampling: Option<Sampling>,
 }
 
 /// The grader's benchmark for a benchmark name; a manifest-defined dataset (the toy family's
@@ -209,7 +209,7 @@ fn sample_seed(seed: u64, idx: u64, i: u64) -> u64 {
 
 /// Greedy (and sampled) responses of some questions, graded: one `generate` call on `engine`
 /// (which decodes on `lm`), then one pass over each greedy response for its entropy.
-fn run_batch<B: Backend>(
+pub(crate) fn run_batch<B: Backend>(
     lm: &crate::model::CausalLm<B>,
     engine: &Engine<'_, B>,
     ending: &Ending<'_>,

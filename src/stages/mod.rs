@@ -9,6 +9,7 @@ pub mod dataset;
 mod device;
 pub mod eval;
 pub mod greedy;
+pub mod grpo;
 pub mod pretrain;
 pub mod prompt;
 pub mod report;
@@ -35,5 +36,6 @@ pub fn registry() -> Registry {
     r.register(Kind::TokenStats, token_stats::TokenStats);
     r.register(Kind::Train, train::Train);
     r.register(Kind::Pretrain, pretrain::Pretrain);
+    r.register(Kind::Grpo, grpo::Grpo);
     r
 }

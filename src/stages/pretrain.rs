@@ -117,7 +117,7 @@ fn pretrain_on<B: Backend>(
         .with_lanes(super::device::cpu_lanes(ctx));
     let mut metrics = run_loop(ctx, &mut trainer)?;
     metrics["vocab_size"] = vocab.into();
-    let outputs = model_outputs(ctx, &base, &trainer, StoreDtype::F32)?;
+    let outputs = model_outputs(ctx, &base, &trainer.model, StoreDtype::F32)?;
     std::fs::remove_dir_all(&base).map_err(fail)?;
     Ok(StageOutput { outputs, metrics })
 }

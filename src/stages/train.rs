@@ -178,7 +178,7 @@ fn train_on<B: Backend>(
         DType::BF16 => StoreDtype::Bf16,
         _ => StoreDtype::F32,
     };
-    let mut outputs = model_outputs(ctx, &base, &trainer, store)?;
+    let mut outputs = model_outputs(ctx, &base, &trainer.model, store)?;
     if let Some(spec) = &lora {
         let dir = ctx.temp_path();
         let names = lora::write_peft(&dir, &named_values(&trainer.model), spec).map_err(fail)?;
@@ -279,7 +279,7 @@ fn end_of_sequence<B: Backend>(lm: &LanguageModel<B>) -> Result<EndOfSequence, S
 /// The manifest's `precision`: the dtype the weights train in, on every device. The CPU
 /// backend computes half precision by way of f32 (slowly), with the same rounding of weights
 /// and activations as a GPU. Softmax, norms, the loss and the optimiser run in f32 either way.
-fn training_dtype(precision: Precision) -> DType {
+pub(crate) fn training_dtype(precision: Precision) -> DType {
     match precision {
         Precision::F32 => DType::F32,
         Precision::Bf16 => DType::BF16,
@@ -309,7 +309,7 @@ impl Cadence {
         }
     }
 
-    fn due(&self, steps: u64, elapsed: std::time::Duration) -> bool {
+    pub fn due(&self, steps: u64, elapsed: std::time::Duration) -> bool {
         (self.steps > 0 && steps >= self.steps)
             || (self.minutes > 0.0 && elapsed.as_secs_f64() >= self.minutes * 60.0)
     }
@@ -373,7 +373,7 @@ pub(crate) fn run_loop<B: AutodiffBackend>(
 
 /// Removes the state files the item no longer names (best effort: one left behind is
 /// removed with the work folder).
-fn remove_other_states(dir: &Path, keep: &str) {
+pub(crate) fn remove_other_states(dir: &Path, keep: &str) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
@@ -411,20 +411,20 @@ pub(crate) fn summarise(log: &[StepMetrics], seconds: f64) -> Value {
 
 /// Writes the trained model as `model/<file>` outputs, one blob per file; LoRA adapters
 /// are merged into their weights.
-pub(crate) fn model_outputs<B: AutodiffBackend>(
+pub(crate) fn model_outputs<B: Backend>(
     ctx: &StageCtx<'_>,
     base: &Path,
-    trainer: &Trainer<B>,
+    model: &crate::model::CausalLm<B>,
     store: StoreDtype,
 ) -> Result<Vec<(String, Output)>, StageError> {
     let dir = ctx.temp_path();
-    let tensors = lora::merged_values(&trainer.model);
+    let tensors = lora::merged_values(model);
     let names = write_model_dir(&dir, base, &tensors, store).map_err(fail)?;
     move_outputs(ctx, &dir, names, "model")
 }
 
 /// Moves each file of `dir` to its own temporary blob path, as output `<prefix>/<name>`.
-fn move_outputs(
+pub(crate) fn move_outputs(
     ctx: &StageCtx<'_>,
     dir: &Path,
     names: Vec<String>,

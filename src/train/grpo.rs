@@ -254,6 +254,8 @@ pub struct GrpoSample {
 pub struct GrpoUpdate {
     /// Responses per forward and backward (`ppo_micro_batch_size_per_gpu`; the paper: 16).
     pub micro_batch: usize,
+    /// Responses per optimiser step (`ppo_mini_batch_size` × n); 0: the whole batch.
+    pub mini_batch: usize,
     pub lr: f64,
     /// `grad_clip` (verl: 1.0); 0 disables.
     pub max_grad_norm: f64,
@@ -263,20 +265,76 @@ pub struct GrpoUpdate {
     pub pad_id: u32,
 }
 
-/// A GRPO step's records: the objective's metrics averaged over its micro-batches, and the
-/// gradient norm before clipping.
+/// A GRPO step's records: the objective's metrics averaged over its micro-batches, the
+/// gradient norm before clipping (averaged over its optimiser steps), the response tokens.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct GrpoStepMetrics {
     pub objective: GrpoMetrics,
     pub grad_norm: f64,
     pub response_tokens: usize,
+    pub optimiser_steps: usize,
 }
 
-/// One optimiser step on a batch of samples, as verl's actor takes it with one mini-batch per
-/// batch and one PPO epoch: the old policy's log-probs (`compute_log_prob`, before the
-/// update, without a graph) and the reference policy's, then per micro-batch the loss of
-/// [`grpo_loss`] scaled by 1 / micro-batches, its gradients summed, the global norm clipped
-/// (`clip_grad_norm_`) and one AdamW step. Returns the updated policy.
+/// The training sequences of `samples`, cut to `max_length`.
+fn examples(
+    samples: &[GrpoSample],
+    max_length: usize,
+) -> Result<Vec<super::data::Example>, super::TrainError> {
+    samples
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            super::data::Example::new(i as u64, &s.prompt, &s.response, None, None, max_length)
+        })
+        .collect()
+}
+
+/// `log π(y_t)` of `lm` at every position of each sample's sequence (`[prompt, response]`
+/// cut as the update cuts it; position `p` predicts token `p + 1`), without a graph, in
+/// micro-batches of `update.micro_batch` (verl's `compute_log_prob`: the old policy's before
+/// an update, the reference policy's).
+pub fn sample_log_probs<B: Backend>(
+    lm: &crate::model::CausalLm<B>,
+    samples: &[GrpoSample],
+    update: &GrpoUpdate,
+    temperature: f32,
+) -> Result<Vec<Vec<f32>>, super::TrainError> {
+    use super::data::Batch;
+    let device = lm.model.embed_tokens.weight.device();
+    let examples = examples(samples, update.max_length)?;
+    let mut out = Vec::with_capacity(samples.len());
+    for chunk in examples.chunks(update.micro_batch.max(1)) {
+        let refs: Vec<&super::data::Example> = chunk.iter().collect();
+        let batch = Batch::<B>::new(&refs, update.pad_id, &device);
+        let [_, t] = batch.targets.dims();
+        let logits = lm.forward(batch.inputs, batch.valid);
+        let (lp, _) = log_probs_and_entropy(logits, batch.targets, temperature);
+        let values: Vec<f32> = lp.into_data().iter::<f32>().collect();
+        for (row, e) in chunk.iter().enumerate() {
+            let n = e.ids.len().saturating_sub(1);
+            out.push(values[row * t..row * t + n].to_vec());
+        }
+    }
+    Ok(out)
+}
+
+/// Per-position values of a micro-batch's rows (`values[i]` of row `i`), padded to `[b, t]`.
+fn rows_tensor<B: Backend>(values: &[&Vec<f32>], t: usize, device: &B::Device) -> Tensor<B, 2> {
+    let b = values.len();
+    let mut flat = vec![0.0f32; b * t];
+    for (row, v) in values.iter().enumerate() {
+        let n = v.len().min(t);
+        flat[row * t..row * t + n].copy_from_slice(&v[..n]);
+    }
+    Tensor::from_data(TensorData::new(flat, [b, t]), device)
+}
+
+/// One RL step on a batch of samples, as verl's actor takes it with one PPO epoch: the old
+/// policy's log-probs (`compute_log_prob`, before any update) and the reference policy's,
+/// once for the batch; then per mini-batch of `update.mini_batch` responses, per micro-batch
+/// the loss of [`grpo_loss`] scaled by 1 / micro-batches of the mini-batch, its gradients
+/// summed, the global norm clipped (`clip_grad_norm_`) and one AdamW step. Returns the
+/// updated policy and the step's records.
 pub fn grpo_step<B: burn::tensor::backend::AutodiffBackend>(
     policy: crate::model::CausalLm<B>,
     reference: &crate::model::CausalLm<B::InnerBackend>,
@@ -285,49 +343,91 @@ pub fn grpo_step<B: burn::tensor::backend::AutodiffBackend>(
     update: &GrpoUpdate,
     state: &mut super::optim::AdamState<B::InnerBackend>,
 ) -> Result<(crate::model::CausalLm<B>, GrpoStepMetrics), super::TrainError> {
-    use super::data::{Batch, Example};
     if samples.is_empty() {
         return Err(super::TrainError::Empty);
     }
+    let old = sample_log_probs(&policy.valid(), samples, update, settings.temperature)?;
+    let reference = sample_log_probs(reference, samples, update, settings.temperature)?;
+    let mini = match update.mini_batch {
+        0 => samples.len(),
+        m => m,
+    };
+    let mut policy = policy;
+    let mut total = GrpoStepMetrics::default();
+    let mut micro_batches = 0usize;
+    for (i, chunk) in samples.chunks(mini).enumerate() {
+        let at = i * mini;
+        let (next, m, micros) = mini_batch_step(
+            policy,
+            chunk,
+            &old[at..at + chunk.len()],
+            &reference[at..at + chunk.len()],
+            settings,
+            update,
+            state,
+        )?;
+        policy = next;
+        let o = &mut total.objective;
+        let w = micros as f32;
+        o.pg_loss += m.objective.pg_loss * w;
+        o.clip_fraction += m.objective.clip_fraction * w;
+        o.clip_fraction_lower += m.objective.clip_fraction_lower * w;
+        o.ppo_kl += m.objective.ppo_kl * w;
+        o.kl += m.objective.kl * w;
+        o.entropy += m.objective.entropy * w;
+        o.loss += m.objective.loss * w;
+        total.grad_norm += m.grad_norm;
+        total.response_tokens += m.response_tokens;
+        total.optimiser_steps += 1;
+        micro_batches += micros;
+    }
+    let w = micro_batches.max(1) as f32;
+    let o = &mut total.objective;
+    for v in [
+        &mut o.pg_loss,
+        &mut o.clip_fraction,
+        &mut o.clip_fraction_lower,
+        &mut o.ppo_kl,
+        &mut o.kl,
+        &mut o.entropy,
+        &mut o.loss,
+    ] {
+        *v /= w;
+    }
+    total.grad_norm /= total.optimiser_steps.max(1) as f64;
+    Ok((policy, total))
+}
+
+/// One optimiser step on one mini-batch, with the old and reference log-probs of its
+/// samples; returns the policy, the records (means over its micro-batches) and how many
+/// micro-batches it took.
+fn mini_batch_step<B: burn::tensor::backend::AutodiffBackend>(
+    policy: crate::model::CausalLm<B>,
+    samples: &[GrpoSample],
+    old: &[Vec<f32>],
+    reference: &[Vec<f32>],
+    settings: &GrpoSettings,
+    update: &GrpoUpdate,
+    state: &mut super::optim::AdamState<B::InnerBackend>,
+) -> Result<(crate::model::CausalLm<B>, GrpoStepMetrics, usize), super::TrainError> {
+    use super::data::{Batch, Example};
     let device = policy.model.embed_tokens.weight.device();
-    let inner_device = reference.model.embed_tokens.weight.device();
-    let examples: Vec<Example> = samples
-        .iter()
-        .enumerate()
-        .map(|(i, s)| {
-            Example::new(
-                i as u64,
-                &s.prompt,
-                &s.response,
-                None,
-                None,
-                update.max_length,
-            )
-        })
-        .collect::<Result<_, _>>()?;
-    let chunks: Vec<&[Example]> = examples.chunks(update.micro_batch.max(1)).collect();
+    let examples = examples(samples, update.max_length)?;
+    let micro = update.micro_batch.max(1);
+    let chunks: Vec<&[Example]> = examples.chunks(micro).collect();
     let scale = 1.0 / chunks.len() as f32;
-    let current = policy.valid();
     let mut grads = std::collections::BTreeMap::new();
     let mut sums = GrpoMetrics::default();
     let mut response_tokens = 0;
     for (c, chunk) in chunks.iter().enumerate() {
         let refs: Vec<&Example> = chunk.iter().collect();
         let batch = Batch::<B>::new(&refs, update.pad_id, &device);
-        // Old and reference log-probs, without a graph, on the same batch (the reference's
-        // on its own device, then back: a no-op where the two share one).
-        let detached = |lm: &crate::model::CausalLm<B::InnerBackend>, at: &_| {
-            let inputs = batch.inputs.clone().inner().to_device(at);
-            let valid = batch.valid.clone().inner().to_device(at);
-            let targets = batch.targets.clone().inner().to_device(at);
-            let logits = lm.forward(inputs, valid);
-            log_probs_and_entropy(logits, targets, settings.temperature).0
-        };
-        let old = Tensor::<B, 2>::from_inner(detached(&current, &device));
-        let reference_lp =
-            Tensor::<B, 2>::from_inner(detached(reference, &inner_device).to_device(&device));
         let [b, t] = batch.targets.dims();
-        let offset = c * update.micro_batch.max(1);
+        let offset = c * micro;
+        let old_rows: Vec<&Vec<f32>> = old[offset..offset + b].iter().collect();
+        let reference_rows: Vec<&Vec<f32>> = reference[offset..offset + b].iter().collect();
+        let old_lp = rows_tensor::<B>(&old_rows, t, &device);
+        let reference_lp = rows_tensor::<B>(&reference_rows, t, &device);
         let advantages: Vec<f32> = (0..b)
             .flat_map(|row| std::iter::repeat_n(samples[offset + row].advantage, t))
             .collect();
@@ -344,7 +444,7 @@ pub fn grpo_step<B: burn::tensor::backend::AutodiffBackend>(
         let inputs = GrpoInputs {
             log_probs,
             entropy,
-            old_log_probs: old,
+            old_log_probs: old_lp,
             ref_log_probs: reference_lp,
             advantages,
             mask,
@@ -372,9 +472,114 @@ pub fn grpo_step<B: burn::tensor::backend::AutodiffBackend>(
             objective: sums,
             grad_norm,
             response_tokens,
+            optimiser_steps: 1,
         },
+        chunks.len(),
     ))
 }
+
+/// Writes a GRPO run's resumable state to the safetensors file `path` ([`super::state`]):
+/// the policy's trainable weights in their dtype and, in f32, Adam's moments and master
+/// copies; `note` (the run's records) and the step in the metadata. Returns the file's size.
+pub fn save_state<B: burn::tensor::backend::AutodiffBackend>(
+    path: &std::path::Path,
+    policy: &crate::model::CausalLm<B>,
+    state: &super::optim::AdamState<B::InnerBackend>,
+    step: u64,
+    note: &str,
+) -> Result<u64, super::TrainError> {
+    use super::state::Entry;
+    let mut entries: Vec<Entry> = super::params::trainable(policy)
+        .into_iter()
+        .map(|(name, shape, dtype)| Entry::new(format!("param.{name}"), dtype, shape))
+        .collect();
+    for kind in ["m", "v", "master"] {
+        for (name, t) in state.by_kind(kind) {
+            entries.push(Entry::new(
+                format!("{kind}.{name}"),
+                burn::tensor::DType::F32,
+                vec![t.dims()[0]],
+            ));
+        }
+    }
+    let mut meta = std::collections::BTreeMap::new();
+    meta.insert("format".to_string(), STATE_FORMAT.to_string());
+    meta.insert("step".to_string(), step.to_string());
+    meta.insert("adam_step".to_string(), state.step.to_string());
+    meta.insert("note".to_string(), note.to_string());
+    super::state::write(path, &entries, &meta, |entry, out| {
+        let missing = || super::TrainError::State(format!("{} vanished while saving", entry.name));
+        let failed = |e: std::io::Error| super::TrainError::Io {
+            path: path.to_path_buf(),
+            source: e,
+        };
+        let (kind, name) = entry.name.split_once('.').ok_or_else(missing)?;
+        let data = match kind {
+            "param" => super::params::param_data(policy, name).ok_or_else(missing)?,
+            _ => state
+                .by_kind(kind)
+                .get(name)
+                .ok_or_else(missing)?
+                .clone()
+                .into_data()
+                .convert::<f32>(),
+        };
+        out.write_all(data.as_bytes()).map_err(failed)
+    })
+}
+
+/// What [`save_state`] wrote: the policy (its trainable weights replaced), Adam's state, the
+/// step and the note.
+#[allow(clippy::type_complexity)]
+pub fn restore_state<B: burn::tensor::backend::AutodiffBackend>(
+    path: &std::path::Path,
+    policy: crate::model::CausalLm<B>,
+) -> Result<
+    (
+        crate::model::CausalLm<B>,
+        super::optim::AdamState<B::InnerBackend>,
+        u64,
+        String,
+    ),
+    super::TrainError,
+> {
+    let mut reader = super::state::Reader::open(path)?;
+    let number = |key: &str| -> Result<u64, super::TrainError> {
+        reader
+            .metadata
+            .get(key)
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| {
+                super::TrainError::State(format!("{}: metadata {key} missing", path.display()))
+            })
+    };
+    let (step, adam_step) = (number("step")?, number("adam_step")?);
+    let note = reader.metadata.get("note").cloned().unwrap_or_default();
+    let device = policy.model.embed_tokens.weight.device();
+    let policy = super::params::load_trainable(policy, &mut reader)?;
+    let mut state = super::optim::AdamState {
+        step: adam_step,
+        ..Default::default()
+    };
+    let names: Vec<String> = reader.entries().map(|e| e.name.clone()).collect();
+    for full in names {
+        let Some((kind, name)) = full.split_once('.') else {
+            continue;
+        };
+        if kind == "param" {
+            continue;
+        }
+        if let Some(values) = reader.f32s(&full)? {
+            let n = values.len();
+            let t = Tensor::from_data(TensorData::new(values, [n]), &device);
+            state.by_kind_mut(kind).insert(name.to_string(), t);
+        }
+    }
+    Ok((policy, state, step, note))
+}
+
+/// The version of a GRPO state file's layout, in its metadata.
+const STATE_FORMAT: &str = "cft-grpo-state-1";
 
 #[cfg(test)]
 mod tests {

@@ -83,7 +83,13 @@ pub fn estimate_plan(
 fn holds_model(kind: Kind) -> bool {
     matches!(
         kind,
-        Kind::Pretrain | Kind::Greedy | Kind::Rollout | Kind::TokenStats | Kind::Train | Kind::Eval
+        Kind::Pretrain
+            | Kind::Greedy
+            | Kind::Rollout
+            | Kind::TokenStats
+            | Kind::Train
+            | Kind::Eval
+            | Kind::Grpo
     )
 }
 
@@ -369,8 +375,87 @@ fn work_of(
             };
             train_estimate(shape, work, file)
         }
+        Kind::Grpo => grpo_estimate(spec, shape, file)?,
         other => return Err(format!("{other} stages hold no model")),
     })
+}
+
+/// A GRPO run holds the policy as a training does (weights, gradients, Adam's state, the
+/// activations of a micro-batch of prompt + response) and beside it the reference policy, a
+/// second copy of the weights; its rollouts decode with the engine's rows of KV cache while
+/// the optimiser state stays. The peak is the larger of the update and the rollout.
+fn grpo_estimate(
+    spec: &StageSpec,
+    shape: &ModelShape,
+    file: Option<u64>,
+) -> Result<(Estimate, Work), String> {
+    let p = crate::contract::GrpoParams::from_params_value(&spec.label, &spec.params)?;
+    let s = &p.settings;
+    let precision = precision_dtype(s.precision);
+    let micro = s.micro_batch.max(1);
+    let lora = match &p.adapter {
+        Adapter::Full => None,
+        Adapter::Lora {
+            rank,
+            target_modules,
+            ..
+        } => Some((*rank, target_modules.clone())),
+    };
+    let trainable = match &lora {
+        None => shape.params(),
+        Some((rank, targets)) => memory::lora_params(shape, *rank, targets),
+    };
+    let optimiser = trainable
+        * 4
+        * if precision == Dtype::F32 || lora.is_some() {
+            2
+        } else {
+            3
+        };
+    let work = TrainWork {
+        precision,
+        micro_batch: micro,
+        tokens: s.max_prompt_length + s.max_response_length,
+        accumulation: (s.mini_batch * s.n).div_ceil(micro),
+        lora,
+        strategy: Strategy::Single,
+    };
+    let (mut update, mut described) = train_estimate(shape, work, file);
+    let reference = memory::Term {
+        name: "reference policy weights",
+        bytes: shape.params() * precision.bytes(),
+    };
+    update.device.push(reference.clone());
+    let rows = crate::generate::rows::ENGINE as u64;
+    let mut rollout = memory::generate(
+        shape,
+        &GenerateWork {
+            dtype: precision,
+            rows,
+            prompt: s.max_prompt_length,
+            new_tokens: s.max_response_length,
+            encoded: 0,
+            encoded_while_decoding: false,
+        },
+    );
+    rollout.device.push(reference);
+    rollout.device.push(memory::Term {
+        name: "Adam m, v (+ f32 master)",
+        bytes: optimiser,
+    });
+    let e = match rollout.device_peak() > update.device_peak() {
+        true => {
+            rollout.load = update.load;
+            rollout.phase = "rollout";
+            rollout
+        }
+        false => update,
+    };
+    described.describe = format!(
+        "{}; rollouts of {rows} rows x ({} + {}) tokens",
+        described.describe, s.max_prompt_length, s.max_response_length
+    );
+    Ok((e, described))
 }
 
 fn train_estimate(shape: &ModelShape, work: TrainWork, file: Option<u64>) -> (Estimate, Work) {
@@ -418,6 +503,12 @@ fn advice(kind: Kind, work: &Work, budget: &Budget) -> Vec<String> {
                     }
                     None => {}
                 }
+                out.push("[adapter] kind = \"lora\"".into());
+            }
+        }
+        Kind::Grpo => {
+            out.push("a smaller [rl] micro_batch, max_prompt_length or max_response_length".into());
+            if work.full_training {
                 out.push("[adapter] kind = \"lora\"".into());
             }
         }
