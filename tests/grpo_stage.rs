@@ -179,6 +179,15 @@ fn grpo_runs_from_each_start_reports_figure_3_and_resumes_after_sigkill() {
         }
     }
     drop(cache);
+    // `cft status` lists each GRPO run with its steps and rewards.
+    let status = String::from_utf8(output(cft(&["status"], &manifest, &cache_a)).stdout).unwrap();
+    for start in ["base", "sft", "strict2"] {
+        let line = status
+            .lines()
+            .find(|l| l.trim_start().starts_with(&format!("grpo toy {start} ")))
+            .unwrap_or_else(|| panic!("no grpo toy {start} in\n{status}"));
+        assert!(line.contains("done, 6 steps") && line.contains("reward"), "{line}");
+    }
     // The report's Figure 3: a table and the entropy, reward and accuracy figures.
     output(cft(&["report"], &manifest, &cache_a));
     let report_dir = cache_a.join("reports/rl-reduced");

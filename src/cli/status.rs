@@ -121,6 +121,7 @@ pub fn run(cache: &Path, args: StatusArgs) -> anyhow::Result<ExitCode> {
             }
         }
     }
+    grpo_lines(&plan, &status, &view)?;
     let failures: Vec<(&StageSpec, &StageStatus)> = plan
         .order()
         .into_iter()
@@ -138,6 +139,55 @@ pub fn run(cache: &Path, args: StatusArgs) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The `grpo` stages: each start's steps done and, once finished, the cell it started from,
+/// its mean reward over the first and the last fifth of its steps and its final accuracies.
+fn grpo_lines(
+    plan: &cft::plan::Plan,
+    status: &HashMap<String, StageStatus>,
+    view: &cft::cache::View,
+) -> anyhow::Result<()> {
+    let grpo: Vec<&StageSpec> = plan
+        .order()
+        .into_iter()
+        .filter(|s| s.kind.name() == "grpo")
+        .collect();
+    if grpo.is_empty() {
+        return Ok(());
+    }
+    println!("
+GRPO");
+    for spec in grpo {
+        let mut line = describe(&status[&spec.key]);
+        if let Some(r) = view.store().record(&spec.key)?
+            && r.status == cft::cache::RecordStatus::Done
+        {
+            let m = &r.metrics;
+            let pct = |k: &str| m[k].as_f64().map(|x| format!("{:.1}%", 100.0 * x));
+            let mut parts = vec![format!("{} steps", m["steps"]
+                    .as_array()
+                    .and_then(|s| s.last())
+                    .and_then(|s| s["step"].as_u64())
+                    .unwrap_or(0))];
+            if let Some(cell) = m["cell"].as_str() {
+                parts.push(format!("from {cell}"));
+            }
+            if let (Some(a), Some(b)) = (pct("reward_first"), pct("reward_last")) {
+                parts.push(format!("reward {a} -> {b}"));
+            }
+            if let Some(acc) = m["final"].as_object() {
+                let accs: Vec<String> = acc
+                    .iter()
+                    .filter_map(|(b, a)| Some(format!("{b} {:.1}%", 100.0 * a.as_f64()?)))
+                    .collect();
+                parts.push(accs.join(", "));
+            }
+            line = format!("done, {}", parts.join(", "));
+        }
+        println!("  {:<44} {line}", spec.label);
+    }
+    Ok(())
 }
 
 /// What a finished annotation stage measured, in a few words.

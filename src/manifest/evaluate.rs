@@ -135,25 +135,7 @@ pub(super) fn read_eval(t: Option<Reader<'_>>, seed: u64) -> Result<(Eval, Templ
                 None => 1.0,
             };
             let top_k = s.count("top_k", 0)?.map_or(0, |v| v.value);
-            let chosen = match s.strings("benchmarks")? {
-                Some(list) => {
-                    let mut out = Vec::new();
-                    for b in list {
-                        if !names.contains(&b.value.as_str()) {
-                            let hint = did_you_mean(&b.value, &names)
-                                .map_or(String::new(), |m| format!("; did you mean `{m}`?"));
-                            return Err(ManifestError::invalid(
-                                &b.loc,
-                                &b.key,
-                                format!("`{}` is not in `eval.benchmarks`{hint}", b.value),
-                            ));
-                        }
-                        out.push(b.value);
-                    }
-                    out
-                }
-                None => names.iter().map(|s| s.to_string()).collect(),
-            };
+            let chosen = benchmark_names(&mut s, &names)?;
             let pass_at = match s.node("pass_at") {
                 Some(node) => {
                     let Value::Array(items) = &node.value else {
@@ -314,6 +296,27 @@ pub(super) fn read_report(
         confidence,
         timings,
     })
+}
+
+/// `benchmarks`: names from `eval.benchmarks` (`known`), each checked; absent: all of them.
+pub(super) fn benchmark_names(t: &mut Reader<'_>, known: &[&str]) -> Result<Vec<String>> {
+    let Some(list) = t.strings("benchmarks")? else {
+        return Ok(known.iter().map(|s| s.to_string()).collect());
+    };
+    let mut out = Vec::new();
+    for b in list {
+        if !known.contains(&b.value.as_str()) {
+            let hint = did_you_mean(&b.value, known)
+                .map_or(String::new(), |m| format!("; did you mean `{m}`?"));
+            return Err(ManifestError::invalid(
+                &b.loc,
+                &b.key,
+                format!("`{}` is not in `eval.benchmarks`{hint}", b.value),
+            ));
+        }
+        out.push(b.value);
+    }
+    Ok(out)
 }
 
 /// A table `{ name = "...", path = "...", format = "..." }` or `{ name = "...", synthetic =

@@ -205,25 +205,7 @@ pub(super) fn read_rl(
     }
 
     let known: Vec<&str> = eval.benchmarks.iter().map(|b| b.name.as_str()).collect();
-    let benchmarks = match t.strings("benchmarks")? {
-        None => known.iter().map(|s| s.to_string()).collect(),
-        Some(list) => {
-            let mut out = Vec::new();
-            for b in list {
-                if !known.contains(&b.value.as_str()) {
-                    let hint = did_you_mean(&b.value, &known)
-                        .map_or(String::new(), |m| format!("; did you mean `{m}`?"));
-                    return Err(ManifestError::invalid(
-                        &b.loc,
-                        &b.key,
-                        format!("`{}` is not in `eval.benchmarks`{hint}", b.value),
-                    ));
-                }
-                out.push(b.value);
-            }
-            out
-        }
-    };
+    let benchmarks = super::evaluate::benchmark_names(&mut t, &known)?;
 
     let mut s = RlSettings::paper(seed);
     let count = |t: &mut Reader<'_>, key: &'static str, min: u64, into: &mut u64| -> Result<()> {
