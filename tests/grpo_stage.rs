@@ -186,8 +186,28 @@ fn grpo_runs_from_each_start_reports_figure_3_and_resumes_after_sigkill() {
             .lines()
             .find(|l| l.trim_start().starts_with(&format!("grpo toy {start} ")))
             .unwrap_or_else(|| panic!("no grpo toy {start} in\n{status}"));
-        assert!(line.contains("done, 6 steps") && line.contains("reward"), "{line}");
+        assert!(
+            line.contains("done, 6 steps") && line.contains("reward"),
+            "{line}"
+        );
     }
+    // `cft export --rl`: the policy a run ended with, as an HF directory.
+    let out = dir.path().join("rl-sft");
+    let mut export = cft(&["export", "--rl", "sft"], &manifest, &cache_a);
+    export.arg("--out").arg(&out);
+    output(export);
+    assert_eq!(
+        std::fs::read(out.join("model.safetensors")).unwrap(),
+        get("grpo toy sft", "model/model.safetensors")
+    );
+    let mut export = cft(&["export", "--rl", "dft"], &manifest, &cache_a);
+    export.arg("--out").arg(dir.path().join("rl-dft"));
+    let wrong = export.output().unwrap();
+    let err = String::from_utf8_lossy(&wrong.stderr);
+    assert!(
+        !wrong.status.success() && err.contains("base, sft, strict2"),
+        "{err}"
+    );
     // The report's Figure 3: a table and the entropy, reward and accuracy figures.
     output(cft(&["report"], &manifest, &cache_a));
     let report_dir = cache_a.join("reports/rl-reduced");

@@ -1,10 +1,12 @@
-//! `cft export FILE [--model M] (--method X [--cell C | --best] | --base) --out DIR [--force]`:
+//! `cft export FILE [--model M] (--method X [--cell C | --best] | --base | --rl START) --out DIR
+//! [--force]`:
 //! a trained checkpoint out of the cache as a self-contained HF directory (its weights, the
 //! base model's config, generation config and tokenizer files; for LoRA also the PEFT
 //! adapter under `adapter/`), which transformers and vLLM load as it is. `--best` takes the
 //! cell the report chooses (`report.select`); with one cell it is taken without asking.
 //! `--base` exports the model before fine-tuning (the pretrained toy, or the manifest's
-//! directory). Reads the cache only; a run may hold it meanwhile.
+//! directory). `--rl START` exports the policy the GRPO run from START (a method, or `base`)
+//! ended with. Reads the cache only; a run may hold it meanwhile.
 //!
 //! `--annotations [--method X] --out FILE.jsonl`: the annotated data instead, one line per
 //! D_correct example (question, gold, prompt and response ids, response text and pieces) with
@@ -43,6 +45,9 @@ pub struct ExportArgs {
     /// The model before fine-tuning instead.
     #[arg(long)]
     pub base: bool,
+    /// The policy a GRPO run (`[rl]`) ended with, by its start: a method's name or `base`.
+    #[arg(long, value_name = "START", conflicts_with_all = ["method", "base", "cell", "best", "annotations"])]
+    pub rl: Option<String>,
     /// The annotated examples and each method's per-token weights (`--out` a file).
     #[arg(long, conflicts_with_all = ["base", "best", "cell"])]
     pub annotations: bool,
@@ -143,8 +148,36 @@ pub fn run(cache: &Path, args: ExportArgs) -> anyhow::Result<ExitCode> {
         );
         return Ok(ExitCode::SUCCESS);
     }
+    if let Some(start) = &args.rl {
+        let mut starts: Vec<String> = plan
+            .graph
+            .node_weights()
+            .filter_map(|s| s.label.strip_prefix(&format!("grpo {} ", model.name)))
+            .map(String::from)
+            .collect();
+        starts.sort();
+        if !starts.contains(start) {
+            bail!(
+                "--rl {start}: the manifest runs no GRPO of {} from `{start}` (its [rl] starts: {})",
+                model.name,
+                match starts.is_empty() {
+                    true => "none".to_string(),
+                    false => starts.join(", "),
+                }
+            );
+        }
+        let record = record_of(&label::grpo(&model.name, start))?;
+        let written = copy_checkpoint(&files, &record, &args.out)?;
+        println!(
+            "wrote {} ({} files: {})",
+            args.out.display(),
+            written.len(),
+            written.join(", ")
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
     let written = match (&args.method, args.base) {
-        (None, false) => bail!("give --method X (with --cell C or --best) or --base"),
+        (None, false) => bail!("give --method X (with --cell C or --best), --base or --rl START"),
         (Some(_), true) => bail!("--method and --base exclude each other"),
         (None, true) => match &model.source {
             ModelSource::Toy { .. } => {
@@ -180,17 +213,7 @@ pub fn run(cache: &Path, args: ExportArgs) -> anyhow::Result<ExitCode> {
                 ),
             };
             let record = record_of(&label::train(&model.name, method, &cell))?;
-            let mut names = copy_dir(&files.model_dir(&record)?, &args.out)?;
-            // LoRA: the PEFT adapter beside the merged weights.
-            for name in record.outputs.keys() {
-                if let Some(rel) = name.strip_prefix("adapter/") {
-                    let bytes = files.output(&record, name)?;
-                    let to = args.out.join("adapter").join(rel);
-                    write(&to, &bytes)?;
-                    names.push(format!("adapter/{rel}"));
-                }
-            }
-            names
+            copy_checkpoint(&files, &record, &args.out)?
         }
     };
     println!(
@@ -200,6 +223,20 @@ pub fn run(cache: &Path, args: ExportArgs) -> anyhow::Result<ExitCode> {
         written.join(", ")
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// A trained stage's model directory into `out` and, for LoRA, its PEFT adapter beside the
+/// merged weights under `adapter/`; returns the names written.
+fn copy_checkpoint(files: &Files, record: &Record, out: &Path) -> anyhow::Result<Vec<String>> {
+    let mut names = copy_dir(&files.model_dir(record)?, out)?;
+    for name in record.outputs.keys() {
+        if let Some(rel) = name.strip_prefix("adapter/") {
+            let bytes = files.output(record, name)?;
+            write(&out.join("adapter").join(rel), &bytes)?;
+            names.push(format!("adapter/{rel}"));
+        }
+    }
+    Ok(names)
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]

@@ -156,8 +156,10 @@ fn grpo_lines(
     if grpo.is_empty() {
         return Ok(());
     }
-    println!("
-GRPO");
+    println!(
+        "
+GRPO"
+    );
     for spec in grpo {
         let mut line = describe(&status[&spec.key]);
         if let Some(r) = view.store().record(&spec.key)?
@@ -165,11 +167,14 @@ GRPO");
         {
             let m = &r.metrics;
             let pct = |k: &str| m[k].as_f64().map(|x| format!("{:.1}%", 100.0 * x));
-            let mut parts = vec![format!("{} steps", m["steps"]
+            let mut parts = vec![format!(
+                "{} steps",
+                m["steps"]
                     .as_array()
                     .and_then(|s| s.last())
                     .and_then(|s| s["step"].as_u64())
-                    .unwrap_or(0))];
+                    .unwrap_or(0)
+            )];
             if let Some(cell) = m["cell"].as_str() {
                 parts.push(format!("from {cell}"));
             }

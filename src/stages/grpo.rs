@@ -464,7 +464,7 @@ fn grpo_on<B: Backend>(
             solved_or_unsolved: flat,
             optimiser_steps: m.optimiser_steps as u64,
         });
-        if !benches.is_empty() && (step % params.eval_every.max(1) == 0 || step == total) {
+        if !benches.is_empty() && (step.is_multiple_of(params.eval_every.max(1)) || step == total) {
             log.evals.push(evaluate(&policy.valid(), step)?);
         }
         ctx.advance(1);
