@@ -315,6 +315,62 @@ pub fn pass_at(
 }
 
 /// Figure 3: each model's GRPO runs from `base` and from each method, as their records say.
+/// Figure 6 (App. C.3) from the accuracy blocks and the training rows: per model, the methods
+/// of [`super::NumberOnly`], when the manifest has a `number` method.
+pub fn number_only(
+    params: &Params,
+    blocks: &[super::Block],
+    training: &[super::TrainingRow],
+) -> Vec<super::NumberOnly> {
+    use crate::manifest::MethodKind;
+    let restricted: Vec<&str> = params
+        .methods
+        .iter()
+        .filter_map(|m| match &m.kind {
+            MethodKind::Number { within } => Some(within.as_deref().unwrap_or("")),
+            _ => None,
+        })
+        .collect();
+    if restricted.is_empty() {
+        return Vec::new();
+    }
+    let shown: Vec<&str> = params
+        .methods
+        .iter()
+        .filter(|m| {
+            matches!(m.kind, MethodKind::Sft | MethodKind::Number { .. })
+                || restricted.contains(&m.name.as_str())
+        })
+        .map(|m| m.name.as_str())
+        .collect();
+    blocks
+        .iter()
+        .map(|b| super::NumberOnly {
+            model: b.model.clone(),
+            bars: b
+                .rows
+                .iter()
+                .filter(|r| shown.contains(&r.method.as_str()))
+                .map(|r| super::NumberBar {
+                    method: r.method.clone(),
+                    label: r.label.clone(),
+                    cell: r.cell.clone(),
+                    scores: r.scores.clone(),
+                    average: r.average,
+                    fraction: training
+                        .iter()
+                        .find(|t| {
+                            t.model == b.model
+                                && t.method == r.label
+                                && Some(&t.cell) == r.cell.as_ref()
+                        })
+                        .and_then(|t| t.fraction),
+                })
+                .collect(),
+        })
+        .collect()
+}
+
 pub fn rl(params: &Params, records: &Records<'_>) -> Vec<super::RlRun> {
     let mut out = Vec::new();
     let starts: Vec<(&str, &str)> = std::iter::once(("base", "base"))

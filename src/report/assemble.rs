@@ -34,6 +34,7 @@ pub fn build(params: &Params, records: &Records<'_>) -> Report {
         annotation.iter_mut().for_each(|a| a.seconds_per_1k = None);
         training.iter_mut().for_each(|t| t.seconds = None);
     }
+    let number_only = analysis::number_only(params, &blocks, &training);
     Report {
         experiment: params.experiment.clone(),
         baseline,
@@ -48,6 +49,7 @@ pub fn build(params: &Params, records: &Records<'_>) -> Report {
         categories: analysis::categories(params, records),
         training,
         pass_at: analysis::pass_at(params, records, &chosen),
+        number_only,
         rl: analysis::rl(params, records),
         cpu_dependent: records.cpu_dependent_kernels(),
     }

@@ -58,6 +58,29 @@ pub fn merge(reports: &[Report]) -> Report {
             }
         }
     }
+    let number_only = {
+        let mut out: Vec<super::NumberOnly> = Vec::new();
+        for r in reports {
+            for n in &r.number_only {
+                let at = match out.iter().position(|x| x.model == n.model) {
+                    Some(i) => i,
+                    None => {
+                        out.push(super::NumberOnly {
+                            model: n.model.clone(),
+                            bars: Vec::new(),
+                        });
+                        out.len() - 1
+                    }
+                };
+                out[at].bars.extend(n.bars.iter().cloned().map(|mut b| {
+                    b.label = tag(r, &b.label);
+                    b.scores = remap(r, &b.scores);
+                    b
+                }));
+            }
+        }
+        out
+    };
     let join = |f: &dyn Fn(&Report) -> String| {
         let mut v: Vec<String> = reports.iter().map(f).collect();
         v.dedup();
@@ -97,6 +120,7 @@ pub fn merge(reports: &[Report]) -> Report {
                 })
             })
             .collect(),
+        number_only,
         rl: reports
             .iter()
             .flat_map(|r| {

@@ -72,6 +72,10 @@ pub struct Report {
     pub training: Vec<TrainingRow>,
     /// Figure 2.
     pub pass_at: Vec<PassCurve>,
+    /// Figure 6 (App. C.3): per model, the number-only methods beside the methods they
+    /// restrict; empty when the manifest has no `number` method.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub number_only: Vec<NumberOnly>,
     /// Figure 3: the GRPO runs (`[rl]`), in the manifest's order of models and starts.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub rl: Vec<RlRun>,
@@ -161,6 +165,27 @@ pub struct TrainingRow {
     pub seconds: Option<f64>,
     /// `(step, loss)`.
     pub curve: Vec<(f64, f64)>,
+}
+
+/// Figure 6 for one model: in the manifest's order, every SFT method, every CFT method a
+/// `number` method restricts (`within`), and every `number` method (SFT-Number, CFT-Number),
+/// each at its chosen cell.
+#[derive(Clone, Debug, Serialize)]
+pub struct NumberOnly {
+    pub model: String,
+    pub bars: Vec<NumberBar>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct NumberBar {
+    pub method: String,
+    pub label: String,
+    pub cell: Option<String>,
+    /// Accuracy (%) per benchmark, in `Report::benchmarks`' order, and their average.
+    pub scores: Vec<Option<f64>>,
+    pub average: Option<f64>,
+    /// Share of the annotated response tokens trained on.
+    pub fraction: Option<f64>,
 }
 
 /// Figure 3: one GRPO run, one model from one starting point.

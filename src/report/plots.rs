@@ -162,6 +162,40 @@ pub fn plots(report: &Report) -> Result<Vec<Plot>, ReportError> {
             out.push(Plot { name, title, svg });
         }
     }
+    // Figure 6: one plot, a group of bars per model, a bar per method (its average accuracy).
+    if !report.number_only.is_empty() {
+        let models: Vec<&str> = report
+            .number_only
+            .iter()
+            .map(|n| n.model.as_str())
+            .collect();
+        let mut labels: Vec<&str> = Vec::new();
+        for b in report.number_only.iter().flat_map(|n| &n.bars) {
+            if !labels.contains(&b.label.as_str()) {
+                labels.push(&b.label);
+            }
+        }
+        let sets: Vec<(String, Vec<Option<f64>>)> = labels
+            .iter()
+            .map(|l| {
+                let values = report
+                    .number_only
+                    .iter()
+                    .map(|n| {
+                        n.bars
+                            .iter()
+                            .find(|b| b.label == *l)
+                            .and_then(|b| b.average)
+                    })
+                    .collect();
+                (l.to_string(), values)
+            })
+            .collect();
+        let name = "number-only".to_string();
+        let title = "Number-only fine-tuning: average accuracy".to_string();
+        let svg = bar_chart(&name, &title, "average accuracy (%)", &models, &sets)?;
+        out.push(Plot { name, title, svg });
+    }
     // Figure 5: one plot per model and CFT rule.
     for c in &report.categories {
         let title = format!("Token categories: {} {}", c.model, c.method);
@@ -352,18 +386,39 @@ fn category_chart(
     critical: &[(String, f64)],
     normal: &[(String, f64)],
 ) -> Result<String, ReportError> {
+    let shares = |v: &[(String, f64)]| v.iter().map(|(_, s)| Some(s * 100.0)).collect();
+    bar_chart(
+        name,
+        title,
+        "share of tokens (%)",
+        &CATEGORIES,
+        &[
+            ("critical".to_string(), shares(critical)),
+            ("normal".to_string(), shares(normal)),
+        ],
+    )
+}
+
+/// Grouped bars on a 0-100 axis: for each of `groups` (along x, named under their bars), one
+/// bar per set, `sets[k].1[i]` the value of set k in group i (absent: no bar).
+fn bar_chart(
+    name: &str,
+    title: &str,
+    y_desc: &str,
+    groups: &[&str],
+    sets: &[(String, Vec<Option<f64>>)],
+) -> Result<String, ReportError> {
     let err = plot_error(name);
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
         root.fill(&WHITE).map_err(|e| err(format!("{e:?}")))?;
-        let top = critical
+        let top = sets
             .iter()
-            .chain(normal)
-            .map(|(_, s)| s * 100.0)
-            .fold(0.0, f64::max);
+            .flat_map(|(_, v)| v.iter().flatten())
+            .fold(0.0f64, |a, b| a.max(*b));
         let y1 = ((top / 10.0).ceil() * 10.0).clamp(10.0, 100.0);
-        let n = CATEGORIES.len() as f64;
+        let n = groups.len() as f64;
         let mut chart = ChartBuilder::on(&root)
             .caption(title, ("sans-serif", 20))
             .margin(14)
@@ -375,20 +430,22 @@ fn category_chart(
             .configure_mesh()
             .disable_x_mesh()
             .x_labels(0)
-            .y_desc("share of tokens (%)")
+            .y_desc(y_desc)
             .light_line_style(RGBColor(240, 240, 240))
             .draw()
             .map_err(|e| err(format!("{e:?}")))?;
-        let sets = [("critical", critical, 0.1), ("normal", normal, 0.5)];
-        for (k, (set, shares, offset)) in sets.into_iter().enumerate() {
+        // The bars of a group fill 0.8 of its width, each 95% of its share.
+        let step = 0.8 / sets.len().max(1) as f64;
+        for (k, (set, values)) in sets.iter().enumerate() {
             let c = colour(k);
+            let offset = 0.1 + k as f64 * step;
             chart
-                .draw_series(shares.iter().enumerate().map(|(i, (_, s))| {
+                .draw_series(values.iter().enumerate().filter_map(|(i, v)| {
                     let x = i as f64 + offset;
-                    Rectangle::new([(x, 0.0), (x + 0.38, s * 100.0)], c.filled())
+                    v.map(|v| Rectangle::new([(x, 0.0), (x + step * 0.95, v)], c.filled()))
                 }))
                 .map_err(|e| err(format!("{e:?}")))?
-                .label(set)
+                .label(set.as_str())
                 .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], c.filled()));
         }
         chart
@@ -399,20 +456,21 @@ fn category_chart(
             .label_font(("sans-serif", 13))
             .draw()
             .map_err(|e| err(format!("{e:?}")))?;
-        category_labels(&root, &chart, &err)?;
+        group_labels(&root, &chart, groups, &err)?;
         root.present().map_err(|e| err(format!("{e:?}")))?;
     }
     Ok(svg)
 }
 
-/// Category names centred under their bar pairs.
-fn category_labels<DB: DrawingBackend>(
+/// Group names centred under their bars.
+fn group_labels<DB: DrawingBackend>(
     root: &DrawingArea<DB, Shift>,
     chart: &ChartContext<
         '_,
         DB,
         Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>,
     >,
+    groups: &[&str],
     err: &dyn Fn(String) -> ReportError,
 ) -> Result<(), ReportError> {
     let style = TextStyle::from(("sans-serif", 14).into_font()).pos(
@@ -421,7 +479,7 @@ fn category_labels<DB: DrawingBackend>(
             plotters::style::text_anchor::VPos::Top,
         ),
     );
-    for (i, c) in CATEGORIES.iter().enumerate() {
+    for (i, c) in groups.iter().enumerate() {
         let (x, y) = chart.backend_coord(&(i as f64 + 0.5, 0.0));
         root.draw(&Text::new(c.to_string(), (x, y + 8), style.clone()))
             .map_err(|e| err(format!("{e:?}")))?;

@@ -61,8 +61,38 @@ pub fn sections(r: &Report) -> Vec<Section> {
         token_stats(r),
         categories(r),
         training(r),
+        number_only(r),
         rl(r),
     ]
+}
+
+/// Figure 6 as numbers: per model, the number-only methods beside SFT and the CFT methods they
+/// restrict, each at its chosen cell.
+fn number_only(r: &Report) -> Section {
+    let mut header = strings(&["Model", "Method", "Cell", "Tokens trained on (%)", "Avg."]);
+    header.extend(r.benchmarks.iter().map(|b| bench_title(b)));
+    let rows = r
+        .number_only
+        .iter()
+        .flat_map(|n| {
+            n.bars.iter().map(|b| {
+                let mut cells = vec![
+                    n.model.clone(),
+                    b.label.clone(),
+                    b.cell.clone().unwrap_or_else(|| "—".into()),
+                    fmt_opt(b.fraction.map(|f| f * 100.0), 1),
+                    fmt_opt(b.average, 1),
+                ];
+                cells.extend(b.scores.iter().map(|s| fmt_opt(*s, 1)));
+                cells
+            })
+        })
+        .collect();
+    Section {
+        title: "Number-only fine-tuning (Figure 6)".into(),
+        note: "Accuracy (%) of fine-tuning on every token (SFT), on the critical tokens (CFT), on the numeric tokens of the whole response (SFT-Number) and on the numeric tokens among the critical ones (CFT-Number), each at its chosen sweep cell.".into(),
+        tables: vec![table(header, rows, 3)],
+    }
 }
 
 /// Figure 3 as numbers: each GRPO run's rewards, entropy and accuracies before and after.

@@ -10,7 +10,15 @@ use serde_json::Value;
 /// The shipped quickstart with the model, the data and the sweep made smaller. Everything
 /// else (the nine methods, the benchmarks' splits, sampling, the report) is the real file's.
 pub fn reduced_manifest(dir: &Path) -> PathBuf {
-    let quickstart = Path::new(env!("CARGO_MANIFEST_DIR")).join("experiments/quickstart.toml");
+    reduced("quickstart.toml", dir)
+}
+
+/// The shipped manifest `experiments/<shipped>` (the quickstart or one that includes it),
+/// reduced as [`reduced_manifest`] reduces the quickstart.
+pub fn reduced(shipped: &str, dir: &Path) -> PathBuf {
+    let quickstart = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("experiments")
+        .join(shipped);
     let text = format!(
         r#"include = "{}"
 
