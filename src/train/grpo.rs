@@ -127,6 +127,19 @@ pub struct GrpoMetrics {
     pub loss: f32,
 }
 
+impl GrpoMetrics {
+    /// Adds `w` times each of `m`'s values (a weighted mean's running sum).
+    fn add_scaled(&mut self, m: &GrpoMetrics, w: f32) {
+        self.pg_loss += m.pg_loss * w;
+        self.clip_fraction += m.clip_fraction * w;
+        self.clip_fraction_lower += m.clip_fraction_lower * w;
+        self.ppo_kl += m.ppo_kl * w;
+        self.kl += m.kl * w;
+        self.entropy += m.entropy * w;
+        self.loss += m.loss * w;
+    }
+}
+
 /// One micro-batch, every tensor `[b, t]` over the positions of [`super::data::Batch`]
 /// (position `p` predicts token `p + 1`).
 pub struct GrpoInputs<B: Backend> {
@@ -367,15 +380,7 @@ pub fn grpo_step<B: burn::tensor::backend::AutodiffBackend>(
             state,
         )?;
         policy = next;
-        let o = &mut total.objective;
-        let w = micros as f32;
-        o.pg_loss += m.objective.pg_loss * w;
-        o.clip_fraction += m.objective.clip_fraction * w;
-        o.clip_fraction_lower += m.objective.clip_fraction_lower * w;
-        o.ppo_kl += m.objective.ppo_kl * w;
-        o.kl += m.objective.kl * w;
-        o.entropy += m.objective.entropy * w;
-        o.loss += m.objective.loss * w;
+        total.objective.add_scaled(&m.objective, micros as f32);
         total.grad_norm += m.grad_norm;
         total.response_tokens += m.response_tokens;
         total.optimiser_steps += 1;
@@ -451,13 +456,7 @@ fn mini_batch_step<B: burn::tensor::backend::AutodiffBackend>(
         };
         let (loss, m) = grpo_loss(inputs, settings, scale);
         super::params::accumulate_grads(&policy, &loss.backward(), &mut grads);
-        sums.pg_loss += m.pg_loss * scale;
-        sums.clip_fraction += m.clip_fraction * scale;
-        sums.clip_fraction_lower += m.clip_fraction_lower * scale;
-        sums.ppo_kl += m.ppo_kl * scale;
-        sums.kl += m.kl * scale;
-        sums.entropy += m.entropy * scale;
-        sums.loss += m.loss * scale;
+        sums.add_scaled(&m, scale);
     }
     let grad_norm = super::params::global_norm(&grads);
     // torch.nn.utils.clip_grad_norm_: scale by max_norm / (norm + 1e-6) when above.

@@ -75,22 +75,9 @@ pub fn estimate_plan(
 ) -> Vec<StageMemory> {
     plan.order()
         .into_iter()
-        .filter(|s| holds_model(s.kind) && include(s))
+        .filter(|s| s.kind.uses_model() && include(s))
         .map(|s| estimate_stage(plan, s, budget))
         .collect()
-}
-
-fn holds_model(kind: Kind) -> bool {
-    matches!(
-        kind,
-        Kind::Pretrain
-            | Kind::Greedy
-            | Kind::Rollout
-            | Kind::TokenStats
-            | Kind::Train
-            | Kind::Eval
-            | Kind::Grpo
-    )
 }
 
 /// One stage's estimate against `budget`.
