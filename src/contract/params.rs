@@ -252,6 +252,10 @@ pub struct EvalParams {
     pub max_new_tokens: u64,
     /// `n` samples per question for Pass@N, on the benchmarks that ask for it.
     pub sampling: Option<Sampling>,
+    /// The grader, where the benchmark's name does not say it (a manifest dataset in another
+    /// format than GSM8K's, such as a multiple-choice one); absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grader: Option<String>,
 }
 
 impl Params for EvalParams {
@@ -273,6 +277,10 @@ pub struct GrpoParams {
     /// Each RL dataset's name and the benchmark whose grader gives its reward.
     pub data: Vec<(String, String)>,
     pub eval_benchmarks: Vec<String>,
+    /// The graders of the evaluated benchmarks whose names do not say them (as
+    /// [`EvalParams::grader`]); empty otherwise.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub eval_graders: std::collections::BTreeMap<String, String>,
     /// The model's evaluation template and budget.
     pub eval_template: Template,
     pub eval_max_new_tokens: u64,
@@ -330,6 +338,10 @@ pub struct ReportMethod {
     pub label: String,
     pub kind: MethodKind,
     pub cells: Vec<String>,
+    /// How it trains (`Full FT`, `LoRA`: [`crate::manifest::Adapter::title`]), named only
+    /// when the manifest's methods do not all train alike (Table 3's columns).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adapter: Option<String>,
 }
 
 impl ReportMethod {

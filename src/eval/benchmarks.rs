@@ -1,9 +1,14 @@
-//! The eleven benchmarks of the paper, in the Qwen2.5-Math harness's file layouts.
+//! The eleven benchmarks of the paper, in the Qwen2.5-Math harness's file layouts, and MedQA
+//! (paper §5.3), the multiple-choice one.
 //!
 //! Each loader reads one JSONL file (`<dir>/<name>/test.jsonl`; TabMWP's 1k subset is a JSON
 //! object keyed by id) and takes question and gold answer exactly as the harness's
 //! `parse_question` / `parse_ground_truth` do, including the final `strip_string` on the
 //! gold answer, so that [`super::grade`] sees the same gold string the paper's numbers used.
+//!
+//! The harness has no MedQA loader. MedQA's JSONL (`question`, `options` keyed `A`..`E`,
+//! `answer_idx`) is read the way the harness reads its own multiple-choice benchmarks
+//! (`mmlu_stem`): the question, then `\nAnswer Choices: (A) … (B) …`, and the gold letter.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -28,10 +33,13 @@ pub enum Benchmark {
     Gaokao2023En,
     OlympiadBench,
     CollegeMath,
+    /// MedQA (Jin et al., 2021): multiple choice, graded as the harness grades `mmlu_stem`.
+    Medqa,
 }
 
 impl Benchmark {
-    pub const ALL: [Benchmark; 11] = [
+    /// The eleven benchmarks of the paper's tables and MedQA.
+    pub const ALL: [Benchmark; 12] = [
         Benchmark::Gsm8k,
         Benchmark::Math,
         Benchmark::Svamp,
@@ -43,6 +51,7 @@ impl Benchmark {
         Benchmark::Gaokao2023En,
         Benchmark::OlympiadBench,
         Benchmark::CollegeMath,
+        Benchmark::Medqa,
     ];
 
     /// The harness's `data_name`.
@@ -59,7 +68,27 @@ impl Benchmark {
             Benchmark::Gaokao2023En => "gaokao2023en",
             Benchmark::OlympiadBench => "olympiadbench",
             Benchmark::CollegeMath => "college_math",
+            Benchmark::Medqa => "medqa",
         }
+    }
+
+    /// The grader of a benchmark named `name` in a manifest: the benchmark of that name, or
+    /// GSM8K's for the manifest's own datasets (the toy family's splits), whose format it is.
+    pub fn of_name(name: &str) -> Benchmark {
+        name.parse().unwrap_or(Benchmark::Gsm8k)
+    }
+
+    /// Which grader a benchmark named `name` read in `format` needs beyond
+    /// [`Benchmark::of_name`]: `Some(format)` only where the two differ, so stage parameters
+    /// name it only then.
+    pub fn grader_beyond_name(name: &str, format: &str) -> Option<String> {
+        (Benchmark::of_name(name).name() != format).then(|| format.to_string())
+    }
+
+    /// Answers are option letters A-E: the harness's letter pick follows the extraction
+    /// (`extract_answer`'s "choice answer" step for `mmlu*`, `sat_math` and `aqua`).
+    pub fn multiple_choice(self) -> bool {
+        self == Benchmark::Medqa
     }
 
     /// carp_en and minerva_math keep unit words (`STRIP_EXCEPTIONS` in the harness).
@@ -81,6 +110,7 @@ impl Benchmark {
             Benchmark::Gaokao2023En => "gaokao2023en/test.jsonl",
             Benchmark::OlympiadBench => "olympiadbench/test.jsonl",
             Benchmark::CollegeMath => "college_math/test.jsonl",
+            Benchmark::Medqa => "medqa/test.jsonl",
         }
     }
 }
@@ -93,7 +123,7 @@ impl fmt::Display for Benchmark {
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error(
-    "unknown benchmark `{0}` (expected one of gsm8k, math, svamp, asdiv, mawps, carp_en, tabmwp, minerva_math, gaokao2023en, olympiadbench, college_math)"
+    "unknown benchmark `{0}` (expected one of gsm8k, math, svamp, asdiv, mawps, carp_en, tabmwp, minerva_math, gaokao2023en, olympiadbench, college_math, medqa)"
 )]
 pub struct UnknownBenchmark(pub String);
 
@@ -183,9 +213,9 @@ pub fn load_benchmark_file(path: &Path, benchmark: Benchmark) -> Result<Vec<Prob
         .enumerate()
         .map(|(n, (place, r))| {
             let question = parse_question(&r, benchmark)
-                .ok_or_else(|| field_err(&place, benchmark, "question"))?;
-            let answer =
-                parse_gold(&r, benchmark).ok_or_else(|| field_err(&place, benchmark, "answer"))?;
+                .ok_or_else(|| field_err(&place, benchmark, fields(&r, benchmark).0))?;
+            let answer = parse_gold(&r, benchmark)
+                .ok_or_else(|| field_err(&place, benchmark, fields(&r, benchmark).1))?;
             let idx = r
                 .get("idx")
                 .and_then(Value::as_u64)
@@ -222,6 +252,16 @@ impl<'de> serde::Deserialize<'de> for InOrder {
             }
         }
         d.deserialize_map(Visitor)
+    }
+}
+
+/// The fields an error names when the question or the gold answer cannot be taken: for
+/// MedQA the options (when the question is there) and the gold letter.
+fn fields(r: &Value, benchmark: Benchmark) -> (&'static str, &'static str) {
+    match benchmark {
+        Benchmark::Medqa if text(r, "question").is_some() => ("options", "answer_idx"),
+        Benchmark::Medqa => ("question", "answer_idx"),
+        _ => ("question", "answer"),
     }
 }
 
@@ -282,6 +322,14 @@ pub fn parse_question(r: &Value, benchmark: Benchmark) -> Option<String> {
             q
         }
         Benchmark::CarpEn => text(r, "content")?,
+        Benchmark::Medqa => {
+            let options = choice_options(r)?;
+            format!(
+                "{}\nAnswer Choices: {}",
+                text(r, "question")?.trim(),
+                options.join(" ")
+            )
+        }
         _ => ["question", "problem", "Question", "input"]
             .iter()
             .find_map(|k| text(r, k))?,
@@ -332,6 +380,15 @@ pub fn parse_gold(r: &Value, benchmark: Benchmark) -> Option<String> {
             let first = r.get("final_answer")?.as_array()?.first()?.as_str()?;
             first.trim_matches('$').to_string()
         }
+        Benchmark::Medqa => {
+            let letter = text(r, "answer_idx")?.trim().to_string();
+            let letters = choice_options(r)?.len();
+            let known = LETTERS[..letters].iter().any(|l| *l == letter);
+            if !known {
+                return None;
+            }
+            letter
+        }
     };
     Some(match benchmark {
         Benchmark::CarpEn | Benchmark::MinervaMath => raw
@@ -340,6 +397,50 @@ pub fn parse_gold(r: &Value, benchmark: Benchmark) -> Option<String> {
             .replace("\\geq", "\\ge"),
         _ => strip_string(&raw, false),
     })
+}
+
+/// The option letters of a multiple-choice question, in order.
+pub const LETTERS: [&str; 5] = ["A", "B", "C", "D", "E"];
+
+/// MedQA's `options` as the harness lays out `mmlu_stem`'s: `(A) text`, in letter order. The
+/// options are an object keyed by letter (MedQA's files) or an array (as `mmlu_stem`'s
+/// `choices`); two to five of them, the letters consecutive from A.
+fn choice_options(r: &Value) -> Option<Vec<String>> {
+    let texts: Vec<String> = match r.get("options")? {
+        Value::Object(map) => {
+            let mut out = Vec::new();
+            for letter in LETTERS {
+                match map.get(letter) {
+                    Some(v) => out.push(option_text(v)?),
+                    None => break,
+                }
+            }
+            if out.len() != map.len() {
+                return None;
+            }
+            out
+        }
+        Value::Array(items) => items.iter().map(option_text).collect::<Option<_>>()?,
+        _ => return None,
+    };
+    if !(2..=LETTERS.len()).contains(&texts.len()) {
+        return None;
+    }
+    Some(
+        texts
+            .iter()
+            .zip(LETTERS)
+            .map(|(t, l)| format!("({l}) {}", t.trim()))
+            .collect(),
+    )
+}
+
+fn option_text(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
 }
 
 /// Python's `repr(str)`, as the harness prints TabMWP's list of choices.

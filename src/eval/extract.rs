@@ -17,6 +17,8 @@ static LAST_NUMBER: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"-?\d*\.?\d+").unwrap_or_else(|e| unreachable!("{e}")));
 static NEWLINE_BLANKS: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"\n\s*").unwrap_or_else(|e| unreachable!("{e}")));
+static TRIGGER: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new("choice is|answer is").unwrap_or_else(|e| unreachable!("{e}")));
 static CHOICE_LETTER: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"\b(A|B|C|D|E)\b").unwrap_or_else(|e| unreachable!("{e}")));
 
@@ -24,6 +26,50 @@ static CHOICE_LETTER: LazyLock<Regex> =
 pub fn extract_prediction(response: &str, skip_unit: bool) -> String {
     let pred = extract_answer(response, skip_unit);
     strip_string(&pred, skip_unit)
+}
+
+/// [`extract_prediction`] for a multiple-choice benchmark, as the harness takes it for
+/// `mmlu_stem`, `sat_math` and `aqua`: `extract_answer` returns `parser.py`'s own
+/// `choice_answer_clean` of the response at once, and `run_execute` strips that.
+pub fn extract_choice_prediction(response: &str) -> String {
+    let text = response.replace("\u{43a}\u{438}", "");
+    strip_string(&parser_choice_answer_clean(&text), false)
+}
+
+/// `choice_answer_clean` of the harness's `parser.py` (not `grader.py`'s, which
+/// [`choice_answer_clean`] is): with several "answer is" or "choice is", only the first
+/// "\n\n" block counts; after the last trigger the **first** standalone letter A-E is the
+/// answer, with no trigger the last one, with no letter the cleaned text.
+pub fn parser_choice_answer_clean(response: &str) -> String {
+    const TRIGGERS: [&str; 2] = ["choice is", "answer is"];
+    let mut pred = response.trim_matches('\n');
+    if TRIGGERS.iter().any(|t| pred.matches(t).count() > 1) {
+        pred = pred.split("\n\n").next().unwrap_or("");
+    }
+    let after_trigger = TRIGGER.find_iter(pred).last().map(|m| m.end());
+    if let Some(end) = after_trigger {
+        pred = &pred[end..];
+    }
+    let p = pred
+        .trim_matches('\n')
+        .trim_end_matches('.')
+        .trim_end_matches('/')
+        .trim_matches(' ')
+        .trim_start_matches(':');
+    let upper = p.to_uppercase();
+    let mut letters = CHOICE_LETTER.find_iter(&upper);
+    let letter = match after_trigger {
+        Some(_) => letters.next(),
+        None => letters.last(),
+    };
+    let picked = match letter {
+        Some(m) => m.as_str().to_string(),
+        None => py_strip(p).trim_matches('.').to_string(),
+    };
+    picked
+        .trim_end_matches('.')
+        .trim_end_matches('/')
+        .to_string()
 }
 
 /// `extract_answer(pred_str, data_name)` for the free-form benchmarks.
@@ -121,12 +167,17 @@ pub fn choice_answer_clean(pred: &str) -> String {
     let upper = p.to_uppercase();
     let picked = match CHOICE_LETTER.find_iter(&upper).last() {
         Some(m) => m.as_str().to_string(),
-        None => p.trim().trim_matches('.').to_string(),
+        None => py_strip(p).trim_matches('.').to_string(),
     };
     picked
         .trim_end_matches('.')
         .trim_end_matches('/')
         .to_string()
+}
+
+/// Python's `str.strip()`: its whitespace is Rust's plus the separators U+001C-U+001F.
+fn py_strip(s: &str) -> &str {
+    s.trim_matches(|c: char| c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c))
 }
 
 #[cfg(test)]

@@ -39,7 +39,10 @@ pub fn grade(benchmark: Benchmark, response: &str, gold: &str) -> Verdict {
 
 /// [`grade`] with an explicit choice of rules.
 pub fn grade_with(benchmark: Benchmark, response: &str, gold: &str, rules: Rules) -> Verdict {
-    let pred = extract::extract_prediction(response, benchmark.skips_units());
+    let pred = match benchmark.multiple_choice() {
+        true => extract::extract_choice_prediction(response),
+        false => extract::extract_prediction(response, benchmark.skips_units()),
+    };
     let correct = equal::math_equal(&pred, gold, rules);
     Verdict { pred, correct }
 }

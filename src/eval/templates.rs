@@ -19,6 +19,10 @@ pub enum PromptTemplate {
     QwenBoxed,
     /// The model's own chat template (rendered by the model module around the question).
     Chat,
+    /// `qwen25-math-cot` asking for an option letter: the harness has no template of its own
+    /// for multiple choice (it prompts `mmlu_stem` with `cot` demonstrations or the math
+    /// templates); this one keeps `qwen25-math-cot`'s form and names what goes in the box.
+    Qwen25ChoiceCot,
 }
 
 impl PromptTemplate {
@@ -28,6 +32,7 @@ impl PromptTemplate {
             PromptTemplate::Qwen25MathCot => "qwen25-math-cot",
             PromptTemplate::QwenBoxed => "qwen-boxed",
             PromptTemplate::Chat => "chat",
+            PromptTemplate::Qwen25ChoiceCot => "qwen25-choice-cot",
         }
     }
 
@@ -44,6 +49,10 @@ impl PromptTemplate {
                 "\n\n",
             ),
             PromptTemplate::Chat => ("{input}", "\n\n"),
+            PromptTemplate::Qwen25ChoiceCot => (
+                "<|im_start|>system\nPlease reason step by step, and put the letter of the correct option within \\boxed{}.<|im_end|>\n<|im_start|>user\n{input}<|im_end|>\n<|im_start|>assistant\n",
+                "\n\n",
+            ),
         }
     }
 
@@ -64,7 +73,9 @@ impl fmt::Display for PromptTemplate {
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("unknown prompt template `{0}` (expected cot, qwen25-math-cot, qwen-boxed or chat)")]
+#[error(
+    "unknown prompt template `{0}` (expected cot, qwen25-math-cot, qwen-boxed, chat or qwen25-choice-cot)"
+)]
 pub struct UnknownTemplate(pub String);
 
 impl FromStr for PromptTemplate {
@@ -75,6 +86,7 @@ impl FromStr for PromptTemplate {
             PromptTemplate::Qwen25MathCot,
             PromptTemplate::QwenBoxed,
             PromptTemplate::Chat,
+            PromptTemplate::Qwen25ChoiceCot,
         ]
         .into_iter()
         .find(|t| t.name() == s)
@@ -89,7 +101,10 @@ pub fn render_prompt(template: PromptTemplate, question: &str, demos: &[(&str, &
     let fill = |q: &str| input.replace("{input}", q);
     let full = if demos.is_empty() {
         fill(question)
-    } else if template == PromptTemplate::Qwen25MathCot {
+    } else if matches!(
+        template,
+        PromptTemplate::Qwen25MathCot | PromptTemplate::Qwen25ChoiceCot
+    ) {
         // the harness puts all demonstrations into the single user turn
         let demo: Vec<String> = demos.iter().map(|(q, a)| format!("{q}\n{a}")).collect();
         fill(&format!("{}{splitter}{question}", demo.join(splitter)))

@@ -45,7 +45,7 @@ pub(super) fn read_eval(t: Option<Reader<'_>>, seed: u64) -> Result<(Eval, Templ
                                 &item.loc,
                                 &key,
                                 format!(
-                                    "`{name}` is not one of the eleven benchmarks{hint}; for other data use a table `{{ name = \"...\", path = \"...\" }}` or `{{ name = \"...\", synthetic = {{...}} }}` for others"
+                                    "`{name}` is not one of the eleven benchmarks or medqa{hint}; for other data use a table `{{ name = \"...\", path = \"...\" }}` or `{{ name = \"...\", synthetic = {{...}} }}` for others"
                                 ),
                             ));
                         }

@@ -113,6 +113,10 @@ pub(super) fn read_methods(
                 }
             }
         }
+        let adapter = match p.reader.table("adapter")? {
+            Some(t) => sink.recover(super::resolve::read_adapter(Some(t))),
+            None => None,
+        };
         let cells = grid::expand(&train, p.reader.loc(), seed);
         p.reader.finish()?;
         let Some(cells) = sink.recover(cells) else {
@@ -123,13 +127,15 @@ pub(super) fn read_methods(
             label,
             kind: p.kind,
             cells,
+            adapter,
         });
     }
     Ok(methods)
 }
 
 /// The keys of a `[[method]]` table.
-const METHOD_KEYS: [&str; 9] = [
+const METHOD_KEYS: [&str; 10] = [
+    "adapter",
     "name",
     "kind",
     "rule",

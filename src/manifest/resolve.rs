@@ -10,8 +10,8 @@ use super::types::*;
 
 type Result<T> = std::result::Result<T, ManifestError>;
 
-/// The eleven benchmarks of the paper, named as in the Qwen2.5-Math harness.
-pub const BENCHMARKS: [&str; 11] = [
+/// The eleven benchmarks of the paper, named as in the Qwen2.5-Math harness, and MedQA.
+pub const BENCHMARKS: [&str; 12] = [
     "gsm8k",
     "math",
     "svamp",
@@ -23,13 +23,14 @@ pub const BENCHMARKS: [&str; 11] = [
     "gaokao2023en",
     "olympiadbench",
     "college_math",
+    "medqa",
 ];
 
 /// The names of the prompt templates ([`Template`]).
-pub const TEMPLATES: [&str; 5] = {
-    let mut names = [""; 5];
+pub const TEMPLATES: [&str; 6] = {
+    let mut names = [""; 6];
     let mut i = 0;
-    while i < 5 {
+    while i < 6 {
         names[i] = Template::ALL[i].name();
         i += 1;
     }
@@ -349,6 +350,7 @@ fn default_corpus(seed: u64) -> DataSource {
         seed,
         min_steps: 1,
         max_steps: 4,
+        choices: 0,
     })
 }
 
@@ -360,10 +362,8 @@ pub(super) fn read_source(mut t: Reader<'_>, seed: u64, default_split: &str) -> 
     let synthetic = t.table("synthetic")?;
     let source = match (path, written, synthetic) {
         (Some(p), Some(w), None) => {
-            let mut formats = vec!["gsm8k"];
-            formats.extend(BENCHMARKS);
             let format = t
-                .choice("format", &formats)?
+                .choice("format", &BENCHMARKS)?
                 .map_or("gsm8k".into(), |f| f.value);
             DataSource::File {
                 input: InputPath {
@@ -407,6 +407,16 @@ pub(super) fn read_source(mut t: Reader<'_>, seed: u64, default_split: &str) -> 
                 split,
                 min_steps: lo,
                 max_steps: hi,
+                choices: match s.count("choices", 2)? {
+                    Some(c) if c.value > 5 => {
+                        return Err(ManifestError::invalid(
+                            &c.loc,
+                            &c.key,
+                            format!("{} options, but letters A-E name at most 5", c.value),
+                        ));
+                    }
+                    c => c.map_or(0, |c| c.value),
+                },
             };
             s.finish()?;
             if let Some(n) = limit {
@@ -460,7 +470,7 @@ fn read_annotate(t: Option<Reader<'_>>) -> Result<(Annotate, Template)> {
     Ok((out, template))
 }
 
-fn read_adapter(t: Option<Reader<'_>>) -> Result<Adapter> {
+pub(super) fn read_adapter(t: Option<Reader<'_>>) -> Result<Adapter> {
     let Some(mut t) = t else {
         return Ok(Adapter::Full);
     };

@@ -51,15 +51,20 @@ pub enum Template {
     /// `Question: {question}\nAnswer:`, what the toy family is trained on.
     #[serde(rename = "plain")]
     Plain,
+    /// ChatML asking for the letter of the chosen option within `\boxed{}` (multiple choice,
+    /// paper §5.3).
+    #[serde(rename = "qwen25-choice-cot")]
+    Qwen25ChoiceCot,
 }
 
 impl Template {
-    pub const ALL: [Template; 5] = [
+    pub const ALL: [Template; 6] = [
         Template::Cot,
         Template::Qwen25MathCot,
         Template::QwenBoxed,
         Template::Chat,
         Template::Plain,
+        Template::Qwen25ChoiceCot,
     ];
 
     /// As the manifest writes it.
@@ -70,6 +75,7 @@ impl Template {
             Template::QwenBoxed => "qwen-boxed",
             Template::Chat => "chat",
             Template::Plain => "plain",
+            Template::Qwen25ChoiceCot => "qwen25-choice-cot",
         }
     }
 }
@@ -141,10 +147,11 @@ pub enum DataSource {
 
 impl DataSource {
     /// The benchmark whose grader judges answers to these questions: the file's format, or
-    /// GSM8K for the generator's problems.
+    /// GSM8K for the generator's problems (MedQA for its multiple-choice ones).
     pub fn benchmark(&self) -> &str {
         match self {
             DataSource::File { format, .. } => format,
+            DataSource::Synthetic(s) if s.choices > 0 => "medqa",
             DataSource::Synthetic(_) => "gsm8k",
         }
     }
@@ -158,6 +165,15 @@ pub struct Synthetic {
     pub seed: u64,
     pub min_steps: u64,
     pub max_steps: u64,
+    /// Multiple choice with this many options (2-5; 0: free-form GSM8K answers): the
+    /// question lists the options as MedQA is read (`Answer Choices: (A) …`), the gold
+    /// answer is the letter and the grader MedQA's.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub choices: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// `[annotate]` without its `template`, which each model resolves ([`ModelSpec::templates`]).
@@ -207,6 +223,9 @@ pub struct Method {
     pub label: String,
     pub kind: MethodKind,
     pub cells: Vec<TrainCell>,
+    /// The method's own `adapter` table, where it trains otherwise than the experiment's
+    /// `[adapter]` (Table 3 trains SFT and CFT both fully and with LoRA in one manifest).
+    pub adapter: Option<Adapter>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
@@ -402,6 +421,17 @@ pub enum Adapter {
         dropout: f64,
         target_modules: Vec<String>,
     },
+}
+
+impl Adapter {
+    /// As Table 3's columns name it: `Full FT`, or `LoRA` (with its rank where it is not 16).
+    pub fn title(&self) -> String {
+        match self {
+            Adapter::Full => "Full FT".into(),
+            Adapter::Lora { rank: 16, .. } => "LoRA".into(),
+            Adapter::Lora { rank, .. } => format!("LoRA r{rank}"),
+        }
+    }
 }
 
 /// `[eval]` without its `template`, which each model resolves ([`ModelSpec::templates`]).

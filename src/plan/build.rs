@@ -74,6 +74,11 @@ pub fn build(exp: &Experiment, store: &dyn Store) -> Result<Plan, PlanError> {
     for model in &exp.models {
         report_inputs.extend(b.model_stages(model, &train_data, &benchmarks, &rl_data)?);
     }
+    let mixed_adapters = exp.methods.iter().any(|m| {
+        m.adapter
+            .as_ref()
+            .is_some_and(|a| a.title() != exp.adapter.title())
+    });
     let params = ReportParams {
         experiment: exp.name.clone(),
         seed: exp.seed,
@@ -86,6 +91,7 @@ pub fn build(exp: &Experiment, store: &dyn Store) -> Result<Plan, PlanError> {
                 label: m.label.clone(),
                 kind: m.kind.clone(),
                 cells: m.cells.iter().map(|c| c.label.clone()).collect(),
+                adapter: mixed_adapters.then(|| m.adapter.as_ref().unwrap_or(&exp.adapter).title()),
             })
             .collect(),
         benchmarks: benchmarks.iter().map(|(n, _)| n.clone()).collect(),
@@ -150,6 +156,13 @@ impl Builder<'_> {
                 Ok(format!("missing:{}", input.written))
             }
         }
+    }
+
+    /// The grader an evaluated benchmark needs beyond its name
+    /// ([`crate::eval::Benchmark::grader_beyond_name`]).
+    fn grader(&self, bench: &str) -> Option<String> {
+        let spec = self.exp.eval.benchmarks.iter().find(|b| b.name == bench)?;
+        crate::eval::Benchmark::grader_beyond_name(bench, spec.source.benchmark())
     }
 
     fn dataset(&mut self, name: &str, source: &DataSource) -> Result<String, PlanError> {
@@ -377,7 +390,7 @@ impl Builder<'_> {
                     &TrainStageParams {
                         model: m.param.clone(),
                         objective,
-                        adapter: exp.adapter.clone(),
+                        adapter: me.adapter.clone().unwrap_or_else(|| exp.adapter.clone()),
                         hparams: cell.params.clone(),
                     },
                     inputs,
@@ -433,6 +446,7 @@ impl Builder<'_> {
                         template: model.templates.eval,
                         max_new_tokens: eval.max_new_tokens,
                         sampling: sampling.cloned(),
+                        grader: self.grader(bench),
                     },
                     all,
                     m.binding.clone(),
@@ -528,6 +542,11 @@ impl Builder<'_> {
                         .map(|d| (d.name.clone(), d.benchmark.clone()))
                         .collect(),
                     eval_benchmarks: rl.benchmarks.clone(),
+                    eval_graders: rl
+                        .benchmarks
+                        .iter()
+                        .filter_map(|b| Some((b.clone(), self.grader(b)?)))
+                        .collect(),
                     eval_template: model.templates.eval,
                     eval_max_new_tokens: eval.max_new_tokens,
                     eval_every: rl.eval_every,

@@ -371,6 +371,58 @@ pub fn number_only(
         .collect()
 }
 
+/// Table 3: where the methods train under more than one adapter, one row per method kind
+/// (with its settings) and one column per adapter, in the manifest's order.
+pub fn adapters(params: &Params, blocks: &[super::Block]) -> Vec<super::AdapterTable> {
+    let mut columns: Vec<String> = Vec::new();
+    for m in &params.methods {
+        if let Some(a) = &m.adapter
+            && !columns.contains(a)
+        {
+            columns.push(a.clone());
+        }
+    }
+    if columns.len() < 2 {
+        return Vec::new();
+    }
+    // Row i: the methods of the i-th distinct kind.
+    let mut kinds: Vec<&crate::manifest::MethodKind> = Vec::new();
+    for m in &params.methods {
+        if !kinds.contains(&&m.kind) {
+            kinds.push(&m.kind);
+        }
+    }
+    blocks
+        .iter()
+        .map(|b| super::AdapterTable {
+            model: b.model.clone(),
+            columns: columns.clone(),
+            rows: kinds
+                .iter()
+                .map(|kind| {
+                    let of_kind: Vec<_> =
+                        params.methods.iter().filter(|m| &m.kind == *kind).collect();
+                    super::AdapterRow {
+                        label: of_kind.first().map_or(String::new(), |m| m.label.clone()),
+                        cells: columns
+                            .iter()
+                            .map(|c| {
+                                let m = of_kind.iter().find(|m| m.adapter.as_ref() == Some(c))?;
+                                let row = b.rows.iter().find(|r| r.method == m.name)?;
+                                Some(super::AdapterCell {
+                                    method: m.name.clone(),
+                                    cell: row.cell.clone(),
+                                    average: row.average,
+                                })
+                            })
+                            .collect(),
+                    }
+                })
+                .collect(),
+        })
+        .collect()
+}
+
 pub fn rl(params: &Params, records: &Records<'_>) -> Vec<super::RlRun> {
     let mut out = Vec::new();
     let starts: Vec<(&str, &str)> = std::iter::once(("base", "base"))

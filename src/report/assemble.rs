@@ -35,6 +35,7 @@ pub fn build(params: &Params, records: &Records<'_>) -> Report {
         training.iter_mut().for_each(|t| t.seconds = None);
     }
     let number_only = analysis::number_only(params, &blocks, &training);
+    let adapters = analysis::adapters(params, &blocks);
     Report {
         experiment: params.experiment.clone(),
         baseline,
@@ -50,6 +51,7 @@ pub fn build(params: &Params, records: &Records<'_>) -> Report {
         training,
         pass_at: analysis::pass_at(params, records, &chosen),
         number_only,
+        adapters,
         rl: analysis::rl(params, records),
         cpu_dependent: records.cpu_dependent_kernels(),
     }

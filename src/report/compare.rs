@@ -58,6 +58,18 @@ pub fn merge(reports: &[Report]) -> Report {
             }
         }
     }
+    // Table 3: each experiment's tables, its labels tagged (their columns are its own).
+    let adapters: Vec<super::AdapterTable> = reports
+        .iter()
+        .flat_map(|r| {
+            r.adapters.iter().cloned().map(|mut t| {
+                t.rows
+                    .iter_mut()
+                    .for_each(|row| row.label = tag(r, &row.label));
+                t
+            })
+        })
+        .collect();
     let number_only = {
         let mut out: Vec<super::NumberOnly> = Vec::new();
         for r in reports {
@@ -121,6 +133,7 @@ pub fn merge(reports: &[Report]) -> Report {
             })
             .collect(),
         number_only,
+        adapters,
         rl: reports
             .iter()
             .flat_map(|r| {

@@ -76,6 +76,10 @@ pub struct Report {
     /// restrict; empty when the manifest has no `number` method.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub number_only: Vec<NumberOnly>,
+    /// Table 3: per model, each method kind's average under each adapter, where the
+    /// manifest trains methods both fully and with LoRA; empty otherwise.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub adapters: Vec<AdapterTable>,
     /// Figure 3: the GRPO runs (`[rl]`), in the manifest's order of models and starts.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub rl: Vec<RlRun>,
@@ -186,6 +190,31 @@ pub struct NumberBar {
     pub average: Option<f64>,
     /// Share of the annotated response tokens trained on.
     pub fraction: Option<f64>,
+}
+
+/// Table 3 for one model: methods of the same kind and settings side by side, one column per
+/// adapter (`Full FT`, `LoRA`), each at its chosen cell.
+#[derive(Clone, Debug, Serialize)]
+pub struct AdapterTable {
+    pub model: String,
+    /// Adapter titles, the experiment's own `[adapter]` first.
+    pub columns: Vec<String>,
+    pub rows: Vec<AdapterRow>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct AdapterRow {
+    /// The label of the row's first method.
+    pub label: String,
+    /// Per column: the method trained that way, its chosen cell and average accuracy (%).
+    pub cells: Vec<Option<AdapterCell>>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct AdapterCell {
+    pub method: String,
+    pub cell: Option<String>,
+    pub average: Option<f64>,
 }
 
 /// Figure 3: one GRPO run, one model from one starting point.

@@ -62,8 +62,39 @@ pub fn sections(r: &Report) -> Vec<Section> {
         categories(r),
         training(r),
         number_only(r),
+        adapters(r),
         rl(r),
     ]
+}
+
+/// Table 3: each method under each adapter, at its chosen cell.
+fn adapters(r: &Report) -> Section {
+    let mut header = strings(&["Model", "Method"]);
+    let columns: Vec<&String> = r
+        .adapters
+        .first()
+        .map_or(Vec::new(), |t| t.columns.iter().collect());
+    header.extend(columns.iter().map(|c| format!("{c} (%)")));
+    let rows = r
+        .adapters
+        .iter()
+        .flat_map(|t| {
+            t.rows.iter().map(|row| {
+                let mut cells = vec![t.model.clone(), row.label.clone()];
+                cells.extend(
+                    row.cells
+                        .iter()
+                        .map(|c| fmt_opt(c.as_ref().and_then(|c| c.average), 1)),
+                );
+                cells
+            })
+        })
+        .collect();
+    Section {
+        title: "Full fine-tuning and LoRA (Table 3)".into(),
+        note: "Average accuracy (%) over the benchmarks of each method trained fully and with LoRA, each at its chosen sweep cell.".into(),
+        tables: vec![table(header, rows, 2)],
+    }
 }
 
 /// Figure 6 as numbers: per model, the number-only methods beside SFT and the CFT methods they

@@ -88,8 +88,12 @@ const SETTLED_TAIL: usize = 64;
 
 impl crate::cft::rollout::Judge for GradeJudge<'_> {
     fn ended(&self, kept: &[u32], generated: &[u32]) -> bool {
+        // A multiple-choice answer never settles: the harness reads it from the text after
+        // the last "answer is" or "choice is", or from the whole text, not from a box.
         self.ending.stopped(kept, generated)
-            || (self.early_stop == EarlyStop::Answer && self.settled(kept, generated))
+            || (self.early_stop == EarlyStop::Answer
+                && !self.benchmark.multiple_choice()
+                && self.settled(kept, generated))
     }
 
     fn correct(&self, example: usize, response: &[u32]) -> bool {

@@ -60,6 +60,20 @@ pub fn parse_problems(bytes: &[u8]) -> Result<Vec<Problem>, StageError> {
 }
 
 fn synthetic(s: &Synthetic) -> Result<Vec<Problem>, StageError> {
+    if s.choices > 0 {
+        let generated =
+            problems::generate_choices(s.seed, &s.split, s.n, s.min_steps, s.max_steps, s.choices);
+        return Ok(generated
+            .into_iter()
+            .enumerate()
+            .map(|(i, c)| Problem {
+                idx: i as u64,
+                question: c.question,
+                gold: c.letter,
+                solution: Some(c.answer),
+            })
+            .collect());
+    }
     let generated = problems::generate(s.seed, &s.split, s.n, s.min_steps, s.max_steps);
     generated
         .into_iter()

@@ -58,13 +58,9 @@ pub(crate) struct Setup {
     pub sampling: Option<Sampling>,
 }
 
-/// The grader's benchmark for a benchmark name; a manifest-defined dataset (the toy family's
-/// synthetic splits) is graded as GSM8K, whose format it has.
+/// The grader's benchmark for a benchmark name ([`Benchmark::of_name`]).
 pub fn benchmark_of(name: &str) -> Benchmark {
-    Benchmark::ALL
-        .into_iter()
-        .find(|b| b.name() == name)
-        .unwrap_or(Benchmark::Gsm8k)
+    Benchmark::of_name(name)
 }
 
 impl StageImpl for Eval {
@@ -76,7 +72,7 @@ impl StageImpl for Eval {
 fn run<B: Backend>(ctx: &mut StageCtx<'_>, device: &B::Device) -> Result<StageOutput, StageError> {
     let params: EvalParams = ctx.params_as()?;
     let setup = Setup {
-        benchmark: benchmark_of(&params.benchmark),
+        benchmark: benchmark_of(params.grader.as_deref().unwrap_or(&params.benchmark)),
         template: params.template,
         max_new_tokens: params.max_new_tokens as usize,
         sampling: params.sampling,

@@ -231,7 +231,8 @@ fn grpo_on<B: Backend>(
     }
     let mut benches: Vec<(String, Benchmark, Vec<Problem>)> = Vec::new();
     for (name, r) in params.eval_benchmarks.iter().zip(&inputs[nd..nd + ne]) {
-        benches.push((name.clone(), benchmark_of(name), problems(r)?));
+        let grader = params.eval_graders.get(name).unwrap_or(name);
+        benches.push((name.clone(), benchmark_of(grader), problems(r)?));
     }
     let (dir, cell) = start_dir(ctx, &params, &inputs[nd + ne..])?;
 

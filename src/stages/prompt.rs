@@ -17,6 +17,7 @@ fn harness(template: Template) -> Option<PromptTemplate> {
         Template::Qwen25MathCot => Some(PromptTemplate::Qwen25MathCot),
         Template::QwenBoxed => Some(PromptTemplate::QwenBoxed),
         Template::Chat => Some(PromptTemplate::Chat),
+        Template::Qwen25ChoiceCot => Some(PromptTemplate::Qwen25ChoiceCot),
         Template::Plain => None,
     }
 }

@@ -201,6 +201,80 @@ fn one(rng: &mut Rng, min_steps: u64, max_steps: u64) -> Problem {
     }
 }
 
+/// The option letters, in order.
+const LETTERS: [char; 5] = ['A', 'B', 'C', 'D', 'E'];
+
+/// One problem turned into a multiple-choice question: the options, the gold letter and a
+/// solution that computes the value, then names its option.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Choice {
+    /// The question, then `\nAnswer Choices: 12 (A) 17 (B) …`: each value before its letter,
+    /// so that naming the option is copying the token after the value (a lookup a toy model
+    /// learns in minutes; in MedQA's `(A) 12` order it stayed at chance).
+    pub question: String,
+    /// The solution lines, then `The answer is 14, which is (C).`
+    pub answer: String,
+    pub letter: String,
+}
+
+/// [`generate`]'s problems as multiple-choice questions with `choices` options (2-5): the
+/// right value and distinct distractors within 9 of it, in an order drawn from a stream of
+/// its own, so the problems themselves are those of the free-form split.
+pub fn generate_choices(
+    seed: u64,
+    split: &str,
+    n: u64,
+    min_steps: u64,
+    max_steps: u64,
+    choices: u64,
+) -> Vec<Choice> {
+    let mut rng = Rng::stream(seed, &format!("toy-problems/{split}/choices"));
+    let count = (choices as usize).clamp(2, LETTERS.len());
+    generate(seed, split, n, min_steps, max_steps)
+        .into_iter()
+        .map(|p| as_choice(&p, count, &mut rng))
+        .collect()
+}
+
+fn as_choice(p: &Problem, count: usize, rng: &mut Rng) -> Choice {
+    let mut lines: Vec<&str> = p.answer.lines().collect();
+    let value: u64 = lines
+        .pop()
+        .and_then(|l| l.strip_prefix("#### "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let mut values = vec![value];
+    while values.len() < count {
+        let offset = rng.range(1, 9);
+        let candidate = match rng.range(0, 1) {
+            0 => value + offset,
+            _ => match value.checked_sub(offset) {
+                Some(v) => v,
+                None => value + offset,
+            },
+        };
+        if !values.contains(&candidate) {
+            values.push(candidate);
+        }
+    }
+    rng.shuffle(&mut values);
+    let at = values.iter().position(|v| *v == value).unwrap_or(0);
+    let letter = LETTERS[at];
+    let options: Vec<String> = values
+        .iter()
+        .zip(LETTERS)
+        .map(|(v, l)| format!("{v} ({l})"))
+        .collect();
+    lines.push("");
+    let mut answer = lines.join("\n");
+    answer.push_str(&format!("The answer is {value}, which is ({letter})."));
+    Choice {
+        question: format!("{}\nAnswer Choices: {}", p.question, options.join(" ")),
+        answer,
+        letter: letter.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -211,6 +285,37 @@ mod tests {
         assert_eq!(a, generate(7, "train", 50, 1, 4));
         assert_ne!(a, generate(7, "test", 50, 1, 4));
         assert_ne!(a, generate(8, "train", 50, 1, 4));
+    }
+
+    #[test]
+    fn choices_hold_the_answer_once_under_the_gold_letter() {
+        let free = generate(5, "train", 100, 1, 3);
+        let mc = generate_choices(5, "train", 100, 1, 3, 5);
+        assert_eq!(mc, generate_choices(5, "train", 100, 1, 3, 5));
+        let mut letters = std::collections::BTreeSet::new();
+        for (f, c) in free.iter().zip(&mc) {
+            let gold = f.answer.lines().last().unwrap().trim_start_matches("#### ");
+            assert!(c.question.starts_with(&f.question), "{}", c.question);
+            let (_, options) = c.question.split_once("\nAnswer Choices: ").unwrap();
+            let mine = format!("{gold} ({})", c.letter);
+            assert!(options.contains(&mine), "{options} / {mine}");
+            let values: Vec<&str> = options
+                .split(") ")
+                .map(|o| o.split_once(" (").unwrap().0)
+                .collect();
+            assert_eq!(values.len(), 5);
+            assert_eq!(
+                values.iter().filter(|v| **v == gold).count(),
+                1,
+                "{options}"
+            );
+            assert!(
+                c.answer
+                    .ends_with(&format!("The answer is {gold}, which is ({}).", c.letter))
+            );
+            letters.insert(c.letter.clone());
+        }
+        assert_eq!(letters.len(), 5, "every letter is the gold one somewhere");
     }
 
     #[test]
