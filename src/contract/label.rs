@@ -54,6 +54,21 @@ pub fn grpo(model: &str, start: &str) -> String {
     format!("grpo {model} {start}")
 }
 
+/// The resampling of the questions `model` got wrong under greedy decoding (paper §5.1).
+pub fn sample(model: &str) -> String {
+    format!("sample {model}")
+}
+
+/// `source`'s greedy-correct responses in `model`'s tokens and prompt (paper §5.2).
+pub fn transfer(model: &str, source: &str) -> String {
+    format!("transfer {model} from {source}")
+}
+
+/// Method `method`'s critical tokens of responses without rollouts, by s_t (paper §5.1).
+pub fn score(model: &str, method: &str) -> String {
+    format!("score {model} {method}")
+}
+
 pub fn report(experiment: &str) -> String {
     format!("report {experiment}")
 }

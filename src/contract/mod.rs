@@ -47,17 +47,24 @@ pub enum Kind {
     Eval,
     Grpo,
     Report,
+    Sample,
+    Transfer,
+    Score,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 11] = [
+    /// In pipeline order (how `cft plan` lists them).
+    pub const ALL: [Kind; 14] = [
         Kind::Dataset,
         Kind::Pretrain,
         Kind::Greedy,
+        Kind::Sample,
+        Kind::Transfer,
         Kind::Rollout,
         Kind::Criticality,
         Kind::TokenStats,
         Kind::Selection,
+        Kind::Score,
         Kind::Train,
         Kind::Eval,
         Kind::Grpo,
@@ -78,6 +85,9 @@ impl Kind {
             Kind::Eval => "eval",
             Kind::Grpo => "grpo",
             Kind::Report => "report",
+            Kind::Sample => "sample",
+            Kind::Transfer => "transfer",
+            Kind::Score => "score",
         }
     }
 
@@ -93,6 +103,8 @@ impl Kind {
                 | Kind::Train
                 | Kind::Eval
                 | Kind::Grpo
+                | Kind::Sample
+                | Kind::Score
         )
     }
 
@@ -101,7 +113,7 @@ impl Kind {
     pub const fn shares_model_loads(self) -> bool {
         matches!(
             self,
-            Kind::Greedy | Kind::Rollout | Kind::TokenStats | Kind::Eval
+            Kind::Greedy | Kind::Rollout | Kind::TokenStats | Kind::Eval | Kind::Sample
         )
     }
 
@@ -140,6 +152,9 @@ impl Kind {
             // every token of the batches, prompts included), Table 4's Avg tokens averages the
             // correct responses.
             Kind::Report => 2,
+            Kind::Sample => 1,
+            Kind::Transfer => 1,
+            Kind::Score => 1,
         }
     }
 }

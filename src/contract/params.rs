@@ -8,8 +8,8 @@ use serde_json::Value;
 
 use super::Kind;
 use crate::manifest::{
-    Adapter, EarlyStop, MatchScope, MethodKind, Report, Rule, Sampling, Synthetic, Template,
-    ToyModel, TrainParams,
+    Adapter, EarlyStop, MatchScope, MethodKind, Report, Rule, SampleSettings, Sampling, Synthetic,
+    Template, ToyModel, TrainParams,
 };
 
 /// A stage's params do not fit its kind's struct: a defect of the planner or a cache written
@@ -193,6 +193,57 @@ impl Params for SelectionParams {
     const KIND: Kind = Kind::Selection;
 }
 
+/// `sample` (paper §5.1): each training question the greedy pass got wrong is sampled until
+/// an answer is correct or `settings.attempts` are spent.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SampleParams {
+    pub model: ModelParam,
+    /// The greedy pass's template: the prompts are its, its stop strings end the samples.
+    pub template: Template,
+    /// The benchmark whose grader judges the samples (the training data's format).
+    pub benchmark: String,
+    pub settings: SampleSettings,
+}
+
+impl Params for SampleParams {
+    const KIND: Kind = Kind::Sample;
+}
+
+/// `transfer` (paper §5.2): the source model's greedy-correct responses with this model's
+/// prompt; their token ids kept when the two tokenizers tokenise alike (compared by their
+/// files), the text re-tokenised otherwise.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransferParams {
+    /// The model trained on them (its tokenizer).
+    pub model: ModelParam,
+    /// The model that wrote them (its tokenizer, compared).
+    pub source: ModelParam,
+    /// This model's annotation template.
+    pub template: Template,
+}
+
+impl Params for TransferParams {
+    const KIND: Kind = Kind::Transfer;
+}
+
+/// `score` (paper §5.1-5.2): per-token weights of responses the rollouts did not annotate:
+/// the `top` share of each response's tokens by s_t = P_cft(y_t) − P_base(y_t), or, for
+/// responses transferred with their token ids, the source model's critical tokens as they are.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScoreParams {
+    pub base: ModelParam,
+    /// The CFT method whose checkpoint is M_cft, and how its cell is chosen.
+    pub scorer: MethodStart,
+    pub top: f64,
+}
+
+impl Params for ScoreParams {
+    const KIND: Kind = Kind::Score;
+}
+
 /// What the train stage minimises.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -342,6 +393,11 @@ pub struct ReportMethod {
     /// when the manifest's methods do not all train alike (Table 3's columns).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub adapter: Option<String>,
+    /// The responses it trains on beyond the model's own greedy ones
+    /// ([`crate::manifest::Responses::report_name`]: `greedy+sampled`, `from:<model>`;
+    /// Figure 4).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub responses: Option<String>,
 }
 
 impl ReportMethod {

@@ -4,10 +4,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 /// The stage kinds of DESIGN.md's table, by the names `cft plan --json` prints.
-pub const KINDS: [&str; 11] = {
-    let mut names = [""; 11];
+pub const KINDS: [&str; super::Kind::ALL.len()] = {
+    let mut names = [""; super::Kind::ALL.len()];
     let mut i = 0;
-    while i < 11 {
+    while i < names.len() {
         names[i] = super::Kind::ALL[i].name();
         i += 1;
     }

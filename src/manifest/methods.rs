@@ -15,6 +15,7 @@ pub(super) fn read_methods(
     r: &mut Reader<'_>,
     global_train: &Table,
     seed: u64,
+    models: &[String],
 ) -> Result<Vec<Method>> {
     let tables = r.tables("method")?;
     if tables.is_empty() {
@@ -94,6 +95,8 @@ pub(super) fn read_methods(
     }
 
     let mut methods = Vec::new();
+    // (method, its score table's `by` and `cell`), checked once every method is read.
+    let mut scorers: Vec<(String, At<String>, Option<At<String>>)> = Vec::new();
     for mut p in pending {
         let label = p
             .reader
@@ -117,25 +120,192 @@ pub(super) fn read_methods(
             Some(t) => sink.recover(super::resolve::read_adapter(Some(t))),
             None => None,
         };
+        let responses = sink.recover(read_responses(&mut p.reader, &p.kind, models));
+        let score = match p.reader.table("score")? {
+            Some(t) => sink.recover(read_score(t)),
+            None => None,
+        };
         let cells = grid::expand(&train, p.reader.loc(), seed);
-        p.reader.finish()?;
-        let Some(cells) = sink.recover(cells) else {
+        let score_error = |message: &str| p.reader.error("score", message);
+        let (Some(cells), Some(responses)) = (sink.recover(cells), responses) else {
+            p.reader.finish()?;
             continue;
         };
+        let needs_score =
+            matches!(p.kind, MethodKind::Cft { .. }) && responses != Responses::Greedy;
+        let score = match (score, needs_score) {
+            (Some(_), false) => {
+                sink.push(score_error(
+                    "only a `cft` method trained on sampled or transferred responses \
+                     (`responses = \"greedy+sampled\"` or `responses_from`) takes `score`",
+                ));
+                p.reader.finish()?;
+                continue;
+            }
+            (None, true) => {
+                sink.push(score_error(
+                    "a `cft` method on sampled or transferred responses needs \
+                     `score = { by = \"<cft method>\" }`: the CFT checkpoint whose probability \
+                     gap to the base model marks the critical tokens of responses without \
+                     rollouts (paper §5.1)",
+                ));
+                p.reader.finish()?;
+                continue;
+            }
+            (Some((spec, by, cell)), true) => {
+                scorers.push((p.name.value.clone(), by, cell));
+                Some(spec)
+            }
+            (None, false) => None,
+        };
+        p.reader.finish()?;
         methods.push(Method {
             name: p.name.value,
             label,
             kind: p.kind,
             cells,
             adapter,
+            responses,
+            score,
         });
+    }
+    // `score.by` names a CFT method trained on the model's own greedy responses, `cell` one
+    // of its cells.
+    let names: Vec<&str> = methods.iter().map(|m| m.name.as_str()).collect();
+    for (_, by, cell) in &scorers {
+        let Some(target) = methods.iter().find(|m| m.name == by.value) else {
+            if !(unnamed || failed.contains(&by.value)) {
+                let hint = did_you_mean(&by.value, &names)
+                    .map_or(String::new(), |s| format!("; did you mean `{s}`?"));
+                sink.push(ManifestError::invalid(
+                    &by.loc,
+                    &by.key,
+                    format!("no method named `{}`{hint}", by.value),
+                ));
+            }
+            continue;
+        };
+        if !matches!(target.kind, MethodKind::Cft { .. }) || target.responses != Responses::Greedy {
+            sink.push(ManifestError::invalid(
+                &by.loc,
+                &by.key,
+                format!(
+                    "`{}` must be a `cft` method trained on the model's own greedy responses \
+                     (M_cft of paper §5.1)",
+                    by.value
+                ),
+            ));
+            continue;
+        }
+        if let Some(c) = cell
+            && !target.cells.iter().any(|x| x.label == c.value)
+        {
+            let labels: Vec<&str> = target.cells.iter().map(|x| x.label.as_str()).collect();
+            sink.push(ManifestError::invalid(
+                &c.loc,
+                &c.key,
+                format!(
+                    "`{}` has no cell `{}` (its cells: {})",
+                    by.value,
+                    c.value,
+                    labels.join(", ")
+                ),
+            ));
+        }
     }
     Ok(methods)
 }
 
+/// `responses` and `responses_from`: the responses a method trains on.
+fn read_responses(t: &mut Reader<'_>, kind: &MethodKind, models: &[String]) -> Result<Responses> {
+    let written = t.choice("responses", &["greedy", "greedy+sampled"])?;
+    let from = t.string("responses_from")?;
+    let responses = match (&written, &from) {
+        (Some(_), Some(f)) => {
+            return Err(ManifestError::invalid(
+                &f.loc,
+                &f.key,
+                "a method takes `responses` or `responses_from`, not both",
+            ));
+        }
+        (Some(w), None) if w.value == "greedy+sampled" => Responses::GreedySampled,
+        (_, None) => Responses::Greedy,
+        (None, Some(f)) => {
+            if !models.contains(&f.value) {
+                let names: Vec<&str> = models.iter().map(String::as_str).collect();
+                let hint = did_you_mean(&f.value, &names)
+                    .map_or(String::new(), |s| format!("; did you mean `{s}`?"));
+                return Err(ManifestError::invalid(
+                    &f.loc,
+                    &f.key,
+                    format!("no model named `{}`{hint}", f.value),
+                ));
+            }
+            Responses::From(f.value.clone())
+        }
+    };
+    let trains_on_responses = matches!(
+        kind,
+        MethodKind::Sft | MethodKind::Dft | MethodKind::Cft { .. }
+    );
+    if responses != Responses::Greedy && !trains_on_responses {
+        let key = if from.is_some() {
+            "responses_from"
+        } else {
+            "responses"
+        };
+        return Err(t.error(
+            key,
+            "only sft, dft and cft methods train on sampled or transferred responses (the \
+             selection baselines rank the model's own greedy responses)",
+        ));
+    }
+    Ok(responses)
+}
+
+/// `score = { by = "...", cell = "...", top = 0.15 }`.
+type ScoreRead = (ScoreSpec, At<String>, Option<At<String>>);
+
+fn read_score(mut t: Reader<'_>) -> Result<ScoreRead> {
+    let by = t.require_string("by");
+    let cell = t.string("cell")?;
+    let top = t.float("top")?;
+    t.finish()?;
+    let by = by?;
+    let top = match top {
+        None => SCORE_TOP,
+        Some(v) if v.value > 0.0 && v.value <= 1.0 => v.value,
+        Some(v) => {
+            return Err(ManifestError::invalid(
+                &v.loc,
+                &v.key,
+                format!(
+                    "the share of tokens marked must be in (0, 1], got {}",
+                    v.value
+                ),
+            ));
+        }
+    };
+    Ok((
+        ScoreSpec {
+            by: by.value.clone(),
+            cell: cell.as_ref().map(|c| c.value.clone()),
+            top,
+        },
+        by,
+        cell,
+    ))
+}
+
+/// The paper's share: "We mark the top 15% of tokens with the highest s_t values".
+pub const SCORE_TOP: f64 = 0.15;
+
 /// The keys of a `[[method]]` table.
-const METHOD_KEYS: [&str; 10] = [
+const METHOD_KEYS: [&str; 13] = [
     "adapter",
+    "responses",
+    "responses_from",
+    "score",
     "name",
     "kind",
     "rule",

@@ -96,7 +96,10 @@ pub fn resolve(
         None => Table::default(),
     };
     let before = sink.count();
-    let methods = super::methods::read_methods(&mut r, &global_train, seed)?;
+    let model_names: Vec<String> = models.iter().map(|m| m.name.clone()).collect();
+    let methods = super::methods::read_methods(&mut r, &global_train, seed, &model_names)?;
+    let sample = r.table("sample")?;
+    let sample = sink.recover(read_sample(sample, seed, &annotate));
     let methods_whole = sink.count() == before && !methods.is_empty();
     // The report names methods and benchmarks: read it only when both were read whole, or
     // every reference to what failed would be reported again.
@@ -118,29 +121,36 @@ pub fn resolve(
     if let Some(error) = sink.take() {
         return Err(error);
     }
-    match (experiment, eval, train_data, adapter, report) {
-        (Some((name, seed)), Some((eval, _)), Some(train_data), Some(adapter), Some(report)) => {
-            Ok(Experiment {
-                name,
-                seed,
-                files,
-                models,
-                train_data,
-                annotate,
-                methods,
-                adapter,
-                eval,
-                report,
-                rl,
-            })
-        }
+    match (experiment, eval, train_data, adapter, report, sample) {
+        (
+            Some((name, seed)),
+            Some((eval, _)),
+            Some(train_data),
+            Some(adapter),
+            Some(report),
+            Some(sample),
+        ) => Ok(Experiment {
+            name,
+            seed,
+            files,
+            models,
+            train_data,
+            annotate,
+            methods,
+            adapter,
+            eval,
+            report,
+            rl,
+            sample,
+        }),
         // Every `None` above recorded its error, so `take` returned it; this is not reached.
         _ => Err(r.error("", "the manifest could not be read")),
     }
 }
 
 /// The top-level keys of a manifest.
-const ROOT_KEYS: [&str; 11] = [
+const ROOT_KEYS: [&str; 12] = [
+    "sample",
     "include",
     "experiment",
     "model",
@@ -468,6 +478,51 @@ fn read_annotate(t: Option<Reader<'_>>) -> Result<(Annotate, Template)> {
         t.finish()?;
     }
     Ok((out, template))
+}
+
+/// `[sample]` (paper §5.1), its defaults the paper's: 100 attempts at temperature 1.
+fn read_sample(t: Option<Reader<'_>>, seed: u64, annotate: &Annotate) -> Result<SampleSettings> {
+    let mut out = SampleSettings {
+        attempts: 100,
+        temperature: 1.0,
+        top_p: 1.0,
+        seed,
+        max_new_tokens: annotate.max_new_tokens,
+    };
+    let Some(mut t) = t else {
+        return Ok(out);
+    };
+    if let Some(v) = t.count("attempts", 1)? {
+        out.attempts = v.value;
+    }
+    if let Some(v) = t.float("temperature")? {
+        if !(v.value > 0.0 && v.value.is_finite()) {
+            return Err(ManifestError::invalid(
+                &v.loc,
+                &v.key,
+                format!("must be above 0, got {}", v.value),
+            ));
+        }
+        out.temperature = v.value;
+    }
+    if let Some(v) = t.float("top_p")? {
+        if !(v.value > 0.0 && v.value <= 1.0) {
+            return Err(ManifestError::invalid(
+                &v.loc,
+                &v.key,
+                format!("must be in (0, 1], got {}", v.value),
+            ));
+        }
+        out.top_p = v.value;
+    }
+    if let Some(v) = t.count("seed", 0)? {
+        out.seed = v.value;
+    }
+    if let Some(v) = t.count("max_new_tokens", 1)? {
+        out.max_new_tokens = v.value;
+    }
+    t.finish()?;
+    Ok(out)
 }
 
 pub(super) fn read_adapter(t: Option<Reader<'_>>) -> Result<Adapter> {

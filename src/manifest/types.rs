@@ -23,6 +23,60 @@ pub struct Experiment {
     pub report: Report,
     /// `[rl]`: GRPO runs, when the manifest has the table.
     pub rl: Option<Rl>,
+    /// `[sample]`: how the questions greedy decoding got wrong are resampled (paper §5.1), for
+    /// the methods with `responses = "greedy+sampled"`.
+    pub sample: SampleSettings,
+}
+
+/// `[sample]` (paper §5.1): each training question the model answered wrongly under greedy
+/// decoding is sampled until an answer is correct or `attempts` are spent.
+#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SampleSettings {
+    /// The most samples drawn per question (paper: 100).
+    pub attempts: u64,
+    /// Paper: 1.
+    pub temperature: f64,
+    /// Nucleus; 1: the whole distribution (the paper names no truncation).
+    pub top_p: f64,
+    /// Sample `a` of question `idx` draws from a stream of its own, mixed from this seed.
+    pub seed: u64,
+    /// The budget of a sampled response (defaults to `[annotate] max_new_tokens`).
+    pub max_new_tokens: u64,
+}
+
+/// Where a method's training responses come from (paper §4 and §5.1-5.2).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Responses {
+    /// The model's own greedy-correct responses, D_correct (§4).
+    Greedy,
+    /// D_correct and, for each question greedy decoding got wrong, its first correct sample
+    /// (§5.1).
+    GreedySampled,
+    /// Another model's greedy-correct responses (§5.2, `responses_from`).
+    From(String),
+}
+
+impl Responses {
+    /// The name the report groups rows by: none for a model's own greedy responses.
+    pub fn report_name(&self) -> Option<String> {
+        match self {
+            Responses::Greedy => None,
+            Responses::GreedySampled => Some("greedy+sampled".into()),
+            Responses::From(m) => Some(format!("from:{m}")),
+        }
+    }
+}
+
+/// `score = { by, top, cell }` (paper §5.1): the critical tokens of responses the rollouts did
+/// not annotate are the `top` share of each response's tokens by
+/// s_t = P_cft(y_t | Q, y_<t) − P_base(y_t | Q, y_<t), P_cft being CFT method `by`'s checkpoint.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ScoreSpec {
+    pub by: String,
+    /// Its cell; absent: its only cell, or the one `[report] select` picks.
+    pub cell: Option<String>,
+    pub top: f64,
 }
 
 #[derive(Clone, Debug)]
@@ -226,6 +280,11 @@ pub struct Method {
     /// The method's own `adapter` table, where it trains otherwise than the experiment's
     /// `[adapter]` (Table 3 trains SFT and CFT both fully and with LoRA in one manifest).
     pub adapter: Option<Adapter>,
+    /// The responses it trains on (`responses`, `responses_from`).
+    pub responses: Responses,
+    /// How responses without rollouts get critical tokens (CFT on sampled or transferred
+    /// responses).
+    pub score: Option<ScoreSpec>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]

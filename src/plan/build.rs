@@ -8,14 +8,17 @@ use std::collections::BTreeSet;
 use serde_json::{Value, json};
 
 use crate::cache::Store;
+use std::collections::HashMap;
+
 use crate::contract::{
     BaseModel, CheckpointModel, CriticalityParams, DatasetParams, EvalModel, EvalParams,
     GreedyParams, GrpoParams, GrpoStart, Kind, MethodStart, ModelParam, Params, PretrainParams,
-    ReportMethod, ReportParams, RolloutParams, SelectionParams, TokenStatsParams, TrainObjective,
-    TrainStageParams, label,
+    ReportMethod, ReportParams, RolloutParams, SampleParams, ScoreParams, SelectionParams,
+    TokenStatsParams, TrainObjective, TrainStageParams, TransferParams, label,
 };
 use crate::manifest::{
-    DataSource, Experiment, InputPath, MethodKind, ModelSource, ModelSpec, Rule, Select,
+    DataSource, Experiment, InputPath, Method, MethodKind, ModelSource, ModelSpec, Responses, Rule,
+    Select,
 };
 
 use super::{MissingInput, Plan, PlanError, StageSpec};
@@ -31,6 +34,23 @@ struct RlData {
     name: String,
     benchmark: String,
     key: String,
+}
+
+/// A model evaluated: the base model (`name` none) or a method's cell.
+struct EvalSubject {
+    name: Option<(String, String)>,
+    inputs: Vec<String>,
+    model: EvalModel,
+}
+
+/// A model's annotation stages.
+struct Annotation {
+    m: ModelRef,
+    greedy: String,
+    /// Each CFT method's criticality stage.
+    criticality: HashMap<String, String>,
+    /// What the report reads of them.
+    report: Vec<String>,
 }
 
 /// How a model enters the stages that use it.
@@ -92,6 +112,7 @@ pub fn build(exp: &Experiment, store: &dyn Store) -> Result<Plan, PlanError> {
                 kind: m.kind.clone(),
                 cells: m.cells.iter().map(|c| c.label.clone()).collect(),
                 adapter: mixed_adapters.then(|| m.adapter.as_ref().unwrap_or(&exp.adapter).title()),
+                responses: m.responses.report_name(),
             })
             .collect(),
         benchmarks: benchmarks.iter().map(|(n, _)| n.clone()).collect(),
@@ -165,6 +186,156 @@ impl Builder<'_> {
         crate::eval::Benchmark::grader_beyond_name(bench, spec.source.benchmark())
     }
 
+    /// The evaluations of one subject (the base model or a checkpoint) on every benchmark.
+    #[allow(clippy::too_many_arguments)]
+    fn evals(
+        &mut self,
+        model: &ModelSpec,
+        m: &ModelRef,
+        subject: EvalSubject,
+        benchmarks: &[(String, String)],
+        evals: &mut HashMap<(String, String, String), String>,
+        seen: &mut BTreeSet<String>,
+        report: &mut Vec<String>,
+    ) -> Result<(), PlanError> {
+        let eval = &self.exp.eval;
+        let name = &model.name;
+        for (bench, data) in benchmarks {
+            let sampling = eval
+                .sampling
+                .as_ref()
+                .filter(|s| s.benchmarks.contains(bench));
+            let mut all = subject.inputs.clone();
+            all.push(data.clone());
+            let label = match &subject.name {
+                None => label::eval_base(name, bench),
+                Some((method, cell)) => label::eval(name, method, cell, bench),
+            };
+            let key = self.add_typed(
+                label,
+                &EvalParams {
+                    model: subject.model.clone(),
+                    benchmark: bench.clone(),
+                    template: model.templates.eval,
+                    max_new_tokens: eval.max_new_tokens,
+                    sampling: sampling.cloned(),
+                    grader: self.grader(bench),
+                },
+                all,
+                m.binding.clone(),
+            )?;
+            if let Some((method, cell)) = &subject.name {
+                evals.insert((method.clone(), cell.clone(), bench.clone()), key.clone());
+            }
+            if seen.insert(key.clone()) {
+                report.push(key);
+            }
+        }
+        Ok(())
+    }
+
+    /// A method's checkpoint as another stage's starting point (GRPO's start, §5.1's M_cft):
+    /// a named cell, the method's only cell, or the one `[report] select` picks, which the
+    /// stage chooses at run time by the evaluations it is given. Returns the params and the
+    /// inputs: the cells' train stages, then their evaluations.
+    fn method_start(
+        &self,
+        method: &Method,
+        cell: Option<&String>,
+        checkpoints: &[(String, String, String)],
+        evals: &HashMap<(String, String, String), String>,
+        benchmarks: &[(String, String)],
+    ) -> Result<(MethodStart, Vec<String>), PlanError> {
+        let select = &self.exp.report.select;
+        let cells: Vec<String> = match (cell, select) {
+            (Some(c), _) => vec![c.clone()],
+            (None, _) if method.cells.len() == 1 => vec![method.cells[0].label.clone()],
+            (None, Select::Cell(c)) if method.cells.iter().any(|x| &x.label == c) => {
+                vec![c.clone()]
+            }
+            _ => method.cells.iter().map(|c| c.label.clone()).collect(),
+        };
+        let select_on: Vec<String> = match cells.len() {
+            1 => Vec::new(),
+            _ => match select {
+                Select::BestOn(b) => vec![b.clone()],
+                _ => benchmarks.iter().map(|(n, _)| n.clone()).collect(),
+            },
+        };
+        let mut inputs = Vec::new();
+        for cell in &cells {
+            if let Some((_, _, key)) = checkpoints
+                .iter()
+                .find(|(me, c, _)| me == &method.name && c == cell)
+            {
+                inputs.push(key.clone());
+            }
+        }
+        for cell in &cells {
+            for bench in &select_on {
+                let at = (method.name.clone(), cell.clone(), bench.clone());
+                let key = evals.get(&at).ok_or_else(|| {
+                    PlanError::Invalid(format!(
+                        "no evaluation of {} {cell} on {bench} to choose its cell by",
+                        method.name
+                    ))
+                })?;
+                inputs.push(key.clone());
+            }
+        }
+        let start = MethodStart {
+            method: method.name.clone(),
+            cells,
+            select: match select {
+                Select::BestAverage => "best-average".into(),
+                Select::BestOn(b) => format!("best:{b}"),
+                Select::Cell(c) => format!("cell:{c}"),
+            },
+            select_on,
+        };
+        Ok((start, inputs))
+    }
+
+    /// `source`'s greedy-correct responses with `model`'s prompt and tokens (§5.2), and the
+    /// source's annotation (its criticality stages are reused where the tokenizers agree).
+    fn transfer(
+        &mut self,
+        model: &ModelSpec,
+        m: &ModelRef,
+        source: &ModelSpec,
+        train_data: &str,
+    ) -> Result<(String, Annotation), PlanError> {
+        let src = self.annotation(source, train_data)?;
+        let mut inputs: Vec<String> = m.inputs.clone();
+        inputs.extend(src.m.inputs.iter().cloned());
+        inputs.push(train_data.to_string());
+        inputs.push(src.greedy.clone());
+        // Where each model's files are: a directory, or the pretrain stage of a toy model.
+        let mut bindings = serde_json::Map::new();
+        for (what, r) in [("model", m), ("source", &src.m)] {
+            if let Some(dir) = r.binding.get("model_dir") {
+                bindings.insert(format!("{what}_dir"), dir.clone());
+            }
+            if let Some(key) = r.inputs.first() {
+                bindings.insert(format!("{what}_pretrain"), json!(key));
+            }
+        }
+        if let Some(dir) = m.binding.get("model_dir") {
+            bindings.insert("model_dir".into(), dir.clone());
+        }
+        let key = self.add_typed(
+            label::transfer(&model.name, &source.name),
+            &TransferParams {
+                model: m.param.clone(),
+                source: src.m.param.clone(),
+                template: model.templates.annotate,
+            },
+            inputs,
+            Value::Object(bindings),
+        )?;
+        Ok((key, src))
+    }
+
     fn dataset(&mut self, name: &str, source: &DataSource) -> Result<String, PlanError> {
         let (params, bindings) = match source {
             DataSource::File {
@@ -217,14 +388,9 @@ impl Builder<'_> {
         }
     }
 
-    /// Every stage of one model; returns the keys the report reads.
-    fn model_stages(
-        &mut self,
-        model: &ModelSpec,
-        train_data: &str,
-        benchmarks: &[(String, String)],
-        rl_data: &[RlData],
-    ) -> Result<Vec<String>, PlanError> {
+    /// A model's greedy pass, rollouts and criticality stages (the same keys whoever asks:
+    /// the model itself, or a model its responses are transferred to).
+    fn annotation(&mut self, model: &ModelSpec, train_data: &str) -> Result<Annotation, PlanError> {
         let exp = self.exp;
         let name = &model.name;
         let m = self.model(model)?;
@@ -233,7 +399,7 @@ impl Builder<'_> {
         let annotate = &exp.annotate;
         // Answers to the training questions are graded as their benchmark grades them.
         let benchmark = exp.train_data.benchmark();
-        let mut report_inputs = Vec::new();
+        let mut report = Vec::new();
 
         // Eq. 3-4: one greedy pass over the training questions.
         let greedy = self.add_typed(
@@ -248,12 +414,19 @@ impl Builder<'_> {
             with_model(&[train_data.to_string()]),
             m.binding.clone(),
         )?;
-        report_inputs.push(greedy.clone());
+        report.push(greedy.clone());
 
         // Eq. 5-7: rollouts per alternative rank j, shared by every rule that needs rank j.
+        // The rules of the CFT methods annotated by this model's rollouts: its own (on greedy,
+        // or greedy and sampled responses), and those transferred from it to other models.
+        let annotated = |me: &Method| match &me.responses {
+            Responses::Greedy | Responses::GreedySampled => true,
+            Responses::From(source) => source == name,
+        };
         let cft_rules: Vec<(Rule, u64)> = exp
             .methods
             .iter()
+            .filter(|me| annotated(me))
             .filter_map(|me| match me.kind {
                 MethodKind::Cft { rule, k } => Some((rule, k)),
                 _ => None,
@@ -286,8 +459,8 @@ impl Builder<'_> {
             rollouts.push(key);
         }
 
-        let mut criticality = std::collections::HashMap::new();
-        for me in &exp.methods {
+        let mut criticality = HashMap::new();
+        for me in exp.methods.iter().filter(|me| annotated(me)) {
             if let MethodKind::Cft { rule, k } = me.kind {
                 let mut inputs = vec![greedy.clone()];
                 inputs.extend_from_slice(&rollouts[..(k as usize - 1)]);
@@ -297,10 +470,37 @@ impl Builder<'_> {
                     inputs,
                     Value::Null,
                 )?;
-                report_inputs.push(key.clone());
+                report.push(key.clone());
                 criticality.insert(me.name.clone(), key);
             }
         }
+
+        Ok(Annotation {
+            m,
+            greedy,
+            criticality,
+            report,
+        })
+    }
+
+    /// Every stage of one model; returns the keys the report reads.
+    fn model_stages(
+        &mut self,
+        model: &ModelSpec,
+        train_data: &str,
+        benchmarks: &[(String, String)],
+        rl_data: &[RlData],
+    ) -> Result<Vec<String>, PlanError> {
+        let exp = self.exp;
+        let name = &model.name;
+        let Annotation {
+            m,
+            greedy,
+            criticality,
+            report: mut report_inputs,
+        } = self.annotation(model, train_data)?;
+        let with_model =
+            |extra: &[String]| -> Vec<String> { m.inputs.iter().chain(extra).cloned().collect() };
 
         // Entropy and attention select by one shared token-statistics pass, which also gives
         // Table 5 (critical vs normal tokens) for CFT methods.
@@ -325,14 +525,135 @@ impl Builder<'_> {
             None
         };
 
+        // §5.1: the training questions greedy decoding got wrong, sampled until correct.
+        let benchmark = exp.train_data.benchmark();
+        let sample = match exp
+            .methods
+            .iter()
+            .any(|me| me.responses == Responses::GreedySampled)
+        {
+            true => {
+                let key = self.add_typed(
+                    label::sample(name),
+                    &SampleParams {
+                        model: m.param.clone(),
+                        template: model.templates.annotate,
+                        benchmark: benchmark.to_string(),
+                        settings: exp.sample.clone(),
+                    },
+                    with_model(std::slice::from_ref(&greedy)),
+                    m.binding.clone(),
+                )?;
+                report_inputs.push(key.clone());
+                Some(key)
+            }
+            false => None,
+        };
+        // §5.2: another model's greedy-correct responses in this model's tokens, per source.
+        let mut transfers: HashMap<String, (String, Annotation)> = HashMap::new();
+
         let mut checkpoints: Vec<(String, String, String)> = Vec::new(); // (method, cell, key)
-        for me in &exp.methods {
+        // (method, cell, benchmark) → its eval stage
+        let mut evals: HashMap<(String, String, String), String> = HashMap::new();
+        let mut seen = BTreeSet::new();
+        // The evaluations the report reads, after every other stage it reads.
+        let mut eval_report = Vec::new();
+        if exp.eval.include_base {
+            let subject = EvalSubject {
+                name: None,
+                inputs: m.inputs.clone(),
+                model: EvalModel::Base(BaseModel {
+                    base: m.param.clone(),
+                }),
+            };
+            self.evals(
+                model,
+                &m,
+                subject,
+                benchmarks,
+                &mut evals,
+                &mut seen,
+                &mut eval_report,
+            )?;
+        }
+        // Methods that score their responses with another method's checkpoint come after the
+        // others have trained and been evaluated (the scorer's cell is chosen by its evals).
+        let (plain, scored): (Vec<&Method>, Vec<&Method>) =
+            exp.methods.iter().partition(|me| me.score.is_none());
+        for me in plain.into_iter().chain(scored) {
+            // (responses, and their weights for the weighted objective)
+            let mut responses: Vec<String> = Vec::new();
+            let mut scored_weights: Option<String> = None;
+            match &me.responses {
+                Responses::Greedy => responses.push(greedy.clone()),
+                Responses::GreedySampled => {
+                    responses.push(greedy.clone());
+                    responses.extend(sample.clone());
+                }
+                // A model is not trained on its own responses "transferred".
+                Responses::From(source) if source == name => continue,
+                Responses::From(source) => {
+                    let spec = exp
+                        .models
+                        .iter()
+                        .find(|x| &x.name == source)
+                        .ok_or_else(|| {
+                            PlanError::Invalid(format!(
+                                "method {}: no model named `{source}`",
+                                me.name
+                            ))
+                        })?;
+                    if !transfers.contains_key(source) {
+                        let t = self.transfer(model, &m, spec, train_data)?;
+                        report_inputs.push(t.0.clone());
+                        transfers.insert(source.clone(), t);
+                    }
+                    if let Some((key, _)) = transfers.get(source) {
+                        responses.push(key.clone());
+                    }
+                }
+            }
+            if let Some(spec) = &me.score {
+                let scorer = exp.method(&spec.by).ok_or_else(|| {
+                    PlanError::Invalid(format!("method {}: no method `{}`", me.name, spec.by))
+                })?;
+                let (start, chosen) = self.method_start(
+                    scorer,
+                    spec.cell.as_ref(),
+                    &checkpoints,
+                    &evals,
+                    benchmarks,
+                )?;
+                let mut inputs = with_model(&responses[responses.len() - 1..]);
+                // Transferred with their token ids, the source's critical tokens are reused.
+                if let Responses::From(source) = &me.responses
+                    && let Some((_, src)) = transfers.get(source)
+                {
+                    inputs.extend(src.criticality.get(&me.name).cloned());
+                }
+                inputs.extend(chosen);
+                let key = self.add_typed(
+                    label::score(name, &me.name),
+                    &ScoreParams {
+                        base: m.param.clone(),
+                        scorer: start,
+                        top: spec.top,
+                    },
+                    inputs,
+                    m.binding.clone(),
+                )?;
+                scored_weights = Some(key);
+            }
             let (objective, weights) = match &me.kind {
                 MethodKind::Sft => (TrainObjective::Sft, None),
                 MethodKind::Dft => (TrainObjective::Dft, None),
-                MethodKind::Cft { .. } => {
-                    (TrainObjective::Weighted, criticality.get(&me.name).cloned())
-                }
+                MethodKind::Cft { .. } => (
+                    TrainObjective::Weighted,
+                    match me.responses {
+                        Responses::From(_) => None,
+                        _ => criticality.get(&me.name).cloned(),
+                    },
+                ),
                 MethodKind::Entropy { matched, .. }
                 | MethodKind::Attention { matched, .. }
                 | MethodKind::Random { matched } => {
@@ -379,12 +700,12 @@ impl Builder<'_> {
                     (TrainObjective::Weighted, Some(key))
                 }
             };
-            if let Some(w) = &weights {
-                report_inputs.push(w.clone());
-            }
+            let weights: Vec<String> = weights.into_iter().chain(scored_weights).collect();
+            report_inputs.extend(weights.iter().cloned());
+            let mut cells = Vec::new();
             for cell in &me.cells {
-                let mut inputs = with_model(std::slice::from_ref(&greedy));
-                inputs.extend(weights.clone());
+                let mut inputs = with_model(&responses);
+                inputs.extend(weights.iter().cloned());
                 let key = self.add_typed(
                     label::train(name, &me.name, &cell.label),
                     &TrainStageParams {
@@ -397,68 +718,28 @@ impl Builder<'_> {
                     with_run(&m.binding, &cell.run),
                 )?;
                 report_inputs.push(key.clone());
-                checkpoints.push((me.name.clone(), cell.label.clone(), key));
+                checkpoints.push((me.name.clone(), cell.label.clone(), key.clone()));
+                cells.push((cell.label.clone(), key));
             }
-        }
-
-        // Evaluation of each checkpoint (and of the base model) on each benchmark.
-        let eval = &exp.eval;
-        // (method and cell, or none for the base model; inputs; the model param)
-        type Subject = (Option<(String, String)>, Vec<String>, EvalModel);
-        let mut subjects: Vec<Subject> = Vec::new();
-        if eval.include_base {
-            subjects.push((
-                None,
-                m.inputs.clone(),
-                EvalModel::Base(BaseModel {
-                    base: m.param.clone(),
-                }),
-            ));
-        }
-        for (method, cell, key) in &checkpoints {
-            subjects.push((
-                Some((method.clone(), cell.clone())),
-                vec![key.clone()],
-                EvalModel::Checkpoint(CheckpointModel { checkpoint: true }),
-            ));
-        }
-        let mut seen = BTreeSet::new();
-        // (method, cell, benchmark) → its eval stage
-        let mut evals: std::collections::HashMap<(String, String, String), String> =
-            Default::default();
-        for (subject, inputs, model_param) in subjects {
-            for (bench, data) in benchmarks {
-                let sampling = eval
-                    .sampling
-                    .as_ref()
-                    .filter(|s| s.benchmarks.contains(bench));
-                let mut all = inputs.clone();
-                all.push(data.clone());
-                let label = match &subject {
-                    None => label::eval_base(name, bench),
-                    Some((method, cell)) => label::eval(name, method, cell, bench),
+            // Evaluation of each checkpoint on each benchmark.
+            for (cell, key) in cells {
+                let subject = EvalSubject {
+                    name: Some((me.name.clone(), cell)),
+                    inputs: vec![key],
+                    model: EvalModel::Checkpoint(CheckpointModel { checkpoint: true }),
                 };
-                let key = self.add_typed(
-                    label,
-                    &EvalParams {
-                        model: model_param.clone(),
-                        benchmark: bench.clone(),
-                        template: model.templates.eval,
-                        max_new_tokens: eval.max_new_tokens,
-                        sampling: sampling.cloned(),
-                        grader: self.grader(bench),
-                    },
-                    all,
-                    m.binding.clone(),
+                self.evals(
+                    model,
+                    &m,
+                    subject,
+                    benchmarks,
+                    &mut evals,
+                    &mut seen,
+                    &mut eval_report,
                 )?;
-                if let Some((method, cell)) = &subject {
-                    evals.insert((method.clone(), cell.clone(), bench.clone()), key.clone());
-                }
-                if seen.insert(key.clone()) {
-                    report_inputs.push(key);
-                }
             }
         }
+        report_inputs.extend(eval_report);
 
         // GRPO from each starting point (paper §4.4).
         if let Some(rl) = &exp.rl {
@@ -480,58 +761,15 @@ impl Builder<'_> {
                         })
                     }
                     Some(method) => {
-                        let select = &exp.report.select;
-                        // A named cell, the method's only cell, or the report's rule: then
-                        // every cell is an input, with the evals the rule reads.
-                        let cells: Vec<String> = match (&start.cell, select) {
-                            (Some(c), _) => vec![c.clone()],
-                            (None, _) if method.cells.len() == 1 => {
-                                vec![method.cells[0].label.clone()]
-                            }
-                            (None, Select::Cell(c))
-                                if method.cells.iter().any(|x| &x.label == c) =>
-                            {
-                                vec![c.clone()]
-                            }
-                            _ => method.cells.iter().map(|c| c.label.clone()).collect(),
-                        };
-                        let select_on: Vec<String> = match cells.len() {
-                            1 => Vec::new(),
-                            _ => match select {
-                                Select::BestOn(b) => vec![b.clone()],
-                                _ => benchmarks.iter().map(|(n, _)| n.clone()).collect(),
-                            },
-                        };
-                        for cell in &cells {
-                            if let Some((_, _, key)) = checkpoints
-                                .iter()
-                                .find(|(me, c, _)| me == &method.name && c == cell)
-                            {
-                                inputs.push(key.clone());
-                            }
-                        }
-                        for cell in &cells {
-                            for bench in &select_on {
-                                let at = (method.name.clone(), cell.clone(), bench.clone());
-                                let key = evals.get(&at).ok_or_else(|| {
-                                    PlanError::Invalid(format!(
-                                        "rl: no evaluation of {} {cell} on {bench} to choose its cell by",
-                                        method.name
-                                    ))
-                                })?;
-                                inputs.push(key.clone());
-                            }
-                        }
-                        GrpoStart::Method(MethodStart {
-                            method: method.name.clone(),
-                            cells,
-                            select: match select {
-                                Select::BestAverage => "best-average".into(),
-                                Select::BestOn(b) => format!("best:{b}"),
-                                Select::Cell(c) => format!("cell:{c}"),
-                            },
-                            select_on,
-                        })
+                        let (start, chosen) = self.method_start(
+                            method,
+                            start.cell.as_ref(),
+                            &checkpoints,
+                            &evals,
+                            benchmarks,
+                        )?;
+                        inputs.extend(chosen);
+                        GrpoStart::Method(start)
                     }
                 };
                 let params = GrpoParams {
@@ -548,7 +786,7 @@ impl Builder<'_> {
                         .filter_map(|b| Some((b.clone(), self.grader(b)?)))
                         .collect(),
                     eval_template: model.templates.eval,
-                    eval_max_new_tokens: eval.max_new_tokens,
+                    eval_max_new_tokens: exp.eval.max_new_tokens,
                     eval_every: rl.eval_every,
                     adapter: exp.adapter.clone(),
                     settings: rl.settings.clone(),

@@ -11,11 +11,15 @@ use super::inputs::{MethodParams, Params, Records, label};
 use super::{AnnotationRow, CategoryRow, PassCurve, TokenStats, TokenStatsRow, TrainingRow};
 use crate::manifest::MethodKind;
 
-/// The CFT methods of the experiment (those with a criticality stage).
+/// The CFT methods of the experiment trained on the model's own greedy responses, those whose
+/// criticality stage annotates them (Tables 4 and 5, Figure 5). A CFT method on sampled or
+/// transferred responses (Figure 4) shares its rule's annotation of the greedy ones, or has
+/// none of this model's: it would repeat a row, or show another method's.
 fn cft_methods(params: &Params) -> impl Iterator<Item = (&MethodParams, String)> {
     params
         .methods
         .iter()
+        .filter(|m| m.responses.is_none())
         .filter_map(|m| m.criticality().map(|c| (m, c)))
 }
 
@@ -229,6 +233,9 @@ pub fn training(
             // annotated tokens the method's weights select, which is what training trains on
             // up to `max_length` truncation; SFT and DFT weigh every response token.
             let fraction = train.and_then(trained_share).or_else(|| {
+                if let Some(responses) = &method.responses {
+                    return responses_share(records, model, method, responses);
+                }
                 records
                     .metrics(&label::selection(model, &method.name))
                     .and_then(|m| m["fraction"].as_f64())
@@ -265,6 +272,32 @@ pub fn training(
         }
     }
     out
+}
+
+/// [`training`]'s share for a train record without response-token counts, of a method on
+/// sampled or transferred responses (Figure 4): SFT and DFT weigh every token; CFT on
+/// transferred responses what the `score` stage marked of them; CFT on greedy and sampled
+/// responses the critical tokens of the greedy ones (its criticality) and the tokens the
+/// `score` stage marked of the sampled ones, over the tokens of both.
+fn responses_share(
+    records: &Records<'_>,
+    model: &str,
+    method: &MethodParams,
+    responses: &str,
+) -> Option<f64> {
+    match method.kind {
+        MethodKind::Sft | MethodKind::Dft => return Some(1.0),
+        MethodKind::Cft { .. } => {}
+        _ => return None,
+    }
+    let score = records.metrics(&label::score(model, &method.name))?;
+    if responses.starts_with("from:") {
+        return score["fraction"].as_f64();
+    }
+    let crit = records.metrics(&label::criticality(model, &method.criticality()?))?;
+    let tokens = crit["tokens"].as_f64()? + score["tokens"].as_f64()?;
+    let weighted = crit["critical_tokens"].as_f64()? + score["selected"].as_f64()?;
+    (tokens > 0.0).then(|| weighted / tokens)
 }
 
 /// Pass@N curves (Figure 2) of the base model and each method's chosen cell, on every
@@ -314,7 +347,6 @@ pub fn pass_at(
     out
 }
 
-/// Figure 3: each model's GRPO runs from `base` and from each method, as their records say.
 /// Figure 6 (App. C.3) from the accuracy blocks and the training rows: per model, the methods
 /// of [`super::NumberOnly`], when the manifest has a `number` method.
 pub fn number_only(
@@ -423,6 +455,98 @@ pub fn adapters(params: &Params, blocks: &[super::Block]) -> Vec<super::AdapterT
         .collect()
 }
 
+/// A Figure 4 column's title from a method's `responses`.
+pub fn responses_title(responses: Option<&str>) -> String {
+    match responses {
+        None => "Greedy".into(),
+        Some("greedy+sampled") => "Greedy + sampled".into(),
+        Some(other) => match other.strip_prefix("from:") {
+            Some(source) => format!("Transferred from {source}"),
+            None => other.to_string(),
+        },
+    }
+}
+
+/// Figure 4 (§5.1-5.2), where some method trains on sampled or transferred responses: per
+/// model, one row per method kind (with its settings) among those of such methods, one column
+/// per set of responses in the manifest's order; a cell holds the first method of its kind
+/// and responses, as [`adapters`] fills its cells, and nothing where that method trains on
+/// this model's own responses "transferred" (the planner trains no such stage).
+pub fn responses(
+    params: &Params,
+    records: &Records<'_>,
+    blocks: &[super::Block],
+) -> Vec<super::ResponsesTable> {
+    if params.methods.iter().all(|m| m.responses.is_none()) {
+        return Vec::new();
+    }
+    let mut groups: Vec<Option<&str>> = Vec::new();
+    for m in &params.methods {
+        let g = m.responses.as_deref();
+        if !groups.contains(&g) {
+            groups.push(g);
+        }
+    }
+    let mut kinds: Vec<&MethodKind> = Vec::new();
+    for m in params.methods.iter().filter(|m| m.responses.is_some()) {
+        if !kinds.contains(&&m.kind) {
+            kinds.push(&m.kind);
+        }
+    }
+    blocks
+        .iter()
+        .map(|b| {
+            let own = format!("from:{}", b.model);
+            super::ResponsesTable {
+                model: b.model.clone(),
+                columns: groups.iter().map(|g| responses_title(*g)).collect(),
+                responses: groups.iter().map(|g| g.map(str::to_string)).collect(),
+                rows: kinds
+                    .iter()
+                    .map(|kind| {
+                        let of_kind: Vec<_> =
+                            params.methods.iter().filter(|m| &m.kind == *kind).collect();
+                        super::AdapterRow {
+                            label: of_kind.first().map_or(String::new(), |m| m.label.clone()),
+                            cells: groups
+                                .iter()
+                                .map(|g| {
+                                    let m =
+                                        of_kind.iter().find(|m| m.responses.as_deref() == *g)?;
+                                    if *g == Some(own.as_str()) {
+                                        return None;
+                                    }
+                                    let row = b.rows.iter().find(|r| r.method == m.name)?;
+                                    Some(super::AdapterCell {
+                                        method: m.name.clone(),
+                                        cell: row.cell.clone(),
+                                        average: row.average,
+                                    })
+                                })
+                                .collect(),
+                        }
+                    })
+                    .collect(),
+                sampling: sampling(records, &b.model),
+            }
+        })
+        .collect()
+}
+
+/// §5.1's counts from a model's `sample` record, if it has one.
+fn sampling(records: &Records<'_>, model: &str) -> Option<super::Sampling> {
+    let m = records.metrics(&label::sample(model))?;
+    Some(super::Sampling {
+        questions: m["questions"].as_u64(),
+        solved: m["solved"].as_u64(),
+        attempts_mean: m["attempts_mean"].as_f64(),
+        limit: m["limit"].as_u64(),
+        samples: m["samples"].as_u64(),
+        seconds: m["seconds"].as_f64(),
+    })
+}
+
+/// Figure 3: each model's GRPO runs from `base` and from each method, as their records say.
 pub fn rl(params: &Params, records: &Records<'_>) -> Vec<super::RlRun> {
     let mut out = Vec::new();
     let starts: Vec<(&str, &str)> = std::iter::once(("base", "base"))

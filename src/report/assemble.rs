@@ -36,6 +36,13 @@ pub fn build(params: &Params, records: &Records<'_>) -> Report {
     }
     let number_only = analysis::number_only(params, &blocks, &training);
     let adapters = analysis::adapters(params, &blocks);
+    let mut responses = analysis::responses(params, records, &blocks);
+    if !settings.timings {
+        responses
+            .iter_mut()
+            .filter_map(|t| t.sampling.as_mut())
+            .for_each(|s| s.seconds = None);
+    }
     Report {
         experiment: params.experiment.clone(),
         baseline,
@@ -52,6 +59,7 @@ pub fn build(params: &Params, records: &Records<'_>) -> Report {
         pass_at: analysis::pass_at(params, records, &chosen),
         number_only,
         adapters,
+        responses,
         rl: analysis::rl(params, records),
         cpu_dependent: records.cpu_dependent_kernels(),
     }

@@ -70,6 +70,18 @@ pub fn merge(reports: &[Report]) -> Report {
             })
         })
         .collect();
+    // Figure 4: likewise.
+    let responses: Vec<super::ResponsesTable> = reports
+        .iter()
+        .flat_map(|r| {
+            r.responses.iter().cloned().map(|mut t| {
+                t.rows
+                    .iter_mut()
+                    .for_each(|row| row.label = tag(r, &row.label));
+                t
+            })
+        })
+        .collect();
     let number_only = {
         let mut out: Vec<super::NumberOnly> = Vec::new();
         for r in reports {
@@ -134,6 +146,7 @@ pub fn merge(reports: &[Report]) -> Report {
             .collect(),
         number_only,
         adapters,
+        responses,
         rl: reports
             .iter()
             .flat_map(|r| {

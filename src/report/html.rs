@@ -62,6 +62,9 @@ pub fn render(report: &Report, plots: &[Plot]) -> String {
                 out.push_str("</tr>\n");
             }
             out.push_str("</table>\n");
+            for line in &t.footer {
+                out.push_str(&format!("<p class=\"note\">{}</p>\n", escape(line)));
+            }
         }
     }
     if !plots.is_empty() {

@@ -47,6 +47,9 @@ fn render_sections(out: &mut String, sections: impl IntoIterator<Item = Section>
                 out.push_str(&format!("**{}**\n\n", escape(&t.caption)));
             }
             table(out, t);
+            for line in &t.footer {
+                out.push_str(&format!("\n{line}\n"));
+            }
         }
     }
 }

@@ -25,6 +25,9 @@ pub mod select;
 pub mod tensorboard;
 pub mod tfevents;
 
+#[cfg(test)]
+mod responses_tests;
+
 use serde::Serialize;
 
 pub use assemble::build;
@@ -80,6 +83,11 @@ pub struct Report {
     /// manifest trains methods both fully and with LoRA; empty otherwise.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub adapters: Vec<AdapterTable>,
+    /// Figure 4 (§5.1-5.2): per model, each method kind's average on each set of training
+    /// responses (the model's own greedy ones, those plus sampled ones, another model's);
+    /// empty when every method trains on the model's own greedy responses.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub responses: Vec<ResponsesTable>,
     /// Figure 3: the GRPO runs (`[rl]`), in the manifest's order of models and starts.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub rl: Vec<RlRun>,
@@ -217,6 +225,42 @@ pub struct AdapterCell {
     pub average: Option<f64>,
 }
 
+/// Figure 4 for one model: one row per kind of method (with its settings) that some method
+/// trains on sampled or transferred responses, one column per set of responses, in the
+/// manifest's order of first appearance; each cell the first method of that kind and
+/// responses, at its chosen cell.
+#[derive(Clone, Debug, Serialize)]
+pub struct ResponsesTable {
+    pub model: String,
+    /// Column titles: `Greedy`, `Greedy + sampled`, `Transferred from <model>`.
+    pub columns: Vec<String>,
+    /// Each column's `responses` as the report params name it (`null`: the model's own greedy
+    /// responses, `greedy+sampled`, `from:<model>`).
+    pub responses: Vec<Option<String>>,
+    /// Labelled by the first method of the kind, as Table 3's rows; a cell is `null` where no
+    /// method of the kind trains on those responses, or where the method does not train this
+    /// model (its own responses transferred to itself).
+    pub rows: Vec<AdapterRow>,
+    /// §5.1: the `sample` stage's resampling of the questions greedy decoding got wrong.
+    pub sampling: Option<Sampling>,
+}
+
+/// What the `sample` stage of one model measured (paper §5.1: 1,334 of 1,459 for
+/// Qwen2.5-7B).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Sampling {
+    /// Training questions greedy decoding got wrong.
+    pub questions: Option<u64>,
+    /// Those a sample answered correctly within `limit` attempts.
+    pub solved: Option<u64>,
+    /// Mean attempts up to the first correct one, over the solved questions.
+    pub attempts_mean: Option<f64>,
+    pub limit: Option<u64>,
+    /// Samples drawn in all.
+    pub samples: Option<u64>,
+    pub seconds: Option<f64>,
+}
+
 /// Figure 3: one GRPO run, one model from one starting point.
 #[derive(Clone, Debug, Serialize)]
 pub struct RlRun {
@@ -254,6 +298,19 @@ pub fn fmt_opt(v: Option<f64>, decimals: usize) -> String {
         Some(x) if x.is_finite() => format!("{x:.decimals$}"),
         _ => "—".into(),
     }
+}
+
+/// A count with thousands separators: `1,334`.
+pub fn fmt_count(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// A signed delta: `+1.8`, `-0.4`.

@@ -196,6 +196,60 @@ pub fn plots(report: &Report) -> Result<Vec<Plot>, ReportError> {
         let svg = bar_chart(&name, &title, "average accuracy (%)", &models, &sets)?;
         out.push(Plot { name, title, svg });
     }
+    // Figure 4: one plot, a group of bars per model and set of training responses (those a
+    // method trains this model on), a bar per method kind (its average accuracy).
+    if !report.responses.is_empty() {
+        let mut groups: Vec<String> = Vec::new();
+        // (table, column) of each group
+        let mut at: Vec<(&super::ResponsesTable, usize)> = Vec::new();
+        for t in &report.responses {
+            for (j, column) in t.columns.iter().enumerate() {
+                if t.rows
+                    .iter()
+                    .all(|r| r.cells.get(j).is_none_or(Option::is_none))
+                {
+                    continue;
+                }
+                groups.push(format!("{}\n{column}", t.model));
+                at.push((t, j));
+            }
+        }
+        let mut labels: Vec<&str> = Vec::new();
+        for row in report.responses.iter().flat_map(|t| &t.rows) {
+            if !labels.contains(&row.label.as_str()) {
+                labels.push(&row.label);
+            }
+        }
+        let sets: Vec<(String, Vec<Option<f64>>)> = labels
+            .iter()
+            .map(|l| {
+                let values = at
+                    .iter()
+                    .map(|(t, j)| {
+                        t.rows
+                            .iter()
+                            .find(|r| r.label == *l)
+                            .and_then(|r| r.cells.get(*j)?.as_ref()?.average)
+                    })
+                    .collect();
+                (l.to_string(), values)
+            })
+            .collect();
+        let groups: Vec<&str> = groups.iter().map(String::as_str).collect();
+        let name = "responses".to_string();
+        let title = "Training responses: average accuracy".to_string();
+        // Room for each group's two-line name under it.
+        let width = SIZE.0.max(140 * groups.len() as u32 + 120);
+        let svg = bar_chart_sized(
+            &name,
+            &title,
+            "average accuracy (%)",
+            &groups,
+            &sets,
+            (width, SIZE.1),
+        )?;
+        out.push(Plot { name, title, svg });
+    }
     // Figure 5: one plot per model and CFT rule.
     for c in &report.categories {
         let title = format!("Token categories: {} {}", c.model, c.method);
@@ -408,10 +462,22 @@ fn bar_chart(
     groups: &[&str],
     sets: &[(String, Vec<Option<f64>>)],
 ) -> Result<String, ReportError> {
+    bar_chart_sized(name, title, y_desc, groups, sets, SIZE)
+}
+
+/// [`bar_chart`] of a given size; a group's name may have two lines (`\n`).
+fn bar_chart_sized(
+    name: &str,
+    title: &str,
+    y_desc: &str,
+    groups: &[&str],
+    sets: &[(String, Vec<Option<f64>>)],
+    size: (u32, u32),
+) -> Result<String, ReportError> {
     let err = plot_error(name);
     let mut svg = String::new();
     {
-        let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
+        let root = SVGBackend::with_string(&mut svg, size).into_drawing_area();
         root.fill(&WHITE).map_err(|e| err(format!("{e:?}")))?;
         let top = sets
             .iter()
@@ -462,7 +528,7 @@ fn bar_chart(
     Ok(svg)
 }
 
-/// Group names centred under their bars.
+/// Group names centred under their bars, a line under another for each `\n`.
 fn group_labels<DB: DrawingBackend>(
     root: &DrawingArea<DB, Shift>,
     chart: &ChartContext<
@@ -481,8 +547,11 @@ fn group_labels<DB: DrawingBackend>(
     );
     for (i, c) in groups.iter().enumerate() {
         let (x, y) = chart.backend_coord(&(i as f64 + 0.5, 0.0));
-        root.draw(&Text::new(c.to_string(), (x, y + 8), style.clone()))
-            .map_err(|e| err(format!("{e:?}")))?;
+        for (k, line) in c.split('\n').enumerate() {
+            let y = y + 8 + 16 * k as i32;
+            root.draw(&Text::new(line.to_string(), (x, y), style.clone()))
+                .map_err(|e| err(format!("{e:?}")))?;
+        }
     }
     Ok(())
 }

@@ -196,7 +196,7 @@ pub fn metrics(outputs: &[QuestionOutput], seconds: f64) -> Value {
 
 /// The seed of sample `i` of question `idx`: SplitMix-style mixing, so neighbouring
 /// questions do not share streams.
-fn sample_seed(seed: u64, idx: u64, i: u64) -> u64 {
+pub fn sample_seed(seed: u64, idx: u64, i: u64) -> u64 {
     let mut z =
         seed ^ idx.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ i.wrapping_mul(0xD1B5_4A32_D192_ED03);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);

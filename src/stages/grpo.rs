@@ -42,7 +42,6 @@ use crate::eval::{Benchmark, grade};
 use crate::generate::{Ending, Engine, EngineOptions};
 use crate::manifest::Adapter;
 use crate::model::{CausalLm, LanguageModel, LoadOptions};
-use crate::report::select::{Candidate, Selection, choose};
 use crate::train::checkpoint::StoreDtype;
 use crate::train::grpo::{GrpoSample, GrpoSettings, GrpoUpdate, grpo_step};
 use crate::train::lora::{self, LoraSpec};
@@ -135,71 +134,20 @@ impl Reward for Graders<'_> {
     }
 }
 
-/// `report.select` as the planner wrote it.
-fn selection(written: &str) -> Result<Selection, StageError> {
-    match written.split_once(':') {
-        None if written == "best-average" => Ok(Selection::BestAverage),
-        Some(("best", b)) => Ok(Selection::BestOn(b.to_string())),
-        Some(("cell", c)) => Ok(Selection::Cell(c.to_string())),
-        _ => Err(fail(format!("grpo: unknown cell selection `{written}`"))),
-    }
-}
-
-/// The start's model directory and, for a method, the chosen cell: the one `select` picks
-/// by the accuracies of the eval inputs (as the report picks it).
+/// The start's model directory and, for a method, the chosen cell
+/// ([`super::start::chosen_checkpoint`]).
 fn start_dir(
     ctx: &StageCtx<'_>,
     params: &GrpoParams,
     rest: &[Record],
 ) -> Result<(std::path::PathBuf, Option<String>), StageError> {
-    let method = match &params.start {
-        GrpoStart::Base(_) => return Ok((ctx.input_model_dir()?, None)),
-        GrpoStart::Method(m) => m,
-    };
-    let trains: Vec<&Record> = rest.iter().filter(|r| r.kind == "train").collect();
-    let evals: Vec<&Record> = rest.iter().filter(|r| r.kind == "eval").collect();
-    if trains.len() != method.cells.len()
-        || evals.len() != method.cells.len() * method.select_on.len()
-    {
-        return Err(fail(format!(
-            "stage `{}`: {} train and {} eval inputs for {} cells",
-            ctx.spec.label,
-            trains.len(),
-            evals.len(),
-            method.cells.len()
-        )));
-    }
-    let chosen = match method.cells.len() {
-        1 => 0,
-        _ => {
-            let per = method.select_on.len();
-            let scores: Vec<Vec<Option<f64>>> = (0..method.cells.len())
-                .map(|c| {
-                    evals[c * per..(c + 1) * per]
-                        .iter()
-                        .map(|r| r.metrics["accuracy"].as_f64().map(|a| a * 100.0))
-                        .collect()
-                })
-                .collect();
-            let candidates: Vec<Candidate<'_>> = method
-                .cells
-                .iter()
-                .zip(&scores)
-                .map(|(label, s)| Candidate { label, scores: s })
-                .collect();
-            let rule = selection(&method.select)?;
-            choose(&rule, &method.select_on, &candidates).ok_or_else(|| {
-                StageError::Input(format!(
-                    "rl: no cell of `{}` has the evaluations `{}` chooses by",
-                    method.method, method.select
-                ))
-            })?
+    match &params.start {
+        GrpoStart::Base(_) => Ok((ctx.input_model_dir()?, None)),
+        GrpoStart::Method(m) => {
+            let (dir, cell) = super::start::chosen_checkpoint(ctx, m, rest)?;
+            Ok((dir, Some(cell)))
         }
-    };
-    Ok((
-        ctx.model_dir(trains[chosen])?,
-        Some(method.cells[chosen].clone()),
-    ))
+    }
 }
 
 /// The stage on backend `B` (training on `Autodiff<B>`).

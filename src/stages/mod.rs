@@ -14,9 +14,13 @@ pub mod pretrain;
 pub mod prompt;
 pub mod report;
 pub mod rollout;
+pub mod sample;
+pub mod score;
 pub mod selection;
+mod start;
 pub mod token_stats;
 pub mod train;
+pub mod transfer;
 
 pub use context::{Item, Output, Progress, Registry, StageCtx, StageError, StageImpl, StageOutput};
 pub use device::{Device, Devices};
@@ -37,5 +41,8 @@ pub fn registry() -> Registry {
     r.register(Kind::Train, train::Train);
     r.register(Kind::Pretrain, pretrain::Pretrain);
     r.register(Kind::Grpo, grpo::Grpo);
+    r.register(Kind::Sample, sample::Sample);
+    r.register(Kind::Transfer, transfer::Transfer);
+    r.register(Kind::Score, score::Score);
     r
 }

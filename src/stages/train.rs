@@ -2,9 +2,10 @@
 //! Eq. 8, or a selection baseline's mask) or DFT, full or LoRA, and outputs an HF model
 //! directory (`model/...`; for LoRA also the PEFT adapter under `adapter/...`).
 //!
-//! Reads the `greedy` input's `responses.jsonl` (the lines with `correct == true`, in file
-//! order) and, for the weighted objective, the `criticality` or `selection` input's
-//! `weights.jsonl`, matched by `idx`. How OpenRLHF's SFT trainer (the paper's) differs from
+//! Reads the `responses.jsonl` of its `greedy`, `sample` (§5.1) or `transfer` (§5.2) inputs
+//! (the lines with `correct == true`, in input and file order) and, for the weighted
+//! objective, the `weights.jsonl` of its `criticality`, `selection` or `score` inputs, matched
+//! by `idx` (an example weighed twice is an error). How OpenRLHF's SFT trainer (the paper's) differs from
 //! the defaults is a setting each: the cosine's floor, Adam's betas, the loss normalisation,
 //! the dropped last batch and the appended EOS (see README, "Training as OpenRLHF runs it").
 //!
@@ -41,6 +42,14 @@ use crate::train::{
 
 pub struct Train;
 
+/// The inputs whose `responses.jsonl` are trained on, in input order: the greedy pass, the
+/// sampled answers (§5.1), another model's responses (§5.2).
+const RESPONSES: [&str; 3] = ["greedy", "sample", "transfer"];
+
+/// The inputs whose `weights.jsonl` weigh them: rollouts' criticality, a baseline's
+/// selection, scores by s_t (or reused masks).
+const WEIGHTS: [&str; 3] = ["criticality", "selection", "score"];
+
 fn fail(e: impl std::fmt::Display) -> StageError {
     StageError::Failed(e.to_string())
 }
@@ -75,23 +84,47 @@ fn train_on<B: Backend>(
     };
     let lm = LanguageModel::<Autodiff<B>>::load(&base, &device, load).map_err(fail)?;
 
-    // 2. the data: D_correct, with weights matched by idx
-    let greedy = ctx.input("greedy")?.clone();
-    let responses: Vec<Response> =
-        read_lines(&ctx.read(&greedy, "responses.jsonl")?, "responses.jsonl")?;
+    // 2. the data: D_correct (and the sampled or transferred responses of §5), with weights
+    // matched by idx
+    let mut responses: Vec<Response> = Vec::new();
+    for record in ctx
+        .inputs()
+        .iter()
+        .filter(|r| RESPONSES.contains(&r.kind.as_str()))
+    {
+        let lines: Vec<Response> =
+            read_lines(&ctx.read(record, "responses.jsonl")?, "responses.jsonl")?;
+        responses.extend(lines);
+    }
     let weights: Option<HashMap<u64, Vec<f32>>> = match objective {
         Objective::Weighted => {
-            let record = ctx
+            let mut map = HashMap::new();
+            for record in ctx
                 .inputs()
                 .iter()
-                .find(|r| r.kind == "criticality" || r.kind == "selection")
-                .cloned()
-                .ok_or_else(|| {
-                    fail("the weighted objective needs a criticality or selection input")
-                })?;
-            let lines: Vec<Weights> =
-                read_lines(&ctx.read(&record, "weights.jsonl")?, "weights.jsonl")?;
-            Some(lines.into_iter().map(|w| (w.idx, w.weights)).collect())
+                .filter(|r| WEIGHTS.contains(&r.kind.as_str()))
+            {
+                let lines: Vec<Weights> =
+                    read_lines(&ctx.read(record, "weights.jsonl")?, "weights.jsonl")?;
+                for w in lines {
+                    if map.insert(w.idx, w.weights).is_some() {
+                        return Err(fail(format!(
+                            "example {} has weights from two inputs",
+                            w.idx
+                        )));
+                    }
+                }
+            }
+            if !ctx
+                .inputs()
+                .iter()
+                .any(|r| WEIGHTS.contains(&r.kind.as_str()))
+            {
+                return Err(fail(
+                    "the weighted objective needs a criticality, selection or score input",
+                ));
+            }
+            Some(map)
         }
         _ => None,
     };

@@ -256,6 +256,31 @@ fn greedy_new_tokens(plan: &Plan, spec: &StageSpec) -> Result<u64, String> {
         .and_then(|g| param_u64(g, "max_new_tokens"))
 }
 
+/// The longest response a `score` stage reads: its sample stage's budget, or the greedy pass
+/// its transfer stage reads.
+fn scored_new_tokens(plan: &Plan, spec: &StageSpec) -> Result<u64, String> {
+    for input in spec.inputs.iter().filter_map(|k| plan.get(k)) {
+        match input.kind {
+            Kind::Sample => {
+                if let Some(n) = input
+                    .params
+                    .get("settings")
+                    .and_then(|s| s.get("max_new_tokens"))
+                    .and_then(Value::as_u64)
+                {
+                    return Ok(n);
+                }
+            }
+            Kind::Transfer => return greedy_new_tokens(plan, input),
+            _ => {}
+        }
+    }
+    Err(format!(
+        "stage `{}` has no sample or transfer input",
+        spec.label
+    ))
+}
+
 /// Maps a stage to its work and estimates it.
 fn work_of(
     plan: &Plan,
@@ -363,6 +388,31 @@ fn work_of(
             train_estimate(shape, work, file)
         }
         Kind::Grpo => grpo_estimate(spec, shape, file)?,
+        // §5.1: waves of the engine's rows of samples.
+        Kind::Sample => {
+            let new_tokens = spec
+                .params
+                .get("settings")
+                .and_then(|s| s.get("max_new_tokens"))
+                .and_then(Value::as_u64)
+                .ok_or_else(|| format!("stage `{}`: params have no max_new_tokens", spec.label))?;
+            generation(rows::ENGINE as u64, new_tokens, 0)
+        }
+        // One model at a time (base, then M_cft), one forward pass per response: bounded by
+        // the token statistics' pass, which also keeps every layer's attention map.
+        Kind::Score => {
+            let t = PROMPT_TOKENS + scored_new_tokens(plan, spec)?;
+            let mut e = memory::token_stats(shape, inference, t);
+            e.load = memory::load_bytes(shape, inference, file);
+            (
+                e,
+                Work {
+                    describe: format!("{}, 1 x {t} tokens, one model at a time", inference.name()),
+                    full_training: false,
+                    strategy: None,
+                },
+            )
+        }
         other => return Err(format!("{other} stages hold no model")),
     })
 }
