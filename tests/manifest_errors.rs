@@ -495,3 +495,79 @@ fn plan_on_a_base_manifest_names_its_typos() {
         "{stderr}"
     );
 }
+
+/// Paper §5.1-5.2's keys: `responses`, `responses_from` and `score` are checked where they are
+/// written.
+#[test]
+fn sampled_and_transferred_responses_are_checked_where_they_are_written() {
+    let method = |body: &str| format!("{VALID}\n[[method]]\nname = \"x\"\n{body}");
+    let cases: [(&str, &[&str]); 9] = [
+        (
+            "kind = \"sft\"\nresponses = \"sampled\"\n",
+            &["m.toml:30:13", "`method[2].responses`", "greedy+sampled"],
+        ),
+        (
+            "kind = \"sft\"\nresponses_from = \"mm\"\n",
+            &[
+                "m.toml:30:18",
+                "`method[2].responses_from`",
+                "no model named `mm`",
+                "did you mean `m`?",
+            ],
+        ),
+        (
+            "kind = \"sft\"\nresponses = \"greedy+sampled\"\nresponses_from = \"m\"\n",
+            &["`method[2].responses_from`", "not both"],
+        ),
+        (
+            "kind = \"entropy\"\nmatch = \"strict3\"\nresponses = \"greedy+sampled\"\n",
+            &["`method[2].responses`", "only sft, dft and cft"],
+        ),
+        (
+            "kind = \"cft\"\nrule = \"strict\"\nk = 3\nresponses = \"greedy+sampled\"\n",
+            &["`method[2].score`", "needs `score = { by"],
+        ),
+        (
+            "kind = \"sft\"\nresponses = \"greedy+sampled\"\nscore = { by = \"strict3\" }\n",
+            &["`method[2].score`", "only a `cft` method"],
+        ),
+        (
+            "kind = \"cft\"\nrule = \"strict\"\nk = 3\nresponses = \"greedy+sampled\"\nscore = { by = \"strict\" }\n",
+            &[
+                "`method[2].score.by`",
+                "no method named `strict`",
+                "did you mean `strict3`?",
+            ],
+        ),
+        (
+            "kind = \"cft\"\nrule = \"strict\"\nk = 3\nresponses = \"greedy+sampled\"\nscore = { by = \"sft\" }\n",
+            &["`method[2].score.by`", "must be a `cft` method"],
+        ),
+        (
+            "kind = \"cft\"\nrule = \"strict\"\nk = 3\nresponses = \"greedy+sampled\"\nscore = { by = \"strict3\", top = 1.5 }\n",
+            &["`method[2].score.top`", "in (0, 1]"],
+        ),
+    ];
+    for (body, wants) in cases {
+        let msg = error_of(&method(body));
+        for want in wants {
+            assert!(msg.contains(want), "{want} not in:\n{msg}\nfor:\n{body}");
+        }
+    }
+    let msg = error_of(&format!(
+        "{VALID}\n[sample]\nattempts = 0\ntemperature = 0\n"
+    ));
+    assert!(msg.contains("`sample.attempts`"), "{msg}");
+    // A valid one: the sampled CFT scored by Strict-3's checkpoint, at the paper's 15%.
+    let dir = tempfile::tempdir().unwrap();
+    let text = method(
+        "kind = \"cft\"\nrule = \"strict\"\nk = 3\nresponses = \"greedy+sampled\"\nscore = { by = \"strict3\" }\n",
+    );
+    let exp = cft::manifest::load(&write(dir.path(), "m.toml", &text)).unwrap();
+    let x = exp.method("x").unwrap();
+    assert_eq!(x.responses, cft::manifest::Responses::GreedySampled);
+    let score = x.score.as_ref().unwrap();
+    assert_eq!((score.by.as_str(), score.top), ("strict3", 0.15));
+    assert_eq!(exp.sample.attempts, 100);
+    assert_eq!(exp.sample.temperature, 1.0);
+}

@@ -274,19 +274,22 @@ fn sampling_stops_at_the_first_correct_answer_and_repeats_from_its_seed() {
         }
     }
 
-    // Narrower waves (more of them, other batches): the same bytes.
+    // Narrower waves (more of them, other batches) over two engines: the same bytes.
     let narrow = Cache::open(&dir.path().join("narrow"), "test").unwrap();
     let mut plan = plan_of(&narrow, &m, &["sample llama"]);
     for spec in plan.graph.node_weights_mut() {
         if spec.kind.name() == "sample" {
             spec.bindings["decode_rows"] = serde_json::json!(5);
+            // two model copies, each on its share of a wave's chunks (one per GPU on a GPU
+            // machine)
+            spec.bindings["engines"] = serde_json::json!(2);
         }
     }
     run(&narrow, &plan);
     for name in ["attempts.jsonl", "responses.jsonl"] {
         assert!(
             output(&narrow, &m, "sample llama", name) == output(&cache, &m, "sample llama", name),
-            "{name} differs with another wave width"
+            "{name} differs with another wave width and two engines"
         );
     }
     // Another seed: other draws.

@@ -110,14 +110,25 @@ pub fn run(cache: &Path, args: ExportArgs) -> anyhow::Result<ExitCode> {
                 args.out.display()
             );
         }
+        // D_correct's weights: the methods that train on the model's own greedy responses
+        // (a sampled or transferred method's other responses are its train stage's inputs).
+        let own = |m: &&cft::manifest::Method| m.responses == cft::manifest::Responses::Greedy;
         let methods: Vec<&cft::manifest::Method> = match &args.method {
-            Some(name) => vec![
-                exp.methods
+            Some(name) => {
+                let m = exp
+                    .methods
                     .iter()
                     .find(|m| m.name == *name)
-                    .with_context(|| format!("--method {name}: not a method of the manifest"))?,
-            ],
-            None => exp.methods.iter().collect(),
+                    .with_context(|| format!("--method {name}: not a method of the manifest"))?;
+                if !own(&m) {
+                    anyhow::bail!(
+                        "--method {name}: it trains on sampled or transferred responses, and \
+                         --annotations exports D_correct, the model's own greedy-correct ones"
+                    );
+                }
+                vec![m]
+            }
+            None => exp.methods.iter().filter(own).collect(),
         };
         let lines = annotations(&files, &record_of, &model.name, &methods)?;
         let parquet = match args.format {

@@ -55,6 +55,9 @@ pub fn run(cache: &Path, args: StatusArgs) -> anyhow::Result<ExitCode> {
                 "criticality",
                 "token-stats",
                 "selection",
+                "sample",
+                "transfer",
+                "score",
             ]
             .contains(&spec.kind.name())
                 && spec.label.split(' ').nth(1) == Some(name.as_str());
@@ -80,7 +83,11 @@ pub fn run(cache: &Path, args: StatusArgs) -> anyhow::Result<ExitCode> {
             .map(|b| b.name.as_str())
             .collect();
         println!("  {:<12} {:<24} {:<28} eval", "method", "cell", "train");
-        for method in &exp.methods {
+        // A method transferred from this model has no stages on it.
+        let own = |m: &&cft::manifest::Method| {
+            m.responses != cft::manifest::Responses::From(name.clone())
+        };
+        for method in exp.methods.iter().filter(own) {
             for cell in &method.cells {
                 let train_label = label::train(name, &method.name, &cell.label);
                 let mut train = show(&train_label);
@@ -220,6 +227,30 @@ fn measured(r: &cft::cache::Record) -> String {
             m["tokens"].as_u64().unwrap_or(0)
         ),
         "selection" => format!("{:.2}% selected", num("fraction").unwrap_or(0.0) * 100.0),
+        "sample" => format!(
+            "{} of {} solved, {:.1} attempts on average",
+            m["solved"].as_u64().unwrap_or(0),
+            m["questions"].as_u64().unwrap_or(0),
+            num("attempts_mean").unwrap_or(0.0)
+        ),
+        "transfer" => format!(
+            "{} responses, {}",
+            m["responses"].as_u64().unwrap_or(0),
+            match m["same_tokenizer"].as_bool() {
+                Some(true) => "same tokenizer: ids kept",
+                _ => "another tokenizer: re-tokenised",
+            }
+        ),
+        "score" => match m["reused"].as_bool() {
+            Some(true) => format!(
+                "source's masks reused, {:.2}% critical",
+                num("fraction").unwrap_or(0.0) * 100.0
+            ),
+            _ => format!(
+                "{:.2}% critical by s_t",
+                num("fraction").unwrap_or(0.0) * 100.0
+            ),
+        },
         _ => String::new(),
     }
 }

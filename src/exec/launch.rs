@@ -119,13 +119,14 @@ impl<'p, 'c> Coordinator<'p, 'c> {
             let device = if let Launcher::Slurm(l) = self.launcher {
                 l.devices(first.kind)
             } else if first.kind.uses_model() {
-                // A greedy pass, a rollout or an evaluation spreads over its share of the
+                // A greedy pass, a rollout, an evaluation or a resampling spreads over its share of the
                 // free GPUs (a model copy on each); everything of its model waits for them.
                 let spreads = matches!(
                     first.kind,
                     crate::contract::Kind::Greedy
                         | crate::contract::Kind::Rollout
                         | crate::contract::Kind::Eval
+                        | crate::contract::Kind::Sample
                 );
                 let wanted = match spreads && !self.cpu_pool() {
                     true => (self.free_devices() / model_units.max(1)).max(1),

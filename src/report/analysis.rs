@@ -41,11 +41,19 @@ pub fn annotation(params: &Params, records: &Records<'_>) -> Vec<AnnotationRow> 
                 .map(|r| r * 100.0),
             seconds_per_1k: crit.and_then(|c| c["seconds_per_1k"].as_f64()),
         };
-        let mut any = false;
+        // Methods that share a criticality stage (CFT trained fully and with LoRA, Table 3)
+        // share its row, their labels joined.
+        let mut rules: Vec<(String, Vec<String>)> = Vec::new();
         for (method, crit) in cft_methods(params) {
-            any = true;
+            match rules.iter_mut().find(|(c, _)| *c == crit) {
+                Some((_, labels)) => labels.push(method.label.clone()),
+                None => rules.push((crit, vec![method.label.clone()])),
+            }
+        }
+        let any = !rules.is_empty();
+        for (crit, labels) in rules {
             let m = records.metrics(&label::criticality(model, &crit));
-            out.push(row(Some(method.label.clone()), m));
+            out.push(row(Some(labels.join(", ")), m));
         }
         if !any {
             out.push(row(None, None));

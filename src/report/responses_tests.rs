@@ -271,15 +271,16 @@ fn the_sampling_counts_are_under_the_sampled_models_table() {
 #[test]
 fn methods_on_other_responses_keep_the_other_tables_whole() {
     let report = report_of(&figure4_params(), figure4_records());
-    // Table 4 annotates the greedy responses: one row per greedy CFT method, none repeated
-    // for the methods on sampled or transferred responses.
+    // Table 4 annotates the greedy responses: one row per greedy CFT rule (CFT trained fully
+    // and with LoRA share theirs), none repeated for the methods on sampled or transferred
+    // responses.
     let rules: Vec<Option<&str>> = report
         .annotation
         .iter()
         .filter(|a| a.model == "big")
         .map(|a| a.method.as_deref())
         .collect();
-    assert_eq!(rules, [Some("CFT"), Some("CFT (LoRA)")]);
+    assert_eq!(rules, [Some("CFT, CFT (LoRA)")]);
     // Tokens trained on, from the weighing records when the train record is absent: greedy
     // critical tokens and sampled marked ones over both; the transferred ones' score share.
     let fraction = |model: &str, method: &str| {

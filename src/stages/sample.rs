@@ -87,19 +87,18 @@ fn run<B: Backend>(ctx: &mut StageCtx<'_>, device: &B::Device) -> Result<StageOu
         stop_strings(params.template),
         s.max_new_tokens as usize,
     );
-    let rows = ctx
-        .bindings()
-        .get("decode_rows")
-        .and_then(|v| v.as_u64())
-        .map_or(ROWS, |r| (r as usize).max(1));
-    let engine = Engine::new(
-        &model.lm,
-        EngineOptions {
-            max_batch: rows,
-            top_alternatives: 0,
-            ..Default::default()
-        },
-    );
+    let rows = decode_rows(ctx, s.max_new_tokens)?;
+    let options = EngineOptions {
+        max_batch: rows,
+        top_alternatives: 0,
+        ..Default::default()
+    };
+    // One engine per GPU the worker holds, each on its own copy of the model.
+    let replicas = super::device::replicas::<B>(ctx.devices(), &model.lm, device);
+    let engines: Vec<Engine<'_, B>> = super::device::engine_models(ctx, &model.lm, &replicas)
+        .into_iter()
+        .map(|lm| Engine::new(lm, options))
+        .collect();
     let decoding = |idx: u64, a: u64| Decoding::Sample {
         temperature: s.temperature as f32,
         top_p: s.top_p as f32,
@@ -107,18 +106,26 @@ fn run<B: Backend>(ctx: &mut StageCtx<'_>, device: &B::Device) -> Result<StageOu
         seed: sample_seed(s.seed, idx, a),
     };
     ctx.set_total(wrong.len() as u64);
+    let chunks: Vec<&[Response]> = wrong.chunks(CHUNK).collect();
+    let run = |engine: &Engine<'_, B>, share: &[&[Response]]| {
+        share
+            .iter()
+            .map(|chunk| {
+                resample(
+                    chunk, s.attempts, rows, engine, &ending, benchmark, &decoding,
+                )
+            })
+            .collect()
+    };
+    let saved: Vec<SavedChunk> =
+        super::device::items_in_waves(ctx, "chunk", &chunks, &engines, 1, run)?;
     let mut responses = Vec::new();
     let mut attempts = Vec::new();
     let mut samples = 0;
-    for (c, chunk) in wrong.chunks(CHUNK).enumerate() {
-        let saved = ctx.item(&format!("chunk-{c}"), chunk.len() as u64, || {
-            resample(
-                chunk, s.attempts, rows, &engine, &ending, benchmark, &decoding,
-            )
-        })?;
-        responses.extend(saved.responses);
-        attempts.extend(saved.attempts);
-        samples += saved.samples;
+    for chunk in saved {
+        responses.extend(chunk.responses);
+        attempts.extend(chunk.attempts);
+        samples += chunk.samples;
     }
     let solved: Vec<&Attempts> = attempts.iter().filter(|a| a.solved).collect();
     let used: u64 = solved.iter().map(|a| a.attempts).sum();
@@ -142,6 +149,25 @@ fn run<B: Backend>(ctx: &mut StageCtx<'_>, device: &B::Device) -> Result<StageOu
             "seconds": started.elapsed().as_secs_f64(),
         }),
     })
+}
+
+/// Rows one wave decodes: a `decode_rows` binding; on a GPU as many as its free memory holds
+/// beside the weights (by the memory model, prompts taken at 512 tokens, up to
+/// `rows::GREEDY_GPU_MAX`); else the engine's default batch. Outputs do not depend on it.
+fn decode_rows(ctx: &StageCtx<'_>, max_new: u64) -> Result<usize, StageError> {
+    if let Some(rows) = ctx.bindings().get("decode_rows").and_then(|v| v.as_u64()) {
+        return Ok((rows as usize).max(1));
+    }
+    let work = crate::plan::resources::GenerateWork {
+        dtype: crate::plan::resources::Dtype::Bf16,
+        rows: ROWS as u64,
+        prompt: 512,
+        new_tokens: max_new,
+        encoded: 0,
+        encoded_while_decoding: false,
+    };
+    let cap = crate::generate::rows::GREEDY_GPU_MAX;
+    Ok(super::greedy::rows_from_free_memory(ctx, work, ROWS, cap)?.unwrap_or(ROWS))
 }
 
 /// Samples each question until its lowest-numbered correct attempt is known or `limit`
